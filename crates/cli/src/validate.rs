@@ -1,0 +1,132 @@
+//! `windlass validate <env>`: the config, then every declared variable of the environment, all
+//! problems at once. Replaces `validate-env-vars.sh production`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use windlass_config::dotenv::EnvFile;
+use windlass_config::env_check::{EnvInputs, check_env};
+use windlass_config::{Diagnostic, Source, diagnostic};
+
+use crate::{OutputFormat, Outcome, UsageError, config_path};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The environment to check, as declared under [environments].
+    environment: String,
+    /// The config file [default: ./windlass.toml]
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// The env file to read [default: .env.<environment> beside the config, if present]
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let path = config_path(args.config);
+    let source = Source::read(&path).map_err(|err| UsageError(err.to_string()))?;
+    let parsed = windlass_config::parse(&source);
+    let config = &parsed.config;
+    // Config problems first (already in file order), then the environment's.
+    let mut diagnostics = parsed.diagnostics.clone();
+
+    if !config.environments.contains_key(&args.environment) && !config.environments.is_empty() {
+        let declared: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        let mut message = format!(
+            "environment `{}` is not declared in {} (declared: {})",
+            args.environment,
+            path.display(),
+            declared.join(", ")
+        );
+        if let Some(suggestion) = windlass_config::did_you_mean(&args.environment, declared.iter().copied()) {
+            message.push_str(&format!("; did you mean `{suggestion}`?"));
+        }
+        return Err(UsageError(message).into());
+    }
+
+    let mut env_diagnostics = Vec::new();
+    let env_file = read_env_file(config, &args.environment, args.env_file, &mut env_diagnostics)?;
+    let process_env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let inputs = EnvInputs { process_env: &process_env, env_file: env_file.as_ref() };
+    env_diagnostics.extend(check_env(config, &args.environment, &inputs));
+    diagnostic::sort(&mut env_diagnostics);
+    diagnostics.extend(env_diagnostics);
+
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.iter().filter(|d| d.severity == windlass_config::Severity::Warning).count();
+    let checked_vars = config.env.values().filter(|s| s.applies_to(&args.environment)).count();
+    match args.output {
+        OutputFormat::Text => {
+            for diagnostic in &diagnostics {
+                println!("{}", diagnostic.render());
+            }
+            if errors == 0 {
+                println!(
+                    "{}: deployable ({} services, {checked_vars} variables checked{})",
+                    args.environment,
+                    config.services.len(),
+                    plural_suffix(", ", warnings, "warning")
+                );
+            } else {
+                println!(
+                    "{}: not deployable: {}{}",
+                    args.environment,
+                    plural(errors, "error"),
+                    plural_suffix(", ", warnings, "warning")
+                );
+            }
+        }
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "environment": args.environment,
+                "config": path.display().to_string(),
+                "deployable": errors == 0,
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": diagnostics.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(if errors == 0 { Outcome::Ok } else { Outcome::NotOk })
+}
+
+/// Reads the env file: the one named on the command line (which must exist), or the default one
+/// beside the config (which may be absent: values can come from the process environment).
+fn read_env_file(
+    config: &windlass_config::Config,
+    environment: &str,
+    flag: Option<PathBuf>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> anyhow::Result<Option<EnvFile>> {
+    let (path, explicit) = match flag {
+        Some(path) => (path, true),
+        None => (config.env_file_path(environment), false),
+    };
+    let source = match Source::read(&path) {
+        Ok(source) => source,
+        Err(_) if !explicit && !path.exists() => {
+            diagnostics.push(Diagnostic::note(format!(
+                "no env file {}; reading variables from the process environment only",
+                path.display()
+            )));
+            return Ok(None);
+        }
+        Err(err) => return Err(UsageError(format!("env file: {err}")).into()),
+    };
+    let (file, problems) = EnvFile::parse(source);
+    diagnostics.extend(problems);
+    Ok(Some(file))
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+fn plural_suffix(separator: &str, n: usize, noun: &str) -> String {
+    if n == 0 { String::new() } else { format!("{separator}{}", plural(n, noun)) }
+}
