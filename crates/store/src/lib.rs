@@ -1,0 +1,84 @@
+//! The control plane's memory: deploys and their steps, leases (locks that survive crashes),
+//! the audit log and settings, in embedded SQLite (the default) or PostgreSQL (for teams).
+//!
+//! Callers see one trait, [`Store`]; [`open`] picks the backend from a location. Both backends
+//! run the same SQL through sqlx's `Any` driver; where the dialects differ (schema DDL, the
+//! migration lock) [`schema`] says so explicitly. The same test stories run against both.
+//!
+//! Invariants:
+//! - A write that returned `Ok` is committed: a crash right after it loses nothing
+//!   (failpoint `store.after_write` proves it).
+//! - Two processes racing for one lease: exactly one wins.
+//! - A stale lease is reported, never taken over silently.
+//!
+//! This crate knows nothing of how deploys run; it records what it is told.
+
+mod clock;
+mod error;
+mod model;
+mod schema;
+mod sql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Result, StoreError};
+pub use model::*;
+pub use sql::SqlStore;
+
+/// Everything the control plane records.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which database holds the state: `sqlite` or `postgresql`.
+    fn backend(&self) -> Backend;
+
+    // Deploys.
+    /// Records a new running deploy and gives it the next free id for its environment and second.
+    async fn create_deploy(&self, deploy: &NewDeploy) -> Result<DeployId>;
+    async fn deploy(&self, id: &DeployId) -> Result<Option<Deploy>>;
+    /// The newest deploys of an environment first.
+    async fn deploys(&self, environment: &str, limit: u32) -> Result<Vec<Deploy>>;
+    async fn finish_deploy(&self, id: &DeployId, status: DeployStatus, error: Option<&str>) -> Result<()>;
+    /// Starts the next step of a deploy; returns its sequence number.
+    async fn start_step(&self, id: &DeployId, phase: &str, name: &str) -> Result<i64>;
+    async fn append_step_output(&self, id: &DeployId, seq: i64, output: &str) -> Result<()>;
+    async fn finish_step(&self, id: &DeployId, seq: i64, status: StepStatus, error: Option<&str>) -> Result<()>;
+    async fn steps(&self, id: &DeployId) -> Result<Vec<StepRecord>>;
+    /// On a server's start: marks the deploys it owned that were still running as interrupted,
+    /// with the step they were at, and returns them so the user can be told.
+    async fn interrupt_running(&self, owner: &str) -> Result<Vec<Interrupted>>;
+
+    // Leases.
+    async fn acquire_lease(&self, name: &str, holder: &Holder, purpose: &str, ttl: Duration) -> Result<Acquire>;
+    /// Renews a held lease; [`StoreError::LeaseLost`] if it was broken or taken meanwhile.
+    async fn renew_lease(&self, lease: &Lease) -> Result<()>;
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+    async fn lease(&self, name: &str) -> Result<Option<LeaseInfo>>;
+    async fn leases(&self) -> Result<Vec<LeaseInfo>>;
+    /// Breaks the lease with this token (the one the caller inspected, never a newer one) and
+    /// records who broke it and why. Returns the broken lease, or `None` if it was already gone.
+    async fn break_lease(&self, name: &str, token: i64, actor: &str, reason: &str) -> Result<Option<LeaseInfo>>;
+
+    // Audit log.
+    async fn record_event(&self, event: &NewEvent) -> Result<i64>;
+    /// The newest events first, optionally of one environment.
+    async fn events(&self, environment: Option<&str>, limit: u32) -> Result<Vec<Event>>;
+
+    // Settings.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Opens (creating if needed) the store at `location`: a file path or `sqlite://PATH` for
+/// SQLite, `postgres://...` / `postgresql://...` for PostgreSQL. Applies the store's own schema
+/// migrations before returning.
+pub async fn open(location: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(SqlStore::open(location, clock).await?))
+}
