@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::faults::{FaultState, Faults, FaultsPatch, ShareCounter};
+use crate::listen::Listener;
 
 /// Everything the handlers share.
 pub struct Demo {
@@ -29,7 +30,10 @@ pub struct Demo {
     pub started: Instant,
     pub slow_start: Duration,
     pub faults: FaultState,
-    /// Tells the main server to refuse or accept connections.
+    /// The main port's socket, shut and reopened by the admin port itself (so that the admin
+    /// answer comes after the change took effect).
+    main_listener: Arc<Listener>,
+    /// Tells the accept loop when the main socket is refusing or accepting again.
     pub refuse: watch::Sender<bool>,
     errors: ShareCounter,
     payment_failures: ShareCounter,
@@ -37,10 +41,19 @@ pub struct Demo {
 }
 
 impl Demo {
-    pub fn new(version: String, build_id: String, faults: Faults, slow_start: Duration) -> Arc<Self> {
+    pub fn new(
+        version: String,
+        build_id: String,
+        faults: Faults,
+        slow_start: Duration,
+        main_listener: Arc<Listener>,
+    ) -> std::io::Result<Arc<Self>> {
         let get = |name: &str| std::env::var(name).unwrap_or_default();
+        if faults.refuse_connections {
+            main_listener.refuse()?;
+        }
         let (refuse, _) = watch::channel(faults.refuse_connections);
-        Arc::new(Demo {
+        Ok(Arc::new(Demo {
             version,
             build_id,
             instance: get("WINDLASS_INSTANCE"),
@@ -48,11 +61,12 @@ impl Demo {
             started: Instant::now(),
             slow_start,
             faults: FaultState { current: Mutex::new(faults) },
+            main_listener,
             refuse,
             errors: ShareCounter::default(),
             payment_failures: ShareCounter::default(),
             metrics: Metrics::default(),
-        })
+        }))
     }
 
     fn starting(&self) -> bool {
@@ -63,6 +77,9 @@ impl Demo {
 #[derive(Default)]
 struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Requests being answered now, `/metrics` itself excluded (tests wait on it to know a
+    /// request is inside the service).
+    in_flight: AtomicU64,
     emails_sent: AtomicU64,
     payments_ok: AtomicU64,
     payments_failed: AtomicU64,
@@ -106,7 +123,14 @@ async fn inject_faults(State(demo): State<Arc<Demo>>, request: Request, next: Ne
 
 async fn count_requests(State(demo): State<Arc<Demo>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
+    let counted = path != "/metrics";
+    if counted {
+        demo.metrics.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
     let response = next.run(request).await;
+    if counted {
+        demo.metrics.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
     let route = match path.as_str() {
         "/" | "/version" | "/echo" | "/sleep" | "/ws" | "/emails" | "/payments" | "/health" | "/ready" | "/metrics" => path,
         _ => "other".to_owned(),
@@ -214,6 +238,9 @@ async fn metrics(State(demo): State<Arc<Demo>>) -> impl IntoResponse {
             let _ = writeln!(out, "demo_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {count}");
         }
     }
+    out.push_str("# HELP demo_http_requests_in_flight Requests being answered now.\n");
+    out.push_str("# TYPE demo_http_requests_in_flight gauge\n");
+    let _ = writeln!(out, "demo_http_requests_in_flight {}", m.in_flight.load(Ordering::SeqCst));
     out.push_str("# HELP demo_emails_sent_total Emails accepted for sending.\n# TYPE demo_emails_sent_total counter\n");
     let _ = writeln!(out, "demo_emails_sent_total {}", m.emails_sent.load(Ordering::Relaxed));
     out.push_str("# HELP demo_payments_total Payments attempted, by result.\n# TYPE demo_payments_total counter\n");
@@ -247,8 +274,16 @@ fn set_faults(demo: &Demo, change: impl FnOnce(&Faults) -> Result<Faults, String
     };
     match change(&current) {
         Ok(next) => {
+            if next.refuse_connections != current.refuse_connections {
+                let switched =
+                    if next.refuse_connections { demo.main_listener.refuse() } else { demo.main_listener.resume() };
+                if let Err(err) = switched {
+                    let error = format!("cannot switch the main port: {err}");
+                    return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": error }))).into_response();
+                }
+                demo.refuse.send_replace(next.refuse_connections);
+            }
             *current = next.clone();
-            demo.refuse.send_replace(next.refuse_connections);
             Json(next).into_response()
         }
         Err(problem) => (StatusCode::BAD_REQUEST, Json(json!({ "error": problem }))).into_response(),

@@ -63,7 +63,9 @@ async fn run() -> Result<(), String> {
     };
     let (main_listener, admin_listener) = listeners()?;
     let version = env("VERSION").unwrap_or_else(|| "dev".into());
-    let demo = app::Demo::new(version.clone(), build_id(), faults, slow_start);
+    let main_listener = Arc::new(main_listener);
+    let demo = app::Demo::new(version.clone(), build_id(), faults, slow_start, main_listener.clone())
+        .map_err(|e| format!("cannot refuse connections on the main port: {e}"))?;
 
     // The supervisor and tests read these lines to learn where the demo listens.
     println!("windlass-demo {version} listening on {}", main_listener.address());
@@ -81,8 +83,14 @@ async fn run() -> Result<(), String> {
         graceful.clone(),
     ));
     let admin_server = admin_listener.map(|listener| {
-        let (_never, not_refusing) = watch::channel(false);
-        tokio::spawn(serve(listener, app::admin_router(demo.clone()), not_refusing, stop.clone(), graceful.clone()))
+        // The admin port never refuses; its switch lives as long as its server.
+        let (never_switched, not_refusing) = watch::channel(false);
+        let server = serve(Arc::new(listener), app::admin_router(demo.clone()), not_refusing, stop.clone(), graceful.clone());
+        tokio::spawn(async move {
+            let result = server.await;
+            drop(never_switched);
+            result
+        })
     });
 
     wait_for_signal().await?;
@@ -118,24 +126,21 @@ fn listeners() -> Result<(Listener, Option<Listener>), String> {
     Ok((main, admin))
 }
 
-/// Accepts connections until told to stop; refuses them while `refuse` says so.
+/// Accepts connections until told to stop. While `refuse` says so, the socket is shut (by
+/// whoever switched it) and the loop holds no tokio listener on it.
 async fn serve(
-    listener: Listener,
+    listener: Arc<Listener>,
     router: Router,
     mut refuse: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
 ) -> std::io::Result<()> {
     loop {
-        if *refuse.borrow_and_update() {
-            listener.refuse()?;
-            loop {
-                tokio::select! {
-                    changed = refuse.changed() => if changed.is_err() || !*refuse.borrow_and_update() { break },
-                    _ = stop.changed() => return Ok(()),
-                }
+        while *refuse.borrow_and_update() {
+            tokio::select! {
+                changed = refuse.changed() => if changed.is_err() { return Ok(()) },
+                _ = stop.changed() => return Ok(()),
             }
-            listener.resume()?;
         }
         let tcp = listener.to_tokio()?;
         loop {
@@ -149,10 +154,13 @@ async fn serve(
                             .into_owned();
                         tokio::spawn(graceful.watch(connection));
                     }
-                    // Too many open files and the like: back off briefly rather than spin.
+                    // A shut socket, too many open files and the like: back off briefly rather
+                    // than spin; a refusal arrives through `refuse`.
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 },
-                changed = refuse.changed() => if changed.is_ok() && *refuse.borrow() { break },
+                // Any switch, even one already undone, rebuilds the tokio listener: a socket that
+                // was shut and reopened needs a fresh registration with the reactor.
+                changed = refuse.changed() => if changed.is_err() { return Ok(()) } else { break },
                 _ = stop.changed() => return Ok(()),
             }
         }

@@ -1,0 +1,9 @@
+//! The store's behaviour, as the control plane relies on it. Every story runs against SQLite and
+//! against the real PostgreSQL that `.ci/run` starts (a database of its own per test); crash and
+//! race tests use real child processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod backends;
+mod crash;
+mod stories;
