@@ -358,7 +358,10 @@ impl<T: Decode> Decode for Spanned<T> {
 
 impl<T: Decode> Decode for Vec<T> {
     fn expected() -> String {
-        format!("an array of {}", T::expected().trim_start_matches("a ").trim_start_matches("an "))
+        match T::expected().as_str() {
+            "a string" => "an array of strings".into(),
+            item => format!("an array, each item {item}"),
+        }
     }
     fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
         let DeValue::Array(items) = value.get_ref() else {

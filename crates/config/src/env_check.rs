@@ -52,12 +52,16 @@ pub fn check_env(config: &Config, environment: &str, inputs: &EnvInputs) -> Vec<
             if applies {
                 continue;
             }
-            let message = if config.env.contains_key(&entry.key) {
-                format!("`{}` is set but not declared for environment `{environment}`", entry.key)
-            } else {
-                format!("`{}` is set but not declared in [env]", entry.key)
-            };
-            let mut warning = Diagnostic::warning(message).at(&file.source, entry.key_span.clone()).hide_line();
+            let located = |message: String| Diagnostic::warning(message).at(&file.source, entry.key_span.clone()).hide_line();
+            if let Some(spec) = config.env.get(&entry.key) {
+                let elsewhere: Vec<&str> = spec.environments.iter().flatten().map(|e| e.value.as_str()).collect();
+                diagnostics.push(
+                    located(format!("`{}` is set but not declared for environment `{environment}`", entry.key))
+                        .help(format!("it is declared for: {}", elsewhere.join(", "))),
+                );
+                continue;
+            }
+            let mut warning = located(format!("`{}` is set but not declared in [env]", entry.key));
             if let Some(suggestion) = did_you_mean(&entry.key, declared.iter().copied()) {
                 warning = warning.help(format!("did you mean `{suggestion}`?"));
             } else {

@@ -66,15 +66,22 @@ impl Parsed {
 pub fn parse(source: &Source) -> Parsed {
     let (root, syntax_errors) = toml::de::DeTable::parse_recoverable(source.text());
     let mut cx = decode::Cx::new(source);
-    for error in syntax_errors {
-        let span = error.span().unwrap_or(0..0);
-        cx.error(span, format!("invalid TOML: {}", error.message().trim_end()));
-    }
     let root_value = toml::Spanned::new(root.span(), toml::de::DeValue::Table(root.into_inner()));
     let config = Config::decode(&mut cx, &root_value);
     let base_dir = config_dir(source.path());
     check::check(&mut cx, &config, &base_dir);
     let mut diagnostics = cx.diagnostics;
+    if !syntax_errors.is_empty() {
+        // What a broken file seems to lack is mostly noise from the break itself: report only
+        // the syntax errors, every one of them.
+        diagnostics = syntax_errors
+            .iter()
+            .map(|error| {
+                let span = error.span().unwrap_or(0..0);
+                Diagnostic::error(format!("invalid TOML: {}", error.message().trim_end())).at(source, span)
+            })
+            .collect();
+    }
     diagnostic::sort(&mut diagnostics);
     Parsed { config, diagnostics, schema_paths: cx.schema_paths }
 }

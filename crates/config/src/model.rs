@@ -330,6 +330,13 @@ impl Decode for Step {
     }
 }
 
+/// Reads a count of checks, requests or failures: at least 1 (a threshold of 0 would fire at
+/// once or never), at most a million.
+fn count(cx: &mut Cx, t: &mut Table, key: &'static str, default: u32) -> u32 {
+    let at = t.at().key(key);
+    t.get(cx, key).and_then(|v| integer_in(cx, v, &at, 1..=1_000_000)).map_or(default, |n| n as u32)
+}
+
 /// Reads an optional `env = { NAME = "value" | { secret = "NAME" } }` table.
 fn read_env_table(cx: &mut Cx, t: &mut Table) -> IndexMap<String, Setting> {
     let at = t.at().key("env");
@@ -442,9 +449,9 @@ impl Decode for Analysis {
             max_error_rate: t.optional(cx, "max_error_rate"),
             max_p95: t.optional(cx, "max_p95"),
             max_p99: t.optional(cx, "max_p99"),
-            min_requests: t.or(cx, "min_requests", 20),
-            failure_limit: t.or(cx, "failure_limit", 1),
-            inconclusive_limit: t.or(cx, "inconclusive_limit", 3),
+            min_requests: count(cx, &mut t, "min_requests", 20),
+            failure_limit: count(cx, &mut t, "failure_limit", 1),
+            inconclusive_limit: count(cx, &mut t, "inconclusive_limit", 3),
             compare_to_stable: t.or(cx, "compare_to_stable", false),
         };
         t.finish(cx);
@@ -494,9 +501,17 @@ impl Decode for Route {
     }
 }
 
-/// A route written as one table or an array of them.
+/// A route written as one table or an array of them (both documented as `route.host`, ...).
 fn decode_routes(cx: &mut Cx, value: &Value, at: &At) -> Option<Vec<Route>> {
-    if value.get_ref().is_array() { Vec::<Route>::decode(cx, value, at) } else { Route::decode(cx, value, at).map(|r| vec![r]) }
+    let Some(items) = value.get_ref().as_array() else {
+        return Route::decode(cx, value, at).map(|r| vec![r]);
+    };
+    let decoded: Vec<Option<Route>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| Route::decode(cx, item, &At { path: format!("{}[{i}]", at.path), schema: at.schema.clone() }))
+        .collect();
+    decoded.into_iter().collect()
 }
 
 #[derive(Debug, Clone)]
@@ -521,8 +536,8 @@ impl Decode for Health {
             path: path.value.clone(),
             interval: t.or(cx, "interval", Duration::from_secs(1)),
             timeout: t.or(cx, "timeout", Duration::from_millis(500)),
-            healthy_after: t.or(cx, "healthy_after", 2),
-            unhealthy_after: t.or(cx, "unhealthy_after", 3),
+            healthy_after: count(cx, &mut t, "healthy_after", 2),
+            unhealthy_after: count(cx, &mut t, "unhealthy_after", 3),
             start_timeout: t.or(cx, "start_timeout", Duration::from_secs(60)),
         };
         t.finish(cx);
@@ -560,8 +575,8 @@ impl Decode for Failover {
     fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
         let mut t = Table::open(cx, value, at)?;
         let secondary: Option<Vec<Spanned<String>>> = t.required(cx, "secondary");
-        let after_failures = t.or(cx, "after_failures", 3);
-        let failback_after = t.or(cx, "failback_after", 5);
+        let after_failures = count(cx, &mut t, "after_failures", 3);
+        let failback_after = count(cx, &mut t, "failback_after", 5);
         let mode = t
             .get(cx, "mode")
             .and_then(|v| one_of(cx, v, &at.key("mode"), &[("automatic", FailoverMode::Automatic), ("manual", FailoverMode::Manual)]))

@@ -120,6 +120,8 @@ impl Decode for Setting {
                 let mut t = Table::open(cx, value, at)?;
                 let name: Option<Spanned<String>> = t.required(cx, "secret");
                 t.finish(cx);
+                // `{ secret = "NAME" }` is one form of every setting, documented once, not per key.
+                cx.schema_paths.remove(&at.key("secret").schema);
                 let name = name?;
                 cx.secret_refs.push(name.clone());
                 Some(Setting::Secret(name.value))

@@ -1,0 +1,124 @@
+//! Each kind of bad input: the problem is found, located, explained, and every other problem in
+//! the same file is found too.
+
+use insta::assert_snapshot;
+
+use crate::{MINIMAL, parse_text, rendered};
+
+fn problems(text: &str) -> String {
+    let parsed = parse_text(text);
+    assert!(parsed.has_errors(), "expected errors in:\n{text}");
+    rendered(&parsed)
+}
+
+#[test]
+fn malformed_toml() {
+    assert_snapshot!(problems("[project\nname = \"shop\"\n\n[services.api]\nrun = \n"));
+}
+
+#[test]
+fn unknown_keys_suggest_the_nearest_known_key() {
+    assert_snapshot!(problems(&format!("{MINIMAL}instnces = 2\nhelth = {{ path = \"/health\" }}\n\n[servics.web]\nrun = \"web\"\n")));
+}
+
+#[test]
+fn wrong_types_say_what_was_expected_and_found() {
+    assert_snapshot!(problems(&format!(
+        "{MINIMAL}instances = \"two\"\nhealth = {{ interval = 5, healthy_after = -1 }}\nstrategy = 3\nroute = {{ path = 7 }}\ndepends_on = \"db\"\n"
+    )));
+}
+
+#[test]
+fn a_service_declared_twice() {
+    assert_snapshot!(problems(&format!("{MINIMAL}\n[services.api]\nrun = \"again\"\n")));
+}
+
+#[test]
+fn dependency_cycles_and_missing_dependencies() {
+    let text = r#"
+[project]
+name = "shop"
+[environments.production]
+[services.a]
+run = "a"
+depends_on = ["b"]
+[services.b]
+run = "b"
+depends_on = ["c", "b"]
+[services.c]
+run = "c"
+depends_on = ["a", "databse"]
+"#;
+    assert_snapshot!(problems(text));
+}
+
+#[test]
+fn two_services_claiming_one_route() {
+    let text = format!(
+        "{MINIMAL}route = {{ host = \"shop.localhost\", path = \"/api\" }}\n[services.web]\nrun = \"web\"\nroute = [{{ host = \"shop.localhost\", path = \"/api/\" }}, {{ host = \"bad host!\", path = \"api\" }}]\n"
+    );
+    assert_snapshot!(problems(&text));
+}
+
+#[test]
+fn unknown_phases() {
+    let text = format!("{MINIMAL}phase = \"backnd\"\n\n[[phases.infrastucture.steps]]\nrun = \"terraform apply\"\n");
+    assert_snapshot!(problems(&text));
+}
+
+#[test]
+fn canary_steps_must_rise_and_stay_within_100() {
+    let text = format!(
+        "{MINIMAL}strategy = {{ canary = [{{ weight = 50 }}, {{ weight = 20 }}, {{ weight = 150 }}] }}\nanalysis = {{ max_error_rate = \"one percent\", max_p95 = \"200\" }}\n"
+    );
+    assert_snapshot!(problems(&text));
+}
+
+#[test]
+fn references_to_undeclared_variables_and_secrets() {
+    let text = format!(
+        "{MINIMAL}env = {{ DB = \"${{DATABSE_URL}}\", KEY = {{ secret = \"STRIPE_KEY\" }}, PLAIN = {{ secret = \"LOG_LEVEL\" }} }}\n\n[env]\nDATABASE_URL = {{ format = \"url\" }}\nLOG_LEVEL = {{ default = \"info\" }}\n"
+    );
+    assert_snapshot!(problems(&text));
+}
+
+#[test]
+fn values_with_units_and_shapes() {
+    let text = r#"
+[project]
+name = "Shop_1"
+
+[environments.production]
+deploy_window = "Mon-Fry 08:00-18:00 Europe/Berlin"
+approval = "requried"
+
+[services.api]
+run = "api"
+keep_warm = "10 minutes"
+failover = { secondary = ["10.0.0.5"] }
+
+[slo.api]
+availability = "99.9"
+latency = { p95 = "200ms", p99 = "100ms" }
+
+[slo.ghost]
+availability = "99%"
+
+[alerts]
+routes = [{ severity = "critcal", to = ["pager"] }]
+escalation = [{ after = "15m", notify = ["pager"] }, { after = "5m", notify = ["pager"] }]
+
+[alerts.receivers.pager]
+type = "pagerduty"
+
+[edge]
+listen = "localhost:80"
+max_header_bytes = "64 parsecs"
+"#;
+    assert_snapshot!(problems(text));
+}
+
+#[test]
+fn a_config_without_project_or_environments() {
+    assert_snapshot!(problems("[services.api]\nrun = \"api\"\n"));
+}
