@@ -8,7 +8,7 @@ use windlass_config::dotenv::EnvFile;
 use windlass_config::env_check::{EnvInputs, check_env};
 use windlass_config::{Diagnostic, Source, diagnostic};
 
-use crate::{OutputFormat, Outcome, UsageError, config_path};
+use crate::{Outcome, OutputFormat, UsageError, config_path};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,9 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 
     let mut env_diagnostics = Vec::new();
     let env_file = read_env_file(config, &args.environment, args.env_file, &mut env_diagnostics)?;
-    let process_env: BTreeMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let process_env: BTreeMap<String, String> =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
     let inputs = EnvInputs { process_env: &process_env, env_file: env_file.as_ref() };
     env_diagnostics.extend(check_env(config, &args.environment, &inputs));
     diagnostic::sort(&mut env_diagnostics);

@@ -70,7 +70,8 @@ fn check_dependencies(cx: &mut Cx, config: &Config) {
     }
     if let Some(cycle) = find_cycle(config) {
         let first = &config.services[cycle[0].as_str()];
-        let span = first.depends_on.iter().find(|d| d.value == cycle[1]).map_or(first.name.span.clone(), |d| d.span.clone());
+        let span =
+            first.depends_on.iter().find(|d| d.value == cycle[1]).map_or(first.name.span.clone(), |d| d.span.clone());
         cx.error(span, format!("dependency cycle: {}", cycle.join(" -> "))).help =
             Some("services must be startable in some order; remove one of these `depends_on` entries".into());
     }
@@ -132,10 +133,13 @@ fn check_routes(cx: &mut Cx, config: &Config) {
             let key = (route.host.as_deref(), route.path.trim_end_matches('/'));
             if let Some(owner) = claimed.get(&key) {
                 let host = route.host.as_deref().unwrap_or("any host");
-                cx.error(route.span.clone(), format!(
-                    "services `{owner}` and `{}` both claim the route {host}{}",
-                    service.name.value, route.path
-                ))
+                cx.error(
+                    route.span.clone(),
+                    format!(
+                        "services `{owner}` and `{}` both claim the route {host}{}",
+                        service.name.value, route.path
+                    ),
+                )
                 .help = Some("each host and path prefix can lead to only one service".into());
             } else {
                 claimed.insert(key, &service.name.value);
@@ -208,10 +212,13 @@ fn check_alerts(cx: &mut Cx, config: &Config) {
         if let Some(previous) = previous
             && level.after.value <= previous.value
         {
-            cx.error(level.after.span.clone(), format!(
-                "escalation levels must come later and later: {} is not after {}",
-                level.after.value, previous.value
-            ));
+            cx.error(
+                level.after.span.clone(),
+                format!(
+                    "escalation levels must come later and later: {} is not after {}",
+                    level.after.value, previous.value
+                ),
+            );
         }
         previous = Some(&level.after);
     }
@@ -222,7 +229,10 @@ fn check_variable_references(cx: &mut Cx, config: &Config) {
     let references = std::mem::take(&mut cx.var_refs);
     for reference in &references {
         if !declared.contains(&reference.value.as_str()) && !BUILTIN_VARS.contains(&reference.value.as_str()) {
-            let diagnostic = cx.error(reference.span.clone(), format!("`${{{}}}` refers to a variable not declared in [env]", reference.value));
+            let diagnostic = cx.error(
+                reference.span.clone(),
+                format!("`${{{}}}` refers to a variable not declared in [env]", reference.value),
+            );
             diagnostic.help = Some(match did_you_mean(&reference.value, declared.iter().copied()) {
                 Some(suggestion) => format!("did you mean `{suggestion}`?"),
                 None => format!("declare it, such as `[env.{}] required = true`", reference.value),
@@ -234,7 +244,10 @@ fn check_variable_references(cx: &mut Cx, config: &Config) {
         match config.env.get(&secret.value) {
             Some(spec) if spec.secret => {}
             Some(_) => {
-                cx.error(secret.span.clone(), format!("`{}` is used as a secret but is not declared `secret = true` in [env]", secret.value));
+                cx.error(
+                    secret.span.clone(),
+                    format!("`{}` is used as a secret but is not declared `secret = true` in [env]", secret.value),
+                );
             }
             None => {
                 cx.error(secret.span.clone(), format!("secret `{}` is not declared in [env]", secret.value)).help =

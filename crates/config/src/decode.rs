@@ -212,8 +212,8 @@ impl<'a, 'i> Table<'a, 'i> {
             Some(value) => T::decode(cx, value, &self.at.key(key)),
             None => {
                 let span = self.header_span(cx);
-                cx.error(span, format!("missing key `{key}` in {}", self.at.table_name()))
-                    .expected = Some(format!("`{key}` = {}", T::expected()));
+                cx.error(span, format!("missing key `{key}` in {}", self.at.table_name())).expected =
+                    Some(format!("`{key}` = {}", T::expected()));
                 None
             }
         }
@@ -238,10 +238,8 @@ impl<'a, 'i> Table<'a, 'i> {
                 continue;
             }
             let diagnostic = cx.error(key.span(), format!("unknown key `{name}` in {}", self.at.table_name()));
-            diagnostic.expected = Some(format!(
-                "one of {}",
-                self.asked.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-            ));
+            diagnostic.expected =
+                Some(format!("one of {}", self.asked.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")));
             if let Some(suggestion) = did_you_mean(name, self.asked.iter().copied()) {
                 diagnostic.help = Some(format!("did you mean `{suggestion}`?"));
             }

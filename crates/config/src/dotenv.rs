@@ -102,9 +102,12 @@ impl EnvFile {
             if let Some(previous) = entries.iter().position(|e| e.key == key) {
                 let first = source.position(entries[previous].key_span.start);
                 diagnostics.push(
-                    Diagnostic::warning(format!("`{key}` is set twice; the later value wins (first set on line {})", first.line))
-                        .at(&source, key_span.clone())
-                        .hide_line(),
+                    Diagnostic::warning(format!(
+                        "`{key}` is set twice; the later value wins (first set on line {})",
+                        first.line
+                    ))
+                    .at(&source, key_span.clone())
+                    .hide_line(),
                 );
                 entries.remove(previous);
             }

@@ -52,7 +52,8 @@ pub fn check_env(config: &Config, environment: &str, inputs: &EnvInputs) -> Vec<
             if applies {
                 continue;
             }
-            let located = |message: String| Diagnostic::warning(message).at(&file.source, entry.key_span.clone()).hide_line();
+            let located =
+                |message: String| Diagnostic::warning(message).at(&file.source, entry.key_span.clone()).hide_line();
             if let Some(spec) = config.env.get(&entry.key) {
                 let elsewhere: Vec<&str> = spec.environments.iter().flatten().map(|e| e.value.as_str()).collect();
                 diagnostics.push(
@@ -65,7 +66,10 @@ pub fn check_env(config: &Config, environment: &str, inputs: &EnvInputs) -> Vec<
             if let Some(suggestion) = did_you_mean(&entry.key, declared.iter().copied()) {
                 warning = warning.help(format!("did you mean `{suggestion}`?"));
             } else {
-                warning = warning.help(format!("declare it in [env] of {} if it is meant to be used", config.source.path().display()));
+                warning = warning.help(format!(
+                    "declare it in [env] of {} if it is meant to be used",
+                    config.source.path().display()
+                ));
             }
             diagnostics.push(warning);
         }
@@ -138,7 +142,11 @@ fn value_problems(spec: &VarSpec, value: &str) -> Vec<Problem> {
     }
     let length = value.chars().count();
     let described_length = |length: usize| {
-        if spec.secret { format!("a secret value of {length} characters (not shown)") } else { format!("{value:?} ({length} characters)") }
+        if spec.secret {
+            format!("a secret value of {length} characters (not shown)")
+        } else {
+            format!("{value:?} ({length} characters)")
+        }
     };
     if let Some(min) = spec.min_length
         && length < min as usize
@@ -161,14 +169,21 @@ fn value_problems(spec: &VarSpec, value: &str) -> Vec<Problem> {
     problems
 }
 
-fn locate(config: &Config, spec: &VarSpec, origin: &Origin, env_file: Option<&EnvFile>, problem: Problem) -> Diagnostic {
+fn locate(
+    config: &Config,
+    spec: &VarSpec,
+    origin: &Origin,
+    env_file: Option<&EnvFile>,
+    problem: Problem,
+) -> Diagnostic {
     let diagnostic = match (origin, env_file) {
         (Origin::File(entry), Some(file)) => {
             Diagnostic::error(problem.message).at(&file.source, entry.value_span.clone()).hide_line()
         }
         (Origin::Process, _) => Diagnostic::error(format!("{} (set in the process environment)", problem.message))
             .at(&config.source, spec.name.span.clone()),
-        _ => Diagnostic::error(format!("{} (its declared default)", problem.message)).at(&config.source, spec.name.span.clone()),
+        _ => Diagnostic::error(format!("{} (its declared default)", problem.message))
+            .at(&config.source, spec.name.span.clone()),
     };
     diagnostic.expected(problem.expected).found(problem.found)
 }

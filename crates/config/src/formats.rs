@@ -10,11 +10,7 @@ use crate::units::Duration;
 pub fn check(format: VarFormat, value: &str) -> Result<(), String> {
     match format {
         VarFormat::Url => check_url(value),
-        VarFormat::Int => value
-            .trim()
-            .parse::<i64>()
-            .map(drop)
-            .map_err(|_| "not a whole number".to_owned()),
+        VarFormat::Int => value.trim().parse::<i64>().map(drop).map_err(|_| "not a whole number".to_owned()),
         VarFormat::Port => match value.trim().parse::<u32>() {
             Ok(port) if (1..=65535).contains(&port) => Ok(()),
             Ok(_) => Err("a port must be from 1 to 65535".into()),
@@ -24,7 +20,9 @@ pub fn check(format: VarFormat, value: &str) -> Result<(), String> {
             "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off" => Ok(()),
             _ => Err("not a boolean (true/false, 1/0, yes/no, on/off)".into()),
         },
-        VarFormat::Duration => Duration::parse(value).map(drop).map_err(|_| "not a duration such as 500ms, 30s or 5m".into()),
+        VarFormat::Duration => {
+            Duration::parse(value).map(drop).map_err(|_| "not a duration such as 500ms, 30s or 5m".into())
+        }
         VarFormat::Email => {
             if is_email(value) {
                 Ok(())
@@ -108,7 +106,10 @@ pub fn is_email(value: &str) -> bool {
     let labels: Vec<&str> = domain.split('.').collect();
     let domain_ok = labels.len() >= 2
         && labels.iter().all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
         });
     local_ok && domain_ok
 }
@@ -162,7 +163,9 @@ mod tests {
     #[test]
     fn errors_never_quote_the_value() {
         let secret = "sk-live-0123456789abcdef";
-        for format in [VarFormat::Url, VarFormat::Int, VarFormat::Port, VarFormat::Bool, VarFormat::Duration, VarFormat::Email] {
+        for format in
+            [VarFormat::Url, VarFormat::Int, VarFormat::Port, VarFormat::Bool, VarFormat::Duration, VarFormat::Email]
+        {
             if let Err(message) = check(format, secret) {
                 assert!(!message.contains("sk-live"), "{message}");
             }

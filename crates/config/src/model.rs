@@ -12,17 +12,8 @@ use crate::units::{ByteSize, Duration, Percent, Rate};
 use crate::window::DeployWindow;
 
 /// The phases of a deploy when the config does not list its own (the seeds' order).
-pub const DEFAULT_PHASES: [&str; 9] = [
-    "validate",
-    "infrastructure",
-    "database",
-    "backend",
-    "frontend",
-    "ai",
-    "monitoring",
-    "verification",
-    "traffic",
-];
+pub const DEFAULT_PHASES: [&str; 9] =
+    ["validate", "infrastructure", "database", "backend", "frontend", "ai", "monitoring", "verification", "traffic"];
 
 /// A whole `windlass.toml`.
 #[derive(Debug, Clone)]
@@ -56,9 +47,8 @@ impl Config {
         let env = section(cx, "env")
             .map(|v| named_entries(cx, v, &at.key("env"), "<VAR>", VarSpec::decode))
             .unwrap_or_default();
-        let pipeline = section(cx, "pipeline")
-            .and_then(|v| Pipeline::decode(cx, v, &at.key("pipeline")))
-            .unwrap_or_default();
+        let pipeline =
+            section(cx, "pipeline").and_then(|v| Pipeline::decode(cx, v, &at.key("pipeline"))).unwrap_or_default();
         let phases = section(cx, "phases")
             .map(|v| named_entries(cx, v, &at.key("phases"), "<phase>", Phase::decode))
             .unwrap_or_default();
@@ -160,7 +150,9 @@ impl Environment {
         let mut t = Table::open(cx, value, at)?;
         let approval = t
             .get(cx, "approval")
-            .and_then(|v| one_of(cx, v, &at.key("approval"), &[("required", Approval::Required), ("none", Approval::None)]))
+            .and_then(|v| {
+                one_of(cx, v, &at.key("approval"), &[("required", Approval::Required), ("none", Approval::None)])
+            })
             .unwrap_or_default();
         let deploy_window = t.optional(cx, "deploy_window");
         let env_file = t.optional(cx, "env_file");
@@ -233,7 +225,10 @@ impl VarSpec {
         let environments = t.optional(cx, "environments");
         t.finish(cx);
         if required == Some(true) && default.is_some() {
-            cx.warning(name.span.clone(), format!("`{}` is required but has a default; the default always satisfies it", name.value));
+            cx.warning(
+                name.span.clone(),
+                format!("`{}` is required but has a default; the default always satisfies it", name.value),
+            );
         }
         Some(VarSpec {
             required: required.unwrap_or(default.is_none()),
@@ -381,7 +376,8 @@ impl Decode for Strategy {
         }
         let mut t = Table::open(cx, value, at)?;
         let steps_value = t.get(cx, "canary");
-        let steps: Option<Vec<Spanned<CanaryStep>>> = steps_value.and_then(|v| Decode::decode(cx, v, &at.key("canary")));
+        let steps: Option<Vec<Spanned<CanaryStep>>> =
+            steps_value.and_then(|v| Decode::decode(cx, v, &at.key("canary")));
         t.finish(cx);
         let Some(steps_value) = steps_value else {
             cx.invalid(value, at, &Self::expected(), "the table form names a canary");
@@ -396,8 +392,11 @@ impl Decode for Strategy {
         for pair in steps.windows(2) {
             if pair[1].weight <= pair[0].weight {
                 ok = false;
-                cx.error(pair[1].span.clone(), format!("canary weights must rise: {} comes after {}", pair[1].weight, pair[0].weight))
-                    .expected = Some(format!("a weight above {}", pair[0].weight));
+                cx.error(
+                    pair[1].span.clone(),
+                    format!("canary weights must rise: {} comes after {}", pair[1].weight, pair[0].weight),
+                )
+                .expected = Some(format!("a weight above {}", pair[0].weight));
             }
         }
         ok.then(|| Strategy::Canary(steps.into_iter().map(|s| s.value).collect()))
@@ -481,7 +480,9 @@ impl Decode for Route {
             let bare = host.value.strip_prefix("*.").unwrap_or(&host.value);
             let valid = !bare.is_empty()
                 && bare.split('.').all(|label| {
-                    !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 });
             if !valid {
                 cx.error(host.span.clone(), format!("invalid host `{}` in `{}`", host.value, at.path)).expected =
@@ -545,7 +546,10 @@ impl Decode for Health {
             cx.error(path.span, format!("health path `{}` must start with `/`", path.value));
         }
         if health.timeout > health.interval {
-            cx.warning(value.span(), format!("`{}`: timeout {} is longer than interval {}", at.path, health.timeout, health.interval));
+            cx.warning(
+                value.span(),
+                format!("`{}`: timeout {} is longer than interval {}", at.path, health.timeout, health.interval),
+            );
         }
         Some(health)
     }
@@ -579,7 +583,14 @@ impl Decode for Failover {
         let failback_after = count(cx, &mut t, "failback_after", 5);
         let mode = t
             .get(cx, "mode")
-            .and_then(|v| one_of(cx, v, &at.key("mode"), &[("automatic", FailoverMode::Automatic), ("manual", FailoverMode::Manual)]))
+            .and_then(|v| {
+                one_of(
+                    cx,
+                    v,
+                    &at.key("mode"),
+                    &[("automatic", FailoverMode::Automatic), ("manual", FailoverMode::Manual)],
+                )
+            })
             .unwrap_or_default();
         t.finish(cx);
         let secondary = secondary?;
@@ -665,7 +676,13 @@ impl Service {
         let stop_timeout = t.or(cx, "stop_timeout", Duration::from_secs(10));
         t.finish(cx);
         if analysis.is_some() && !matches!(strategy, Strategy::Canary(_)) {
-            cx.warning(name.span.clone(), format!("service `{}` has `analysis` but its strategy is not a canary; analysis only runs for canaries", name.value));
+            cx.warning(
+                name.span.clone(),
+                format!(
+                    "service `{}` has `analysis` but its strategy is not a canary; analysis only runs for canaries",
+                    name.value
+                ),
+            );
         }
         Some(Service {
             name,
@@ -773,7 +790,14 @@ impl Decode for SmokeCheck {
         let method = t
             .get(cx, "method")
             .and_then(|v| {
-                let methods = [("GET", "GET"), ("HEAD", "HEAD"), ("POST", "POST"), ("PUT", "PUT"), ("DELETE", "DELETE"), ("OPTIONS", "OPTIONS")];
+                let methods = [
+                    ("GET", "GET"),
+                    ("HEAD", "HEAD"),
+                    ("POST", "POST"),
+                    ("PUT", "PUT"),
+                    ("DELETE", "DELETE"),
+                    ("OPTIONS", "OPTIONS"),
+                ];
                 one_of(cx, v, &at.key("method"), &methods)
             })
             .unwrap_or("GET");
@@ -786,7 +810,16 @@ impl Decode for SmokeCheck {
         let timeout = t.or(cx, "timeout", Duration::from_secs(5));
         let retries = t.or(cx, "retries", 2);
         t.finish(cx);
-        Some(SmokeCheck { name: name?, url: url?, method: method.to_owned(), headers, service, expect, timeout, retries })
+        Some(SmokeCheck {
+            name: name?,
+            url: url?,
+            method: method.to_owned(),
+            headers,
+            service,
+            expect,
+            timeout,
+            retries,
+        })
     }
 }
 
@@ -822,8 +855,8 @@ impl Decode for JsonExpect {
         t.finish(cx);
         let pointer = pointer?;
         if !(pointer.value.is_empty() || pointer.value.starts_with('/')) {
-            cx.error(pointer.span.clone(), format!("JSON pointer `{}` must start with `/`", pointer.value))
-                .help = Some("for the field `status` of the top object, write \"/status\"".into());
+            cx.error(pointer.span.clone(), format!("JSON pointer `{}` must start with `/`", pointer.value)).help =
+                Some("for the field `status` of the top object, write \"/status\"".into());
         }
         Some(JsonExpect { pointer: pointer.value, equals: equals? })
     }
@@ -875,7 +908,12 @@ impl Decode for Database {
                 (Some(dir), None) => Some(Migrate::Dir(dir)),
                 (None, Some(command)) => Some(Migrate::Command(command)),
                 _ => {
-                    cx.invalid(v, &at, "either { dir = \"migrations\" } or { command = \"...\" }", "give exactly one of `dir` and `command`");
+                    cx.invalid(
+                        v,
+                        &at,
+                        "either { dir = \"migrations\" } or { command = \"...\" }",
+                        "give exactly one of `dir` and `command`",
+                    );
                     None
                 }
             }
@@ -932,7 +970,10 @@ impl Slo {
         if let (Some(p95), Some(p99)) = (p95, p99)
             && p99 < p95
         {
-            cx.warning(value.span(), format!("`{at}`: the p99 target {p99} is below the p95 target {p95}", at = at.path));
+            cx.warning(
+                value.span(),
+                format!("`{at}`: the p99 target {p99} is below the p95 target {p95}", at = at.path),
+            );
         }
         Some(Slo { service, availability, p95, p99, error_rate, window })
     }
@@ -1189,8 +1230,8 @@ impl Decode for Maintenance {
                 a.finish(cx);
                 for cidr in &cidrs {
                     if !crate::formats::is_cidr(&cidr.value) {
-                        cx.error(cidr.span.clone(), format!("`{}` is not an IP address or CIDR block", cidr.value)).expected =
-                            Some("such as \"127.0.0.1/32\" or \"::1/128\"".into());
+                        cx.error(cidr.span.clone(), format!("`{}` is not an IP address or CIDR block", cidr.value))
+                            .expected = Some("such as \"127.0.0.1/32\" or \"::1/128\"".into());
                     }
                 }
                 Some(MaintenanceAllow { header, cookie, cidrs: cidrs.into_iter().map(|c| c.value).collect() })

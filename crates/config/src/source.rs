@@ -28,18 +28,17 @@ pub struct Position {
 impl Source {
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
         let text = text.into();
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         Self { inner: Arc::new(SourceInner { path: path.into(), text, line_starts }) }
     }
 
     /// Reads a file; the error names the path.
     pub fn read(path: &Path) -> Result<Self, crate::ReadError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| crate::ReadError::Io { path: path.to_owned(), source })?;
-        let text = String::from_utf8(bytes)
-            .map_err(|err| crate::ReadError::NotUtf8 { path: path.to_owned(), offset: err.utf8_error().valid_up_to() })?;
+        let bytes = std::fs::read(path).map_err(|source| crate::ReadError::Io { path: path.to_owned(), source })?;
+        let text = String::from_utf8(bytes).map_err(|err| crate::ReadError::NotUtf8 {
+            path: path.to_owned(),
+            offset: err.utf8_error().valid_up_to(),
+        })?;
         Ok(Self::new(path, text))
     }
 

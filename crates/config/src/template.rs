@@ -41,7 +41,9 @@ impl Template {
                 let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
-                    return Err(format!("`${{{name}}}` is not a variable reference (names use letters, digits and `_`)"));
+                    return Err(format!(
+                        "`${{{name}}}` is not a variable reference (names use letters, digits and `_`)"
+                    ));
                 }
                 if !text.is_empty() {
                     pieces.push(Piece::Text(std::mem::take(&mut text)));

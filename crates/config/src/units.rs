@@ -97,11 +97,8 @@ impl Percent {
 
     /// Parses `"0.1%"` .. `"100%"`, at most four decimals.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let number = text
-            .trim()
-            .strip_suffix('%')
-            .ok_or_else(|| format!("`{text}` needs a `%` sign, as in \"99.9%\""))?
-            .trim();
+        let number =
+            text.trim().strip_suffix('%').ok_or_else(|| format!("`{text}` needs a `%` sign, as in \"99.9%\""))?.trim();
         let (whole, decimals) = number.split_once('.').unwrap_or((number, ""));
         let all_digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
         if whole.is_empty() || !all_digits(whole) || !all_digits(decimals) {
@@ -168,10 +165,8 @@ pub struct Rate {
 
 impl Rate {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (count, per) = text
-            .trim()
-            .split_once('/')
-            .ok_or_else(|| format!("`{text}` is not a rate; write it as \"100/s\""))?;
+        let (count, per) =
+            text.trim().split_once('/').ok_or_else(|| format!("`{text}` is not a rate; write it as \"100/s\""))?;
         let count: u32 = count.trim().parse().map_err(|_| format!("`{count}` is not a whole number"))?;
         if count == 0 {
             return Err("a rate of 0 would refuse every request".into());

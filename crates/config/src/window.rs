@@ -31,11 +31,12 @@ impl DeployWindow {
             return Err(format!("`{text}` has more than days, hours and a time zone"));
         }
         let days = parse_days(days)?;
-        let (start, end) = hours.split_once('-').ok_or_else(|| format!("`{hours}` is not an hour range such as 08:00-18:00"))?;
-        let parse_time = |t: &str| {
-            Time::strptime("%H:%M", t).map_err(|_| format!("`{t}` is not a time of day such as 08:00"))
-        };
-        let time_zone = TimeZone::get(zone_name).map_err(|_| format!("`{zone_name}` is not a known time zone (such as Europe/Berlin or UTC)"))?;
+        let (start, end) =
+            hours.split_once('-').ok_or_else(|| format!("`{hours}` is not an hour range such as 08:00-18:00"))?;
+        let parse_time =
+            |t: &str| Time::strptime("%H:%M", t).map_err(|_| format!("`{t}` is not a time of day such as 08:00"));
+        let time_zone = TimeZone::get(zone_name)
+            .map_err(|_| format!("`{zone_name}` is not a known time zone (such as Europe/Berlin or UTC)"))?;
         Ok(DeployWindow { text: text.to_owned(), days, start: parse_time(start)?, end: parse_time(end)?, time_zone })
     }
 

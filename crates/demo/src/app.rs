@@ -115,7 +115,10 @@ async fn inject_faults(State(demo): State<Arc<Demo>>, request: Request, next: Ne
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
     if demo.errors.next_fails(faults.error_rate) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": "injected fault", "version": demo.version })))
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": "injected fault", "version": demo.version })),
+        )
             .into_response();
     }
     next.run(request).await
@@ -132,7 +135,9 @@ async fn count_requests(State(demo): State<Arc<Demo>>, request: Request, next: N
         demo.metrics.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
     let route = match path.as_str() {
-        "/" | "/version" | "/echo" | "/sleep" | "/ws" | "/emails" | "/payments" | "/health" | "/ready" | "/metrics" => path,
+        "/" | "/version" | "/echo" | "/sleep" | "/ws" | "/emails" | "/payments" | "/health" | "/ready" | "/metrics" => {
+            path
+        }
         _ => "other".to_owned(),
     };
     if let Ok(mut requests) = demo.metrics.requests.lock() {
@@ -259,7 +264,10 @@ async fn get_faults(State(demo): State<Arc<Demo>>) -> Json<Faults> {
 async fn put_faults(State(demo): State<Arc<Demo>>, body: Bytes) -> Response {
     let patch: FaultsPatch = match serde_json::from_slice(&body) {
         Ok(patch) => patch,
-        Err(err) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("invalid faults: {err}") }))).into_response(),
+        Err(err) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("invalid faults: {err}") })))
+                .into_response();
+        }
     };
     set_faults(&demo, |current| current.apply(patch))
 }

@@ -92,8 +92,9 @@ fn adopt(fd: i32) -> io::Result<Listener> {
     // else in this process owns it; it is adopted exactly once. If it is not a socket,
     // `local_addr` fails below and we report it instead of using it.
     let socket = unsafe { Socket::from_raw_fd(fd) };
-    let listener = Listener::from_socket(socket)
-        .map_err(|err| io::Error::new(err.kind(), format!("LISTEN_FDS: fd {fd} is not a listening IP socket: {err}")))?;
+    let listener = Listener::from_socket(socket).map_err(|err| {
+        io::Error::new(err.kind(), format!("LISTEN_FDS: fd {fd} is not a listening IP socket: {err}"))
+    })?;
     listener.socket.set_cloexec(true)?;
     Ok(listener)
 }

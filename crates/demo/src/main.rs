@@ -85,7 +85,8 @@ async fn run() -> Result<(), String> {
     let admin_server = admin_listener.map(|listener| {
         // The admin port never refuses; its switch lives as long as its server.
         let (never_switched, not_refusing) = watch::channel(false);
-        let server = serve(Arc::new(listener), app::admin_router(demo.clone()), not_refusing, stop.clone(), graceful.clone());
+        let server =
+            serve(Arc::new(listener), app::admin_router(demo.clone()), not_refusing, stop.clone(), graceful.clone());
         tokio::spawn(async move {
             let result = server.await;
             drop(never_switched);
@@ -113,14 +114,17 @@ fn listeners() -> Result<(Listener, Option<Listener>), String> {
     if let Some(main) = inherited.next() {
         return Ok((main, inherited.next()));
     }
-    let host: IpAddr = env("HOST").unwrap_or_else(|| "127.0.0.1".into()).parse().map_err(|_| "HOST is not an IP address")?;
+    let host: IpAddr =
+        env("HOST").unwrap_or_else(|| "127.0.0.1".into()).parse().map_err(|_| "HOST is not an IP address")?;
     let port = |name: &str, default: Option<u16>| -> Result<Option<u16>, String> {
         match env(name) {
             Some(text) => text.parse().map(Some).map_err(|_| format!("{name}={text} is not a port number")),
             None => Ok(default),
         }
     };
-    let bind = |port: u16| Listener::bind(SocketAddr::new(host, port)).map_err(|e| format!("cannot listen on {host}:{port}: {e}"));
+    let bind = |port: u16| {
+        Listener::bind(SocketAddr::new(host, port)).map_err(|e| format!("cannot listen on {host}:{port}: {e}"))
+    };
     let main = bind(port("PORT", Some(9898))?.unwrap_or(9898))?;
     let admin = port("ADMIN_PORT", None)?.map(bind).transpose()?;
     Ok((main, admin))

@@ -44,9 +44,8 @@ fn armed() -> &'static HashMap<String, Action> {
 pub fn parse(spec: &str) -> Result<HashMap<String, Action>, String> {
     let mut points = HashMap::new();
     for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-        let (name, action) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("`{entry}` is not of the form name=action"))?;
+        let (name, action) =
+            entry.split_once('=').ok_or_else(|| format!("`{entry}` is not of the form name=action"))?;
         let action = parse_action(action.trim())
             .ok_or_else(|| format!("unknown action `{action}` for `{name}` (expected abort, exit(N), panic or off)"))?;
         points.insert(name.trim().to_owned(), action);

@@ -79,7 +79,9 @@ CREATE INDEX events_by_environment ON events (environment, id);
 pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
     vec![Migration {
         version: 1,
-        sqlite: format!("{PORTABLE_V1}CREATE TABLE events (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,{EVENTS_COLUMNS}"),
+        sqlite: format!(
+            "{PORTABLE_V1}CREATE TABLE events (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,{EVENTS_COLUMNS}"
+        ),
         postgres: format!(
             "{PORTABLE_V1}CREATE TABLE events (\n    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,{EVENTS_COLUMNS}"
         ),

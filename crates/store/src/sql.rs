@@ -62,10 +62,8 @@ impl SqlStore {
         if backend == Backend::Sqlite {
             let path = std::path::Path::new(location.strip_prefix("sqlite://").unwrap_or(location));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|err| StoreError::Open {
-                    location: location.to_owned(),
-                    source: sqlx::Error::Io(err),
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|err| StoreError::Open { location: location.to_owned(), source: sqlx::Error::Io(err) })?;
             }
         }
         let open_error = |source| StoreError::Open { location: redact_url(location), source };
@@ -97,24 +95,33 @@ impl SqlStore {
         };
         sqlx::raw_sql(sqlx::AssertSqlSafe(begin)).execute(&mut *conn).await.during("locking for migrations")?;
         let result = async {
-            sqlx::raw_sql("CREATE TABLE IF NOT EXISTS windlass_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)")
-                .execute(&mut *conn)
-                .await
-                .during("creating the schema table")?;
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS windlass_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await
+            .during("creating the schema table")?;
             let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM windlass_schema")
                 .fetch_one(&mut *conn)
                 .await
                 .during("reading the schema version")?;
             let current = current.unwrap_or(0);
             if current > latest_version() {
-                return Err(StoreError::SchemaTooNew { location: location.to_owned(), found: current, known: latest_version() });
+                return Err(StoreError::SchemaTooNew {
+                    location: location.to_owned(),
+                    found: current,
+                    known: latest_version(),
+                });
             }
             for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
                 let sql = match self.backend {
                     Backend::Sqlite => migration.sqlite.clone(),
                     Backend::Postgres => migration.postgres.clone(),
                 };
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await.during("applying a schema migration")?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *conn)
+                    .await
+                    .during("applying a schema migration")?;
                 sqlx::query("INSERT INTO windlass_schema (version, applied_at) VALUES ($1, $2)")
                     .bind(migration.version)
                     .bind(self.now())
@@ -184,8 +191,7 @@ fn redact_url(location: &str) -> String {
     }
 }
 
-const DEPLOY_COLUMNS: &str =
-    "id, environment, status, actor, reason, config_snapshot, artifacts, owner, started_at, finished_at, current_step, error";
+const DEPLOY_COLUMNS: &str = "id, environment, status, actor, reason, config_snapshot, artifacts, owner, started_at, finished_at, current_step, error";
 
 fn deploy_from_row(row: &AnyRow) -> Result<Deploy> {
     Ok(Deploy {
@@ -270,7 +276,11 @@ impl Store for SqlStore {
 
     async fn deploy(&self, id: &DeployId) -> Result<Option<Deploy>> {
         let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(&self.pool).await.during("reading a deploy")?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .during("reading a deploy")?;
         row.as_ref().map(deploy_from_row).transpose()
     }
 
@@ -289,15 +299,16 @@ impl Store for SqlStore {
 
     async fn finish_deploy(&self, id: &DeployId, status: DeployStatus, error: Option<&str>) -> Result<()> {
         // A deploy already final (say, marked interrupted by a restarted server) keeps its status.
-        let updated = sqlx::query("UPDATE deploys SET status = $2, finished_at = $3, error = $4 WHERE id = $1 AND status = $5")
-            .bind(id.as_str())
-            .bind(status.as_str())
-            .bind(self.now())
-            .bind(error)
-            .bind(DeployStatus::Running.as_str())
-            .execute(&self.pool)
-            .await
-            .during("finishing a deploy")?;
+        let updated =
+            sqlx::query("UPDATE deploys SET status = $2, finished_at = $3, error = $4 WHERE id = $1 AND status = $5")
+                .bind(id.as_str())
+                .bind(status.as_str())
+                .bind(self.now())
+                .bind(error)
+                .bind(DeployStatus::Running.as_str())
+                .execute(&self.pool)
+                .await
+                .during("finishing a deploy")?;
         if updated.rows_affected() == 0 && self.deploy(id).await?.is_none() {
             return Err(StoreError::DeployNotFound(id.to_string()));
         }
@@ -458,7 +469,10 @@ impl Store for SqlStore {
                 return Ok(Acquire::Held(held));
             }
         }
-        Err(StoreError::Corrupt { what: "lease", value: format!("`{name}` changed hands three times while being taken") })
+        Err(StoreError::Corrupt {
+            what: "lease",
+            value: format!("`{name}` changed hands three times while being taken"),
+        })
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<()> {
@@ -519,7 +533,8 @@ impl Store for SqlStore {
         if deleted.rows_affected() == 0 {
             return Ok(None);
         }
-        let message = format!("{actor} broke lease `{name}` held by {} since {}: {reason}", info.holder, info.acquired_at);
+        let message =
+            format!("{actor} broke lease `{name}` held by {} since {}: {reason}", info.holder, info.acquired_at);
         insert_event(
             &mut *tx,
             self.now(),
@@ -549,7 +564,11 @@ impl Store for SqlStore {
         let rows = match environment {
             Some(environment) => {
                 let sql = format!("SELECT {COLUMNS} FROM events WHERE environment = $1 ORDER BY id DESC LIMIT $2");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(environment).bind(i64::from(limit)).fetch_all(&self.pool).await
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(environment)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
             }
             None => {
                 let sql = format!("SELECT {COLUMNS} FROM events ORDER BY id DESC LIMIT $1");

@@ -25,9 +25,8 @@ pub async fn request(
     body: &str,
 ) -> std::io::Result<Reply> {
     let stream = tokio::net::TcpStream::connect(address).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
     tokio::spawn(connection);
     let mut builder = hyper::Request::builder().method(method).uri(path).header("host", address.to_string());
     for (name, value) in headers {

@@ -74,7 +74,9 @@ impl Drop for TestDatabase {
             };
             runtime.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                    let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
+                    let _ = admin
+                        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .await;
                     let _ = admin.close().await;
                 }
             });
@@ -89,7 +91,10 @@ mod tests {
 
     #[test]
     fn database_names_replace_the_path() {
-        assert_eq!(with_database("postgresql://postgres@127.0.0.1:55432/postgres", "t1"), "postgresql://postgres@127.0.0.1:55432/t1");
+        assert_eq!(
+            with_database("postgresql://postgres@127.0.0.1:55432/postgres", "t1"),
+            "postgresql://postgres@127.0.0.1:55432/t1"
+        );
         assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "t2"), "postgres://u:p@h/t2?sslmode=disable");
         assert_eq!(with_database("postgres://h:5432", "t3"), "postgres://h:5432/t3");
     }

@@ -18,7 +18,9 @@ fn malformed_toml() {
 
 #[test]
 fn unknown_keys_suggest_the_nearest_known_key() {
-    assert_snapshot!(problems(&format!("{MINIMAL}instnces = 2\nhelth = {{ path = \"/health\" }}\n\n[servics.web]\nrun = \"web\"\n")));
+    assert_snapshot!(problems(&format!(
+        "{MINIMAL}instnces = 2\nhelth = {{ path = \"/health\" }}\n\n[servics.web]\nrun = \"web\"\n"
+    )));
 }
 
 #[test]

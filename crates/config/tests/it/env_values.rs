@@ -49,7 +49,9 @@ fn a_complete_environment_passes() {
 fn every_problem_is_reported_at_once_and_secrets_never_show() {
     let secret_url = "not-a-url-but-very-secret-value";
     let problems = check(
-        &format!("DATABASE_URL={secret_url}\nAPI_KEY=sk-short\nPORT=http\nLOG_LEVEL=verbose\nUNDECLARED=1\nDEBUG_TOKEN=x\n"),
+        &format!(
+            "DATABASE_URL={secret_url}\nAPI_KEY=sk-short\nPORT=http\nLOG_LEVEL=verbose\nUNDECLARED=1\nDEBUG_TOKEN=x\n"
+        ),
         &[],
     );
     let text: String = problems.iter().map(|d| d.render() + "\n").collect();
@@ -71,7 +73,8 @@ fn the_process_environment_wins_over_the_file() {
 
 #[test]
 fn empty_values_count_as_missing_for_required_variables() {
-    let problems = check("DATABASE_URL=\nAPI_KEY=sk-0123456789abcdefghij\nPORT=1\nADMIN_EMAIL=a@b.example\nWORKERS=\n", &[]);
+    let problems =
+        check("DATABASE_URL=\nAPI_KEY=sk-0123456789abcdefghij\nPORT=1\nADMIN_EMAIL=a@b.example\nWORKERS=\n", &[]);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].message, "`DATABASE_URL` is set but empty");
 }

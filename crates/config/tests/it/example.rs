@@ -17,7 +17,10 @@ fn the_maily_example_describes_the_platform_from_the_seeds() {
     let config = maily();
     assert_eq!(config.project.name, "maily");
     assert_eq!(config.services.keys().collect::<Vec<_>>(), ["api", "web", "ai-worker"]);
-    assert_eq!(config.pipeline.phases.iter().map(|p| p.value.as_str()).collect::<Vec<_>>(), windlass_config::DEFAULT_PHASES);
+    assert_eq!(
+        config.pipeline.phases.iter().map(|p| p.value.as_str()).collect::<Vec<_>>(),
+        windlass_config::DEFAULT_PHASES
+    );
     assert_eq!(config.services["api"].strategy, Strategy::BlueGreen);
     assert!(matches!(&config.services["web"].strategy, Strategy::Canary(steps) if steps.len() == 3));
     let failover = config.services["api"].failover.as_ref().unwrap();

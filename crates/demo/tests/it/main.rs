@@ -40,7 +40,8 @@ async fn answers_health_version_echo_and_metrics() {
     assert_eq!(health.status, 200);
     assert!(health.body.contains("\"status\":\"ok\""), "{}", health.body);
 
-    let version: serde_json::Value = serde_json::from_str(&http::get(demo.main, "/version").await.unwrap().body).unwrap();
+    let version: serde_json::Value =
+        serde_json::from_str(&http::get(demo.main, "/version").await.unwrap().body).unwrap();
     assert_eq!(version["version"], "api-1.4.2");
     let build_id = version["build_id"].as_str().unwrap();
     assert_eq!(build_id.len(), 16, "a 64-bit hash of the binary: {build_id}");
@@ -93,7 +94,8 @@ async fn bad_fault_requests_are_refused_and_change_nothing() {
         assert_eq!(reply.status, 400, "{body}: {}", reply.body);
         assert!(reply.body.contains("error"), "{}", reply.body);
     }
-    let faults: serde_json::Value = serde_json::from_str(&http::get(demo.admin, "/faults").await.unwrap().body).unwrap();
+    let faults: serde_json::Value =
+        serde_json::from_str(&http::get(demo.admin, "/faults").await.unwrap().body).unwrap();
     assert_eq!(faults["error_rate"], 0.0);
     assert_eq!(faults["latency_ms"], 0);
 }

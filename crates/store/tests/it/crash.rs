@@ -78,7 +78,8 @@ async fn a_committed_write_survives_an_abort_right_after_it(place: Place) {
 #[test]
 #[ignore = "runs as a child process of the lease race tests"]
 fn child_race_for_leases() {
-    let (Ok(location), Ok(holder), Ok(go)) = (std::env::var(CHILD_STORE), std::env::var(CHILD_HOLDER), std::env::var(CHILD_GO))
+    let (Ok(location), Ok(holder), Ok(go)) =
+        (std::env::var(CHILD_STORE), std::env::var(CHILD_HOLDER), std::env::var(CHILD_GO))
     else {
         return;
     };
@@ -108,7 +109,11 @@ async fn two_processes_racing_for_a_lease_have_one_winner(place: Place) {
     let spawn = |holder: &str| {
         child(
             "crash::child_race_for_leases",
-            &[(CHILD_STORE, place.location()), (CHILD_HOLDER, holder.to_owned()), (CHILD_GO, go_file.display().to_string())],
+            &[
+                (CHILD_STORE, place.location()),
+                (CHILD_HOLDER, holder.to_owned()),
+                (CHILD_GO, go_file.display().to_string()),
+            ],
         )
         .spawn()
         .unwrap()
@@ -147,4 +152,7 @@ async fn two_processes_racing_for_a_lease_have_one_winner(place: Place) {
     assert_eq!(store.leases().await.unwrap().len(), RACE_ROUNDS);
 }
 
-crate::backends::stories!(a_committed_write_survives_an_abort_right_after_it, two_processes_racing_for_a_lease_have_one_winner);
+crate::backends::stories!(
+    a_committed_write_survives_an_abort_right_after_it,
+    two_processes_racing_for_a_lease_have_one_winner
+);

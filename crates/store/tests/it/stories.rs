@@ -82,14 +82,16 @@ async fn deploys_in_the_same_second_get_distinct_ids(place: Place) {
     }
     ids.sort();
     let base = "staging-20261123-150000";
-    let mut expected: Vec<String> = std::iter::once(base.to_owned()).chain((2..=8).map(|n| format!("{base}-{n}"))).collect();
+    let mut expected: Vec<String> =
+        std::iter::once(base.to_owned()).chain((2..=8).map(|n| format!("{base}-{n}"))).collect();
     expected.sort();
     assert_eq!(ids, expected);
 
     clock.advance(Duration::from_secs(1));
     let later = store.create_deploy(&new_deploy("staging", "server-1")).await.unwrap();
     assert_eq!(later.as_str(), "staging-20261123-150001");
-    let listed: Vec<String> = store.deploys("staging", 3).await.unwrap().into_iter().map(|d| d.id.to_string()).collect();
+    let listed: Vec<String> =
+        store.deploys("staging", 3).await.unwrap().into_iter().map(|d| d.id.to_string()).collect();
     assert_eq!(listed[0], "staging-20261123-150001", "newest first");
     assert_eq!(listed.len(), 3);
     assert!(store.deploys("production", 10).await.unwrap().is_empty());
@@ -107,15 +109,27 @@ async fn a_restarted_server_marks_its_running_deploys_interrupted(place: Place) 
     let interrupted = store.interrupt_running("server-a").await.unwrap();
     assert_eq!(
         interrupted,
-        vec![Interrupted { deploy_id: mine.clone(), environment: "production".into(), step: Some("roll out api".into()) }]
+        vec![Interrupted {
+            deploy_id: mine.clone(),
+            environment: "production".into(),
+            step: Some("roll out api".into())
+        }]
     );
     let deploy = store.deploy(&mine).await.unwrap().unwrap();
     assert_eq!(deploy.status, DeployStatus::Interrupted);
     assert!(deploy.error.unwrap().contains("server stopped"));
     let steps = store.steps(&mine).await.unwrap();
     assert_eq!(steps[(step - 1) as usize].status, StepStatus::Interrupted);
-    assert_eq!(store.deploy(&done).await.unwrap().unwrap().status, DeployStatus::Succeeded, "finished deploys are untouched");
-    assert_eq!(store.deploy(&theirs).await.unwrap().unwrap().status, DeployStatus::Running, "another server's deploy is untouched");
+    assert_eq!(
+        store.deploy(&done).await.unwrap().unwrap().status,
+        DeployStatus::Succeeded,
+        "finished deploys are untouched"
+    );
+    assert_eq!(
+        store.deploy(&theirs).await.unwrap().unwrap().status,
+        DeployStatus::Running,
+        "another server's deploy is untouched"
+    );
     assert!(store.interrupt_running("server-a").await.unwrap().is_empty(), "reconciling twice finds nothing new");
 }
 
@@ -126,10 +140,13 @@ async fn one_holder_per_lease_and_stale_leases_are_reported_not_taken(place: Pla
     let bob = Holder { id: "server-bob".into(), host: "host-b".into(), pid: 202 };
     let ttl = Duration::from_secs(30);
 
-    let Acquire::Acquired(lease) = store.acquire_lease("deploy/production", &alice, "deploy production-1", ttl).await.unwrap() else {
+    let Acquire::Acquired(lease) =
+        store.acquire_lease("deploy/production", &alice, "deploy production-1", ttl).await.unwrap()
+    else {
         panic!("the first holder gets the lease");
     };
-    let Acquire::Held(held) = store.acquire_lease("deploy/production", &bob, "deploy production-2", ttl).await.unwrap() else {
+    let Acquire::Held(held) = store.acquire_lease("deploy/production", &bob, "deploy production-2", ttl).await.unwrap()
+    else {
         panic!("a second holder must not get a held lease");
     };
     assert_eq!(held.holder, alice);
@@ -158,7 +175,10 @@ async fn one_holder_per_lease_and_stale_leases_are_reported_not_taken(place: Pla
         panic!("a released lease can be taken");
     };
     assert!(bobs.token > lease.token, "fencing tokens rise with every acquisition");
-    assert!(matches!(store.release_lease(&lease).await, Err(StoreError::LeaseLost { .. })), "an old lease cannot release the new one");
+    assert!(
+        matches!(store.release_lease(&lease).await, Err(StoreError::LeaseLost { .. })),
+        "an old lease cannot release the new one"
+    );
     assert_eq!(store.leases().await.unwrap().len(), 1);
 }
 
@@ -166,18 +186,28 @@ async fn breaking_a_lease_is_deliberate_and_recorded(place: Place) {
     let clock = ManualClock::new(start_time());
     let store = place.open(&clock).await;
     let crashed = Holder { id: "server-crashed".into(), host: "host-a".into(), pid: 4242 };
-    let Acquire::Acquired(old) = store.acquire_lease("deploy/staging", &crashed, "deploy", Duration::from_secs(10)).await.unwrap() else {
+    let Acquire::Acquired(old) =
+        store.acquire_lease("deploy/staging", &crashed, "deploy", Duration::from_secs(10)).await.unwrap()
+    else {
         panic!("free lease");
     };
     clock.advance(Duration::from_secs(60));
     let info = store.lease("deploy/staging").await.unwrap().unwrap();
     assert!(info.stale);
 
-    assert_eq!(store.break_lease("deploy/staging", info.token + 1, "bob", "wrong token").await.unwrap(), None, "only the inspected lease is broken");
-    let broken = store.break_lease("deploy/staging", info.token, "bob", "server-crashed died in the night").await.unwrap();
+    assert_eq!(
+        store.break_lease("deploy/staging", info.token + 1, "bob", "wrong token").await.unwrap(),
+        None,
+        "only the inspected lease is broken"
+    );
+    let broken =
+        store.break_lease("deploy/staging", info.token, "bob", "server-crashed died in the night").await.unwrap();
     assert_eq!(broken.map(|b| b.holder), Some(crashed));
     assert!(store.lease("deploy/staging").await.unwrap().is_none());
-    assert!(matches!(store.renew_lease(&old).await, Err(StoreError::LeaseLost { .. })), "the old holder learns it lost the lease");
+    assert!(
+        matches!(store.renew_lease(&old).await, Err(StoreError::LeaseLost { .. })),
+        "the old holder learns it lost the lease"
+    );
 
     let events = store.events(None, 10).await.unwrap();
     assert_eq!(events[0].kind, "lease.broken");
@@ -190,7 +220,9 @@ async fn breaking_a_lease_is_deliberate_and_recorded(place: Place) {
 async fn the_audit_log_and_settings(place: Place) {
     let clock = ManualClock::new(start_time());
     let store = place.open(&clock).await;
-    for (environment, kind) in [(Some("production"), "deploy.started"), (Some("staging"), "deploy.started"), (None, "token.created")] {
+    for (environment, kind) in
+        [(Some("production"), "deploy.started"), (Some("staging"), "deploy.started"), (None, "token.created")]
+    {
         store
             .record_event(&NewEvent {
                 actor: "alice".into(),
@@ -205,7 +237,10 @@ async fn the_audit_log_and_settings(place: Place) {
         clock.advance(Duration::from_millis(5));
     }
     let all = store.events(None, 10).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["token.created", "deploy.started", "deploy.started"]);
+    assert_eq!(
+        all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["token.created", "deploy.started", "deploy.started"]
+    );
     assert!(all[0].id > all[1].id);
     let production = store.events(Some("production"), 10).await.unwrap();
     assert_eq!(production.len(), 1);
@@ -222,7 +257,10 @@ async fn unknown_deploys_are_errors_not_silence(place: Place) {
     let store = place.open(&clock).await;
     let ghost = DeployId::parse("production-20250101-120000").unwrap();
     assert_eq!(store.deploy(&ghost).await.unwrap(), None);
-    assert!(matches!(store.finish_deploy(&ghost, DeployStatus::Succeeded, None).await, Err(StoreError::DeployNotFound(_))));
+    assert!(matches!(
+        store.finish_deploy(&ghost, DeployStatus::Succeeded, None).await,
+        Err(StoreError::DeployNotFound(_))
+    ));
     assert!(matches!(store.start_step(&ghost, "backend", "x").await, Err(StoreError::DeployNotFound(_))));
     assert!(store.steps(&ghost).await.unwrap().is_empty());
     assert!(DeployId::parse("../../etc/passwd").is_none());
