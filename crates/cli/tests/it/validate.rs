@@ -1,0 +1,184 @@
+//! `windlass validate <env>`: what the seeds' `validate-env-vars.sh production` did, with every
+//! problem at once, located, and secrets kept secret.
+
+use insta::assert_snapshot;
+
+use crate::harness::Windlass;
+
+const EXAMPLE_ENV: &str = ".env.production.example";
+
+fn json(run: &crate::harness::Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {}", run.stdout))
+}
+
+#[test]
+fn the_example_platform_is_deployable_with_its_example_env_file() {
+    let test = Windlass::with_maily();
+    let run = test.run(&["validate", "production", "--env-file", EXAMPLE_ENV]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.stdout, "production: deployable (3 services, 14 variables checked)\n");
+    assert_eq!(run.stderr, "");
+}
+
+/// The seeds' scenario: two variables missing and one malformed. Exactly those three are
+/// reported, each where the user has to look.
+#[test]
+fn two_missing_and_one_malformed_variable_are_all_reported_with_locations() {
+    let test = Windlass::with_maily();
+    let env: String = test
+        .read(EXAMPLE_ENV)
+        .lines()
+        .filter(|l| !l.starts_with("REDIS_URL=") && !l.starts_with("JWT_SECRET="))
+        .map(|l| if l.starts_with("SMTP_FROM=") { "SMTP_FROM=hello-at-maily.example".to_owned() } else { l.to_owned() })
+        .map(|l| l + "\n")
+        .collect();
+    test.write(".env.production", &env);
+
+    let run = test.run(&["validate", "production", "--output", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let report = json(&run);
+    assert_eq!(report["deployable"], false);
+    assert_eq!(report["errors"], 3);
+    assert_eq!(report["warnings"], 0);
+    let mut found: Vec<(String, String, u64)> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .map(|d| {
+            (
+                d["message"].as_str().unwrap().to_owned(),
+                d["file"].as_str().unwrap().to_owned(),
+                d["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    let config = test.read("windlass.toml");
+    let declared_at = |name: &str| config.lines().position(|l| l.starts_with(&format!("{name} ="))).unwrap() as u64 + 1;
+    let smtp_line = env.lines().position(|l| l.starts_with("SMTP_FROM=")).unwrap() as u64 + 1;
+    assert_eq!(
+        found,
+        vec![
+            (
+                "`JWT_SECRET` is required for environment `production` but is not set".into(),
+                "windlass.toml".into(),
+                declared_at("JWT_SECRET")
+            ),
+            (
+                "`REDIS_URL` is required for environment `production` but is not set".into(),
+                "windlass.toml".into(),
+                declared_at("REDIS_URL")
+            ),
+            ("`SMTP_FROM` has the wrong format: not an email address".into(), ".env.production".into(), smtp_line),
+        ]
+    );
+
+    let text = test.run(&["validate", "production"]);
+    assert_eq!(text.code, 1);
+    assert_eq!(
+        text.stdout.matches("\nerror: ").count() + usize::from(text.stdout.starts_with("error: ")),
+        3,
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains(&format!(" --> .env.production:{smtp_line}:11")), "{}", text.stdout);
+    assert!(text.stdout.ends_with("production: not deployable: 3 errors\n"), "{}", text.stdout);
+}
+
+/// A distinctive secret value that is malformed, and one that is too short, must not appear in
+/// any output: not in text, not in JSON, not in part.
+#[test]
+fn secret_values_are_never_printed() {
+    let test = Windlass::with_maily();
+    let database_url = "Xq7-s3cr3t-database-credential-Zr9";
+    let openai_key = "sk-S3CR3Tshort";
+    let env = test
+        .read(EXAMPLE_ENV)
+        .replace(
+            "DATABASE_URL=postgresql://maily:example-password@127.0.0.1:5432/maily",
+            &format!("DATABASE_URL={database_url}"),
+        )
+        .replace("OPENAI_API_KEY=sk-example-0000000000000000000000", &format!("OPENAI_API_KEY={openai_key}"));
+    test.write(".env.production", &env);
+    let pieces = ["Xq7", "s3cr3t", "database-credential", "Zr9", "S3CR3T"];
+    for output in ["text", "json"] {
+        let run = test.run(&["validate", "production", "--output", output]);
+        assert_eq!(run.code, 1);
+        for piece in pieces {
+            assert!(!run.all_output().contains(piece), "`{piece}` leaked in {output} output:\n{}", run.all_output());
+        }
+        assert!(run.all_output().contains("DATABASE_URL"), "the problem is still named");
+    }
+    // From the process environment too.
+    let run = Windlass::with_maily().env("DATABASE_URL", database_url).run(&[
+        "validate",
+        "production",
+        "--env-file",
+        EXAMPLE_ENV,
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("set in the process environment"), "{}", run.stdout);
+    for piece in pieces {
+        assert!(!run.all_output().contains(piece), "`{piece}` leaked:\n{}", run.all_output());
+    }
+}
+
+#[test]
+fn undeclared_variables_are_warnings_with_a_suggestion() {
+    let test = Windlass::with_maily();
+    let env = test.read(EXAMPLE_ENV) + "REDIS_ULR=redis://typo\n";
+    test.write(".env.production", &env);
+    let run = test.run(&["validate", "production"]);
+    assert_eq!(run.code, 0, "warnings do not block a deploy: {}", run.stdout);
+    assert_snapshot!(run.stdout);
+}
+
+#[test]
+fn an_invalid_config_is_reported_with_every_problem() {
+    let test = Windlass::with_maily();
+    let config = test.read("windlass.toml").replace("instances = 4", "instances = \"four\"").replace(
+        "depends_on = [\"api\"]\nenv = { VERSION = \"web-2.0.1\"",
+        "depends_on = [\"apu\"]\nenv = { VERSION = \"web-2.0.1\"",
+    );
+    test.write("windlass.toml", &config);
+    let run = test.run(&["validate", "production", "--env-file", EXAMPLE_ENV]);
+    assert_eq!(run.code, 1);
+    assert_snapshot!(run.stdout);
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_clear_message() {
+    let test = Windlass::with_maily();
+    let cases: [(&str, &[&str]); 4] = [
+        ("undeclared environment", &["validate", "prodution"]),
+        ("missing config", &["validate", "production", "--config", "nowhere/windlass.toml"]),
+        ("config is a directory", &["validate", "production", "--config", "migrations"]),
+        ("missing env file", &["validate", "production", "--env-file", ".env.nowhere"]),
+    ];
+    let mut transcript = String::new();
+    for (case, args) in cases {
+        let run = test.run(args);
+        assert_eq!(run.code, 2, "{case}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "{case}: nothing on stdout");
+        transcript.push_str(&format!("# {case}: windlass {}\n{}\n", args.join(" "), run.stderr));
+    }
+    assert_snapshot!(transcript);
+}
+
+#[test]
+fn a_config_that_is_not_text_is_refused() {
+    let test = Windlass::new();
+    std::fs::write(test.path().join("windlass.toml"), [0x5b, 0xff, 0xfe, 0x5d]).unwrap();
+    let run = test.run(&["validate", "production"]);
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stderr, "error: windlass.toml is not UTF-8 text (invalid byte at offset 1)\n");
+}
+
+#[test]
+fn missing_arguments_are_usage_errors() {
+    let run = Windlass::new().run(&["validate"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("the following required arguments were not provided"), "{}", run.stderr);
+    assert!(run.stderr.contains("<ENVIRONMENT>"), "{}", run.stderr);
+}
