@@ -139,14 +139,12 @@ impl SqlStore {
     }
 
     async fn lease_row(&self, name: &str) -> Result<Option<LeaseInfo>> {
-        let row = sqlx::query(
-            "SELECT name, holder_id, holder_host, holder_pid, purpose, acquired_at, heartbeat_at, ttl_ms, token
-             FROM leases WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .during("reading a lease")?;
+        let sql = format!("SELECT {LEASE_COLUMNS} FROM leases WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .during("reading a lease")?;
         row.map(|row| self.lease_from_row(&row)).transpose()
     }
 
@@ -190,6 +188,9 @@ fn redact_url(location: &str) -> String {
         None => location.to_owned(),
     }
 }
+
+const LEASE_COLUMNS: &str =
+    "name, holder_id, holder_host, holder_pid, purpose, acquired_at, heartbeat_at, ttl_ms, token";
 
 const DEPLOY_COLUMNS: &str = "id, environment, status, actor, reason, config_snapshot, artifacts, owner, started_at, finished_at, current_step, error";
 
@@ -509,13 +510,8 @@ impl Store for SqlStore {
     }
 
     async fn leases(&self) -> Result<Vec<LeaseInfo>> {
-        let rows = sqlx::query(
-            "SELECT name, holder_id, holder_host, holder_pid, purpose, acquired_at, heartbeat_at, ttl_ms, token
-             FROM leases ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .during("listing leases")?;
+        let sql = format!("SELECT {LEASE_COLUMNS} FROM leases ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.during("listing leases")?;
         rows.iter().map(|row| self.lease_from_row(row)).collect()
     }
 
