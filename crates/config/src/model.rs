@@ -652,6 +652,8 @@ pub struct Service {
     pub depends_on: Vec<Spanned<String>>,
     pub failover: Option<Failover>,
     pub rate_limit: Option<RateLimit>,
+    /// Instances that run outside Windlass (`"127.0.0.1:9000"`), served as pool `blue`.
+    pub upstreams: Vec<Spanned<String>>,
     /// Time between SIGTERM and SIGKILL when an instance stops.
     pub stop_timeout: Duration,
 }
@@ -661,7 +663,7 @@ impl Service {
         check_slug(cx, &name, "service");
         let mut t = Table::open(cx, value, at)?;
         let phase = t.or(cx, "phase", Spanned::new("backend".to_owned(), name.span.clone()));
-        let run = t.required(cx, "run");
+        let run = t.optional(cx, "run");
         let dir = t.optional(cx, "dir");
         let instances = t.get(cx, "instances").and_then(|v| integer_in(cx, v, &at.key("instances"), 1..=1000));
         let env = read_env_table(cx, &mut t);
@@ -673,7 +675,18 @@ impl Service {
         let depends_on = t.or(cx, "depends_on", Vec::new());
         let failover = t.optional(cx, "failover");
         let rate_limit = t.optional(cx, "rate_limit");
+        let upstreams: Vec<Spanned<String>> = t.or(cx, "upstreams", Vec::new());
+        for address in &upstreams {
+            if address.value.parse::<std::net::SocketAddr>().is_err() {
+                cx.error(address.span.clone(), format!("invalid upstream address `{}`", address.value)).expected =
+                    Some("an IP address and port such as \"127.0.0.1:9000\"".into());
+            }
+        }
         let stop_timeout = t.or(cx, "stop_timeout", Duration::from_secs(10));
+        if run.is_none() && upstreams.is_empty() && t.get(cx, "run").is_none() {
+            cx.error(t.span(), format!("service `{}` has neither `run` nor `upstreams`", name.value)).help =
+                Some("`run` starts its instances; `upstreams` names instances that run elsewhere".into());
+        }
         t.finish(cx);
         if analysis.is_some() && !matches!(strategy, Strategy::Canary(_)) {
             cx.warning(
@@ -699,6 +712,7 @@ impl Service {
             depends_on,
             failover,
             rate_limit,
+            upstreams,
             stop_timeout,
         })
     }
