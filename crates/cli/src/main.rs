@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (deployable), 1 the thing checked is not in order, 2 usage error
 //! (bad arguments, unreadable files, unknown environment).
 
+mod edge;
 mod init;
 mod validate;
 
@@ -25,6 +26,8 @@ enum Command {
     Validate(validate::Args),
     /// Write a commented starter windlass.toml (never overwrites one).
     Init(init::Args),
+    /// Run the edge proxy standalone with the config's routes and static upstreams.
+    Edge(edge::Args),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Init(args) => init::run(args),
+        Command::Edge(args) => edge::run(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

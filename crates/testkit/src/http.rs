@@ -28,7 +28,10 @@ pub async fn request(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
     tokio::spawn(connection);
-    let mut builder = hyper::Request::builder().method(method).uri(path).header("host", address.to_string());
+    let mut builder = hyper::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        builder = builder.header("host", address.to_string());
+    }
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }

@@ -1,0 +1,102 @@
+//! `windlass edge --config windlass.toml --env <env>`: the edge proxy as its own process, serving
+//! the config's routes and static upstreams, driven by its admin API, and coming back to its
+//! persisted table after a restart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use windlass_edge::EdgeOptions;
+
+use crate::{Outcome, UsageError, config_path};
+
+/// Where the admin token comes from when `--token-file` is not given.
+const TOKEN_VAR: &str = "WINDLASS_EDGE_TOKEN";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The config file [default: ./windlass.toml]
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// The environment whose services, routes and overrides to serve.
+    #[arg(long = "env")]
+    environment: String,
+    /// Where to serve traffic [default: edge.listen from the config]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where to serve the admin API and /metrics [default: edge.admin_listen]
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// The persisted routing table [default: <state_dir>/edge-<env>.json]
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// A file holding the admin token [default: the WINDLASS_EDGE_TOKEN variable]
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Data-plane worker threads [default: one per core]
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let path = config_path(args.config);
+    let config = windlass_config::load(&path).map_err(|err| match err {
+        windlass_config::LoadError::Invalid { diagnostics, .. } => {
+            let rendered: String = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
+            UsageError(format!("{} is not valid; run `windlass validate`:\n{rendered}", path.display()))
+        }
+        other => UsageError(other.to_string()),
+    })?;
+    if !config.environments.contains_key(&args.environment) {
+        return Err(
+            UsageError(format!("environment `{}` is not declared in {}", args.environment, path.display())).into()
+        );
+    }
+    let token = match &args.token_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", file.display())))?
+            .trim()
+            .to_owned(),
+        None => std::env::var(TOKEN_VAR).unwrap_or_default(),
+    };
+    if token.len() < 16 {
+        return Err(UsageError(format!(
+            "the edge needs an admin token of at least 16 characters: set {TOKEN_VAR} or pass --token-file"
+        ))
+        .into());
+    }
+    let parse = |text: &str| text.parse::<SocketAddr>().with_context(|| format!("`{text}` is not an address"));
+    let state_dir = windlass_config::config_dir(&path).join(config.project.state_dir.as_deref().unwrap_or(".windlass"));
+    let options = EdgeOptions {
+        listen: args.listen.map_or_else(|| parse(&config.edge.listen), Ok)?,
+        admin_listen: args.admin_listen.map_or_else(|| parse(&config.edge.admin_listen), Ok)?,
+        workers: args.workers,
+        settings: windlass_edge::config::settings_from_config(&config, token).map_err(UsageError)?,
+        initial: windlass_edge::config::spec_from_config(&config, &args.environment),
+        state_path: Some(args.state.unwrap_or_else(|| state_dir.join(format!("edge-{}.json", args.environment)))),
+    };
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    let edge = windlass_edge::start(options)?;
+    println!("edge listening on {}", edge.address);
+    println!("admin listening on {}", edge.admin_address);
+    if edge.restored {
+        println!("restored the persisted routing table");
+    }
+    wait_for_signal()?;
+    edge.stop();
+    Ok(Outcome::Ok)
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    })
+}

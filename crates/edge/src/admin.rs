@@ -1,0 +1,316 @@
+//! The admin API, on its own listener (loopback by default): how the control plane drives the
+//! edge. Reads are open; every write needs `Authorization: Bearer <token>`. A write is applied
+//! whole or not at all (see [`Shared::update`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::shared::{Shared, UpdateError};
+use crate::spec::{PoolSpec, SECONDARY_POOL, ServiceSpec, SpecError};
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/edge/state", get(state))
+        .route("/edge/events", get(events))
+        .route("/edge/maintenance", put(maintenance_all))
+        .route("/edge/services/{service}", put(put_service).delete(delete_service))
+        .route("/edge/services/{service}/weights", put(weights))
+        .route("/edge/services/{service}/maintenance", put(maintenance))
+        .route("/edge/services/{service}/failover", put(failover))
+        .route("/edge/services/{service}/pools/{pool}", put(put_pool).delete(delete_pool))
+        .route("/edge/services/{service}/pools/{pool}/metrics", get(pool_metrics))
+        .route("/metrics", get(prometheus))
+        .layer(middleware::from_fn_with_state(shared.clone(), require_token_for_writes))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+async fn require_token_for_writes(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::as_bytes);
+    match presented {
+        Some(token) if shared.token_is_valid(token) => next.run(request).await,
+        Some(_) => error(StatusCode::FORBIDDEN, "invalid admin token"),
+        None => error(StatusCode::UNAUTHORIZED, "this call changes the edge: send Authorization: Bearer <admin token>"),
+    }
+}
+
+/// A request body that could not be read, answered with 400.
+struct BadBody(String);
+
+impl IntoResponse for BadBody {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, format!("invalid request body: {}", self.0))
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, BadBody> {
+    serde_json::from_slice(body).map_err(|err| BadBody(err.to_string()))
+}
+
+/// Applies a change and answers with the service's new spec, or with why nothing changed.
+fn apply(
+    shared: &Shared,
+    service: &str,
+    change: impl FnOnce(&mut crate::spec::EdgeSpec) -> Result<(), SpecError>,
+) -> Response {
+    match shared.update(change) {
+        Ok(spec) => Json(json!({ "service": service, "spec": spec.services.get(service) })).into_response(),
+        Err(UpdateError::Invalid(err @ (SpecError::UnknownService(_) | SpecError::UnknownPool { .. }))) => {
+            error(StatusCode::NOT_FOUND, err)
+        }
+        Err(UpdateError::Invalid(err)) => error(StatusCode::BAD_REQUEST, err),
+        Err(err @ UpdateError::Persist { .. }) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+fn service_mut<'s>(spec: &'s mut crate::spec::EdgeSpec, service: &str) -> Result<&'s mut ServiceSpec, SpecError> {
+    spec.services.get_mut(service).ok_or_else(|| SpecError::UnknownService(service.to_owned()))
+}
+
+async fn state(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let table = shared.table.load_full();
+    let now_ms = shared.now_ms();
+    let services: BTreeMap<&str, serde_json::Value> = table
+        .services
+        .iter()
+        .map(|service| {
+            let pools: BTreeMap<&str, serde_json::Value> = service
+                .pools
+                .iter()
+                .map(|pool| {
+                    let instances: Vec<serde_json::Value> = pool
+                        .instances
+                        .iter()
+                        .map(|i| {
+                            json!({
+                                "address": i.address,
+                                "healthy": i.healthy.load(Ordering::Relaxed),
+                                "ejected": i.ejected_until_ms.load(Ordering::Relaxed) > now_ms,
+                                "in_flight": i.outstanding.load(Ordering::Relaxed),
+                            })
+                        })
+                        .collect();
+                    let in_flight = pool.in_flight();
+                    let taking_traffic = if service.failed_over {
+                        pool.name == SECONDARY_POOL
+                    } else {
+                        pool.weight > 0 && pool.name != SECONDARY_POOL
+                    };
+                    (
+                        pool.name.as_str(),
+                        json!({
+                            "weight": pool.weight,
+                            "taking_traffic": taking_traffic,
+                            "in_flight": in_flight,
+                            "drained": !taking_traffic && in_flight == 0,
+                            "instances": instances,
+                        }),
+                    )
+                })
+                .collect();
+            (
+                service.name.as_str(),
+                json!({ "maintenance": service.maintenance, "failed_over": service.failed_over, "pools": pools }),
+            )
+        })
+        .collect();
+    Json(json!({ "maintenance_all": table.spec.maintenance_all, "services": services, "spec": &*table.spec }))
+}
+
+async fn events(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    Json(json!({ "events": shared.events() }))
+}
+
+async fn put_service(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
+    let spec: ServiceSpec = match parse(&body) {
+        Ok(spec) => spec,
+        Err(bad) => return bad.into_response(),
+    };
+    apply(&shared, &service, |edge| {
+        edge.services.insert(service.clone(), spec);
+        Ok(())
+    })
+}
+
+async fn delete_service(State(shared): State<Arc<Shared>>, Path(service): Path<String>) -> Response {
+    apply(&shared, &service, |edge| {
+        edge.services.remove(&service).map(drop).ok_or_else(|| SpecError::UnknownService(service.clone()))
+    })
+}
+
+async fn weights(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
+    let weights: BTreeMap<String, i64> = match parse(&body) {
+        Ok(weights) => weights,
+        Err(bad) => return bad.into_response(),
+    };
+    let response = apply(&shared, &service, |edge| edge.set_weights(&service, &weights));
+    if response.status().is_success() {
+        shared.record_event(&service, "weights", format!("weights set to {weights:?}"));
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Switch {
+    enabled: bool,
+}
+
+async fn maintenance(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
+    let switch: Switch = match parse(&body) {
+        Ok(switch) => switch,
+        Err(bad) => return bad.into_response(),
+    };
+    let response = apply(&shared, &service, |edge| {
+        service_mut(edge, &service)?.maintenance = switch.enabled;
+        Ok(())
+    });
+    if response.status().is_success() {
+        shared.record_event(
+            &service,
+            "maintenance",
+            format!("maintenance {}", if switch.enabled { "on" } else { "off" }),
+        );
+    }
+    response
+}
+
+async fn maintenance_all(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let switch: Switch = match parse(&body) {
+        Ok(switch) => switch,
+        Err(bad) => return bad.into_response(),
+    };
+    match shared.update(|edge| {
+        edge.maintenance_all = switch.enabled;
+        Ok(())
+    }) {
+        Ok(_) => {
+            shared.record_event(
+                "*",
+                "maintenance",
+                format!("maintenance for all {}", if switch.enabled { "on" } else { "off" }),
+            );
+            Json(json!({ "maintenance_all": switch.enabled })).into_response()
+        }
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverRequest {
+    to: String,
+}
+
+async fn failover(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
+    let request: FailoverRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(bad) => return bad.into_response(),
+    };
+    let to_secondary = match request.to.as_str() {
+        "secondary" => true,
+        "primary" => false,
+        other => return error(StatusCode::BAD_REQUEST, format!("`{other}` is neither `secondary` nor `primary`")),
+    };
+    let response = apply(&shared, &service, |edge| {
+        service_mut(edge, &service)?.failed_over = to_secondary;
+        Ok(())
+    });
+    if response.status().is_success() {
+        shared.record_event(
+            &service,
+            if to_secondary { "failover" } else { "failback" },
+            format!("traffic moved to {} by hand", request.to),
+        );
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolMembership {
+    instances: Vec<std::net::SocketAddr>,
+}
+
+async fn put_pool(
+    State(shared): State<Arc<Shared>>,
+    Path((service, pool)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let membership: PoolMembership = match parse(&body) {
+        Ok(membership) => membership,
+        Err(bad) => return bad.into_response(),
+    };
+    apply(&shared, &service, |edge| {
+        let spec = service_mut(edge, &service)?;
+        let weight = spec.pools.get(&pool).map_or(0, |p| p.weight);
+        spec.pools.insert(pool.clone(), PoolSpec { instances: membership.instances, weight });
+        Ok(())
+    })
+}
+
+async fn delete_pool(State(shared): State<Arc<Shared>>, Path((service, pool)): Path<(String, String)>) -> Response {
+    apply(&shared, &service, |edge| {
+        let spec = service_mut(edge, &service)?;
+        spec.pools
+            .remove(&pool)
+            .map(drop)
+            .ok_or(SpecError::UnknownPool { service: service.clone(), pool: pool.clone() })
+    })
+}
+
+async fn pool_metrics(State(shared): State<Arc<Shared>>, Path((service, pool)): Path<(String, String)>) -> Response {
+    let table = shared.table.load_full();
+    let Some(found) = table.service(&service).and_then(|s| s.pool(&pool)) else {
+        return error(StatusCode::NOT_FOUND, format!("service `{service}` has no pool `{pool}`"));
+    };
+    let snapshot = found.metrics.snapshot();
+    Json(json!({
+        "service": service,
+        "pool": pool,
+        "requests": snapshot.requests(),
+        "errors": snapshot.errors(),
+        "p50_micros": snapshot.quantile_micros(0.50),
+        "p95_micros": snapshot.quantile_micros(0.95),
+        "p99_micros": snapshot.quantile_micros(0.99),
+        "snapshot": snapshot,
+    }))
+    .into_response()
+}
+
+async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP windlass_edge_requests_total Answers by service, pool and status class.\n");
+    out.push_str("# TYPE windlass_edge_requests_total counter\n");
+    out.push_str(
+        "# TYPE windlass_edge_maintenance_answers_total counter\n# TYPE windlass_edge_rate_limited_total counter\n",
+    );
+    out.push_str("# TYPE windlass_edge_request_duration_seconds histogram\n");
+    for ((service, pool), metrics) in shared.registry.all_metrics() {
+        crate::metrics::render(&mut out, &service, &pool, &metrics.snapshot());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}

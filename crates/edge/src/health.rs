@@ -1,0 +1,160 @@
+//! Active health checks, and failover built on them: the edge is the one health source for
+//! failover (the monitor records and alerts on the events, it never checks a second time).
+//!
+//! Every service with a health spec is checked each interval; an instance becomes unhealthy after
+//! `unhealthy_after` failed checks in a row and healthy again after `healthy_after` passes. A
+//! service with a secondary pool moves there when every primary instance has failed
+//! `after_failures` checks in a row, and back when one has passed `failback_after` (unless
+//! failover is manual).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use crate::shared::Shared;
+use crate::spec::SECONDARY_POOL;
+use crate::table::Instance;
+
+/// How often the checker looks for services that are due.
+const TICK: Duration = Duration::from_millis(50);
+
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut next_due: HashMap<String, Instant> = HashMap::new();
+    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let table = shared.table.load_full();
+        let now = Instant::now();
+        for (name, spec) in &table.spec.services {
+            let Some(health) = &spec.health else { continue };
+            if next_due.get(name).is_some_and(|due| *due > now)
+                || running.get(name).is_some_and(|task| !task.is_finished())
+            {
+                continue;
+            }
+            next_due.insert(name.clone(), now + Duration::from_millis(health.interval_ms.max(10)));
+            let shared = shared.clone();
+            let name = name.clone();
+            running.insert(name.clone(), tokio::spawn(async move { check_service(&shared, &name).await }));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {
+                for task in running.values() {
+                    task.abort();
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn check_service(shared: &Arc<Shared>, name: &str) {
+    let table = shared.table.load_full();
+    let (Some(service), Some(spec)) = (table.service(name), table.spec.services.get(name)) else { return };
+    let Some(health) = &spec.health else { return };
+    let timeout = Duration::from_millis(health.timeout_ms);
+    let checks = service.pools.iter().flat_map(|pool| pool.instances.iter()).map(|instance| {
+        let instance = instance.clone();
+        let path = health.path.clone();
+        async move {
+            let passed = probe(&instance, &path, timeout).await;
+            (instance, passed)
+        }
+    });
+    let results = futures_join_all(checks).await;
+    for (instance, passed) in results {
+        record_check(&instance, passed, health.healthy_after, health.unhealthy_after);
+    }
+    decide_failover(shared, name);
+}
+
+/// Runs the futures concurrently and collects their outputs (in order).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(output) = handle.await {
+            outputs.push(output);
+        }
+    }
+    outputs
+}
+
+fn record_check(instance: &Instance, passed: bool, healthy_after: u32, unhealthy_after: u32) {
+    if passed {
+        instance.check_failures.store(0, Ordering::Relaxed);
+        let passes = instance.check_passes.fetch_add(1, Ordering::Relaxed) + 1;
+        if passes >= healthy_after {
+            instance.healthy.store(true, Ordering::Relaxed);
+        }
+    } else {
+        instance.check_passes.store(0, Ordering::Relaxed);
+        let failures = instance.check_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= unhealthy_after {
+            instance.healthy.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+fn decide_failover(shared: &Shared, name: &str) {
+    let table = shared.table.load_full();
+    let (Some(service), Some(spec)) = (table.service(name), table.spec.services.get(name)) else { return };
+    let Some(failover) = &spec.failover else { return };
+    if !failover.automatic || service.secondary.is_none() {
+        return;
+    }
+    let primary: Vec<&Arc<Instance>> = service.weighted().flat_map(|p| p.instances.iter()).collect();
+    if primary.is_empty() {
+        return;
+    }
+    let primary_down = primary.iter().all(|i| i.check_failures.load(Ordering::Relaxed) >= failover.after_failures);
+    let primary_back = primary.iter().any(|i| i.check_passes.load(Ordering::Relaxed) >= failover.failback_after);
+    let (move_to_secondary, reason) = if !service.failed_over && primary_down {
+        (true, format!("every primary instance failed {} health checks in a row", failover.after_failures))
+    } else if service.failed_over && primary_back {
+        (false, format!("a primary instance passed {} health checks in a row", failover.failback_after))
+    } else {
+        return;
+    };
+    let moved = shared.update(|edge| {
+        if let Some(service) = edge.services.get_mut(name) {
+            service.failed_over = move_to_secondary;
+        }
+        Ok(())
+    });
+    match moved {
+        Ok(_) => shared.record_event(
+            name,
+            if move_to_secondary { "failover" } else { "failback" },
+            format!("traffic moved to {}: {reason}", if move_to_secondary { SECONDARY_POOL } else { "primary" }),
+        ),
+        Err(err) => tracing::error!(service = name, "failover could not be applied: {err}"),
+    }
+}
+
+/// One check: `GET path` answered 2xx within the timeout.
+pub async fn probe(instance: &Instance, path: &str, timeout: Duration) -> bool {
+    let address = instance.address;
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, address.to_string())
+            .header(hyper::header::USER_AGENT, "windlass-edge-health")
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        Some(response.status().is_success())
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}

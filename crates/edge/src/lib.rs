@@ -1,0 +1,150 @@
+//! The edge: Windlass's reverse proxy, in its own process (`windlass edge`) so that the control
+//! plane can restart or crash without costing a request.
+//!
+//! - Data plane (`server`, `proxy`): a current-thread runtime per worker on `SO_REUSEPORT`
+//!   sockets; each downstream connection owns its upstream connections.
+//! - Routing table (`table`): compiled from the desired state (`spec`) and swapped whole, so a
+//!   switch, weight change or new instance set never fails or splits a request.
+//! - Control (`admin`, `health`): the token-protected admin API the server drives, `/metrics`, and
+//!   the active health checks that decide failover. The state is persisted on every change and
+//!   restored on start.
+//!
+//! The edge knows nothing of deploys: it serves whatever table it was last given.
+
+pub mod admin;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod ratelimit;
+pub mod server;
+pub mod shared;
+pub mod spec;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use shared::{Settings, Shared};
+pub use spec::EdgeSpec;
+
+/// How to start an edge.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Data-plane worker threads (default: one per core).
+    pub workers: usize,
+    pub settings: Settings,
+    /// The state to start from when nothing is persisted at `state_path`.
+    pub initial: EdgeSpec,
+    /// Where the state is persisted; a restarted edge comes back to it.
+    pub state_path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+    #[error("the persisted edge state cannot be used: {0}")]
+    State(String),
+    #[error("the edge state is invalid: {0}")]
+    Spec(#[from] spec::SpecError),
+    #[error("cannot start the edge's threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// A running edge. Dropping it does not stop it; call [`EdgeHandle::stop`].
+pub struct EdgeHandle {
+    pub address: SocketAddr,
+    pub admin_address: SocketAddr,
+    /// Whether the state came from the persisted file (a restart) rather than `initial`.
+    pub restored: bool,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl EdgeHandle {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting and waits for the threads to end.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the edge: binds its listeners (errors are returned, not logged), restores or installs
+/// the state, and starts the worker and control threads.
+pub fn start(options: EdgeOptions) -> Result<EdgeHandle, StartError> {
+    let restored_spec = match &options.state_path {
+        Some(path) => EdgeSpec::load(path).map_err(StartError::State)?,
+        None => None,
+    };
+    let restored = restored_spec.is_some();
+    let spec = restored_spec.unwrap_or(options.initial);
+    if let Some(path) = &options.state_path
+        && !restored
+    {
+        spec.check()?;
+        spec.save(path).map_err(|e| StartError::State(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let shared = Shared::new(spec, options.settings, options.state_path.clone())?;
+
+    let workers = if options.workers == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        options.workers
+    };
+    let listen_error = |address| move |source| StartError::Listen { address, source };
+    let listeners = server::bind_reuseport(options.listen, workers).map_err(listen_error(options.listen))?;
+    let address = listeners[0].local_addr().map_err(listen_error(options.listen))?;
+    let admin_listener =
+        std::net::TcpListener::bind(options.admin_listen).map_err(listen_error(options.admin_listen))?;
+    admin_listener.set_nonblocking(true).map_err(listen_error(options.admin_listen))?;
+    let admin_address = admin_listener.local_addr().map_err(listen_error(options.admin_listen))?;
+
+    let (stop, stopped) = watch::channel(false);
+    let mut threads = server::start_workers(shared.clone(), listeners, stopped.clone()).map_err(StartError::Threads)?;
+    let control_shared = shared.clone();
+    let control = std::thread::Builder::new()
+        .name("edge-control".into())
+        .spawn(move || run_control(control_shared, admin_listener, stopped))
+        .map_err(StartError::Threads)?;
+    threads.push(control);
+    if restored {
+        shared.record_event("*", "restored", "the edge restarted with its persisted routing table".into());
+    }
+    Ok(EdgeHandle { address, admin_address, restored, shared, stop, threads })
+}
+
+/// The admin API and the health checker, on one small runtime of their own.
+fn run_control(shared: Arc<Shared>, admin_listener: std::net::TcpListener, stop: watch::Receiver<bool>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("edge control runtime: {err}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(admin_listener) else { return };
+        let health = tokio::spawn(health::run(shared.clone(), stop.clone()));
+        let mut admin_stop = stop.clone();
+        let admin = axum::serve(listener, admin::router(shared)).with_graceful_shutdown(async move {
+            let _ = admin_stop.changed().await;
+        });
+        if let Err(err) = admin.await {
+            tracing::error!("edge admin API: {err}");
+        }
+        let _ = health.await;
+    });
+}

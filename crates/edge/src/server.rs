@@ -1,0 +1,100 @@
+//! The data plane's threads: one current-thread runtime per worker, each accepting on its own
+//! `SO_REUSEPORT` socket and serving its connections start to finish with no cross-thread
+//! wakeups (the design `../shared/EDGE-PERF.md` measured fastest here).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Socket, Type};
+use tokio::sync::watch;
+
+use crate::proxy::{self, Connection};
+use crate::shared::Shared;
+
+/// Binds `count` sockets to one address with `SO_REUSEPORT` (port 0 picks a free port for all).
+pub fn bind_reuseport(address: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut bound = address;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(4096)?;
+        socket.set_nonblocking(true)?;
+        let listener: std::net::TcpListener = socket.into();
+        bound = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Starts one worker thread per listener; they stop accepting when `stop` turns true.
+pub fn start_workers(
+    shared: Arc<Shared>,
+    listeners: Vec<std::net::TcpListener>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new().name(format!("edge-worker-{index}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        tracing::error!("edge worker {index} cannot start: {err}");
+                        return;
+                    }
+                };
+                runtime.block_on(accept_loop(shared, listener, stop));
+            })
+        })
+        .collect()
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!("edge listener: {err}");
+            return;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let settings = &shared.settings;
+    builder
+        .http1()
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .max_headers(settings.max_headers)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder.http2().max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, client)) = accepted else {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let connection = Arc::new(Connection::new(client, "http"));
+                    let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
+                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The state every part of the edge shares: the current table, the registry behind it, the
+//! desired spec (changed only through [`Shared::update`]), settings and the event log.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::spec::{EdgeSpec, SpecError};
+use crate::table::{Registry, Table};
+
+/// How the edge behaves, from `[edge]` in the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bearer token for admin writes and for pinning/maintenance-bypass headers.
+    pub admin_token: String,
+    pub sticky_cookie: String,
+    pub sticky_header: Option<String>,
+    pub connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub maintenance_html: String,
+    pub maintenance_message: String,
+    pub retry_after: Duration,
+    pub allow_header: Option<String>,
+    pub allow_cookie: Option<String>,
+    pub allow_networks: Vec<(IpAddr, u8)>,
+    /// Connect or 5xx errors in a row that eject an instance, and for how long.
+    pub eject_after_errors: u32,
+    pub eject_for: Duration,
+}
+
+impl Settings {
+    pub fn new(admin_token: impl Into<String>) -> Self {
+        let message = "This service is down for maintenance. Please try again shortly.".to_owned();
+        Settings {
+            admin_token: admin_token.into(),
+            sticky_cookie: "windlass_cohort".into(),
+            sticky_header: None,
+            connect_timeout: Duration::from_secs(2),
+            upstream_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            maintenance_html: default_page(&message),
+            maintenance_message: message,
+            retry_after: Duration::from_secs(300),
+            allow_header: None,
+            allow_cookie: None,
+            allow_networks: Vec::new(),
+            eject_after_errors: 5,
+            eject_for: Duration::from_secs(10),
+        }
+    }
+}
+
+pub(crate) fn default_page(message: &str) -> String {
+    let escaped = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>Down for maintenance</h1><p>{escaped}</p></body></html>\n"
+    )
+}
+
+/// Something the edge did on its own or was told to do, for the monitor and for people.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeEvent {
+    pub at_unix_ms: u64,
+    pub service: String,
+    pub kind: String,
+    pub message: String,
+}
+
+const EVENTS_KEPT: usize = 1000;
+
+#[derive(Debug)]
+pub struct Shared {
+    pub table: ArcSwap<Table>,
+    pub registry: Registry,
+    pub settings: Settings,
+    spec: Mutex<EdgeSpec>,
+    state_path: Option<PathBuf>,
+    events: Mutex<VecDeque<EdgeEvent>>,
+    started: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    #[error("cannot persist the edge state to {path}: {source}")]
+    Persist { path: String, source: std::io::Error },
+}
+
+impl Shared {
+    pub fn new(spec: EdgeSpec, settings: Settings, state_path: Option<PathBuf>) -> Result<Arc<Self>, SpecError> {
+        spec.check()?;
+        let registry = Registry::default();
+        let table = registry.compile(Arc::new(spec.clone()));
+        Ok(Arc::new(Shared {
+            table: ArcSwap::from_pointee(table),
+            registry,
+            settings,
+            spec: Mutex::new(spec),
+            state_path,
+            events: Mutex::new(VecDeque::new()),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Milliseconds since the edge started (the clock of ejections).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn spec(&self) -> EdgeSpec {
+        self.spec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies a change: on a copy, checked, persisted, then swapped in as one new table.
+    /// On any error nothing has changed.
+    pub fn update(
+        &self,
+        change: impl FnOnce(&mut EdgeSpec) -> Result<(), SpecError>,
+    ) -> Result<Arc<EdgeSpec>, UpdateError> {
+        let mut current = self.spec.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = current.clone();
+        change(&mut next)?;
+        next.check()?;
+        if let Some(path) = &self.state_path {
+            next.save(path).map_err(|source| UpdateError::Persist { path: path.display().to_string(), source })?;
+        }
+        let next = Arc::new(next);
+        self.table.store(Arc::new(self.registry.compile(next.clone())));
+        *current = (*next).clone();
+        Ok(next)
+    }
+
+    pub fn record_event(&self, service: &str, kind: &str, message: String) {
+        tracing::info!(service, kind, "{message}");
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+            .unwrap_or(0);
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(EdgeEvent { at_unix_ms, service: service.into(), kind: kind.into(), message });
+    }
+
+    pub fn events(&self) -> Vec<EdgeEvent> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+
+    /// Compares a presented token with the admin token in constant time.
+    pub fn token_is_valid(&self, presented: &[u8]) -> bool {
+        let expected = self.settings.admin_token.as_bytes();
+        if expected.is_empty() || presented.len() != expected.len() {
+            return false;
+        }
+        presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}

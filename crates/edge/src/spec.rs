@@ -1,0 +1,240 @@
+//! What the edge should do, as data: services with their routes and pools, weights, maintenance
+//! and failover state. The admin API edits a copy, checks it, persists it, and only then compiles
+//! it into the routing table that requests see; a rejected change leaves everything as it was.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The pool that takes a service's traffic when it fails over.
+pub const SECONDARY_POOL: &str = "secondary";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSpec {
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Maintenance mode for every service at once.
+    #[serde(default)]
+    pub maintenance_all: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Named pools (`blue`, `green`, `secondary`, ...) of upstream instances.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolSpec>,
+    #[serde(default)]
+    pub maintenance: bool,
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    #[serde(default)]
+    pub failover: Option<FailoverSpec>,
+    /// Traffic is on the secondary pool.
+    #[serde(default)]
+    pub failed_over: bool,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Exact (`api.example.com`) or wildcard (`*.example.com`); any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "root_path")]
+    pub path: String,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    #[serde(default)]
+    pub instances: Vec<SocketAddr>,
+    /// Percent of new clients; the weights of a service's pools (the secondary aside) add up to
+    /// 100, or are all 0.
+    #[serde(default)]
+    pub weight: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverSpec {
+    pub after_failures: u32,
+    pub failback_after: u32,
+    pub automatic: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Requests per second per client IP.
+    #[serde(default)]
+    pub per_client_per_sec: Option<f64>,
+    /// Requests per second for all clients of the service together.
+    #[serde(default)]
+    pub per_route_per_sec: Option<f64>,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// Why a spec cannot be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("unknown service `{0}`")]
+    UnknownService(String),
+    #[error("service `{service}` has no pool `{pool}`")]
+    UnknownPool { service: String, pool: String },
+    #[error("weight {weight} for pool `{pool}` is outside 0..=100")]
+    WeightOutOfRange { pool: String, weight: i64 },
+    #[error("the weights of `{service}` add up to {sum}, not 100")]
+    WeightsDoNotAddUp { service: String, sum: u32 },
+    #[error("pool `{pool}` of `{service}` has weight {weight} but no instances")]
+    WeightWithoutInstances { service: String, pool: String, weight: u8 },
+    #[error("the secondary pool takes traffic only by failover; it has no weight")]
+    SecondaryWeight,
+    #[error("service `{0}` has no secondary pool to fail over to")]
+    NoSecondary(String),
+    #[error("invalid route for `{service}`: {problem}")]
+    BadRoute { service: String, problem: String },
+    #[error("services `{first}` and `{second}` both claim {host}{path}")]
+    RouteClaimedTwice { first: String, second: String, host: String, path: String },
+    #[error("invalid name `{0}`: use letters, digits, `-` and `_`")]
+    BadName(String),
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl EdgeSpec {
+    /// Checks everything a routing table relies on.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let mut claimed: BTreeMap<(Option<String>, String), &str> = BTreeMap::new();
+        for (name, service) in &self.services {
+            if !valid_name(name) {
+                return Err(SpecError::BadName(name.clone()));
+            }
+            for route in &service.routes {
+                if !route.path.starts_with('/') {
+                    return Err(SpecError::BadRoute {
+                        service: name.clone(),
+                        problem: format!("path `{}` must start with /", route.path),
+                    });
+                }
+                let key = (route.host.clone(), route.path.trim_end_matches('/').to_owned());
+                if let Some(first) = claimed.insert(key, name) {
+                    return Err(SpecError::RouteClaimedTwice {
+                        first: first.to_owned(),
+                        second: name.clone(),
+                        host: route.host.clone().unwrap_or_else(|| "any host".into()),
+                        path: route.path.clone(),
+                    });
+                }
+            }
+            let mut sum = 0u32;
+            for (pool_name, pool) in &service.pools {
+                if !valid_name(pool_name) {
+                    return Err(SpecError::BadName(pool_name.clone()));
+                }
+                if pool_name == SECONDARY_POOL {
+                    if pool.weight != 0 {
+                        return Err(SpecError::SecondaryWeight);
+                    }
+                    continue;
+                }
+                if pool.weight > 100 {
+                    return Err(SpecError::WeightOutOfRange {
+                        pool: pool_name.clone(),
+                        weight: i64::from(pool.weight),
+                    });
+                }
+                if pool.weight > 0 && pool.instances.is_empty() {
+                    return Err(SpecError::WeightWithoutInstances {
+                        service: name.clone(),
+                        pool: pool_name.clone(),
+                        weight: pool.weight,
+                    });
+                }
+                sum += u32::from(pool.weight);
+            }
+            if sum != 100 && sum != 0 {
+                return Err(SpecError::WeightsDoNotAddUp { service: name.clone(), sum });
+            }
+            if service.failed_over && !service.pools.contains_key(SECONDARY_POOL) {
+                return Err(SpecError::NoSecondary(name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a service's weights: named pools get their weight, the others 0.
+    pub fn set_weights(&mut self, service: &str, weights: &BTreeMap<String, i64>) -> Result<(), SpecError> {
+        let spec = self.services.get_mut(service).ok_or_else(|| SpecError::UnknownService(service.into()))?;
+        for (pool, weight) in weights {
+            if !spec.pools.contains_key(pool) {
+                return Err(SpecError::UnknownPool { service: service.into(), pool: pool.clone() });
+            }
+            if !(0..=100).contains(weight) {
+                return Err(SpecError::WeightOutOfRange { pool: pool.clone(), weight: *weight });
+            }
+            if pool == SECONDARY_POOL && *weight != 0 {
+                return Err(SpecError::SecondaryWeight);
+            }
+        }
+        for (name, pool) in spec.pools.iter_mut() {
+            pool.weight = weights.get(name).map_or(0, |w| *w as u8);
+        }
+        self.check()
+    }
+
+    /// Reads a persisted spec; `None` when there is none yet.
+    pub fn load(path: &Path) -> Result<Option<Self>, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let spec: EdgeSpec = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{} is not a valid edge state: {e}", path.display()))?;
+                spec.check().map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Some(spec))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+        }
+    }
+
+    /// Writes the spec so that a crash at any moment leaves either the old or the new file:
+    /// a temporary file beside it, synced, then renamed over it.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let temp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("edge-state")));
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        windlass_failpoint::hit("edge.state.before_rename");
+        std::fs::rename(&temp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}

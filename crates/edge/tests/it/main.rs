@@ -1,0 +1,9 @@
+//! The edge with real demo-service processes behind it, on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod harness;
+mod process;
+mod routing;
+mod traffic_control;

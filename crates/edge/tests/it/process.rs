@@ -1,0 +1,91 @@
+//! `windlass edge` as its own process: serving a config's static upstreams, refusing to start
+//! without a token, and coming back to its persisted table after a restart.
+
+use std::process::Command;
+
+use windlass_testkit::process::Process;
+
+use crate::harness::*;
+
+fn config(demo: &Demo, listen: &str) -> String {
+    format!(
+        r#"
+[project]
+name = "shop"
+[environments.production]
+[services.api]
+upstreams = ["{}"]
+route = {{ host = "api.localhost" }}
+[edge]
+listen = "{listen}"
+admin_listen = "127.0.0.1:0"
+"#,
+        demo.address
+    )
+}
+
+fn edge_process(dir: &std::path::Path, token: &str) -> Process {
+    let mut command = Command::new(windlass_testkit::workspace_bin("windlass"));
+    command
+        .current_dir(dir)
+        .args(["edge", "--env", "production", "--workers", "1"])
+        .env_clear()
+        .env("WINDLASS_EDGE_TOKEN", token);
+    Process::start(command)
+}
+
+#[tokio::test]
+async fn a_restarted_edge_comes_back_to_its_table() {
+    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
+    let dir = windlass_testkit::tempdir();
+    // A port of our own for the restart to reuse: bound, read, released just before the start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::fs::write(dir.path().join("windlass.toml"), config(&blue, &port.to_string())).unwrap();
+
+    let mut first = edge_process(dir.path(), TOKEN);
+    let address = first.wait_for_address("edge listening on");
+    let admin_address = first.wait_for_address("admin listening on");
+    let via = || async move {
+        windlass_testkit::http::request("GET", address, "/version", &[("host", "api.localhost")], "").await
+    };
+    assert_eq!(version_of(&via().await.unwrap()), "v1");
+
+    let auth = format!("Bearer {TOKEN}");
+    let put = |path: &'static str, body: String| {
+        let auth = auth.clone();
+        async move {
+            windlass_testkit::http::request("PUT", admin_address, path, &[("authorization", &auth)], &body)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        put("/edge/services/api/pools/green", format!(r#"{{"instances": ["{}"]}}"#, green.address)).await.status,
+        200
+    );
+    assert_eq!(put("/edge/services/api/weights", r#"{"green": 100}"#.into()).await.status, 200);
+    assert_eq!(version_of(&via().await.unwrap()), "v2");
+
+    first.signal(libc::SIGKILL);
+    first.wait();
+    let second = edge_process(dir.path(), TOKEN);
+    assert_eq!(second.wait_for_address("edge listening on"), address);
+    second.wait_for_line("restored the persisted routing table");
+    assert_eq!(version_of(&via().await.unwrap()), "v2", "the switch survived kill -9 and restart");
+}
+
+#[test]
+fn the_edge_refuses_to_start_without_a_token() {
+    let demo = Demo::start("v1");
+    let dir = windlass_testkit::tempdir();
+    std::fs::write(dir.path().join("windlass.toml"), config(&demo, "127.0.0.1:0")).unwrap();
+    let output = Command::new(windlass_testkit::workspace_bin("windlass"))
+        .current_dir(dir.path())
+        .args(["edge", "--env", "production"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs an admin token"), "{stderr}");
+}
