@@ -76,27 +76,26 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         state_path: Some(args.state.unwrap_or_else(|| state_dir.join(format!("edge-{}.json", args.environment)))),
     };
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    // Signal handlers go in before the edge says it is ready, so that a SIGTERM right after the
+    // announcement stops it cleanly instead of killing it by the default action.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signals = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+    })?;
     let edge = windlass_edge::start(options)?;
     println!("edge listening on {}", edge.address);
     println!("admin listening on {}", edge.admin_address);
     if edge.restored {
         println!("restored the persisted routing table");
     }
-    wait_for_signal()?;
-    edge.stop();
-    Ok(Outcome::Ok)
-}
-
-fn wait_for_signal() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut terminate, mut interrupt) = signals;
     runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::select! {
-            _ = term.recv() => {}
+            _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
-        Ok(())
-    })
+    });
+    edge.stop();
+    Ok(Outcome::Ok)
 }

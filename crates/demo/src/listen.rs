@@ -2,8 +2,9 @@
 //! convention, so the supervisor binds ports race-free), or one it binds itself from `$PORT`.
 //!
 //! The main socket can be made to *refuse* connections and later accept again on the same port:
-//! shutting a listening socket down makes the kernel answer new connections with a reset, and the
-//! socket can listen again afterwards (re-bound to its address if the shutdown unbound it).
+//! shutting a listening socket down makes the kernel answer new connections with a reset (even
+//! when the supervisor still holds a copy of it); accepting again opens a fresh socket on the same
+//! address, rather than re-listening the shut one.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -14,7 +15,8 @@ use socket2::{Domain, Socket, Type};
 const LISTEN_FDS_START: i32 = 3;
 
 pub struct Listener {
-    socket: Socket,
+    /// The socket now in use; replaced by a fresh one when accepting resumes.
+    socket: std::sync::Mutex<Socket>,
     address: SocketAddr,
 }
 
@@ -25,11 +27,7 @@ impl Listener {
 
     /// Binds `host:port` (port 0 picks a free one).
     pub fn bind(address: SocketAddr) -> io::Result<Self> {
-        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&address.into())?;
-        socket.listen(1024)?;
-        Self::from_socket(socket)
+        Self::from_socket(listening_socket(address)?)
     }
 
     fn from_socket(socket: Socket) -> io::Result<Self> {
@@ -37,33 +35,39 @@ impl Listener {
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
-        Ok(Listener { socket, address })
+        Ok(Listener { socket: std::sync::Mutex::new(socket), address })
+    }
+
+    fn socket(&self) -> std::sync::MutexGuard<'_, Socket> {
+        self.socket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new tokio listener on the same socket (a duplicate descriptor).
     pub fn to_tokio(&self) -> io::Result<tokio::net::TcpListener> {
-        let listener: std::net::TcpListener = self.socket.try_clone()?.into();
+        let listener: std::net::TcpListener = self.socket().try_clone()?.into();
         listener.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(listener)
     }
 
     /// From now on, connections to the address are refused.
     pub fn refuse(&self) -> io::Result<()> {
-        self.socket.shutdown(Shutdown::Read)
+        self.socket().shutdown(Shutdown::Read)
     }
 
-    /// Accepts connections again, on the same address.
+    /// Accepts connections again, on the same address, with a fresh socket.
     pub fn resume(&self) -> io::Result<()> {
-        // A socket bound to an ephemeral port is unbound by the shutdown; bind it back. One that
-        // is still bound answers EINVAL, which is fine.
-        let _ = self.socket.bind(&self.address.into());
-        self.socket.listen(1024)?;
-        let now = self.socket.local_addr()?.as_socket();
-        if now != Some(self.address) {
-            return Err(io::Error::other(format!("after resuming, the socket is at {now:?}, not {}", self.address)));
-        }
+        let fresh = listening_socket(self.address)?;
+        *self.socket() = fresh;
         Ok(())
     }
+}
+
+fn listening_socket(address: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket)
 }
 
 /// The listeners passed by a supervisor, if any: `LISTEN_FDS=N` (and `LISTEN_PID`, when set,
@@ -95,6 +99,6 @@ fn adopt(fd: i32) -> io::Result<Listener> {
     let listener = Listener::from_socket(socket).map_err(|err| {
         io::Error::new(err.kind(), format!("LISTEN_FDS: fd {fd} is not a listening IP socket: {err}"))
     })?;
-    listener.socket.set_cloexec(true)?;
+    listener.socket().set_cloexec(true)?;
     Ok(listener)
 }

@@ -67,6 +67,9 @@ async fn run() -> Result<(), String> {
     let demo = app::Demo::new(version.clone(), build_id(), faults, slow_start, main_listener.clone())
         .map_err(|e| format!("cannot refuse connections on the main port: {e}"))?;
 
+    // Signal handlers go in before the demo says it is ready: a SIGTERM that arrives right after
+    // the announcement must mean "drain", never the default "die at once".
+    let signals = Signals::install()?;
     // The supervisor and tests read these lines to learn where the demo listens.
     println!("windlass-demo {version} listening on {}", main_listener.address());
     if let Some(admin) = &admin_listener {
@@ -94,7 +97,7 @@ async fn run() -> Result<(), String> {
         })
     });
 
-    wait_for_signal().await?;
+    signals.wait().await;
     let _ = stop_tx.send(true);
     for server in std::iter::once(main_server).chain(admin_server) {
         match server.await {
@@ -171,15 +174,27 @@ async fn serve(
     }
 }
 
-async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            interrupt: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// Identifies this very binary: a hash of the executable's bytes, so that a rebuilt binary has a
