@@ -74,6 +74,14 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         settings: windlass_edge::config::settings_from_config(&config, token).map_err(UsageError)?,
         initial: windlass_edge::config::spec_from_config(&config, &args.environment),
         state_path: Some(args.state.unwrap_or_else(|| state_dir.join(format!("edge-{}.json", args.environment)))),
+        tls: match &config.edge.tls {
+            Some(tls) => Some(windlass_edge::TlsOptions {
+                listen: parse(&tls.listen)?,
+                cert: windlass_config::config_dir(&path).join(&tls.cert),
+                key: windlass_config::config_dir(&path).join(&tls.key),
+            }),
+            None => None,
+        },
     };
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
     // Signal handlers go in before the edge says it is ready, so that a SIGTERM right after the
@@ -85,6 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     })?;
     let edge = windlass_edge::start(options)?;
     println!("edge listening on {}", edge.address);
+    if let Some(address) = edge.tls_address {
+        println!("tls listening on {address}");
+    }
     println!("admin listening on {}", edge.admin_address);
     if edge.restored {
         println!("restored the persisted routing table");

@@ -21,6 +21,7 @@ pub mod server;
 pub mod shared;
 pub mod spec;
 pub mod table;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,16 @@ pub struct EdgeOptions {
     pub initial: EdgeSpec,
     /// Where the state is persisted; a restarted edge comes back to it.
     pub state_path: Option<PathBuf>,
+    /// TLS termination, if any.
+    pub tls: Option<TlsOptions>,
+}
+
+/// Where to serve HTTPS and with which certificate.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +66,16 @@ pub enum StartError {
     Spec(#[from] spec::SpecError),
     #[error("cannot start the edge's threads: {0}")]
     Threads(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running edge. Dropping it does not stop it; call [`EdgeHandle::stop`].
 pub struct EdgeHandle {
     pub address: SocketAddr,
     pub admin_address: SocketAddr,
+    /// Where HTTPS is served, when TLS is on.
+    pub tls_address: Option<SocketAddr>,
     /// Whether the state came from the persisted file (a restart) rather than `initial`.
     pub restored: bool,
     shared: Arc<Shared>,
@@ -112,22 +127,47 @@ pub fn start(options: EdgeOptions) -> Result<EdgeHandle, StartError> {
     admin_listener.set_nonblocking(true).map_err(listen_error(options.admin_listen))?;
     let admin_address = admin_listener.local_addr().map_err(listen_error(options.admin_listen))?;
 
+    let certificates = match &options.tls {
+        Some(tls) => Some(Arc::new(tls::Certificates::load(tls.cert.clone(), tls.key.clone())?)),
+        None => None,
+    };
+    let (tls_listeners, tls_address) = match &options.tls {
+        Some(tls) => {
+            let listeners = server::bind_reuseport(tls.listen, workers).map_err(listen_error(tls.listen))?;
+            let address = listeners[0].local_addr().map_err(listen_error(tls.listen))?;
+            (listeners, Some(address))
+        }
+        None => (Vec::new(), None),
+    };
+
     let (stop, stopped) = watch::channel(false);
-    let mut threads = server::start_workers(shared.clone(), listeners, stopped.clone()).map_err(StartError::Threads)?;
+    let mut threads =
+        server::start_workers(shared.clone(), listeners, None, stopped.clone()).map_err(StartError::Threads)?;
+    if let Some(certificates) = &certificates {
+        threads.extend(
+            server::start_workers(shared.clone(), tls_listeners, Some(certificates.clone()), stopped.clone())
+                .map_err(StartError::Threads)?,
+        );
+    }
     let control_shared = shared.clone();
     let control = std::thread::Builder::new()
         .name("edge-control".into())
-        .spawn(move || run_control(control_shared, admin_listener, stopped))
+        .spawn(move || run_control(control_shared, admin_listener, certificates, stopped))
         .map_err(StartError::Threads)?;
     threads.push(control);
     if restored {
         shared.record_event("*", "restored", "the edge restarted with its persisted routing table".into());
     }
-    Ok(EdgeHandle { address, admin_address, restored, shared, stop, threads })
+    Ok(EdgeHandle { address, admin_address, tls_address, restored, shared, stop, threads })
 }
 
-/// The admin API and the health checker, on one small runtime of their own.
-fn run_control(shared: Arc<Shared>, admin_listener: std::net::TcpListener, stop: watch::Receiver<bool>) {
+/// The admin API, the health checker and certificate reloads, on one small runtime of their own.
+fn run_control(
+    shared: Arc<Shared>,
+    admin_listener: std::net::TcpListener,
+    certificates: Option<Arc<tls::Certificates>>,
+    stop: watch::Receiver<bool>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -138,6 +178,9 @@ fn run_control(shared: Arc<Shared>, admin_listener: std::net::TcpListener, stop:
     runtime.block_on(async move {
         let Ok(listener) = tokio::net::TcpListener::from_std(admin_listener) else { return };
         let health = tokio::spawn(health::run(shared.clone(), stop.clone()));
+        if let Some(certificates) = certificates {
+            tokio::spawn(reload_certificates(shared.clone(), certificates, stop.clone()));
+        }
         let mut admin_stop = stop.clone();
         let admin = axum::serve(listener, admin::router(shared)).with_graceful_shutdown(async move {
             let _ = admin_stop.changed().await;
@@ -147,4 +190,23 @@ fn run_control(shared: Arc<Shared>, admin_listener: std::net::TcpListener, stop:
         }
         let _ = health.await;
     });
+}
+
+/// Checks the certificate files every second; a change takes effect for new connections.
+async fn reload_certificates(
+    shared: Arc<Shared>,
+    certificates: Arc<tls::Certificates>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        match certificates.reload_if_changed() {
+            Ok(true) => shared.record_event("*", "tls.reloaded", "the TLS certificate was reloaded".into()),
+            Ok(false) => {}
+            Err(err) => shared.record_event("*", "tls.reload_failed", format!("kept the previous certificate: {err}")),
+        }
+    }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::proxy::{self, Connection};
 use crate::shared::Shared;
+use crate::tls::Certificates;
 
 /// Binds `count` sockets to one address with `SO_REUSEPORT` (port 0 picks a free port for all).
 pub fn bind_reuseport(address: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
@@ -33,10 +34,12 @@ pub fn bind_reuseport(address: SocketAddr, count: usize) -> std::io::Result<Vec<
     Ok(listeners)
 }
 
-/// Starts one worker thread per listener; they stop accepting when `stop` turns true.
+/// Starts one worker thread per listener (serving TLS when `certificates` is set); they stop
+/// accepting when `stop` turns true.
 pub fn start_workers(
     shared: Arc<Shared>,
     listeners: Vec<std::net::TcpListener>,
+    certificates: Option<Arc<Certificates>>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     listeners
@@ -45,7 +48,10 @@ pub fn start_workers(
         .map(|(index, listener)| {
             let shared = shared.clone();
             let stop = stop.clone();
-            std::thread::Builder::new().name(format!("edge-worker-{index}")).spawn(move || {
+            let certificates = certificates.clone();
+            let name =
+                if certificates.is_some() { format!("edge-tls-{index}") } else { format!("edge-worker-{index}") };
+            std::thread::Builder::new().name(name).spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime,
                     Err(err) => {
@@ -53,13 +59,21 @@ pub fn start_workers(
                         return;
                     }
                 };
-                runtime.block_on(accept_loop(shared, listener, stop));
+                runtime.block_on(accept_loop(shared, listener, certificates, stop));
             })
         })
         .collect()
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    certificates: Option<Arc<Certificates>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(err) => {
@@ -88,10 +102,21 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, mut s
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let builder = builder.clone();
+                let certificates = certificates.clone();
                 tokio::spawn(async move {
-                    let connection = Arc::new(Connection::new(client, "http"));
+                    let Some(certificates) = certificates else {
+                        let connection = Arc::new(Connection::new(client, "http"));
+                        let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
+                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                        return;
+                    };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
+                    let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                        return;
+                    };
+                    let connection = Arc::new(Connection::new(client, "https"));
                     let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
-                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
                 });
             }
             _ = stop.changed() => return,

@@ -70,6 +70,7 @@ pub fn start_edge(initial: EdgeSpec, settings: Settings, state_path: Option<std:
         settings,
         initial,
         state_path,
+        tls: None,
     })
     .expect("the edge starts")
 }

@@ -5,5 +5,6 @@
 mod bad_input;
 mod harness;
 mod process;
+mod protocols;
 mod routing;
 mod traffic_control;
