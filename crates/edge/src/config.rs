@@ -108,6 +108,8 @@ pub fn settings_from_config(config: &Config, admin_token: String) -> Result<Sett
         allow_header: maintenance.allow.header.as_ref().map(|h| h.to_ascii_lowercase()),
         allow_cookie: maintenance.allow.cookie.clone(),
         allow_networks,
+        drain_timeout: edge.drain_timeout.as_std(),
+        access_log: edge.access_log,
         ..Settings::new(String::new())
     })
 }

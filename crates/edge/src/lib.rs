@@ -11,6 +11,7 @@
 //!
 //! The edge knows nothing of deploys: it serves whatever table it was last given.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod health;

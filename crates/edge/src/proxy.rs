@@ -21,7 +21,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::shared::Shared;
-use crate::table::{Instance, Pool, Service, Table};
+use crate::table::{Instance, Pool, Service};
 
 pub type Body = Either<TrackedBody, Full<Bytes>>;
 
@@ -125,7 +125,24 @@ pub async fn handle(
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .cloned()
         .unwrap_or_else(new_request_id);
+    // Only what the access log needs is kept, and only when it is on.
+    let logged = shared.access_log.is_some().then(|| {
+        let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        (request.method().clone(), host, request.uri().path().to_owned())
+    });
     let mut response = route_and_forward(&shared, &connection, request, request_id.clone(), started).await;
+    if let (Some(log), Some((method, host, path))) = (&shared.access_log, logged) {
+        log.write(&crate::access_log::Entry {
+            time_unix_ms: unix_millis(),
+            client: connection.client.ip(),
+            method: method.as_str(),
+            host: &host,
+            path: &path,
+            status: response.status().as_u16(),
+            micros: elapsed_micros(started),
+            request_id: request_id.to_str().unwrap_or(""),
+        });
+    }
     response.headers_mut().insert("x-request-id", request_id);
     Ok(response)
 }
@@ -171,12 +188,18 @@ async fn route_and_forward(
     let Some(pool) = choice.pool.and_then(|p| service.pools.get(p)) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("service `{}` has no pool taking traffic", service.name));
     };
-    let mut response = forward(shared, connection, &table, pool, request, request_id).await;
+    let mut response = forward(shared, connection, &service.name, pool, request, request_id).await;
     pool.metrics.record(response.status().as_u16(), elapsed_micros(started));
     if let Some(cookie) = choice.set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn elapsed_micros(started: Instant) -> u64 {
@@ -342,7 +365,7 @@ fn choose_instance(pool: &Pool, now_ms: u64, exclude: Option<SocketAddr>) -> Opt
 async fn forward(
     shared: &Arc<Shared>,
     connection: &Arc<Connection>,
-    _table: &Table,
+    service_name: &str,
     pool: &Pool,
     request: Request<Incoming>,
     request_id: HeaderValue,
@@ -412,10 +435,11 @@ async fn forward(
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let upstream = hyper::upgrade::on(&mut response);
+        let (shared, service, pool) = (shared.clone(), service_name.to_owned(), pool.name.clone());
         tokio::spawn(async move {
             let _session = in_flight;
             if let (Ok(downstream), Ok(upstream)) = (downstream.await, upstream.await) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(downstream), &mut TokioIo::new(upstream)).await;
+                relay_until_drained(&shared, &service, &pool, TokioIo::new(downstream), TokioIo::new(upstream)).await;
             }
         });
         let (parts, body) = response.into_parts();
@@ -424,6 +448,31 @@ async fn forward(
     strip_hop_by_hop(response.headers_mut(), upgrade);
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, Either::Left(TrackedBody { inner: body, _in_flight: Some(in_flight) }))
+}
+
+/// Copies a WebSocket (or other upgraded) session both ways until either side closes, or until
+/// its pool has been out of rotation for the drain timeout.
+async fn relay_until_drained<A, B>(shared: &Shared, service: &str, pool: &str, mut downstream: A, mut upstream: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
+    tokio::pin!(copy);
+    let mut check = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut out_of_rotation_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            _ = check.tick() => {
+                if shared.table.load().pool_in_rotation(service, pool) {
+                    out_of_rotation_since = None;
+                } else if out_of_rotation_since.get_or_insert_with(Instant::now).elapsed() >= shared.settings.drain_timeout {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Passive outlier detection: enough errors in a row take an instance out for a while.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
@@ -59,7 +60,14 @@ pub fn start_workers(
                         return;
                     }
                 };
-                runtime.block_on(accept_loop(shared, listener, certificates, stop));
+                let drain_timeout = shared.settings.drain_timeout;
+                let graceful = GracefulShutdown::new();
+                runtime.block_on(accept_loop(shared, listener, certificates, &graceful, stop));
+                // Stopped accepting: let requests in flight finish (idle keep-alive connections are
+                // closed at once), for at most the drain timeout.
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+                });
             })
         })
         .collect()
@@ -72,6 +80,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     certificates: Option<Arc<Certificates>>,
+    graceful: &GracefulShutdown,
     mut stop: watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -103,11 +112,12 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let builder = builder.clone();
                 let certificates = certificates.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let Some(certificates) = certificates else {
                         let connection = Arc::new(Connection::new(client, "http"));
                         let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
-                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                        let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await;
                         return;
                     };
                     let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
@@ -116,7 +126,7 @@ async fn accept_loop(
                     };
                     let connection = Arc::new(Connection::new(client, "https"));
                     let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
-                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
+                    let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned()).await;
                 });
             }
             _ = stop.changed() => return,

@@ -33,6 +33,11 @@ pub struct Settings {
     /// Connect or 5xx errors in a row that eject an instance, and for how long.
     pub eject_after_errors: u32,
     pub eject_for: Duration,
+    /// How long a pool out of rotation (or a stopping edge) may take to finish its requests and
+    /// WebSocket sessions before they are cut.
+    pub drain_timeout: Duration,
+    /// Write a JSON line per request to stdout.
+    pub access_log: bool,
 }
 
 impl Settings {
@@ -54,6 +59,8 @@ impl Settings {
             allow_networks: Vec::new(),
             eject_after_errors: 5,
             eject_for: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            access_log: false,
         }
     }
 }
@@ -86,6 +93,7 @@ pub struct Shared {
     state_path: Option<PathBuf>,
     events: Mutex<VecDeque<EdgeEvent>>,
     started: Instant,
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +109,10 @@ impl Shared {
         spec.check()?;
         let registry = Registry::default();
         let table = registry.compile(Arc::new(spec.clone()));
+        // Without a writer thread the log is off; the edge still serves.
+        let access_log = if settings.access_log { crate::access_log::AccessLog::start().ok() } else { None };
         Ok(Arc::new(Shared {
+            access_log,
             table: ArcSwap::from_pointee(table),
             registry,
             settings,

@@ -126,6 +126,17 @@ impl Table {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// Whether new requests can go to this pool (a pool that was removed takes none).
+    pub fn pool_in_rotation(&self, service: &str, pool: &str) -> bool {
+        let Some(service) = self.service(service) else { return false };
+        let Some(found) = service.pool(pool) else { return false };
+        if service.failed_over {
+            found.name == SECONDARY_POOL
+        } else {
+            found.weight > 0 && found.name != SECONDARY_POOL
+        }
+    }
 }
 
 /// `/api` matches `/api`, `/api/` and `/api/users`, not `/apix`.

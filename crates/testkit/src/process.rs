@@ -70,6 +70,17 @@ impl Process {
         }
     }
 
+    /// Waits for an output line containing `needle` and returns the whole line.
+    pub fn wait_for_line_containing(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(err) => panic!("no line containing {needle:?} from the process: {err}"),
+            }
+        }
+    }
+
     /// Waits for `<prefix> <address>` and parses the address.
     pub fn wait_for_address(&self, prefix: &str) -> SocketAddr {
         let rest = self.wait_for_line(prefix);

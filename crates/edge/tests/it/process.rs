@@ -19,6 +19,7 @@ route = {{ host = "api.localhost" }}
 [edge]
 listen = "{listen}"
 admin_listen = "127.0.0.1:0"
+access_log = true
 "#,
         demo.address
     )
@@ -49,6 +50,12 @@ async fn a_restarted_edge_comes_back_to_its_table() {
         windlass_testkit::http::request("GET", address, "/version", &[("host", "api.localhost")], "").await
     };
     assert_eq!(version_of(&via().await.unwrap()), "v1");
+    let logged: serde_json::Value = serde_json::from_str(&first.wait_for_line_containing("\"request_id\"")).unwrap();
+    assert_eq!(
+        (logged["path"].as_str(), logged["status"].as_u64(), logged["host"].as_str()),
+        (Some("/version"), Some(200), Some("api.localhost")),
+        "the access log has a JSON line for the request: {logged}"
+    );
 
     let auth = format!("Bearer {TOKEN}");
     let put = |path: &'static str, body: String| {

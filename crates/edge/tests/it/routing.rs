@@ -189,3 +189,108 @@ async fn a_pool_out_of_rotation_drains_its_requests() {
     .await;
     edge.stop();
 }
+
+/// A WebSocket session on a pool that leaves rotation keeps working until the drain timeout, then
+/// is closed, and the pool reports drained.
+#[tokio::test]
+async fn websockets_on_a_pool_out_of_rotation_are_closed_after_the_drain_timeout() {
+    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
+    let settings = windlass_edge::Settings { drain_timeout: std::time::Duration::from_millis(600), ..settings() };
+    let edge = start_edge(
+        spec(vec![(
+            "api",
+            service("ws.localhost", vec![("blue", pool(&[&blue], 100)), ("green", pool(&[&green], 0))]),
+        )]),
+        settings,
+        None,
+    );
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}/ws",
+        edge.address
+    ))
+    .unwrap();
+    request.headers_mut().insert("host", "ws.localhost".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        state(&edge).await["services"]["api"]["pools"]["blue"]["in_flight"],
+        1,
+        "the session counts as in flight"
+    );
+
+    assert_eq!(admin(&edge, "PUT", "/edge/services/api/weights", r#"{"green": 100}"#).await.status, 200);
+    socket.send(tokio_tungstenite::tungstenite::Message::text("still here")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "still here", "draining, not cut");
+    assert_eq!(state(&edge).await["services"]["api"]["pools"]["blue"]["drained"], false);
+
+    // After the drain timeout the edge closes the session.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the session was closed after the drain timeout");
+    eventually("blue reports drained", || async {
+        state(&edge).await["services"]["api"]["pools"]["blue"]["drained"] == true
+    })
+    .await;
+    edge.stop();
+}
+
+/// A stopping edge stops accepting but finishes the request in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_edge_finishes_requests_in_flight() {
+    let demo = Demo::start("v1");
+    let edge = start_edge(
+        spec(vec![("api", service("api.localhost", vec![("blue", pool(&[&demo], 100))]))]),
+        settings(),
+        None,
+    );
+    let address = edge.address;
+    let long = tokio::spawn(async move {
+        windlass_testkit::http::request("GET", address, "/sleep?ms=1000", &[("host", "api.localhost")], "").await
+    });
+    eventually("the request is in flight", || async {
+        state(&edge).await["services"]["api"]["pools"]["blue"]["in_flight"] == 1
+    })
+    .await;
+    let stopped = tokio::task::spawn_blocking(move || edge.stop());
+    let reply = long.await.unwrap().expect("the in-flight request is answered");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "slept 1000 ms\n"));
+    stopped.await.unwrap();
+    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "a stopped edge accepts nothing");
+}
+
+/// With a cohort header configured, the same header value always lands on the same pool.
+#[tokio::test]
+async fn a_cohort_header_pins_clients_by_hash() {
+    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
+    let settings = windlass_edge::Settings { sticky_header: Some("x-user".into()), ..settings() };
+    let edge = start_edge(
+        spec(vec![(
+            "api",
+            service("api.localhost", vec![("blue", pool(&[&blue], 50)), ("green", pool(&[&green], 50))]),
+        )]),
+        settings,
+        None,
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..20 {
+        let user = format!("user-{user}");
+        let first = version_of(&get(&edge, "api.localhost", "/version", &[("x-user", &user)]).await);
+        for _ in 0..3 {
+            assert_eq!(
+                version_of(&get(&edge, "api.localhost", "/version", &[("x-user", &user)]).await),
+                first,
+                "{user}"
+            );
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 2, "20 users spread over both pools");
+    edge.stop();
+}
