@@ -26,8 +26,14 @@ use crate::table::{Instance, Pool, Service};
 pub type Body = Either<TrackedBody, Full<Bytes>>;
 
 /// The header that pins a request to a pool (with the admin token in [`TOKEN_HEADER`]).
-pub const POOL_HEADER: &str = "x-windlass-pool";
-pub const TOKEN_HEADER: &str = "x-windlass-token";
+pub const POOL_HEADER: HeaderName = HeaderName::from_static("x-windlass-pool");
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-windlass-token");
+// Header names as constants: looking one up by `&str` hashes the string on every request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// Upstream connections kept per downstream connection and instance (more are opened when an
 /// HTTP/2 client multiplexes, but only this many are kept).
 const CACHED_PER_INSTANCE: usize = 4;
@@ -36,12 +42,16 @@ const CACHED_PER_INSTANCE: usize = 4;
 pub struct Connection {
     pub client: SocketAddr,
     pub scheme: &'static str,
+    /// The client's address as a header value, made once per connection.
+    client_header: HeaderValue,
     upstreams: Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>,
 }
 
 impl Connection {
     pub fn new(client: SocketAddr, scheme: &'static str) -> Self {
-        Connection { client, scheme, upstreams: Mutex::new(Vec::new()) }
+        let client_header =
+            HeaderValue::from_str(&client.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Connection { client, scheme, client_header, upstreams: Mutex::new(Vec::new()) }
     }
 
     fn take(&self, address: SocketAddr) -> Option<SendRequest<Incoming>> {
@@ -121,7 +131,7 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = request
         .headers()
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .cloned()
         .unwrap_or_else(new_request_id);
@@ -143,7 +153,7 @@ pub async fn handle(
             request_id: request_id.to_str().unwrap_or(""),
         });
     }
-    response.headers_mut().insert("x-request-id", request_id);
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
     Ok(response)
 }
 
@@ -578,18 +588,20 @@ fn prepare_request(
     let (mut parts, body) = request.into_parts();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    headers.remove(POOL_HEADER);
-    headers.remove(TOKEN_HEADER);
-    let client = connection.client.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {client}"),
-        None => client,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+    // Rarely present: look before removing (a removal hashes the custom name even when absent).
+    if headers.keys().any(|name| name == POOL_HEADER || name == TOKEN_HEADER) {
+        headers.remove(POOL_HEADER);
+        headers.remove(TOKEN_HEADER);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(connection.scheme));
-    headers.insert("x-request-id", request_id);
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", connection.client.ip())).ok(),
+        None => Some(connection.client_header.clone()),
+    };
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(connection.scheme));
+    headers.insert(X_REQUEST_ID, request_id);
     if !headers.contains_key(header::HOST)
         && let Some(authority) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
@@ -603,28 +615,50 @@ fn prepare_request(
     Request::from_parts(parts, body)
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which apply to one connection and are never forwarded.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // One pass over the names first: most messages carry none of these, and removing an absent
+    // header still costs a hash lookup each.
+    if headers.keys().any(is_hop_by_hop) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+        for name in [
+            header::CONNECTION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::PROXY_AUTHORIZATION,
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+        ] {
+            headers.remove(name);
+        }
+        if !keep_upgrade {
+            headers.remove(header::UPGRADE);
+        }
     }
-    for name in [header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::PROXY_AUTHORIZATION] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    headers.remove(header::CONNECTION);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -659,9 +693,16 @@ fn random_hex() -> String {
     format!("{:016x}", fast_random())
 }
 
+/// 32 lowercase hex digits, written without formatting machinery (it runs on every request).
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", fast_random(), fast_random());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (half, random) in [fast_random(), fast_random()].into_iter().enumerate() {
+        for i in 0..16 {
+            id[half * 16 + i] = HEX[((random >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: deterministic where
+# throughput on this VM moves ±20% between runs. Each proxy runs under callgrind twice, serving
+# N and then 2N keep-alive requests (ab -k, one connection); the difference divided by N is the
+# cost of one request, start-up excluded. Compares the Windlass edge with nginx.
+#
+#   bash bench/instructions.sh     # needs valgrind, ab (apache2-utils), nginx
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-4000}
+for tool in valgrind ab nginx python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install valgrind apache2-utils nginx-light)" >&2; exit 1; }
+done
+cargo build --release --locked -q -p windlass -p windlass-bench-upstream
+WORK=$(mktemp -d /tmp/windlass-instr.XXXXXX)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+UP_PORT=$(free_port)
+PORT=$UP_PORT target/release/bench-upstream >/dev/null & PIDS+=($!)
+wait_port "$UP_PORT"
+sed "s/UPSTREAM/127.0.0.1:$UP_PORT/" bench/windlass.toml > "$WORK/windlass.toml"
+
+# name requests -> instructions of the whole run
+run_edge() {
+  local port; port=$(free_port)
+  WINDLASS_EDGE_TOKEN=bench-token-0123456789 valgrind --tool=callgrind --callgrind-out-file="$WORK/edge.$2.out" \
+    target/release/windlass edge --config "$WORK/windlass.toml" --env bench --listen "127.0.0.1:$port" \
+    --admin-listen "127.0.0.1:$(free_port)" --workers 1 --state "$WORK/edge-$2.json" >/dev/null 2>"$WORK/edge.$2.log" &
+  local pid=$!
+  wait_port "$port"
+  ab -q -k -n "$2" -c 1 "http://127.0.0.1:$port/" >/dev/null
+  kill -INT "$pid"; wait "$pid" || true
+  grep -o 'Collected : [0-9]*' "$WORK/edge.$2.log" | awk '{print $3}'
+}
+run_nginx() {
+  local port; port=$(free_port)
+  sed "s/UPSTREAM/127.0.0.1:$UP_PORT/; s/NGINX_PORT/$port/; s#PIDFILE#$WORK/nginx-$2.pid#" bench/nginx.conf \
+    | sed 's/worker_processes 1;/worker_processes 1;\nmaster_process off;/' > "$WORK/nginx-$2.conf"
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/nginx.$2.out" nginx -c "$WORK/nginx-$2.conf" -p "$WORK" \
+    >/dev/null 2>"$WORK/nginx.$2.log" &
+  local pid=$!
+  wait_port "$port"
+  ab -q -k -n "$2" -c 1 "http://127.0.0.1:$port/" >/dev/null
+  kill -QUIT "$pid"; wait "$pid" || true
+  grep -o 'Collected : [0-9]*' "$WORK/nginx.$2.log" | awk '{print $3}'
+}
+
+edge_n=$(run_edge edge "$N"); edge_2n=$(run_edge edge $((2 * N)))
+nginx_n=$(run_nginx nginx "$N"); nginx_2n=$(run_nginx nginx $((2 * N)))
+python3 - "$N" "$edge_n" "$edge_2n" "$nginx_n" "$nginx_2n" <<'PY'
+import sys
+n, e1, e2, g1, g2 = map(int, sys.argv[1:])
+edge, nginx = (e2 - e1) / n, (g2 - g1) / n
+print(f"| proxy | instructions per request (user space) | vs nginx |")
+print(f"|---|---|---|")
+print(f"| windlass edge | {edge:,.0f} | {edge / nginx:.2f} |")
+print(f"| nginx | {nginx:,.0f} | 1.00 |")
+PY
