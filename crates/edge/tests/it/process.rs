@@ -96,3 +96,45 @@ fn the_edge_refuses_to_start_without_a_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("needs an admin token"), "{stderr}");
 }
+
+/// A crash in the middle of persisting a change (after the new state is written to its temporary
+/// file, before it replaces the old one) leaves the previous state whole: the restarted edge
+/// serves exactly what it served before the change.
+#[tokio::test]
+async fn a_crash_while_persisting_a_switch_leaves_the_previous_table() {
+    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
+    let dir = windlass_testkit::tempdir();
+    std::fs::write(dir.path().join("windlass.toml"), config(&blue, "127.0.0.1:0")).unwrap();
+    {
+        // A first run writes the initial state.
+        let mut first = edge_process(dir.path(), TOKEN);
+        first.wait_for_line("admin listening on");
+        first.signal(libc::SIGTERM);
+        assert!(first.wait().success());
+    }
+    let mut command = Command::new(windlass_testkit::workspace_bin("windlass"));
+    command
+        .current_dir(dir.path())
+        .args(["edge", "--env", "production", "--workers", "1"])
+        .env_clear()
+        .env("WINDLASS_EDGE_TOKEN", TOKEN)
+        .env("WINDLASS_FAILPOINTS", "edge.state.before_rename=abort");
+    let mut armed = Process::start(command);
+    armed.wait_for_line("edge listening on");
+    let admin_address = armed.wait_for_address("admin listening on");
+    let auth = format!("Bearer {TOKEN}");
+    let body = format!(r#"{{"instances": ["{}"]}}"#, green.address);
+    let crashed =
+        windlass_testkit::http::request("PUT", admin_address, "/edge/services/api/pools/green", &[("authorization", &auth)], &body).await;
+    assert!(crashed.is_err(), "the edge died at the failpoint instead of answering");
+    assert!(!armed.wait().success());
+
+    let restarted = edge_process(dir.path(), TOKEN);
+    let address = restarted.wait_for_address("edge listening on");
+    let admin_address = restarted.wait_for_address("admin listening on");
+    let state: serde_json::Value =
+        serde_json::from_str(&windlass_testkit::http::get(admin_address, "/edge/state").await.unwrap().body).unwrap();
+    assert!(state["spec"]["services"]["api"]["pools"].get("green").is_none(), "the half-done change is not there: {state}");
+    let reply = windlass_testkit::http::request("GET", address, "/version", &[("host", "api.localhost")], "").await.unwrap();
+    assert_eq!(version_of(&reply), "v1");
+}
