@@ -124,8 +124,14 @@ async fn a_crash_while_persisting_a_switch_leaves_the_previous_table() {
     let admin_address = armed.wait_for_address("admin listening on");
     let auth = format!("Bearer {TOKEN}");
     let body = format!(r#"{{"instances": ["{}"]}}"#, green.address);
-    let crashed =
-        windlass_testkit::http::request("PUT", admin_address, "/edge/services/api/pools/green", &[("authorization", &auth)], &body).await;
+    let crashed = windlass_testkit::http::request(
+        "PUT",
+        admin_address,
+        "/edge/services/api/pools/green",
+        &[("authorization", &auth)],
+        &body,
+    )
+    .await;
     assert!(crashed.is_err(), "the edge died at the failpoint instead of answering");
     assert!(!armed.wait().success());
 
@@ -134,7 +140,11 @@ async fn a_crash_while_persisting_a_switch_leaves_the_previous_table() {
     let admin_address = restarted.wait_for_address("admin listening on");
     let state: serde_json::Value =
         serde_json::from_str(&windlass_testkit::http::get(admin_address, "/edge/state").await.unwrap().body).unwrap();
-    assert!(state["spec"]["services"]["api"]["pools"].get("green").is_none(), "the half-done change is not there: {state}");
-    let reply = windlass_testkit::http::request("GET", address, "/version", &[("host", "api.localhost")], "").await.unwrap();
+    assert!(
+        state["spec"]["services"]["api"]["pools"].get("green").is_none(),
+        "the half-done change is not there: {state}"
+    );
+    let reply =
+        windlass_testkit::http::request("GET", address, "/version", &[("host", "api.localhost")], "").await.unwrap();
     assert_eq!(version_of(&reply), "v1");
 }
