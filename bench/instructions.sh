@@ -11,7 +11,7 @@ N=${N:-4000}
 for tool in valgrind ab nginx python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install valgrind apache2-utils nginx-light)" >&2; exit 1; }
 done
-cargo build --release --locked -q -p windlass -p windlass-bench-upstream
+cargo build --release --locked -q -p windlass -p windlass-bench
 WORK=$(mktemp -d /tmp/windlass-instr.XXXXXX)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }

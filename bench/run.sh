@@ -14,7 +14,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 for tool in wrk nginx taskset python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx-light)" >&2; exit 1; }
 done
-cargo build --release --locked -q -p windlass -p windlass-bench-upstream
+cargo build --release --locked -q -p windlass -p windlass-bench
 BIN=target/release
 WORK=$(mktemp -d /tmp/windlass-bench.XXXXXX)
 PIDS=()
