@@ -24,10 +24,10 @@ PORT=$UP_PORT target/release/bench-upstream >/dev/null & PIDS+=($!)
 wait_port "$UP_PORT"
 sed "s/UPSTREAM/127.0.0.1:$UP_PORT/" bench/windlass.toml > "$WORK/windlass.toml"
 
-# name requests -> instructions of the whole run
+# disabled-features requests -> instructions of the whole run
 run_edge() {
   local port; port=$(free_port)
-  WINDLASS_EDGE_TOKEN=bench-token-0123456789 valgrind --tool=callgrind --callgrind-out-file="$WORK/edge.$2.out" \
+  WINDLASS_EDGE_DISABLE=$1 WINDLASS_EDGE_TOKEN=bench-token-0123456789 valgrind --tool=callgrind --callgrind-out-file="$WORK/edge.$2.out" \
     target/release/windlass edge --config "$WORK/windlass.toml" --env bench --listen "127.0.0.1:$port" \
     --admin-listen "127.0.0.1:$(free_port)" --workers 1 --state "$WORK/edge-$2.json" >/dev/null 2>"$WORK/edge.$2.log" &
   local pid=$!
@@ -49,14 +49,26 @@ run_nginx() {
   grep -o 'Collected : [0-9]*' "$WORK/nginx.$2.log" | awk '{print $3}'
 }
 
-edge_n=$(run_edge edge "$N"); edge_2n=$(run_edge edge $((2 * N)))
 nginx_n=$(run_nginx nginx "$N"); nginx_2n=$(run_nginx nginx $((2 * N)))
-python3 - "$N" "$edge_n" "$edge_2n" "$nginx_n" "$nginx_2n" <<'PY'
+rows=()
+for disabled in "" metrics request-id forwarded-headers; do
+  e1=$(run_edge "$disabled" "$N"); e2=$(run_edge "$disabled" $((2 * N)))
+  rows+=("${disabled:-none}:$e1:$e2")
+done
+python3 - "$N" "$nginx_n" "$nginx_2n" "${rows[@]}" <<'PY'
 import sys
-n, e1, e2, g1, g2 = map(int, sys.argv[1:])
-edge, nginx = (e2 - e1) / n, (g2 - g1) / n
-print(f"| proxy | instructions per request (user space) | vs nginx |")
-print(f"|---|---|---|")
-print(f"| windlass edge | {edge:,.0f} | {edge / nginx:.2f} |")
-print(f"| nginx | {nginx:,.0f} | 1.00 |")
+n, g1, g2 = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+nginx = (g2 - g1) / n
+print("| proxy | instructions per request (user space) | vs nginx | cost of the feature switched off |")
+print("|---|---|---|---|")
+full = None
+for row in sys.argv[4:]:
+    off, e1, e2 = row.split(":")
+    edge = (int(e2) - int(e1)) / n
+    if off == "none":
+        full = edge
+        print(f"| windlass edge, every feature on | {edge:,.0f} | {edge / nginx:.2f} | |")
+    else:
+        print(f"| windlass edge without {off} | {edge:,.0f} | {edge / nginx:.2f} | {full - edge:,.0f} |")
+print(f"| nginx | {nginx:,.0f} | 1.00 | |")
 PY

@@ -12,6 +12,8 @@ use crate::{Outcome, UsageError, config_path};
 
 /// Where the admin token comes from when `--token-file` is not given.
 const TOKEN_VAR: &str = "WINDLASS_EDGE_TOKEN";
+/// Hot-path features to switch off for benchmarks: `metrics,request-id,forwarded-headers`.
+const DISABLE_VAR: &str = "WINDLASS_EDGE_DISABLE";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -67,11 +69,17 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let parse = |text: &str| text.parse::<SocketAddr>().with_context(|| format!("`{text}` is not an address"));
     let state_dir = windlass_config::config_dir(&path).join(config.project.state_dir.as_deref().unwrap_or(".windlass"));
+    let mut settings = windlass_edge::config::settings_from_config(&config, token).map_err(UsageError)?;
+    // A measuring aid: switch hot-path features off one at a time to see what each costs.
+    if let Ok(disabled) = std::env::var(DISABLE_VAR) {
+        settings.hot_path =
+            windlass_edge::HotPath::without(&disabled).map_err(|e| UsageError(format!("{DISABLE_VAR}: {e}")))?;
+    }
     let options = EdgeOptions {
         listen: args.listen.map_or_else(|| parse(&config.edge.listen), Ok)?,
         admin_listen: args.admin_listen.map_or_else(|| parse(&config.edge.admin_listen), Ok)?,
         workers: args.workers,
-        settings: windlass_edge::config::settings_from_config(&config, token).map_err(UsageError)?,
+        settings,
         initial: windlass_edge::config::spec_from_config(&config, &args.environment),
         state_path: Some(args.state.unwrap_or_else(|| state_dir.join(format!("edge-{}.json", args.environment)))),
         tls: match &config.edge.tls {

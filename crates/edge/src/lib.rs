@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub use shared::{Settings, Shared};
+pub use shared::{HotPath, Settings, Shared};
 pub use spec::EdgeSpec;
 
 /// How to start an edge.

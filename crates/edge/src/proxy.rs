@@ -129,18 +129,17 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get(&X_REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .cloned()
-        .unwrap_or_else(new_request_id);
+    let given = request.headers().get(&X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 200).cloned();
+    let request_id = match given {
+        Some(id) => Some(id),
+        None => shared.settings.hot_path.request_id.then(new_request_id),
+    };
     // Only what the access log needs is kept, and only when it is on.
     let logged = shared.access_log.is_some().then(|| {
         let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         (request.method().clone(), host, request.uri().path().to_owned())
     });
-    let mut response = route_and_forward(&shared, &connection, request, request_id.clone(), started).await;
+    let mut response = route_and_forward(&shared, &connection, request, request_id.as_ref(), started).await;
     if let (Some(log), Some((method, host, path))) = (&shared.access_log, logged) {
         log.write(&crate::access_log::Entry {
             time_unix_ms: unix_millis(),
@@ -150,10 +149,12 @@ pub async fn handle(
             path: &path,
             status: response.status().as_u16(),
             micros: elapsed_micros(started),
-            request_id: request_id.to_str().unwrap_or(""),
+            request_id: request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or(""),
         });
     }
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    if let Some(id) = request_id {
+        response.headers_mut().insert(X_REQUEST_ID, id);
+    }
     Ok(response)
 }
 
@@ -161,7 +162,7 @@ async fn route_and_forward(
     shared: &Arc<Shared>,
     connection: &Arc<Connection>,
     request: Request<Incoming>,
-    request_id: HeaderValue,
+    request_id: Option<&HeaderValue>,
     started: Instant,
 ) -> Response<Body> {
     // RFC 9112 §6.1: a request with both is a smuggling attempt or a broken client; refuse it
@@ -199,7 +200,9 @@ async fn route_and_forward(
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("service `{}` has no pool taking traffic", service.name));
     };
     let mut response = forward(shared, connection, &service.name, pool, request, request_id).await;
-    pool.metrics.record(response.status().as_u16(), elapsed_micros(started));
+    if shared.settings.hot_path.metrics {
+        pool.metrics.record(response.status().as_u16(), elapsed_micros(started));
+    }
     if let Some(cookie) = choice.set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -378,14 +381,15 @@ async fn forward(
     service_name: &str,
     pool: &Pool,
     request: Request<Incoming>,
-    request_id: HeaderValue,
+    request_id: Option<&HeaderValue>,
 ) -> Response<Body> {
     let now_ms = shared.now_ms();
     let Some(mut instance) = choose_instance(pool, now_ms, None) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("no healthy instance in pool `{}`", pool.name));
     };
     let upgrade = is_upgrade(&request);
-    let mut request = prepare_request(request, connection, request_id, upgrade);
+    let mut request =
+        prepare_request(request, connection, request_id, upgrade, shared.settings.hot_path.forwarded_headers);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
     // A failed connect is retried once, on another instance: nothing was sent yet.
@@ -582,8 +586,9 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
 fn prepare_request(
     request: Request<Incoming>,
     connection: &Connection,
-    request_id: HeaderValue,
+    request_id: Option<&HeaderValue>,
     upgrade: bool,
+    forwarded_headers: bool,
 ) -> Request<Incoming> {
     let (mut parts, body) = request.into_parts();
     let headers = &mut parts.headers;
@@ -593,15 +598,19 @@ fn prepare_request(
         headers.remove(POOL_HEADER);
         headers.remove(TOKEN_HEADER);
     }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", connection.client.ip())).ok(),
-        None => Some(connection.client_header.clone()),
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
+    if forwarded_headers {
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", connection.client.ip())).ok(),
+            None => Some(connection.client_header.clone()),
+        };
+        if let Some(value) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(connection.scheme));
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(connection.scheme));
-    headers.insert(X_REQUEST_ID, request_id);
+    if let Some(id) = request_id {
+        headers.insert(X_REQUEST_ID, id.clone());
+    }
     if !headers.contains_key(header::HOST)
         && let Some(authority) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())

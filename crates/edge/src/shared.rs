@@ -38,6 +38,42 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Write a JSON line per request to stdout.
     pub access_log: bool,
+    /// Hot-path features that can be switched off to measure what each costs.
+    pub hot_path: HotPath,
+}
+
+/// The per-request features a benchmark can switch off one at a time
+/// (`WINDLASS_EDGE_DISABLE=metrics,request-id,forwarded-headers`). Hop-by-hop stripping and the
+/// framing checks are never optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HotPath {
+    pub metrics: bool,
+    pub request_id: bool,
+    pub forwarded_headers: bool,
+}
+
+impl Default for HotPath {
+    fn default() -> Self {
+        HotPath { metrics: true, request_id: true, forwarded_headers: true }
+    }
+}
+
+impl HotPath {
+    /// Reads a comma-separated list of features to switch off.
+    pub fn without(list: &str) -> Result<Self, String> {
+        let mut features = HotPath::default();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "metrics" => features.metrics = false,
+                "request-id" => features.request_id = false,
+                "forwarded-headers" => features.forwarded_headers = false,
+                other => {
+                    return Err(format!("`{other}` is not a hot-path feature (metrics, request-id, forwarded-headers)"));
+                }
+            }
+        }
+        Ok(features)
+    }
 }
 
 impl Settings {
@@ -61,6 +97,7 @@ impl Settings {
             eject_for: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             access_log: false,
+            hot_path: HotPath::default(),
         }
     }
 }
@@ -175,5 +212,18 @@ impl Shared {
             return false;
         }
         presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_path_features_switch_off_by_name() {
+        let features = HotPath::without("metrics, request-id").unwrap();
+        assert_eq!(features, HotPath { metrics: false, request_id: false, forwarded_headers: true });
+        assert_eq!(HotPath::without("").unwrap(), HotPath::default());
+        assert!(HotPath::without("routing").unwrap_err().contains("not a hot-path feature"));
     }
 }
