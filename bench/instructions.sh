@@ -7,17 +7,10 @@
 #   bash bench/instructions.sh     # needs valgrind, ab (apache2-utils), nginx
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 N=${N:-4000}
-for tool in valgrind ab nginx python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install valgrind apache2-utils nginx-light)" >&2; exit 1; }
-done
+need valgrind ab nginx python3
 cargo build --release --locked -q -p windlass -p windlass-bench
-WORK=$(mktemp -d /tmp/windlass-instr.XXXXXX)
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 UP_PORT=$(free_port)
 PORT=$UP_PORT target/release/bench-upstream >/dev/null & PIDS+=($!)

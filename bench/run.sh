@@ -7,22 +7,15 @@
 #   bash bench/run.sh            # needs: wrk, nginx (apt-get install wrk nginx-light)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-6}
 CONNECTIONS=${CONNECTIONS:-50}
 
-for tool in wrk nginx taskset python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx-light)" >&2; exit 1; }
-done
+need wrk nginx taskset python3
 cargo build --release --locked -q -p windlass -p windlass-bench
 BIN=target/release
-WORK=$(mktemp -d /tmp/windlass-bench.XXXXXX)
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 UP_PORT=$(free_port)
 PORT=$UP_PORT taskset -c 1 "$BIN/bench-upstream" >/dev/null & PIDS+=($!); UP_PID=$!
@@ -37,6 +30,7 @@ wait_port "$EDGE_PORT"
 
 NGINX_PORT=$(free_port)
 sed "s/UPSTREAM/127.0.0.1:$UP_PORT/; s/NGINX_PORT/$NGINX_PORT/; s#PIDFILE#$WORK/nginx.pid#" bench/nginx.conf > "$WORK/nginx.conf"
+NGINX_PIDFILES+=("$WORK/nginx.pid")
 taskset -c 1 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
 wait_port "$NGINX_PORT"
 sleep 0.3

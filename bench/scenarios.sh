@@ -12,22 +12,11 @@
 #   bash bench/scenarios.sh      # needs wrk, nginx, curl
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECONDS_EACH=${SECONDS_EACH:-10}
-for tool in wrk nginx curl taskset python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
-done
+need wrk nginx curl taskset python3
 cargo build --release --locked -q -p windlass -p windlass-bench
 BIN=target/release
-WORK=$(mktemp -d /tmp/windlass-scenarios.XXXXXX)
-PIDS=()
-cleanup() {
-  [ -f "$WORK/nginx.pid" ] && kill -QUIT "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 # Starts an upstream in this shell (so cleanup knows it); sets PORT_OUT and PID_OUT.
 upstream() { PORT_OUT=$(free_port); PORT=$PORT_OUT taskset -c 1 "$BIN/bench-upstream" >/dev/null & PID_OUT=$!; PIDS+=("$PID_OUT"); wait_port "$PORT_OUT"; }
 
@@ -45,6 +34,7 @@ admin /edge/services/upstream/pools/green "{\"instances\": [\"127.0.0.1:$GREEN1\
 
 NGINX=$(free_port)
 sed "s/UPSTREAM/127.0.0.1:$BLUE1/; s/NGINX_PORT/$NGINX/; s#PIDFILE#$WORK/nginx.pid#" bench/nginx.conf > "$WORK/nginx.conf"
+NGINX_PIDFILES+=("$WORK/nginx.pid")
 taskset -c 1 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
 wait_port "$NGINX"
 

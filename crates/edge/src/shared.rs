@@ -68,7 +68,9 @@ impl HotPath {
                 "request-id" => features.request_id = false,
                 "forwarded-headers" => features.forwarded_headers = false,
                 other => {
-                    return Err(format!("`{other}` is not a hot-path feature (metrics, request-id, forwarded-headers)"));
+                    return Err(format!(
+                        "`{other}` is not a hot-path feature (metrics, request-id, forwarded-headers)"
+                    ));
                 }
             }
         }

@@ -128,15 +128,7 @@ async fn an_upstream_that_hangs_gets_504_and_one_that_answers_garbage_502() {
 
 #[tokio::test]
 async fn bad_admin_calls_change_nothing() {
-    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
-    let edge = start_edge(
-        spec(vec![(
-            "api",
-            service("api.localhost", vec![("blue", pool(&[&blue], 100)), ("green", pool(&[&green], 0))]),
-        )]),
-        settings(),
-        None,
-    );
+    let (_blue, _green, edge) = blue_green("api.localhost", 100, settings());
     let before = state(&edge).await["spec"].clone();
     let cases = [
         ("PUT", "/edge/services/api/weights", r#"{"blue": 150}"#, 400, "outside 0..=100"),

@@ -58,6 +58,15 @@ pub fn spec(services: Vec<(&str, ServiceSpec)>) -> EdgeSpec {
     EdgeSpec { services: services.into_iter().map(|(n, s)| (n.to_owned(), s)).collect(), maintenance_all: false }
 }
 
+/// Two demos, `v1` in pool `blue` and `v2` in pool `green`, behind one service `api` at `host`,
+/// with blue at `blue_weight` and green at the rest.
+pub fn blue_green(host: &str, blue_weight: u8, settings: Settings) -> (Demo, Demo, EdgeHandle) {
+    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
+    let pools = vec![("blue", pool(&[&blue], blue_weight)), ("green", pool(&[&green], 100 - blue_weight))];
+    let edge = start_edge(spec(vec![("api", service(host, pools))]), settings, None);
+    (blue, green, edge)
+}
+
 pub fn settings() -> Settings {
     Settings { upstream_timeout: Duration::from_secs(5), ..Settings::new(TOKEN) }
 }

@@ -39,15 +39,7 @@ async fn requests_reach_the_service_their_host_and_path_name() {
 /// and both versions answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_colors_under_load_fails_no_request() {
-    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
-    let edge = start_edge(
-        spec(vec![(
-            "api",
-            service("api.localhost", vec![("blue", pool(&[&blue], 100)), ("green", pool(&[&green], 0))]),
-        )]),
-        settings(),
-        None,
-    );
+    let (_blue, _green, edge) = blue_green("api.localhost", 100, settings());
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(edge.address, "api.localhost", 16, 20_000, stop.clone());
     for switch in 0..100 {
@@ -73,15 +65,7 @@ async fn switching_colors_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn sticky_cohorts_keep_their_pool_until_it_leaves_rotation() {
-    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
-    let edge = start_edge(
-        spec(vec![(
-            "api",
-            service("api.localhost", vec![("blue", pool(&[&blue], 50)), ("green", pool(&[&green], 50))]),
-        )]),
-        settings(),
-        None,
-    );
+    let (_blue, _green, edge) = blue_green("api.localhost", 50, settings());
     // New clients are spread by weight and told their cohort.
     let mut cohorts = Vec::new();
     for _ in 0..40 {
@@ -110,15 +94,7 @@ async fn sticky_cohorts_keep_their_pool_until_it_leaves_rotation() {
 
 #[tokio::test]
 async fn a_pool_at_weight_zero_is_reachable_only_with_the_pinning_header_and_token() {
-    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
-    let edge = start_edge(
-        spec(vec![(
-            "api",
-            service("api.localhost", vec![("blue", pool(&[&blue], 100)), ("green", pool(&[&green], 0))]),
-        )]),
-        settings(),
-        None,
-    );
+    let (_blue, _green, edge) = blue_green("api.localhost", 100, settings());
     let pinned =
         get(&edge, "api.localhost", "/version", &[("x-windlass-pool", "green"), ("x-windlass-token", TOKEN)]).await;
     assert_eq!(version_of(&pinned), "v2");
@@ -158,15 +134,7 @@ async fn websockets_pass_through() {
 /// A pool taken out of rotation finishes its long request before it reports drained.
 #[tokio::test]
 async fn a_pool_out_of_rotation_drains_its_requests() {
-    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
-    let edge = start_edge(
-        spec(vec![(
-            "api",
-            service("api.localhost", vec![("blue", pool(&[&blue], 100)), ("green", pool(&[&green], 0))]),
-        )]),
-        settings(),
-        None,
-    );
+    let (_blue, _green, edge) = blue_green("api.localhost", 100, settings());
     let address = edge.address;
     let long = tokio::spawn(async move {
         windlass_testkit::http::request("GET", address, "/sleep?ms=1500", &[("host", "api.localhost")], "")
@@ -194,15 +162,10 @@ async fn a_pool_out_of_rotation_drains_its_requests() {
 /// is closed, and the pool reports drained.
 #[tokio::test]
 async fn websockets_on_a_pool_out_of_rotation_are_closed_after_the_drain_timeout() {
-    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
-    let settings = windlass_edge::Settings { drain_timeout: std::time::Duration::from_millis(600), ..settings() };
-    let edge = start_edge(
-        spec(vec![(
-            "api",
-            service("ws.localhost", vec![("blue", pool(&[&blue], 100)), ("green", pool(&[&green], 0))]),
-        )]),
-        settings,
-        None,
+    let (_blue, _green, edge) = blue_green(
+        "ws.localhost",
+        100,
+        windlass_edge::Settings { drain_timeout: std::time::Duration::from_millis(600), ..settings() },
     );
     let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
         "ws://{}/ws",
@@ -268,16 +231,8 @@ async fn stopping_the_edge_finishes_requests_in_flight() {
 /// With a cohort header configured, the same header value always lands on the same pool.
 #[tokio::test]
 async fn a_cohort_header_pins_clients_by_hash() {
-    let (blue, green) = (Demo::start("v1"), Demo::start("v2"));
-    let settings = windlass_edge::Settings { sticky_header: Some("x-user".into()), ..settings() };
-    let edge = start_edge(
-        spec(vec![(
-            "api",
-            service("api.localhost", vec![("blue", pool(&[&blue], 50)), ("green", pool(&[&green], 50))]),
-        )]),
-        settings,
-        None,
-    );
+    let (_blue, _green, edge) =
+        blue_green("api.localhost", 50, windlass_edge::Settings { sticky_header: Some("x-user".into()), ..settings() });
     let mut seen = std::collections::BTreeSet::new();
     for user in 0..20 {
         let user = format!("user-{user}");
