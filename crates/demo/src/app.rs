@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -89,7 +89,8 @@ pub fn main_router(demo: Arc<Demo>) -> Router {
     let application = Router::new()
         .route("/", get(index))
         .route("/version", get(version))
-        .route("/echo", any(echo))
+        // Large enough for streaming tests through a proxy (axum's default is 2 MB).
+        .route("/echo", any(echo).layer(DefaultBodyLimit::max(16 * 1024 * 1024)))
         .route("/sleep", get(sleep))
         .route("/ws", get(websocket))
         .route("/emails", post(send_email))

@@ -443,7 +443,7 @@ async fn forward(
     if response.status().is_server_error() {
         note_error(shared, &instance);
     } else {
-        instance.consecutive_errors.store(0, Ordering::Relaxed);
+        note_success(&instance);
     }
     if let Some(downstream) = downstream_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -489,14 +489,25 @@ where
     }
 }
 
-/// Passive outlier detection: enough errors in a row take an instance out for a while.
+/// The longest an instance stays ejected, however often it fails.
+const MAX_EJECTION: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Passive outlier detection: enough errors in a row take an instance out for a while, twice as
+/// long each time it is ejected again without a success in between (up to five minutes).
 fn note_error(shared: &Shared, instance: &Instance) {
     let errors = instance.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
     if errors >= shared.settings.eject_after_errors {
-        let until = shared.now_ms() + u64::try_from(shared.settings.eject_for.as_millis()).unwrap_or(u64::MAX);
+        let ejections = instance.ejections.fetch_add(1, Ordering::Relaxed).min(16);
+        let back_off = shared.settings.eject_for.saturating_mul(1 << ejections).min(MAX_EJECTION);
+        let until = shared.now_ms() + u64::try_from(back_off.as_millis()).unwrap_or(u64::MAX);
         instance.ejected_until_ms.store(until, Ordering::Relaxed);
         instance.consecutive_errors.store(0, Ordering::Relaxed);
     }
+}
+
+fn note_success(instance: &Instance) {
+    instance.consecutive_errors.store(0, Ordering::Relaxed);
+    instance.ejections.store(0, Ordering::Relaxed);
 }
 
 #[derive(Debug, thiserror::Error)]

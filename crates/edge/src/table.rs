@@ -25,6 +25,8 @@ pub struct Instance {
     pub consecutive_errors: AtomicU32,
     /// Milliseconds since the edge started until which passive detection keeps it out.
     pub ejected_until_ms: AtomicU64,
+    /// Ejections in a row without a success in between (each doubles the back-off).
+    pub ejections: AtomicU32,
     /// Consecutive failed and passed active checks.
     pub check_failures: AtomicU32,
     pub check_passes: AtomicU32,
@@ -38,6 +40,7 @@ impl Instance {
             outstanding: AtomicUsize::new(0),
             consecutive_errors: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
             check_failures: AtomicU32::new(0),
             check_passes: AtomicU32::new(0),
         }

@@ -249,3 +249,23 @@ async fn a_cohort_header_pins_clients_by_hash() {
     assert_eq!(seen.len(), 2, "20 users spread over both pools");
     edge.stop();
 }
+
+/// Bodies stream through in both directions: a 4 MiB upload is echoed back whole.
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let demo = Demo::start("v1");
+    let edge = start_edge(
+        spec(vec![("api", service("api.localhost", vec![("blue", pool(&[&demo], 100))]))]),
+        settings(),
+        None,
+    );
+    let body: String = (0..4 * 1024 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let reply = windlass_testkit::http::request("POST", edge.address, "/echo", &[("host", "api.localhost")], &body)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let echoed: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(echoed["body"].as_str().map(str::len), Some(body.len()));
+    assert!(echoed["body"] == body.as_str(), "the body arrived unchanged");
+    edge.stop();
+}
