@@ -148,3 +148,25 @@ async fn a_crash_while_persisting_a_switch_leaves_the_previous_table() {
         windlass_testkit::http::request("GET", address, "/version", &[("host", "api.localhost")], "").await.unwrap();
     assert_eq!(version_of(&reply), "v1");
 }
+
+/// `[edge.tls]` in the config: certificate paths are read relative to the config file, and the
+/// process serves HTTPS with HTTP/2 beside plain HTTP.
+#[tokio::test]
+async fn the_edge_process_serves_tls_from_the_config() {
+    let demo = Demo::start("v1");
+    let dir = windlass_testkit::tempdir();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    crate::protocols::make_ca(&certs);
+    crate::protocols::make_certificate(&certs, "process");
+    let config = config(&demo, "127.0.0.1:0")
+        + "tls = { listen = \"127.0.0.1:0\", cert = \"certs/edge.pem\", key = \"certs/edge.key\" }\n";
+    std::fs::write(dir.path().join("windlass.toml"), config).unwrap();
+    let edge = edge_process(dir.path(), TOKEN);
+    edge.wait_for_line("edge listening on");
+    let tls_address = edge.wait_for_address("tls listening on");
+    let (tls, _) = crate::protocols::tls_connect(tls_address, &certs.join("ca.pem"), &[b"h2"]).await;
+    let (version, body) = crate::protocols::h2_get(tls, "https://api.localhost/version").await;
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(crate::protocols::version_in(&body), "v1");
+}

@@ -21,7 +21,7 @@ fn openssl(args: &[&str], dir: &Path) {
 }
 
 /// A test CA (`ca.pem`), once per directory.
-fn make_ca(dir: &Path) {
+pub(crate) fn make_ca(dir: &Path) {
     openssl(
         &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
             .into_iter()
@@ -33,7 +33,7 @@ fn make_ca(dir: &Path) {
 
 /// A server certificate for `api.localhost` signed by the test CA, with the given common name,
 /// put in place by rename as a certificate manager would.
-fn make_certificate(dir: &Path, common_name: &str) {
+pub(crate) fn make_certificate(dir: &Path, common_name: &str) {
     std::fs::write(
         dir.join("leaf.ext"),
         "subjectAltName=DNS:api.localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
@@ -59,7 +59,7 @@ fn make_certificate(dir: &Path, common_name: &str) {
 }
 
 /// Connects over TLS trusting `ca`, offering `alpn`; returns the stream and the server's certificate.
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     address: std::net::SocketAddr,
     ca: &Path,
     alpn: &[&[u8]],
@@ -84,7 +84,7 @@ async fn tls_connect(
     (tls, peer)
 }
 
-async fn h2_get<T>(io: T, uri: &str) -> (hyper::Version, String)
+pub(crate) async fn h2_get<T>(io: T, uri: &str) -> (hyper::Version, String)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -97,7 +97,7 @@ where
     (version, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn version_in(body: &str) -> String {
+pub(crate) fn version_in(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body).unwrap()["version"].as_str().unwrap().to_owned()
 }
 
