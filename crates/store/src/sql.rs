@@ -50,6 +50,28 @@ fn duration_ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// How long opening waits for another process that is switching the same new file to WAL.
+const WAL_SWITCH_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Puts a SQLite file in WAL mode (readers beside the one writer; the mode is stored in the file).
+/// Switching takes an exclusive lock that SQLite's busy timeout does not wait for, so when two
+/// processes open a new store at once the loser is told "database is locked" at once: it retries
+/// until the winner is done (then the file is already in WAL and nothing needs the lock).
+async fn enable_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let deadline = std::time::Instant::now() + WAL_SWITCH_PATIENCE;
+    loop {
+        match sqlx::query("PRAGMA journal_mode=WAL").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("5" | "6")) && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// A write has committed: the point where a crash test may stop the process.
 fn committed() {
     windlass_failpoint::hit("store.after_write");
@@ -74,8 +96,7 @@ impl SqlStore {
             .await
             .map_err(open_error)?;
         if backend == Backend::Sqlite {
-            // WAL lets readers run beside the one writer; the mode is stored in the file.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await.map_err(open_error)?;
+            enable_wal(&pool).await.map_err(open_error)?;
         }
         let store = SqlStore { pool, backend, clock };
         store.migrate(&redact_url(location)).await?;
