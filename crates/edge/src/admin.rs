@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::shared::{Shared, UpdateError};
-use crate::spec::{PoolSpec, SECONDARY_POOL, ServiceSpec, SpecError};
+use crate::spec::{PoolSpec, ServiceSpec, SpecError};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -114,11 +114,7 @@ async fn state(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
                         })
                         .collect();
                     let in_flight = pool.in_flight();
-                    let taking_traffic = if service.failed_over {
-                        pool.name == SECONDARY_POOL
-                    } else {
-                        pool.weight > 0 && pool.name != SECONDARY_POOL
-                    };
+                    let taking_traffic = service.takes_traffic(pool);
                     (
                         pool.name.as_str(),
                         json!({

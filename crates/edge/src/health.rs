@@ -112,7 +112,7 @@ fn decide_failover(shared: &Shared, name: &str) {
     if !failover.automatic || service.secondary.is_none() {
         return;
     }
-    let primary: Vec<&Arc<Instance>> = service.weighted().flat_map(|p| p.instances.iter()).collect();
+    let primary: Vec<&Arc<Instance>> = service.weighted().flat_map(|(_, p)| p.instances.iter()).collect();
     if primary.is_empty() {
         return;
     }

@@ -142,7 +142,7 @@ pub async fn handle(
     let mut response = route_and_forward(&shared, &connection, request, request_id.as_ref(), started).await;
     if let (Some(log), Some((method, host, path))) = (&shared.access_log, logged) {
         log.write(&crate::access_log::Entry {
-            time_unix_ms: unix_millis(),
+            time_unix_ms: crate::shared::unix_millis(),
             client: connection.client.ip(),
             method: method.as_str(),
             host: &host,
@@ -209,12 +209,6 @@ async fn route_and_forward(
     response
 }
 
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn elapsed_micros(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
@@ -255,48 +249,47 @@ fn choose_pool(shared: &Shared, service: &Service, request: &Request<Incoming>) 
     if service.failed_over && service.secondary.is_some() {
         return PoolChoice { pool: service.secondary, set_cookie: None };
     }
-    let weighted: Vec<(usize, &Pool)> = service
-        .pools
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.weight > 0 && Some(p.name.as_str()) != Some(crate::spec::SECONDARY_POOL))
-        .collect();
-    match weighted.as_slice() {
-        [] => PoolChoice { pool: None, set_cookie: None },
+    // No allocation on the hot path: the iterator is cloned where it is walked twice.
+    let weighted = service.weighted();
+    let mut probe = weighted.clone();
+    match (probe.next(), probe.next()) {
+        (None, _) => PoolChoice { pool: None, set_cookie: None },
         // One pool takes everything: no cohort to remember.
-        [(index, _)] => PoolChoice { pool: Some(*index), set_cookie: None },
+        (Some((index, _)), None) => PoolChoice { pool: Some(index), set_cookie: None },
         _ => {
             if let Some(header_name) = &shared.settings.sticky_header
                 && let Some(value) = headers.get(header_name.as_str())
             {
-                return PoolChoice { pool: Some(by_weight(&weighted, fnv1a(value.as_bytes()))), set_cookie: None };
+                return PoolChoice { pool: Some(by_weight(weighted, fnv1a(value.as_bytes()))), set_cookie: None };
             }
             let cookie_name = format!("{}_{}", shared.settings.sticky_cookie, service.name);
             if let Some(remembered) = cookie(headers, &cookie_name)
                 && let Some((pool_name, _)) = remembered.split_once('.')
-                && let Some((index, _)) = weighted.iter().find(|(_, p)| p.name == pool_name)
+                && let Some((index, _)) = weighted.clone().find(|(_, p)| p.name == pool_name)
             {
-                return PoolChoice { pool: Some(*index), set_cookie: None };
+                return PoolChoice { pool: Some(index), set_cookie: None };
             }
             let cohort = random_hex();
-            let index = by_weight(&weighted, fnv1a(cohort.as_bytes()));
+            let index = by_weight(weighted, fnv1a(cohort.as_bytes()));
             let value = format!("{cookie_name}={}.{cohort}; Path=/; HttpOnly; SameSite=Lax", service.pools[index].name);
             PoolChoice { pool: Some(index), set_cookie: HeaderValue::from_str(&value).ok() }
         }
     }
 }
 
-/// The pool whose share of 0..100 holds `hash % 100`.
-fn by_weight(weighted: &[(usize, &Pool)], hash: u64) -> usize {
-    let total: u64 = weighted.iter().map(|(_, p)| u64::from(p.weight)).sum();
+/// The pool whose share of the total weight holds `hash` (modulo the total).
+fn by_weight<'p>(weighted: impl Iterator<Item = (usize, &'p Pool)> + Clone, hash: u64) -> usize {
+    let total: u64 = weighted.clone().map(|(_, p)| u64::from(p.weight)).sum();
     let mut point = hash % total.max(1);
+    let mut last = 0;
     for (index, pool) in weighted {
         if point < u64::from(pool.weight) {
-            return *index;
+            return index;
         }
         point -= u64::from(pool.weight);
+        last = index;
     }
-    weighted[weighted.len() - 1].0
+    last
 }
 
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -416,7 +409,7 @@ async fn forward(
     let in_flight = InFlight::new(instance.clone());
     let sent = tokio::time::timeout(
         shared.settings.upstream_timeout,
-        send(sender, request, connection, &instance, fresh, upgrade),
+        send(shared, sender, request, connection, &instance, fresh, upgrade),
     )
     .await;
     let mut response = match sent {
@@ -535,7 +528,12 @@ async fn connection_to(
             }
         }
     }
-    let address = instance.address;
+    Ok((open(shared, instance.address).await?, true))
+}
+
+/// A new HTTP/1 connection to an upstream (with upgrades, for WebSockets), bounded by the connect
+/// timeout; its connection task runs on this worker.
+async fn open(shared: &Shared, address: SocketAddr) -> Result<SendRequest<Incoming>, UpstreamError> {
     let stream = tokio::time::timeout(shared.settings.connect_timeout, tokio::net::TcpStream::connect(address))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout(address))?
@@ -545,10 +543,11 @@ async fn connection_to(
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    Ok((sender, true))
+    Ok(sender)
 }
 
 async fn send(
+    shared: &Shared,
     mut sender: SendRequest<Incoming>,
     request: Request<Incoming>,
     connection: &Connection,
@@ -563,13 +562,7 @@ async fn send(
         // send it once on a new connection.
         Err(mut err) if !fresh => match err.take_message() {
             Some(request) => {
-                let address = instance.address;
-                let stream =
-                    tokio::net::TcpStream::connect(address).await.map_err(|e| UpstreamError::Connect(address, e))?;
-                let _ = stream.set_nodelay(true);
-                let (new_sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                sender = new_sender;
+                sender = open(shared, instance.address).await?;
                 sender.send_request(request).await?
             }
             None => return Err(err.into_error().into()),

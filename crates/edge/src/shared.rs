@@ -112,6 +112,13 @@ pub(crate) fn default_page(message: &str) -> String {
     )
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Something the edge did on its own or was told to do, for the monitor and for people.
 #[derive(Debug, Clone, Serialize)]
 pub struct EdgeEvent {
@@ -192,10 +199,7 @@ impl Shared {
 
     pub fn record_event(&self, service: &str, kind: &str, message: String) {
         tracing::info!(service, kind, "{message}");
-        let at_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
-            .unwrap_or(0);
+        let at_unix_ms = unix_millis();
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if events.len() == EVENTS_KEPT {
             events.pop_front();

@@ -82,9 +82,15 @@ impl Service {
         self.pools.iter().find(|p| p.name == name)
     }
 
-    /// The pools that share the traffic by weight (weight above 0; never the secondary).
-    pub fn weighted(&self) -> impl Iterator<Item = &Pool> {
-        self.pools.iter().filter(|p| p.weight > 0 && p.name != SECONDARY_POOL)
+    /// The pools that share the traffic by weight (weight above 0; never the secondary), with
+    /// their index in `pools`.
+    pub fn weighted(&self) -> impl Iterator<Item = (usize, &Pool)> + Clone {
+        self.pools.iter().enumerate().filter(|(_, p)| p.weight > 0 && p.name != SECONDARY_POOL)
+    }
+
+    /// Whether new requests go to `pool`: the secondary while failed over, else a weighted pool.
+    pub fn takes_traffic(&self, pool: &Pool) -> bool {
+        if self.failed_over { pool.name == SECONDARY_POOL } else { pool.weight > 0 && pool.name != SECONDARY_POOL }
     }
 }
 
@@ -133,12 +139,7 @@ impl Table {
     /// Whether new requests can go to this pool (a pool that was removed takes none).
     pub fn pool_in_rotation(&self, service: &str, pool: &str) -> bool {
         let Some(service) = self.service(service) else { return false };
-        let Some(found) = service.pool(pool) else { return false };
-        if service.failed_over {
-            found.name == SECONDARY_POOL
-        } else {
-            found.weight > 0 && found.name != SECONDARY_POOL
-        }
+        service.pool(pool).is_some_and(|found| service.takes_traffic(found))
     }
 }
 
