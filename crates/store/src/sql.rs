@@ -16,6 +16,25 @@ use crate::model::*;
 use crate::schema::{MIGRATIONS, latest_version};
 use crate::{Backend, Clock, Store};
 
+// Column lists as macros, so that every query is one static string built at compile time.
+macro_rules! lease_columns {
+    () => {
+        "name, holder_id, holder_host, holder_pid, purpose, acquired_at, heartbeat_at, ttl_ms, token"
+    };
+}
+
+macro_rules! deploy_columns {
+    () => {
+        "id, environment, status, actor, reason, config_snapshot, artifacts, owner, started_at, finished_at, current_step, error"
+    };
+}
+
+macro_rules! event_columns {
+    () => {
+        "id, at, actor, environment, kind, subject, message, data"
+    };
+}
+
 /// Arbitrary but fixed: the PostgreSQL advisory lock key that serializes schema migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x5749_4E44_4C41_5353; // "WINDLASS"
 
@@ -160,8 +179,7 @@ impl SqlStore {
     }
 
     async fn lease_row(&self, name: &str) -> Result<Option<LeaseInfo>> {
-        let sql = format!("SELECT {LEASE_COLUMNS} FROM leases WHERE name = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(concat!("SELECT ", lease_columns!(), " FROM leases WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -209,11 +227,6 @@ fn redact_url(location: &str) -> String {
         None => location.to_owned(),
     }
 }
-
-const LEASE_COLUMNS: &str =
-    "name, holder_id, holder_host, holder_pid, purpose, acquired_at, heartbeat_at, ttl_ms, token";
-
-const DEPLOY_COLUMNS: &str = "id, environment, status, actor, reason, config_snapshot, artifacts, owner, started_at, finished_at, current_step, error";
 
 fn deploy_from_row(row: &AnyRow) -> Result<Deploy> {
     Ok(Deploy {
@@ -297,8 +310,7 @@ impl Store for SqlStore {
     }
 
     async fn deploy(&self, id: &DeployId) -> Result<Option<Deploy>> {
-        let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(concat!("SELECT ", deploy_columns!(), " FROM deploys WHERE id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -307,15 +319,16 @@ impl Store for SqlStore {
     }
 
     async fn deploys(&self, environment: &str, limit: u32) -> Result<Vec<Deploy>> {
-        let sql = format!(
-            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE environment = $1 ORDER BY started_at DESC, id DESC LIMIT $2"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(environment)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .during("listing deploys")?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            deploy_columns!(),
+            " FROM deploys WHERE environment = $1 ORDER BY started_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(environment)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .during("listing deploys")?;
         rows.iter().map(deploy_from_row).collect()
     }
 
@@ -531,8 +544,10 @@ impl Store for SqlStore {
     }
 
     async fn leases(&self) -> Result<Vec<LeaseInfo>> {
-        let sql = format!("SELECT {LEASE_COLUMNS} FROM leases ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.during("listing leases")?;
+        let rows = sqlx::query(concat!("SELECT ", lease_columns!(), " FROM leases ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await
+            .during("listing leases")?;
         rows.iter().map(|row| self.lease_from_row(row)).collect()
     }
 
@@ -577,19 +592,23 @@ impl Store for SqlStore {
     }
 
     async fn events(&self, environment: Option<&str>, limit: u32) -> Result<Vec<Event>> {
-        const COLUMNS: &str = "id, at, actor, environment, kind, subject, message, data";
         let rows = match environment {
             Some(environment) => {
-                let sql = format!("SELECT {COLUMNS} FROM events WHERE environment = $1 ORDER BY id DESC LIMIT $2");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(environment)
+                sqlx::query(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE environment = $1 ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(environment)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(concat!("SELECT ", event_columns!(), " FROM events ORDER BY id DESC LIMIT $1"))
                     .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await
-            }
-            None => {
-                let sql = format!("SELECT {COLUMNS} FROM events ORDER BY id DESC LIMIT $1");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit)).fetch_all(&self.pool).await
             }
         }
         .during("listing events")?;
