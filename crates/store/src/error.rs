@@ -17,6 +17,8 @@ pub enum StoreError {
     LeaseLost { name: String },
     #[error("lease `{name}` is held by {}", .holder.holder)]
     LeaseHeld { name: String, holder: Box<LeaseInfo> },
+    #[error("a token named `{0}` already exists")]
+    TokenExists(String),
     #[error("no deploy `{0}`")]
     DeployNotFound(String),
     #[error("state store holds an unreadable value in {what}: {value:?}")]

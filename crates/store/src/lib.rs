@@ -65,6 +65,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The newest events first, optionally of one environment.
     async fn events(&self, environment: Option<&str>, limit: u32) -> Result<Vec<Event>>;
 
+    // Personal tokens.
+    /// Records a token under a new name; [`StoreError::TokenExists`] if the name is taken.
+    async fn create_token(&self, name: &str, hash: &str) -> Result<()>;
+    /// The name of the live (not revoked) token with this hash.
+    async fn token_name(&self, hash: &str) -> Result<Option<String>>;
+    /// Revokes a token by name; false if there was no live token of that name.
+    async fn revoke_token(&self, name: &str) -> Result<bool>;
+    async fn tokens(&self) -> Result<Vec<TokenInfo>>;
+
     // Settings.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;

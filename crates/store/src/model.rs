@@ -220,3 +220,11 @@ pub struct Event {
     pub message: String,
     pub data: String,
 }
+
+/// A personal token as anyone may list it (never the token itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}

@@ -74,18 +74,32 @@ const EVENTS_COLUMNS: &str = "
 CREATE INDEX events_by_environment ON events (environment, id);
 ";
 
+/// Personal API tokens: only a SHA-256 of each is kept (tokens are 256 random bits, so a plain
+/// hash is enough: nothing to brute-force), so a copy of the database grants nothing.
+const TOKENS_V2: &str = "
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+";
+
 /// Every migration, oldest first. Built once from the shared parts above, so that the two
 /// dialects cannot drift apart.
 pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
-    vec![Migration {
-        version: 1,
-        sqlite: format!(
-            "{PORTABLE_V1}CREATE TABLE events (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,{EVENTS_COLUMNS}"
-        ),
-        postgres: format!(
-            "{PORTABLE_V1}CREATE TABLE events (\n    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,{EVENTS_COLUMNS}"
-        ),
-    }]
+    vec![
+        Migration {
+            version: 1,
+            sqlite: format!(
+                "{PORTABLE_V1}CREATE TABLE events (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,{EVENTS_COLUMNS}"
+            ),
+            postgres: format!(
+                "{PORTABLE_V1}CREATE TABLE events (\n    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,{EVENTS_COLUMNS}"
+            ),
+        },
+        Migration { version: 2, sqlite: TOKENS_V2.to_owned(), postgres: TOKENS_V2.to_owned() },
+    ]
 });
 
 pub(crate) fn latest_version() -> i64 {

@@ -615,6 +615,58 @@ impl Store for SqlStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn create_token(&self, name: &str, hash: &str) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await
+        .during("creating a token")?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::TokenExists(name.to_owned()));
+        }
+        committed();
+        Ok(())
+    }
+
+    async fn token_name(&self, hash: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT name FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .during("looking up a token")
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        let revoked = sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+            .bind(name)
+            .bind(self.now())
+            .execute(&self.pool)
+            .await
+            .during("revoking a token")?;
+        committed();
+        Ok(revoked.rows_affected() > 0)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let rows = sqlx::query("SELECT name, created_at, revoked_at FROM tokens ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .during("listing tokens")?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    name: get(row, "name")?,
+                    created_at: timestamp(get(row, "created_at")?)?,
+                    revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(timestamp).transpose()?,
+                })
+            })
+            .collect()
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)

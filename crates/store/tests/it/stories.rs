@@ -16,6 +16,7 @@ stories!(
     unknown_deploys_are_errors_not_silence,
     state_survives_reopening_and_migrations_run_once,
     a_store_from_a_newer_windlass_is_refused,
+    tokens_are_found_by_hash_named_once_and_revocable,
 );
 
 fn new_deploy(environment: &str, owner: &str) -> NewDeploy {
@@ -294,4 +295,24 @@ async fn a_store_from_a_newer_windlass_is_refused(place: Place) {
     let err = windlass_store::open(&place.location(), std::sync::Arc::new(clock)).await.unwrap_err();
     assert!(matches!(err, StoreError::SchemaTooNew { found: 999, .. }), "{err}");
     assert!(err.to_string().contains("upgrade windlass"), "{err}");
+}
+
+async fn tokens_are_found_by_hash_named_once_and_revocable(place: Place) {
+    let clock = ManualClock::new(start_time());
+    let store = place.open(&clock).await;
+    store.create_token("alice", "hash-a").await.unwrap();
+    store.create_token("bob", "hash-b").await.unwrap();
+    let again = store.create_token("alice", "hash-c").await.unwrap_err();
+    assert!(matches!(again, StoreError::TokenExists(ref name) if name == "alice"), "{again}");
+    assert_eq!(store.token_name("hash-a").await.unwrap().as_deref(), Some("alice"));
+    assert_eq!(store.token_name("hash-c").await.unwrap(), None);
+
+    assert!(store.revoke_token("alice").await.unwrap());
+    assert!(!store.revoke_token("alice").await.unwrap(), "a second revoke finds no live token");
+    assert_eq!(store.token_name("hash-a").await.unwrap(), None, "a revoked token grants nothing");
+    assert_eq!(store.token_name("hash-b").await.unwrap().as_deref(), Some("bob"));
+    let listed = store.tokens().await.unwrap();
+    assert_eq!(listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+    assert_eq!(listed[0].revoked_at, Some(start_time()));
+    assert_eq!(listed[1].revoked_at, None);
 }
