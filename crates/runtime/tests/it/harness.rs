@@ -1,0 +1,101 @@
+//! A runtime root of its own per test, killed clean when the test ends (even when it fails).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use windlass_runtime::{InstanceSpec, ProcessRuntime};
+use windlass_testkit::TempDir;
+
+/// A runtime root in a temporary directory. On drop, every process still running for it (a
+/// shim has its instance directory on its command line) is killed: nothing lingers after a
+/// failed test; a shim's child dies with it.
+pub struct Root {
+    dir: TempDir,
+}
+
+impl Root {
+    pub fn new() -> Self {
+        Root { dir: windlass_testkit::tempdir() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("instances")
+    }
+
+    /// A new runtime on this root, as a (re)started server would make.
+    pub fn runtime(&self) -> ProcessRuntime {
+        ProcessRuntime::new(self.path(), windlass_testkit::workspace_bin("windlass-shim"))
+    }
+
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.path().join(id)
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let root = self.path();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            if cmdline
+                .split(|&b| b == 0)
+                .skip(1)
+                .any(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(&root))
+            {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The demo service with an http and an admin socket, answering `VERSION=version`.
+pub fn demo_spec(id: &str, version: &str) -> InstanceSpec {
+    let mut spec = InstanceSpec::new(id, windlass_testkit::workspace_bin("windlass-demo"));
+    spec.env.insert("VERSION".into(), version.into());
+    spec.sockets = vec!["http".into(), "admin".into()];
+    spec.labels.insert("service".into(), "web".into());
+    spec
+}
+
+/// Polls `check` until it gives a value; the deadline only turns a hang into a clear failure.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process runs (a zombie does not: it holds no sockets and will never run again).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn signal(pid: u32, signal: i32) {
+    let pid = i32::try_from(pid).unwrap();
+    // SAFETY: kill(2) on a pid the test started (through the runtime) touches no memory of ours.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(result, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+}
+
+/// Whether a connection to `address` is refused.
+pub async fn refuses(address: SocketAddr) -> bool {
+    matches!(tokio::net::TcpStream::connect(address).await, Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused)
+}
