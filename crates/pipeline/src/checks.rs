@@ -1,0 +1,184 @@
+//! The gates a rollout waits on: an instance's health check, and smoke checks through the edge.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use windlass_config::{Health, SmokeCheck};
+use windlass_runtime::{InstanceState, Runtime};
+
+use crate::edge::EdgeControl;
+use crate::http;
+use crate::vars::Variables;
+
+/// Waits until a new instance passes its health check `healthy_after` times in a row, within
+/// its `start_timeout`. Fails at once when the instance's process gives up (crash loop).
+pub async fn wait_healthy(
+    runtime: &dyn Runtime,
+    id: &str,
+    address: SocketAddr,
+    health: Option<&Health>,
+) -> Result<(), String> {
+    let start_timeout = health.map_or(Duration::from_secs(60), |h| h.start_timeout.as_std());
+    let deadline = tokio::time::Instant::now() + start_timeout;
+    let mut passed = 0u32;
+    let mut last_problem = String::from("no answer yet");
+    loop {
+        if let Some(instance) = runtime.get(id).await.map_err(|err| err.to_string())?
+            && matches!(instance.state, InstanceState::CrashLoop | InstanceState::Exited | InstanceState::Lost)
+        {
+            let logs = runtime.logs(id, 5).await.unwrap_or_default();
+            let exit = instance.last_exit.map(|e| match (e.code, e.signal) {
+                (Some(code), _) => format!("exit code {code}"),
+                (_, Some(signal)) => format!("signal {signal}"),
+                _ => "unknown exit".into(),
+            });
+            return Err(format!(
+                "instance {id} stopped before it became healthy ({:?}, {}){}",
+                instance.state,
+                exit.unwrap_or_else(|| "no exit status".into()),
+                if logs.is_empty() { String::new() } else { format!("; last output:\n{}", logs.join("\n")) }
+            ));
+        }
+        let ok = match health {
+            Some(health) => {
+                let reply = http::send(http::Request {
+                    method: "GET",
+                    address,
+                    host: "",
+                    path: &health.path,
+                    headers: &[],
+                    body: None,
+                    timeout: health.timeout.as_std(),
+                })
+                .await;
+                match reply {
+                    Ok(reply) if (200..300).contains(&reply.status) => true,
+                    Ok(reply) => {
+                        last_problem = format!("GET {} answered {}", health.path, reply.status);
+                        false
+                    }
+                    Err(err) => {
+                        last_problem = err.to_string();
+                        false
+                    }
+                }
+            }
+            None => match tokio::net::TcpStream::connect(address).await {
+                Ok(_) => true,
+                Err(err) => {
+                    last_problem = format!("cannot connect to {address}: {err}");
+                    false
+                }
+            },
+        };
+        passed = if ok { passed + 1 } else { 0 };
+        if passed >= health.map_or(1, |h| h.healthy_after.max(1)) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "instance {id} at {address} was not healthy within {start_timeout:?} (last: {last_problem})"
+            ));
+        }
+        // Until the first success, poll briskly (a process takes a moment to listen); between
+        // the successes that must follow, keep the configured interval.
+        let pause = match (passed, health) {
+            (0, Some(h)) => h.interval.as_std().min(Duration::from_millis(100)),
+            (0, None) => Duration::from_millis(50),
+            (_, Some(h)) => h.interval.as_std(),
+            (_, None) => Duration::ZERO,
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Where a smoke check's request goes: hosts that are routes of this platform go to the edge
+/// (with the URL's Host header), so the check sees what users see; `localhost` and names under
+/// `.localhost` are loopback (RFC 6761) even where the system resolver does not know them.
+async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketAddr) -> Result<SocketAddr, String> {
+    if route_hosts.iter().any(|h| h.eq_ignore_ascii_case(url_host)) {
+        return Ok(edge);
+    }
+    if url_host.eq_ignore_ascii_case("localhost") || url_host.to_ascii_lowercase().ends_with(".localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(ip) = url_host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((url_host, port))
+        .await
+        .map_err(|err| format!("cannot resolve `{url_host}`: {err}"))?
+        .next()
+        .ok_or_else(|| format!("`{url_host}` resolves to no address"))
+}
+
+/// Runs one smoke check (with its retries); `pin` sends it to one pool of its service through
+/// the edge's pinning header. Returns a one-line summary of what passed.
+pub async fn smoke(
+    check: &SmokeCheck,
+    variables: &Variables,
+    route_hosts: &[String],
+    edge: &dyn EdgeControl,
+    pin: Option<&str>,
+) -> Result<String, String> {
+    let url = check.url.render(|name| variables.get(name))?;
+    let (authority, host, port, path) = http::split_url(&url)?;
+    let address = target(&host, port, route_hosts, edge.public_address()).await?;
+    let mut headers: Vec<(&str, &str)> = check.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if let Some(pool) = pin {
+        headers.push(("x-windlass-pool", pool));
+        headers.push(("x-windlass-token", edge.pin_token()));
+    }
+    let mut last = String::new();
+    for attempt in 0..=check.retries {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let reply = http::send(http::Request {
+            method: &check.method,
+            address,
+            host: &authority,
+            path: &path,
+            headers: &headers,
+            body: None,
+            timeout: check.timeout.as_std(),
+        })
+        .await;
+        match reply.map_err(|e| e.to_string()).and_then(|reply| expect(check, &reply).map(|()| reply)) {
+            Ok(reply) => {
+                return Ok(format!("{} {url}: {} in {} ms", check.method, reply.status, reply.elapsed.as_millis()));
+            }
+            Err(problem) => last = format!("{} {url}: {problem}", check.method),
+        }
+    }
+    Err(last)
+}
+
+fn expect(check: &SmokeCheck, reply: &http::Reply) -> Result<(), String> {
+    let expect = &check.expect;
+    if reply.status != expect.status {
+        return Err(format!("status {} (expected {})", reply.status, expect.status));
+    }
+    let text = reply.text();
+    if let Some(needle) = &expect.body_contains
+        && !text.contains(needle.as_str())
+    {
+        let shown: String = text.chars().take(200).collect();
+        return Err(format!("the body does not contain `{needle}` (body: {shown:?})"));
+    }
+    if let Some(json) = &expect.json {
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|err| format!("the body is not JSON ({err})"))?;
+        match value.pointer(&json.pointer) {
+            Some(found) if *found == json.equals => {}
+            Some(found) => return Err(format!("{} is {found}, expected {}", json.pointer, json.equals)),
+            None => return Err(format!("the JSON body has no {}", json.pointer)),
+        }
+    }
+    if let Some(max) = expect.max_latency
+        && reply.elapsed > max.as_std()
+    {
+        return Err(format!("took {} ms (at most {} ms)", reply.elapsed.as_millis(), max.as_std().as_millis()));
+    }
+    Ok(())
+}

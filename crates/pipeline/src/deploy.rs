@@ -1,0 +1,552 @@
+//! A deploy from request to record: [`Deployer::start`] checks everything that can be checked
+//! before anything changes (config, environment, phases, variables, artifacts, the environment's
+//! lock) and records the deploy; [`Deployer::execute`] then runs the plan step by step, each
+//! step's output stored line by line as it comes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use windlass_config::{Config, Source};
+use windlass_runtime::Runtime;
+use windlass_store::{Acquire, DeployId, DeployStatus, Holder, Lease, NewDeploy, NewEvent, StepStatus, Store};
+
+use crate::artifacts::{self, Artifact};
+use crate::edge::EdgeControl;
+use crate::plan::{self, DeployOptions, Plan, StepPlan};
+use crate::rollout::{self, Change};
+use crate::state::EnvState;
+use crate::vars::{self, Variables};
+use crate::{DeployError, checks, command};
+
+/// How long the deploy lock lives without a heartbeat; renewed every third of it.
+pub const LOCK_TTL: Duration = Duration::from_secs(30);
+
+pub fn lock_name(environment: &str) -> String {
+    format!("deploy/{environment}")
+}
+
+/// The control plane's parts a deploy uses.
+#[derive(Debug)]
+pub struct Deployer {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<dyn Runtime>,
+    pub edge: Arc<dyn EdgeControl>,
+    pub config_path: PathBuf,
+    /// Where frozen artifacts live (`<state>/artifacts`).
+    pub artifacts_dir: PathBuf,
+    /// This server, as it holds locks and owns deploys.
+    pub holder: Holder,
+    /// An env file to use instead of each environment's own (`windlass server --env-file`).
+    pub env_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub environment: String,
+    pub actor: String,
+    pub options: DeployOptions,
+}
+
+/// What the deploy record's `artifacts` holds: for every service, what runs after the deploy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub services: BTreeMap<String, RecordedService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedService {
+    pub artifact: Artifact,
+    /// The deploy that started the instances (none: this deploy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<String>,
+    /// The deploy whose config describes them (none: this deploy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_deploy: Option<String>,
+}
+
+/// What a deploy does to its services: roll out the config's current code, or return to what a
+/// former deploy ran.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Deploy { plan: Plan },
+    Rollback { target: Box<windlass_store::Deploy> },
+}
+
+/// A recorded deploy holding its environment's lock, ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    pub id: DeployId,
+    pub environment: String,
+    pub actor: String,
+    pub kind: Kind,
+    pub(crate) lease: Lease,
+    pub(crate) config: Arc<Config>,
+    pub(crate) variables: Variables,
+    pub(crate) artifacts: BTreeMap<String, Artifact>,
+}
+
+/// The config text parsed; problems rendered as `windlass validate` shows them.
+pub fn parse_config(source: &Source) -> Result<Config, DeployError> {
+    let parsed = windlass_config::parse(source);
+    if parsed.has_errors() {
+        let text: Vec<String> = parsed.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
+        return Err(DeployError::Config(text.join("\n")));
+    }
+    Ok(parsed.config)
+}
+
+impl Deployer {
+    pub fn load_config(&self) -> Result<Config, DeployError> {
+        let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
+        parse_config(&source)
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        let dir = windlass_config::config_dir(&self.config_path);
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
+    /// The variables of an environment, or every problem with them.
+    pub fn variables(&self, config: &Config, environment: &str) -> Result<Variables, DeployError> {
+        let (variables, diagnostics) = Variables::resolve(config, environment, self.env_file.as_deref());
+        let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
+        if errors.is_empty() { Ok(variables) } else { Err(DeployError::Config(errors.join("\n"))) }
+    }
+
+    /// The plan alone (`--dry-run`): nothing is recorded, locked or started.
+    pub fn plan(&self, request: &StartRequest) -> Result<Plan, DeployError> {
+        let config = self.load_config()?;
+        Ok(plan::plan(&config, &request.environment, &request.options)?)
+    }
+
+    /// Takes the environment's deploy lock, or says who holds it since when.
+    pub async fn lock(&self, environment: &str, purpose: &str) -> Result<Lease, DeployError> {
+        let name = lock_name(environment);
+        match self.store.acquire_lease(&name, &self.holder, purpose, LOCK_TTL).await? {
+            Acquire::Acquired(lease) => Ok(lease),
+            Acquire::Held(info) => Err(DeployError::Locked {
+                environment: environment.into(),
+                lease: name,
+                holder: format!("{} ({})", info.holder, info.purpose),
+                since: info.acquired_at.to_string(),
+            }),
+        }
+    }
+
+    /// Checks a deploy, takes the lock, snapshots the artifacts and records the deploy.
+    pub async fn start(&self, request: &StartRequest) -> Result<Prepared, DeployError> {
+        let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
+        let config = parse_config(&source)?;
+        let plan = plan::plan(&config, &request.environment, &request.options)?;
+        let variables = self.variables(&config, &request.environment)?;
+        let mut artifacts = BTreeMap::new();
+        for service in plan.services() {
+            let Some(spec) = config.service_in(&request.environment, service) else { continue };
+            let Some(run) = &spec.run else { continue };
+            let command = run
+                .render(|name| variables.get(name))
+                .map_err(|err| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}")))?;
+            artifacts
+                .insert(service.to_owned(), artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir)?);
+        }
+        let state = EnvState::load(&*self.store, &request.environment).await?;
+        let recorded = recorded_after(&state, &artifacts);
+        let purpose = format!("deploy requested by {}", request.actor);
+        let lease = self.lock(&request.environment, &purpose).await?;
+        let created = self
+            .store
+            .create_deploy(&NewDeploy {
+                environment: request.environment.clone(),
+                actor: request.actor.clone(),
+                reason: request.options.reason.clone(),
+                config_snapshot: source.text().to_owned(),
+                artifacts: serde_json::to_string(&recorded).unwrap_or_default(),
+                owner: self.holder.id.clone(),
+            })
+            .await;
+        let id = match created {
+            Ok(id) => id,
+            Err(err) => {
+                let _ = self.store.release_lease(&lease).await;
+                return Err(err.into());
+            }
+        };
+        self.audit(&request.actor, &request.environment, "deploy.started", &id, &format!("deploy {id} started")).await;
+        Ok(Prepared {
+            id,
+            environment: request.environment.clone(),
+            actor: request.actor.clone(),
+            kind: Kind::Deploy { plan },
+            lease,
+            config: Arc::new(config),
+            variables,
+            artifacts,
+        })
+    }
+
+    pub(crate) async fn audit(&self, actor: &str, environment: &str, kind: &str, id: &DeployId, message: &str) {
+        let event = NewEvent {
+            actor: actor.into(),
+            environment: Some(environment.into()),
+            kind: kind.into(),
+            subject: Some(id.to_string()),
+            message: message.into(),
+            data: "{}".into(),
+        };
+        if let Err(err) = self.store.record_event(&event).await {
+            tracing::warn!(%err, "cannot record an audit event");
+        }
+    }
+
+    /// Runs a prepared deploy to its end and records the outcome; the lock is released after.
+    pub async fn execute(self: &Arc<Self>, prepared: Prepared) -> DeployStatus {
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(renew(self.store.clone(), prepared.lease.clone(), lost.clone()));
+        let mut run = Run {
+            deployer: self.clone(),
+            id: prepared.id.clone(),
+            environment: prepared.environment.clone(),
+            config: prepared.config.clone(),
+            variables: prepared.variables.clone(),
+            changes: Vec::new(),
+            lock_lost: lost,
+        };
+        let outcome = match &prepared.kind {
+            Kind::Deploy { plan } => run.deploy(plan, &prepared.artifacts).await,
+            Kind::Rollback { target } => crate::rollback::run(&mut run, target).await,
+        };
+        let (status, error) = match outcome {
+            Ok(()) => (DeployStatus::Succeeded, None),
+            Err(failure) if run.changes.is_empty() => (DeployStatus::Failed, Some(failure)),
+            Err(failure) => match run.undo_changes().await {
+                Ok(()) => {
+                    (DeployStatus::RolledBack, Some(format!("{failure}; every service it changed was rolled back")))
+                }
+                Err(undo) => (DeployStatus::Failed, Some(format!("{failure}; rolling back failed too: {undo}"))),
+            },
+        };
+        heartbeat.abort();
+        if let Err(err) = self.store.finish_deploy(&prepared.id, status, error.as_deref()).await {
+            tracing::error!(%err, deploy = %prepared.id, "cannot record the end of a deploy");
+        }
+        if let Err(err) = self.store.release_lease(&prepared.lease).await {
+            tracing::warn!(%err, "cannot release the deploy lock");
+        }
+        let message = match &error {
+            Some(error) => format!("deploy {} {status}: {error}", prepared.id),
+            None => format!("deploy {} {status}", prepared.id),
+        };
+        self.audit(&prepared.actor, &prepared.environment, &format!("deploy.{status}"), &prepared.id, &message).await;
+        status
+    }
+}
+
+/// `windlass scale`: the live color of `service` made to run `count` instances, under the
+/// environment's lock. Returns what was done, line by line.
+pub async fn scale(
+    deployer: &Arc<Deployer>,
+    environment: &str,
+    service: &str,
+    count: usize,
+    actor: &str,
+) -> Result<Vec<String>, DeployError> {
+    let config = deployer.load_config()?;
+    plan::plan(&config, environment, &DeployOptions::default())?;
+    if count > 1000 {
+        return Err(DeployError::Rejected(format!(
+            "{count} instances is more than this machine should run (at most 1000)"
+        )));
+    }
+    let state = EnvState::load(&*deployer.store, environment).await?;
+    let (_, live) = state.live(service).ok_or_else(|| {
+        DeployError::Rejected(format!("`{service}` does not run in `{environment}`; deploy it first"))
+    })?;
+    let id = DeployId::parse(&live.deploy_id)
+        .ok_or_else(|| DeployError::Corrupt(format!("bad deploy id {}", live.deploy_id)))?;
+    let variables = deployer.variables(&config, environment)?;
+    let lease = deployer.lock(environment, &format!("scale requested by {actor}")).await?;
+    let run = Run {
+        deployer: deployer.clone(),
+        id,
+        environment: environment.into(),
+        config: Arc::new(config),
+        variables,
+        changes: Vec::new(),
+        lock_lost: Arc::new(AtomicBool::new(false)),
+    };
+    let (log, mut lines) = StepLog::detached();
+    let result = rollout::scale(&run, &log, service, count).await;
+    drop(log);
+    let _ = deployer.store.release_lease(&lease).await;
+    let mut done = Vec::new();
+    while let Ok(line) = lines.try_recv() {
+        done.push(run.variables.redact(&line));
+    }
+    result.map_err(DeployError::Failed)?;
+    Ok(done)
+}
+
+/// For every service, what runs after a deploy that rolls out `artifacts`.
+fn recorded_after(state: &EnvState, artifacts: &BTreeMap<String, Artifact>) -> Recorded {
+    let mut recorded = Recorded::default();
+    for (service, color) in state.services.keys().filter_map(|s| Some((s, state.live(s)?.1))) {
+        recorded.services.insert(
+            service.clone(),
+            RecordedService {
+                artifact: color.artifact.clone(),
+                deploy: Some(color.deploy_id.clone()),
+                config_deploy: Some(color.config_deploy.clone()),
+            },
+        );
+    }
+    for (service, artifact) in artifacts {
+        recorded
+            .services
+            .insert(service.clone(), RecordedService { artifact: artifact.clone(), deploy: None, config_deploy: None });
+    }
+    recorded
+}
+
+async fn renew(store: Arc<dyn Store>, lease: Lease, lost: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(LOCK_TTL / 3).await;
+        if let Err(err) = store.renew_lease(&lease).await {
+            tracing::error!(%err, "the deploy lock could not be renewed");
+            if matches!(err, windlass_store::StoreError::LeaseLost { .. }) {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+/// One step's output, written to the store in order as lines arrive (secrets redacted).
+pub struct StepLog {
+    sender: mpsc::UnboundedSender<String>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl StepLog {
+    fn open(store: Arc<dyn Store>, id: DeployId, seq: i64, variables: Variables) -> Self {
+        let (sender, mut lines) = mpsc::unbounded_channel::<String>();
+        let writer = tokio::spawn(async move {
+            while let Some(line) = lines.recv().await {
+                let mut text = variables.redact(&line);
+                // Take whatever else is waiting too: one write for a burst of lines.
+                while let Ok(more) = lines.try_recv() {
+                    text.push('\n');
+                    text.push_str(&variables.redact(&more));
+                }
+                text.push('\n');
+                if let Err(err) = store.append_step_output(&id, seq, &text).await {
+                    tracing::warn!(%err, "cannot store step output");
+                }
+            }
+        });
+        StepLog { sender, writer }
+    }
+
+    /// A log kept in memory, for an operation outside a deploy (`windlass scale`): the lines
+    /// arrive on the returned receiver.
+    pub fn detached() -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (sender, lines) = mpsc::unbounded_channel();
+        (StepLog { sender, writer: tokio::spawn(async {}) }, lines)
+    }
+
+    pub fn line(&self, text: impl Into<String>) {
+        let _ = self.sender.send(text.into());
+    }
+
+    pub fn sender(&self) -> mpsc::UnboundedSender<String> {
+        self.sender.clone()
+    }
+
+    async fn close(self) {
+        drop(self.sender);
+        let _ = self.writer.await;
+    }
+}
+
+/// A step between [`Run::begin`] and [`Run::end`].
+pub struct OpenStep {
+    seq: i64,
+    pub log: StepLog,
+}
+
+/// A deploy while it runs.
+pub struct Run {
+    pub deployer: Arc<Deployer>,
+    pub id: DeployId,
+    pub environment: String,
+    pub config: Arc<Config>,
+    pub variables: Variables,
+    /// What this deploy changed so far, newest last: what to undo if it fails.
+    pub changes: Vec<Change>,
+    lock_lost: Arc<AtomicBool>,
+}
+
+impl Run {
+    /// Starts a recorded step; its output goes to the returned log until [`Run::end`].
+    pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
+        if self.lock_lost.load(Ordering::SeqCst) {
+            return Err("the deploy lock was broken while this deploy ran; stopping here".into());
+        }
+        let store = self.deployer.store.clone();
+        let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;
+        Ok(OpenStep { seq, log: StepLog::open(store, self.id.clone(), seq, self.variables.clone()) })
+    }
+
+    /// Records how a step ended and passes its result on.
+    pub async fn end(&self, step: OpenStep, result: Result<(), String>) -> Result<(), String> {
+        if let Err(problem) = &result {
+            step.log.line(format!("error: {problem}"));
+        }
+        step.log.close().await;
+        let (status, error) = match &result {
+            Ok(()) => (StepStatus::Succeeded, None),
+            Err(problem) => (StepStatus::Failed, Some(self.variables.redact(problem))),
+        };
+        self.deployer
+            .store
+            .finish_step(&self.id, step.seq, status, error.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        result
+    }
+
+    pub async fn skipped(&self, phase: &str, title: &str, why: &str) -> Result<(), String> {
+        let store = &self.deployer.store;
+        let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;
+        store.append_step_output(&self.id, seq, &format!("{why}\n")).await.map_err(|e| e.to_string())?;
+        store.finish_step(&self.id, seq, StepStatus::Skipped, None).await.map_err(|e| e.to_string())
+    }
+
+    async fn deploy(&mut self, plan: &Plan, artifacts: &BTreeMap<String, Artifact>) -> Result<(), String> {
+        let route_hosts = route_hosts(&self.config, &self.environment);
+        for phase in &plan.phases {
+            if let Some(why) = &phase.skipped {
+                self.skipped(&phase.name, &format!("phase {}", phase.name), why).await?;
+                continue;
+            }
+            for step in &phase.steps {
+                let title = step.title();
+                match step {
+                    StepPlan::Validate => {
+                        let step = self.begin(&phase.name, &title).await?;
+                        let checked = self.config.env.values().filter(|s| s.applies_to(&self.environment)).count();
+                        step.log.line(format!(
+                            "config {} and {checked} variables of {} are in order",
+                            self.deployer.config_path.display(),
+                            self.environment
+                        ));
+                        self.end(step, Ok(())).await?
+                    }
+                    StepPlan::Rollout { service, .. } => {
+                        let artifact = artifacts
+                            .get(service)
+                            .cloned()
+                            .ok_or_else(|| format!("no artifact was snapshotted for `{service}`"))?;
+                        let config_deploy = self.id.to_string();
+                        let step = self.begin(&phase.name, &title).await?;
+                        let result = rollout::roll_out(self, &step.log, service, &artifact, &config_deploy).await;
+                        self.end(step, result).await?
+                    }
+                    StepPlan::Command { index, .. } => {
+                        let Some(custom) = self.config.phases.get(&phase.name).and_then(|p| p.steps.get(*index)) else {
+                            continue;
+                        };
+                        let custom = custom.clone();
+                        let step = self.begin(&phase.name, &title).await?;
+                        let result = self.command(&custom, &step.log).await;
+                        self.end(step, result).await?
+                    }
+                    StepPlan::Smoke { index, .. } => {
+                        let Some(check) = self.config.smoke.get(*index).cloned() else { continue };
+                        let hosts = route_hosts.clone();
+                        let step = self.begin(&phase.name, &title).await?;
+                        let result = checks::smoke(&check, &self.variables, &hosts, &*self.deployer.edge, None)
+                            .await
+                            .map(|summary| step.log.line(summary));
+                        self.end(step, result).await?
+                    }
+                }
+                windlass_failpoint::hit("pipeline.after_step");
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes this deploy's changes, newest first.
+    async fn undo_changes(&mut self) -> Result<(), String> {
+        let changes = std::mem::take(&mut self.changes);
+        let mut result = Ok(());
+        for change in changes.into_iter().rev() {
+            let title = format!("roll back {}", change.service());
+            let step = self.begin("rollback", &title).await?;
+            let undone = rollout::undo(self, &step.log, change).await;
+            let outcome = self.end(step, undone).await;
+            if let Err(err) = outcome {
+                result = Err(err);
+            }
+        }
+        result
+    }
+
+    async fn command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), String> {
+        let script = custom.run.render(|name| self.lookup(name))?;
+        let mut env = vars::base_env();
+        env.extend(self.variables.all().clone());
+        env.extend(self.builtins());
+        for (name, setting) in &custom.env {
+            env.insert(name.clone(), self.render(setting)?);
+        }
+        let sender = log.sender();
+        command::run(&script, &env, custom.timeout.as_std(), custom.retries, move |line| {
+            let _ = sender.send(line);
+        })
+        .await
+    }
+
+    /// A variable for a template: the environment's variables, then the built-ins.
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        self.variables.get(name).or_else(|| self.builtins().remove(name))
+    }
+
+    pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, String> {
+        match setting {
+            windlass_config::template::Setting::Text(template) => template.render(|name| self.lookup(name)),
+            other => self.variables.render(other),
+        }
+    }
+
+    pub fn builtins(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("WINDLASS_ENV".to_owned(), self.environment.clone()),
+            ("WINDLASS_DEPLOY_ID".to_owned(), self.id.to_string()),
+        ])
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.deployer.config_dir()
+    }
+}
+
+/// The host names the edge routes for an environment: smoke checks of these go through the edge.
+pub fn route_hosts(config: &Config, environment: &str) -> Vec<String> {
+    config
+        .services
+        .keys()
+        .filter_map(|name| config.service_in(environment, name))
+        .flat_map(|s| s.routes.into_iter().filter_map(|r| r.host))
+        .collect()
+}
+
+/// `path` relative to the config's directory unless absolute.
+pub fn beside_config(config_path: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_owned() } else { windlass_config::config_dir(config_path).join(path) }
+}

@@ -1,0 +1,175 @@
+//! What a deploy will do, decided before anything changes: the config's phases in order, which
+//! run and which are skipped (and why), and the steps of each. `--dry-run` prints exactly this.
+
+use serde::Serialize;
+use windlass_config::{Config, Strategy};
+
+/// How the user narrowed a deploy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployOptions {
+    pub skip: Vec<String>,
+    pub only: Vec<String>,
+    pub dry_run: bool,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub environment: String,
+    pub phases: Vec<PhasePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhasePlan {
+    pub name: String,
+    /// Why this phase does not run (`--skip`, `--only`), or none when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub steps: Vec<StepPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepPlan {
+    /// The config and the environment's variables, checked again at deploy time.
+    Validate,
+    /// A service rolled out with its strategy, which moves its own traffic.
+    Rollout { service: String, strategy: String, instances: u32 },
+    /// A custom step from `[[phases.<phase>.steps]]`, by its index there.
+    Command { name: String, index: usize },
+    /// A smoke check from `[[smoke]]`, by its index there.
+    Smoke { name: String, index: usize },
+}
+
+impl StepPlan {
+    pub fn title(&self) -> String {
+        match self {
+            StepPlan::Validate => "validate config and variables".into(),
+            StepPlan::Rollout { service, strategy, instances } => {
+                format!(
+                    "roll out {service} ({strategy}, {instances} instance{})",
+                    if *instances == 1 { "" } else { "s" }
+                )
+            }
+            StepPlan::Command { name, .. } => name.clone(),
+            StepPlan::Smoke { name, .. } => format!("smoke check: {name}"),
+        }
+    }
+}
+
+impl Plan {
+    /// The services this plan rolls out, in order.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.phases.iter().filter(|p| p.skipped.is_none()).flat_map(|p| {
+            p.steps.iter().filter_map(|s| match s {
+                StepPlan::Rollout { service, .. } => Some(service.as_str()),
+                _ => None,
+            })
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("environment `{name}` is not declared (declared: {declared}){}", suggest(.suggestion))]
+    UnknownEnvironment { name: String, declared: String, suggestion: Option<String> },
+    #[error("`--{flag} {name}`: no phase `{name}` (phases: {phases}){}", suggest(.suggestion))]
+    UnknownPhase { flag: &'static str, name: String, phases: String, suggestion: Option<String> },
+    #[error("phase `{0}` is given to both --skip and --only")]
+    SkipAndOnly(String),
+}
+
+fn suggest(suggestion: &Option<String>) -> String {
+    suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
+}
+
+pub fn strategy_name(strategy: &Strategy) -> &'static str {
+    match strategy {
+        Strategy::Rolling => "rolling",
+        Strategy::BlueGreen => "blue-green",
+        Strategy::Canary(_) => "canary",
+    }
+}
+
+/// The plan for deploying `environment` with `options`.
+pub fn plan(config: &Config, environment: &str, options: &DeployOptions) -> Result<Plan, PlanError> {
+    if !config.environments.contains_key(environment) {
+        let declared: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        return Err(PlanError::UnknownEnvironment {
+            name: environment.into(),
+            declared: declared.join(", "),
+            suggestion: windlass_config::did_you_mean(environment, declared.iter().copied()).map(str::to_owned),
+        });
+    }
+    let phases: Vec<&str> = config.pipeline.phases.iter().map(|p| p.value.as_str()).collect();
+    for (flag, names) in [("skip", &options.skip), ("only", &options.only)] {
+        for name in names {
+            if !phases.contains(&name.as_str()) {
+                return Err(PlanError::UnknownPhase {
+                    flag,
+                    name: name.clone(),
+                    phases: phases.join(", "),
+                    suggestion: windlass_config::did_you_mean(name, phases.iter().copied()).map(str::to_owned),
+                });
+            }
+        }
+    }
+    if let Some(both) = options.skip.iter().find(|s| options.only.contains(s)) {
+        return Err(PlanError::SkipAndOnly(both.clone()));
+    }
+
+    let mut planned = Vec::new();
+    for &phase in &phases {
+        let skipped = if options.skip.iter().any(|s| s == phase) {
+            Some("skipped with --skip".to_owned())
+        } else if !options.only.is_empty() && !options.only.iter().any(|s| s == phase) && phase != "validate" {
+            // `validate` is a guard, not work: it runs unless skipped by name.
+            Some("not in --only".to_owned())
+        } else {
+            None
+        };
+        let mut steps = Vec::new();
+        if phase == "validate" {
+            steps.push(StepPlan::Validate);
+        }
+        for name in config.services.keys() {
+            let Some(service) = config.service_in(environment, name) else { continue };
+            if service.phase.value == phase && service.run.is_some() {
+                steps.push(StepPlan::Rollout {
+                    service: name.clone(),
+                    strategy: strategy_name(&service.strategy).into(),
+                    instances: service.instances,
+                });
+            }
+        }
+        if let Some(custom) = config.phases.get(phase) {
+            for (index, step) in custom.steps.iter().enumerate() {
+                let name = step.name.clone().unwrap_or_else(|| format!("{phase} step {}", index + 1));
+                steps.push(StepPlan::Command { name, index });
+            }
+        }
+        if phase == "verification" {
+            for (index, check) in config.smoke.iter().enumerate() {
+                steps.push(StepPlan::Smoke { name: check.name.clone(), index });
+            }
+        }
+        planned.push(PhasePlan { name: phase.to_owned(), skipped, steps });
+    }
+    Ok(Plan { environment: environment.into(), phases: planned })
+}
+
+/// The seeds' spellings: `--skip-backend` is `--skip backend`. Returns the arguments rewritten.
+pub fn rewrite_seed_flags(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in args {
+        match arg.strip_prefix("--skip-") {
+            Some(phase) if !phase.is_empty() && !phase.contains('=') => {
+                out.push("--skip".to_owned());
+                out.push(phase.to_owned());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}

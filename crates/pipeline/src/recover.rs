@@ -1,0 +1,142 @@
+//! After a restart (or a crash): deploys this server was running are marked interrupted, its
+//! locks released, the env state reconciled with what the edge actually routes, and instances
+//! nobody records (started by an interrupted deploy) stopped. The edge decides what is live: it
+//! kept serving while the server was down, so its table is what users saw.
+
+use std::collections::BTreeSet;
+
+use windlass_store::Interrupted;
+
+use crate::DeployError;
+use crate::deploy::{Deployer, lock_name};
+use crate::rollout::retire;
+use crate::state::EnvState;
+
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub interrupted: Vec<Interrupted>,
+    /// What was found and done, one line each, for the log and the user.
+    pub notes: Vec<String>,
+}
+
+pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Recovery, DeployError> {
+    let mut recovery =
+        Recovery { interrupted: deployer.store.interrupt_running(&deployer.holder.id).await?, notes: Vec::new() };
+    for deploy in &recovery.interrupted {
+        recovery.notes.push(format!(
+            "deploy {} of {} was interrupted{}",
+            deploy.deploy_id,
+            deploy.environment,
+            deploy.step.as_ref().map(|s| format!(" at step `{s}`")).unwrap_or_default()
+        ));
+    }
+    for lease in deployer.store.leases().await? {
+        if lease.holder.id == deployer.holder.id {
+            deployer
+                .store
+                .break_lease(
+                    &lease.name,
+                    lease.token,
+                    &deployer.holder.id,
+                    "the server restarted; what the lock guarded was interrupted",
+                )
+                .await?;
+            recovery.notes.push(format!("released lock `{}` held before the restart", lease.name));
+        }
+    }
+    let mut all: BTreeSet<String> = environments.iter().cloned().collect();
+    all.extend(recovery.interrupted.iter().map(|i| i.environment.clone()));
+    let config = deployer.load_config().ok();
+    let edge_state = deployer.edge.state().await?;
+    let instances = deployer.runtime.list().await?;
+    for environment in &all {
+        let mut state = EnvState::load(&*deployer.store, environment).await?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        for (service, service_state) in &mut state.services {
+            let keep_warm = config
+                .as_ref()
+                .and_then(|c| c.service_in(environment, service))
+                .map_or(0, |s| i64::try_from(s.keep_warm.as_std().as_millis()).unwrap_or(i64::MAX));
+            let routed = edge_state.services.get(service).and_then(|s| {
+                s.pools
+                    .iter()
+                    .filter(|(name, pool)| *name != windlass_edge::spec::SECONDARY_POOL && pool.weight > 0)
+                    .max_by_key(|(_, pool)| pool.weight)
+                    .map(|(name, _)| name.clone())
+            });
+            if let Some(routed) = routed
+                && service_state.live.as_ref() != Some(&routed)
+                && service_state.colors.contains_key(&routed)
+            {
+                recovery.notes.push(format!("{environment}/{service}: the edge routes to {routed}; recorded as live"));
+                if let Some(previous) = service_state.live.replace(routed.clone())
+                    && let Some(old) = service_state.colors.get_mut(&previous)
+                {
+                    old.retire_at_ms = Some(now + keep_warm);
+                }
+                if let Some(live) = service_state.colors.get_mut(&routed) {
+                    live.retire_at_ms = None;
+                }
+            }
+            for (color, recorded) in &mut service_state.colors {
+                if Some(color) != service_state.live.as_ref() && recorded.retire_at_ms.is_none() {
+                    recovery.notes.push(format!(
+                        "{environment}/{service}: {color} was started by an interrupted deploy and never took traffic; it is retired"
+                    ));
+                    recorded.retire_at_ms = Some(now);
+                }
+            }
+        }
+        state.save(&*deployer.store, environment).await?;
+        let referenced: BTreeSet<&str> = state
+            .services
+            .values()
+            .flat_map(|s| s.colors.values())
+            .flat_map(|c| c.instances.iter().map(|i| i.id.as_str()))
+            .collect();
+        for instance in &instances {
+            if instance.labels.get("environment") == Some(environment) && !referenced.contains(instance.id.as_str()) {
+                deployer.runtime.remove(&instance.id).await?;
+                recovery
+                    .notes
+                    .push(format!("{environment}: stopped {}, started by an interrupted deploy", instance.id));
+            }
+        }
+    }
+    Ok(recovery)
+}
+
+/// Retires every warm color whose time has come, unless a deploy holds the environment (it
+/// will be retried on the next round). Returns what was retired.
+pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<String>, DeployError> {
+    let state = EnvState::load(&*deployer.store, environment).await?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let due: Vec<(String, String)> = state
+        .services
+        .iter()
+        .flat_map(|(service, s)| {
+            s.colors
+                .iter()
+                .filter(|(color, c)| s.live.as_ref() != Some(*color) && c.retire_at_ms.is_some_and(|at| at <= now))
+                .map(|(color, _)| (service.clone(), color.clone()))
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease = match deployer.lock(environment, "retiring warm colors").await {
+        Ok(lease) => lease,
+        Err(DeployError::Locked { .. }) => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut retired = Vec::new();
+    for (service, color) in due {
+        match retire(deployer, environment, &service, &color).await {
+            Ok(()) => retired.push(format!("{environment}/{service}/{color}")),
+            Err(problem) => tracing::warn!(environment, service, color, problem, "cannot retire a warm color"),
+        }
+    }
+    let _ = deployer.store.release_lease(&lease).await;
+    let _ = lock_name(environment);
+    Ok(retired)
+}

@@ -1,0 +1,185 @@
+//! `windlass rollback <env> [<deploy-id>]`: back to what an earlier deploy ran. A service whose
+//! earlier color is still warm is switched back at the edge (one call, well under a second);
+//! any other is redeployed from the artifacts and config recorded with that deploy. A rollback
+//! is itself a recorded deploy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use windlass_config::Source;
+use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy};
+
+use crate::DeployError;
+use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, parse_config};
+use crate::rollout::{self, Change, is_alive};
+use crate::state::EnvState;
+
+/// The deploy a rollback returns to: the one named, or the last successful one before the
+/// newest successful one.
+pub async fn target(deployer: &Deployer, environment: &str, named: Option<&str>) -> Result<Deploy, DeployError> {
+    if let Some(named) = named {
+        let id = DeployId::parse(named).ok_or_else(|| DeployError::UnknownDeploy(named.into()))?;
+        let deploy = deployer.store.deploy(&id).await?.ok_or_else(|| DeployError::UnknownDeploy(named.into()))?;
+        if deploy.environment != environment {
+            return Err(DeployError::Rejected(format!(
+                "deploy {named} is of environment `{}`, not `{environment}`",
+                deploy.environment
+            )));
+        }
+        if deploy.status != DeployStatus::Succeeded {
+            return Err(DeployError::Rejected(format!(
+                "deploy {named} did not succeed ({}); only a successful deploy can be returned to",
+                deploy.status
+            )));
+        }
+        return Ok(deploy);
+    }
+    let succeeded: Vec<Deploy> = deployer
+        .store
+        .deploys(environment, 500)
+        .await?
+        .into_iter()
+        .filter(|d| d.status == DeployStatus::Succeeded)
+        .collect();
+    succeeded.into_iter().nth(1).ok_or_else(|| {
+        DeployError::Rejected(format!("`{environment}` has no earlier successful deploy to roll back to"))
+    })
+}
+
+/// What a deploy recorded, with "this deploy" spelled out as its id.
+pub fn recorded(deploy: &Deploy) -> Result<Recorded, DeployError> {
+    let mut recorded: Recorded = serde_json::from_str(&deploy.artifacts).map_err(|err| {
+        DeployError::Corrupt(format!("the artifacts recorded with {} are unreadable: {err}", deploy.id))
+    })?;
+    for service in recorded.services.values_mut() {
+        service.deploy.get_or_insert_with(|| deploy.id.to_string());
+        service.config_deploy.get_or_insert_with(|| deploy.id.to_string());
+    }
+    Ok(recorded)
+}
+
+/// Checks and records a rollback, holding the environment's lock.
+pub async fn start(
+    deployer: &Deployer,
+    environment: &str,
+    actor: &str,
+    named: Option<&str>,
+    reason: Option<String>,
+) -> Result<Prepared, DeployError> {
+    let current = deployer.load_config()?;
+    if !current.environments.contains_key(environment) {
+        crate::plan::plan(&current, environment, &Default::default())?;
+    }
+    let target = target(deployer, environment, named).await?;
+    let services = recorded(&target)?;
+    let config = parse_config(&Source::new(deployer.config_path.clone(), target.config_snapshot.clone()))?;
+    let variables = deployer.variables(&config, environment)?;
+    let lease = deployer.lock(environment, &format!("rollback requested by {actor}")).await?;
+    let why = match &reason {
+        Some(reason) => format!("rollback to {}: {reason}", target.id),
+        None => format!("rollback to {}", target.id),
+    };
+    let created = deployer
+        .store
+        .create_deploy(&NewDeploy {
+            environment: environment.into(),
+            actor: actor.into(),
+            reason: Some(why.clone()),
+            config_snapshot: target.config_snapshot.clone(),
+            artifacts: serde_json::to_string(&services).unwrap_or_default(),
+            owner: deployer.holder.id.clone(),
+        })
+        .await;
+    let id = match created {
+        Ok(id) => id,
+        Err(err) => {
+            let _ = deployer.store.release_lease(&lease).await;
+            return Err(err.into());
+        }
+    };
+    deployer.audit(actor, environment, "deploy.started", &id, &why).await;
+    Ok(Prepared {
+        id,
+        environment: environment.into(),
+        actor: actor.into(),
+        kind: Kind::Rollback { target: Box::new(target) },
+        lease,
+        config: Arc::new(config),
+        variables,
+        artifacts: BTreeMap::new(),
+    })
+}
+
+pub(crate) async fn run(run: &mut Run, target: &Deploy) -> Result<(), String> {
+    let services = recorded(target).map_err(|e| e.to_string())?;
+    let mut cold = Vec::new();
+    // Warm switches first: they are instant, and most of a rollback's value is speed.
+    for (service, wanted) in &services.services {
+        let want_deploy = wanted.deploy.clone().unwrap_or_default();
+        let state = EnvState::load(&*run.deployer.store, &run.environment).await.map_err(|e| e.to_string())?;
+        let Some(service_state) = state.services.get(service) else {
+            cold.push((service.clone(), wanted.clone()));
+            continue;
+        };
+        let matching = service_state
+            .colors
+            .iter()
+            .find(|(_, c)| c.deploy_id == want_deploy && c.artifact.sha256 == wanted.artifact.sha256)
+            .map(|(color, c)| (color.clone(), c.clone()));
+        let Some((color, recorded)) = matching else {
+            cold.push((service.clone(), wanted.clone()));
+            continue;
+        };
+        if service_state.live.as_deref() == Some(color.as_str()) {
+            run.skipped("rollback", &format!("{service}: already on {want_deploy}"), "nothing to do").await?;
+            continue;
+        }
+        let mut alive = !recorded.instances.is_empty();
+        for instance in &recorded.instances {
+            alive &= matches!(run.deployer.runtime.get(&instance.id).await, Ok(Some(i)) if is_alive(i.state));
+        }
+        if !alive {
+            cold.push((service.clone(), wanted.clone()));
+            continue;
+        }
+        let from = service_state.live.clone();
+        let keep_warm =
+            run.config.service_in(&run.environment, service).map(|s| s.keep_warm.as_std()).unwrap_or_default();
+        let title = format!("switch {service} back to {color} ({want_deploy})");
+        let step = run.begin("rollback", &title).await?;
+        let log = &step.log;
+        let switched: Result<(), String> = async {
+            run.deployer
+                .edge
+                .set_weights(service, &BTreeMap::from([(color.clone(), 100)]))
+                .await
+                .map_err(|e| e.to_string())?;
+            run.changes.push(Change::Switched { service: service.clone(), from: from.clone(), to: color.clone() });
+            let store = &*run.deployer.store;
+            let mut state = EnvState::load(store, &run.environment).await.map_err(|e| e.to_string())?;
+            if let Some(service_state) = state.services.get_mut(service) {
+                service_state.live = Some(color.clone());
+                if let Some(now_live) = service_state.colors.get_mut(&color) {
+                    now_live.retire_at_ms = None;
+                }
+                if let Some(previous) = from.as_ref().and_then(|f| service_state.colors.get_mut(f)) {
+                    let warm = i64::try_from(keep_warm.as_millis()).unwrap_or(i64::MAX);
+                    previous.retire_at_ms = Some(jiff::Timestamp::now().as_millisecond() + warm);
+                }
+            }
+            state.save(store, &run.environment).await.map_err(|e| e.to_string())?;
+            log.line(format!("{service}: traffic is on {color} again"));
+            Ok(())
+        }
+        .await;
+        run.end(step, switched).await?;
+    }
+    for (service, wanted) in cold {
+        let config_deploy = wanted.config_deploy.clone().unwrap_or_else(|| target.id.to_string());
+        let title = format!("redeploy {service} as of {}", wanted.deploy.as_deref().unwrap_or_default());
+        let step = run.begin("rollback", &title).await?;
+        let result = rollout::roll_out(run, &step.log, &service, &wanted.artifact, &config_deploy).await;
+        run.end(step, result).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,546 @@
+//! Service rollouts. Each strategy starts new instances, waits for their health gate and moves
+//! the service's traffic at the edge; the env state is written after each change, in an order
+//! that [`crate::recover`] can finish or undo after a crash at any point:
+//!
+//! 1. instances started (not yet in the state: found as orphans and stopped on recovery);
+//! 2. the new color recorded, out of rotation, its pool added at the edge with weight 0;
+//! 3. smoke checks pinned to the new pool through the edge (`X-Windlass-Pool`);
+//! 4. the switch: one weights call to the edge (atomic there);
+//! 5. the state records the new live color and when the old one retires.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use windlass_config::{Config, Service, Source, Strategy};
+use windlass_runtime::{InstanceSpec, InstanceState, LogPolicy, RestartPolicy};
+
+use crate::artifacts::Artifact;
+use crate::deploy::{Deployer, Run, StepLog, parse_config, route_hosts};
+use crate::state::{ColorState, EnvState, InstanceRef, other_color};
+use crate::{checks, vars};
+
+/// What a deploy changed, so a failure later in the deploy can undo it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The service's traffic moved from `from` (none: it had none) to `to`.
+    Switched { service: String, from: Option<String>, to: String },
+    /// A rolling service's instances were replaced; `previous` is what ran before.
+    Rolled { service: String, previous: Option<ColorState> },
+}
+
+impl Change {
+    pub fn service(&self) -> &str {
+        match self {
+            Change::Switched { service, .. } | Change::Rolled { service, .. } => service,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// The config a color runs with: this deploy's, or the snapshot recorded with an older deploy.
+pub async fn config_of(run: &Run, config_deploy: &str) -> Result<Arc<Config>, String> {
+    if config_deploy == run.id.as_str() {
+        return Ok(run.config.clone());
+    }
+    let id =
+        windlass_store::DeployId::parse(config_deploy).ok_or_else(|| format!("bad deploy id `{config_deploy}`"))?;
+    let record = run
+        .deployer
+        .store
+        .deploy(&id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("deploy {config_deploy} is not recorded"))?;
+    let source = Source::new(run.deployer.config_path.clone(), record.config_snapshot);
+    parse_config(&source).map(Arc::new).map_err(|e| format!("the config recorded with {config_deploy}: {e}"))
+}
+
+/// Rolls `service` out with its strategy: `artifact`, configured as deploy `config_deploy` says.
+pub async fn roll_out(
+    run: &mut Run,
+    log: &StepLog,
+    service: &str,
+    artifact: &Artifact,
+    config_deploy: &str,
+) -> Result<(), String> {
+    let config = config_of(run, config_deploy).await?;
+    let spec = config
+        .service_in(&run.environment, service)
+        .ok_or_else(|| format!("service `{service}` is not in the config of {config_deploy}"))?;
+    ensure_edge_service(run, &config, service).await?;
+    prune_dead(run, log, service).await?;
+    log.line(format!("{service}: build {} from {}", artifact.short_hash(), artifact.source.display()));
+    match spec.strategy {
+        Strategy::Rolling => rolling(run, log, service, &spec, artifact, config_deploy).await,
+        Strategy::BlueGreen | Strategy::Canary(_) => {
+            blue_green(run, log, service, &spec, artifact, config_deploy).await
+        }
+    }
+}
+
+/// Creates the service at the edge (routes, health checks, failover pool) if it has none yet.
+/// An existing service keeps its spec: replacing it would reset weights under live traffic.
+async fn ensure_edge_service(run: &Run, config: &Config, service: &str) -> Result<(), String> {
+    let edge = &run.deployer.edge;
+    let state = edge.state().await.map_err(|e| e.to_string())?;
+    if state.services.contains_key(service) {
+        return Ok(());
+    }
+    let mut spec = windlass_edge::config::spec_from_config(config, &run.environment);
+    let mut service_spec =
+        spec.services.remove(service).ok_or_else(|| format!("the edge has no spec for `{service}`"))?;
+    service_spec.pools.retain(|name, _| name == windlass_edge::spec::SECONDARY_POOL);
+    edge.put_service(service, &service_spec).await.map_err(|e| e.to_string())
+}
+
+/// Forgets colors none of whose instances still run (stopped with `windlass up`, or lost):
+/// a service without live instances is rolled out as if for the first time.
+async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), String> {
+    let deployer = &run.deployer;
+    let mut state = EnvState::load(&*deployer.store, &run.environment).await.map_err(|e| e.to_string())?;
+    let Some(service_state) = state.services.get_mut(service) else { return Ok(()) };
+    let mut dead = Vec::new();
+    for (color, recorded) in &service_state.colors {
+        let mut alive = false;
+        for instance in &recorded.instances {
+            if let Ok(Some(found)) = deployer.runtime.get(&instance.id).await {
+                alive |= is_alive(found.state);
+            }
+        }
+        if !alive {
+            dead.push(color.clone());
+        }
+    }
+    if dead.is_empty() {
+        return Ok(());
+    }
+    for color in &dead {
+        log.line(format!("{service}: no instance of {color} runs any more; it is forgotten"));
+        if let Some(recorded) = service_state.colors.remove(color) {
+            for instance in recorded.instances {
+                let _ = deployer.runtime.remove(&instance.id).await;
+            }
+        }
+        if service_state.live.as_deref() == Some(color) {
+            service_state.live = None;
+        }
+        let _ = deployer.edge.delete_pool(service, color).await;
+    }
+    state.save(&*deployer.store, &run.environment).await.map_err(|e| e.to_string())
+}
+
+pub fn is_alive(state: InstanceState) -> bool {
+    matches!(state, InstanceState::Starting | InstanceState::Running | InstanceState::BackingOff)
+}
+
+/// An id the runtime accepts: lowercase letters, digits and `-`.
+fn instance_id(parts: &[&str]) -> String {
+    let joined = parts.join("-").to_ascii_lowercase();
+    let cleaned: String = joined.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    cleaned.chars().take(90).collect()
+}
+
+/// Starts one instance of `service` and waits for its health gate.
+pub async fn start_instance(
+    run: &Run,
+    log: &StepLog,
+    service: &str,
+    spec: &Service,
+    artifact: &Artifact,
+    color: &str,
+    index: usize,
+) -> Result<InstanceRef, String> {
+    let runtime = &run.deployer.runtime;
+    let base = instance_id(&[run.id.as_str(), service, color, &index.to_string()]);
+    let mut id = base.clone();
+    let mut attempt = 1;
+    while runtime.get(&id).await.map_err(|e| e.to_string())?.is_some() {
+        attempt += 1;
+        id = format!("{base}-r{attempt}");
+    }
+    let mut env = vars::base_env();
+    let mut builtins = run.builtins();
+    builtins.insert("WINDLASS_SERVICE".into(), service.into());
+    builtins.insert("WINDLASS_COLOR".into(), color.into());
+    builtins.insert("WINDLASS_INSTANCE".into(), id.clone());
+    for (name, setting) in &spec.env {
+        let value = match setting {
+            windlass_config::template::Setting::Text(template) => {
+                template.render(|name| run.variables.get(name).or_else(|| builtins.get(name).cloned()))?
+            }
+            other => run.variables.render(other)?,
+        };
+        env.insert(name.clone(), value);
+    }
+    env.extend(builtins);
+    let labels = BTreeMap::from([
+        ("environment".to_owned(), run.environment.clone()),
+        ("service".to_owned(), service.to_owned()),
+        ("color".to_owned(), color.to_owned()),
+        ("deploy".to_owned(), run.id.to_string()),
+    ]);
+    let instance_spec = InstanceSpec {
+        id: id.clone(),
+        labels,
+        program: artifact.program.clone(),
+        args: artifact.args.clone(),
+        env,
+        working_dir: run.config_dir(),
+        sockets: vec!["http".into()],
+        listen_host: Ipv4Addr::LOCALHOST.into(),
+        stop_grace: spec.stop_timeout.as_std(),
+        restart: RestartPolicy::default(),
+        log: LogPolicy::default(),
+    };
+    let started = runtime.start(&instance_spec).await.map_err(|e| e.to_string())?;
+    let address: SocketAddr =
+        *started.addresses.get("http").ok_or_else(|| format!("instance {id} reported no address"))?;
+    log.line(format!("{service}: started {id} at {address}"));
+    windlass_failpoint::hit("pipeline.instance_started");
+    if let Err(problem) = checks::wait_healthy(&**runtime, &id, address, spec.health.as_ref()).await {
+        let _ = runtime.remove(&id).await;
+        return Err(problem);
+    }
+    log.line(format!("{service}: {id} is healthy"));
+    Ok(InstanceRef { id, address })
+}
+
+async fn stop_instances(run: &Run, instances: &[InstanceRef]) {
+    for instance in instances {
+        if let Err(err) = run.deployer.runtime.remove(&instance.id).await {
+            tracing::warn!(%err, id = instance.id, "cannot remove an instance");
+        }
+    }
+}
+
+/// Starts `count` instances concurrently and waits for all; on any failure, none is left.
+async fn start_color(
+    run: &Run,
+    log: &StepLog,
+    service: &str,
+    spec: &Service,
+    artifact: &Artifact,
+    color: &str,
+    count: usize,
+) -> Result<Vec<InstanceRef>, String> {
+    log.line(format!("{service}: starting {count} instance{} as {color}", if count == 1 { "" } else { "s" }));
+    let starts = (0..count).map(|index| start_instance(run, log, service, spec, artifact, color, index));
+    let results = futures_join_all(starts).await;
+    let (started, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let started: Vec<InstanceRef> = started.into_iter().filter_map(Result::ok).collect();
+    if let Some(Err(problem)) = failed.into_iter().next() {
+        stop_instances(run, &started).await;
+        return Err(problem);
+    }
+    Ok(started)
+}
+
+/// Awaits futures concurrently on this task (no spawning: they borrow the run).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+async fn load(run: &Run) -> Result<EnvState, String> {
+    EnvState::load(&*run.deployer.store, &run.environment).await.map_err(|e| e.to_string())
+}
+
+async fn save(run: &Run, state: &EnvState) -> Result<(), String> {
+    state.save(&*run.deployer.store, &run.environment).await.map_err(|e| e.to_string())
+}
+
+async fn blue_green(
+    run: &mut Run,
+    log: &StepLog,
+    service: &str,
+    spec: &Service,
+    artifact: &Artifact,
+    config_deploy: &str,
+) -> Result<(), String> {
+    let edge = run.deployer.edge.clone();
+    let state = load(run).await?;
+    let old = state.live(service).map(|(color, _)| color.to_owned());
+    let new = old.as_deref().map_or("blue", other_color).to_owned();
+    if state.services.get(service).is_some_and(|s| s.colors.contains_key(&new)) {
+        log.line(format!("{service}: retiring the warm {new} to make room"));
+        retire(&run.deployer, &run.environment, service, &new).await?;
+    }
+    let instances = start_color(run, log, service, spec, artifact, &new, spec.instances as usize).await?;
+    let mut state = load(run).await?;
+    state.services.entry(service.to_owned()).or_default().colors.insert(
+        new.clone(),
+        ColorState {
+            deploy_id: run.id.to_string(),
+            config_deploy: config_deploy.to_owned(),
+            artifact: artifact.clone(),
+            instances: instances.clone(),
+            retire_at_ms: None,
+        },
+    );
+    save(run, &state).await?;
+    let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
+    edge.put_pool(service, &new, &addresses).await.map_err(|e| e.to_string())?;
+    windlass_failpoint::hit("pipeline.before_smoke");
+
+    if old.is_some() {
+        let hosts = route_hosts(&run.config, &run.environment);
+        for check in run.config.smoke.iter().filter(|c| c.service.as_ref().is_some_and(|s| s.value == service)) {
+            match checks::smoke(check, &run.variables, &hosts, &*edge, Some(&new)).await {
+                Ok(summary) => log.line(format!("{service}: smoke check `{}` on {new}: {summary}", check.name)),
+                Err(problem) => {
+                    retire(&run.deployer, &run.environment, service, &new).await?;
+                    return Err(format!(
+                        "{new} failed smoke check `{}`: {problem}; {} keeps serving",
+                        check.name,
+                        old.as_deref().unwrap_or("nothing")
+                    ));
+                }
+            }
+        }
+    }
+    windlass_failpoint::hit("pipeline.before_switch");
+    if let (Some(old), Strategy::Canary(steps)) = (&old, &spec.strategy) {
+        for step in steps.iter().filter(|s| s.weight < 100) {
+            let weights = BTreeMap::from([(new.clone(), step.weight), (old.clone(), 100 - step.weight)]);
+            edge.set_weights(service, &weights).await.map_err(|e| e.to_string())?;
+            log.line(format!("{service}: {}% of traffic on {new}; holding {:?}", step.weight, step.pause.as_std()));
+            tokio::time::sleep(step.pause.as_std()).await;
+        }
+    }
+    edge.set_weights(service, &BTreeMap::from([(new.clone(), 100)])).await.map_err(|e| e.to_string())?;
+    run.changes.push(Change::Switched { service: service.to_owned(), from: old.clone(), to: new.clone() });
+    windlass_failpoint::hit("pipeline.after_switch");
+    let mut state = load(run).await?;
+    let service_state = state.services.entry(service.to_owned()).or_default();
+    service_state.live = Some(new.clone());
+    let keep_warm = spec.keep_warm.as_std();
+    if let Some(old_state) = old.as_ref().and_then(|o| service_state.colors.get_mut(o)) {
+        old_state.retire_at_ms = Some(now_ms() + i64::try_from(keep_warm.as_millis()).unwrap_or(i64::MAX));
+    }
+    save(run, &state).await?;
+    match &old {
+        Some(old) if keep_warm.is_zero() => {
+            log.line(format!("{service}: traffic switched to {new}; stopping {old}"));
+            retire(&run.deployer, &run.environment, service, old).await?;
+        }
+        Some(old) => log.line(format!("{service}: traffic switched to {new}; {old} stays warm for {keep_warm:?}")),
+        None => log.line(format!("{service}: {new} takes all traffic")),
+    }
+    Ok(())
+}
+
+async fn rolling(
+    run: &mut Run,
+    log: &StepLog,
+    service: &str,
+    spec: &Service,
+    artifact: &Artifact,
+    config_deploy: &str,
+) -> Result<(), String> {
+    let edge = run.deployer.edge.clone();
+    let state = load(run).await?;
+    let Some((color, previous)) = state.live(service).map(|(c, s)| (c.to_owned(), s.clone())) else {
+        // Nothing runs yet: start them all, then take traffic.
+        let instances = start_color(run, log, service, spec, artifact, "blue", spec.instances as usize).await?;
+        let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
+        let mut state = load(run).await?;
+        let service_state = state.services.entry(service.to_owned()).or_default();
+        service_state.colors.insert(
+            "blue".into(),
+            ColorState {
+                deploy_id: run.id.to_string(),
+                config_deploy: config_deploy.to_owned(),
+                artifact: artifact.clone(),
+                instances,
+                retire_at_ms: None,
+            },
+        );
+        save(run, &state).await?;
+        edge.put_pool(service, "blue", &addresses).await.map_err(|e| e.to_string())?;
+        edge.set_weights(service, &BTreeMap::from([("blue".to_owned(), 100)])).await.map_err(|e| e.to_string())?;
+        run.changes.push(Change::Rolled { service: service.to_owned(), previous: None });
+        let mut state = load(run).await?;
+        state.services.entry(service.to_owned()).or_default().live = Some("blue".into());
+        save(run, &state).await?;
+        log.line(format!("{service}: blue takes all traffic"));
+        return Ok(());
+    };
+    run.changes.push(Change::Rolled { service: service.to_owned(), previous: Some(previous.clone()) });
+    let mut current = previous.instances.clone();
+    let wanted = spec.instances as usize;
+    for index in 0..wanted {
+        let fresh = start_instance(run, log, service, spec, artifact, &color, index).await?;
+        let replaced = match current.get_mut(index) {
+            Some(slot) => Some(std::mem::replace(slot, fresh)),
+            None => {
+                current.push(fresh);
+                None
+            }
+        };
+        publish(run, service, &color, &current).await?;
+        if let Some(old) = replaced {
+            // Out of the pool first; the graceful stop lets its in-flight requests finish.
+            stop_instances(run, std::slice::from_ref(&old)).await;
+            log.line(format!("{service}: replaced {} ({}/{wanted})", old.id, index + 1));
+        }
+        windlass_failpoint::hit("pipeline.rolling.replaced");
+    }
+    if current.len() > wanted {
+        let extra: Vec<InstanceRef> = current.drain(wanted..).collect();
+        publish(run, service, &color, &current).await?;
+        stop_instances(run, &extra).await;
+    }
+    current.truncate(wanted);
+    let mut state = load(run).await?;
+    if let Some(recorded) = state.services.entry(service.to_owned()).or_default().colors.get_mut(&color) {
+        recorded.instances = current;
+        recorded.deploy_id = run.id.to_string();
+        recorded.config_deploy = config_deploy.to_owned();
+        recorded.artifact = artifact.clone();
+    }
+    save(run, &state).await?;
+    log.line(format!("{service}: all {wanted} instances run build {}", artifact.short_hash()));
+    Ok(())
+}
+
+/// Puts a color's instances in its edge pool and in the state.
+async fn publish(run: &Run, service: &str, color: &str, instances: &[InstanceRef]) -> Result<(), String> {
+    let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
+    run.deployer.edge.put_pool(service, color, &addresses).await.map_err(|e| e.to_string())?;
+    let mut state = load(run).await?;
+    if let Some(recorded) = state.services.entry(service.to_owned()).or_default().colors.get_mut(color) {
+        recorded.instances = instances.to_vec();
+    }
+    save(run, &state).await
+}
+
+/// Takes a color out of service: out of the edge (after its in-flight requests finish, up to
+/// 30 s), its instances stopped, its record removed.
+pub async fn retire(deployer: &Deployer, environment: &str, service: &str, color: &str) -> Result<(), String> {
+    let edge = &deployer.edge;
+    let drain_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let state = edge.state().await.map_err(|e| e.to_string())?;
+        let pool = state.services.get(service).and_then(|s| s.pools.get(color));
+        match pool {
+            Some(pool) if pool.taking_traffic => {
+                return Err(format!("{service}'s {color} still takes traffic; it cannot be retired"));
+            }
+            Some(pool) if pool.in_flight > 0 && tokio::time::Instant::now() < drain_deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Some(_) => {
+                edge.delete_pool(service, color).await.map_err(|e| e.to_string())?;
+                break;
+            }
+            None => break,
+        }
+    }
+    let mut state = EnvState::load(&*deployer.store, environment).await.map_err(|e| e.to_string())?;
+    let recorded = state.services.get(service).and_then(|s| s.colors.get(color)).cloned();
+    if let Some(recorded) = recorded {
+        for instance in &recorded.instances {
+            if let Err(err) = deployer.runtime.remove(&instance.id).await {
+                tracing::warn!(%err, id = instance.id, "cannot remove an instance");
+            }
+        }
+        if let Some(service_state) = state.services.get_mut(service) {
+            service_state.colors.remove(color);
+        }
+        state.save(&*deployer.store, environment).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Undoes one change of a failed deploy.
+pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), String> {
+    let edge = run.deployer.edge.clone();
+    match change {
+        Change::Switched { service, from: Some(from), to } => {
+            edge.set_weights(&service, &BTreeMap::from([(from.clone(), 100)])).await.map_err(|e| e.to_string())?;
+            let mut state = load(run).await?;
+            if let Some(service_state) = state.services.get_mut(&service) {
+                service_state.live = Some(from.clone());
+                if let Some(old) = service_state.colors.get_mut(&from) {
+                    old.retire_at_ms = None;
+                }
+            }
+            save(run, &state).await?;
+            log.line(format!("{service}: traffic back on {from}; stopping {to}"));
+            retire(&run.deployer, &run.environment, &service, &to).await
+        }
+        Change::Switched { service, from: None, .. } | Change::Rolled { service, previous: None } => {
+            let Some(to) = load(run).await?.live(&service).map(|(color, _)| color.to_owned()) else {
+                return Ok(());
+            };
+            edge.set_weights(&service, &BTreeMap::new()).await.map_err(|e| e.to_string())?;
+            let mut state = load(run).await?;
+            if let Some(service_state) = state.services.get_mut(&service) {
+                service_state.live = None;
+            }
+            save(run, &state).await?;
+            log.line(format!("{service}: nothing ran before this deploy; stopping {to}"));
+            retire(&run.deployer, &run.environment, &service, &to).await
+        }
+        Change::Rolled { service, previous: Some(previous) } => {
+            log.line(format!("{service}: rolling back to build {}", previous.artifact.short_hash()));
+            let config = config_of(run, &previous.config_deploy).await?;
+            let spec = config
+                .service_in(&run.environment, &service)
+                .ok_or_else(|| format!("`{service}` is not in the config of {}", previous.config_deploy))?;
+            let changes_before = run.changes.len();
+            let result = rolling(run, log, &service, &spec, &previous.artifact, &previous.config_deploy).await;
+            run.changes.truncate(changes_before);
+            result
+        }
+    }
+}
+
+/// Starts or stops instances of a service's live color until it runs `count`.
+pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Result<(), String> {
+    let state = load(run).await?;
+    let (color, recorded) = state
+        .live(service)
+        .map(|(c, s)| (c.to_owned(), s.clone()))
+        .ok_or_else(|| format!("`{service}` is not running"))?;
+    let config = config_of(run, &recorded.config_deploy).await?;
+    let spec = config
+        .service_in(&run.environment, service)
+        .ok_or_else(|| format!("`{service}` is not in the config of {}", recorded.config_deploy))?;
+    let mut instances = recorded.instances.clone();
+    let mut removed = Vec::new();
+    while instances.len() > count {
+        removed.extend(instances.pop());
+    }
+    while instances.len() < count {
+        instances.push(start_instance(run, log, service, &spec, &recorded.artifact, &color, instances.len()).await?);
+    }
+    let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
+    run.deployer.edge.put_pool(service, &color, &addresses).await.map_err(|e| e.to_string())?;
+    let mut state = load(run).await?;
+    if let Some(recorded) = state.services.get_mut(service).and_then(|s| s.colors.get_mut(&color)) {
+        recorded.instances = instances;
+    }
+    save(run, &state).await?;
+    stop_instances(run, &removed).await;
+    log.line(format!("{service}: {count} instances on {color}"));
+    Ok(())
+}

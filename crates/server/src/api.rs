@@ -1,0 +1,628 @@
+//! `/api/v1`: JSON in, JSON out; errors are `{"error": "..."}` with a 4xx for what the caller
+//! got wrong (400 malformed, 401/403 token, 404 unknown, 409 locked) and 5xx for our failures.
+
+// Helpers return `Result<_, Response>` so a handler can answer an error with `?`-like early
+// returns; a response is large, but it is built once per failed request.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use windlass_pipeline::deploy::{StartRequest, lock_name};
+use windlass_pipeline::state::EnvState;
+use windlass_pipeline::{DeployError, DeployOptions, Deployer, PlanError};
+use windlass_store::{Deploy, DeployId, NewEvent, StepRecord, Store};
+
+use crate::tokens;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub deployer: Arc<Deployer>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Who is calling: the name of the token presented.
+#[derive(Clone)]
+struct Actor(String);
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/status", get(status))
+        .route("/environments/{env}/deploys", post(create_deploy).get(list_deploys))
+        .route("/environments/{env}/rollback", post(rollback))
+        .route("/environments/{env}/lock", get(show_lock).delete(break_lock))
+        .route("/environments/{env}/maintenance", put(maintenance))
+        .route("/environments/{env}/services/{service}/failover", put(failover))
+        .route("/environments/{env}/services/{service}/scale", put(scale))
+        .route("/environments/{env}/services/{service}/logs", get(logs))
+        .route("/deploys/{id}", get(show_deploy))
+        .route("/deploys/{id}/events", get(deploy_events))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .nest("/api/v1", api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API path; the API lives under /api/v1") })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn deploy_error(err: DeployError) -> Response {
+    let status = match &err {
+        DeployError::Locked { .. } => StatusCode::CONFLICT,
+        DeployError::UnknownDeploy(_) | DeployError::Plan(PlanError::UnknownEnvironment { .. }) => {
+            StatusCode::NOT_FOUND
+        }
+        DeployError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        err if err.is_bad_request() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, err)
+}
+
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = presented else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "send a personal token: Authorization: Bearer <token> (create one with `windlass token create --name <you>`)",
+        );
+    };
+    match tokens::actor(&*state.store, &token).await {
+        Ok(Some(name)) => {
+            request.extensions_mut().insert(Actor(name));
+            next.run(request).await
+        }
+        Ok(None) => error(StatusCode::FORBIDDEN, "this token is unknown or revoked"),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+/// A JSON body, or 400 saying what is wrong with it. An empty body reads as `{}`.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(text).map_err(|err| error(StatusCode::BAD_REQUEST, format!("invalid request body: {err}")))
+}
+
+fn known_environment(deployer: &Deployer, environment: &str) -> Result<(), Response> {
+    let config = deployer.load_config().map_err(deploy_error)?;
+    windlass_pipeline::plan::plan(&config, environment, &DeployOptions::default())
+        .map(drop)
+        .map_err(|err| deploy_error(err.into()))
+}
+
+async fn audit(store: &dyn Store, actor: &str, environment: &str, kind: &str, subject: &str, message: String) {
+    let event = NewEvent {
+        actor: actor.into(),
+        environment: Some(environment.into()),
+        kind: kind.into(),
+        subject: Some(subject.into()),
+        message,
+        data: "{}".into(),
+    };
+    if let Err(err) = store.record_event(&event).await {
+        tracing::warn!(%err, "cannot record an audit event");
+    }
+}
+
+fn deploy_json(deploy: &Deploy) -> Value {
+    json!({
+        "id": deploy.id.as_str(),
+        "environment": deploy.environment,
+        "status": deploy.status.as_str(),
+        "actor": deploy.actor,
+        "reason": deploy.reason,
+        "started_at": deploy.started_at.to_string(),
+        "finished_at": deploy.finished_at.map(|t| t.to_string()),
+        "current_step": deploy.current_step,
+        "error": deploy.error,
+        "artifacts": serde_json::from_str::<Value>(&deploy.artifacts).unwrap_or(Value::Null),
+    })
+}
+
+fn step_json(step: &StepRecord) -> Value {
+    json!({
+        "seq": step.seq,
+        "phase": step.phase,
+        "name": step.name,
+        "status": step.status.as_str(),
+        "started_at": step.started_at.to_string(),
+        "finished_at": step.finished_at.map(|t| t.to_string()),
+        "output": step.output,
+        "error": step.error,
+    })
+}
+
+async fn create_deploy(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let options: DeployOptions = match body(&bytes) {
+        Ok(options) => options,
+        Err(response) => return response,
+    };
+    let request = StartRequest { environment, actor, options };
+    if request.options.dry_run {
+        return match state.deployer.plan(&request) {
+            Ok(plan) => Json(json!({ "dry_run": true, "plan": plan })).into_response(),
+            Err(err) => deploy_error(err),
+        };
+    }
+    match state.deployer.start(&request).await {
+        Ok(prepared) => {
+            let id = prepared.id.to_string();
+            let deployer = state.deployer.clone();
+            tokio::spawn(async move { deployer.execute(prepared).await });
+            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+        }
+        Err(err) => deploy_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let request: RollbackRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match windlass_pipeline::rollback::start(
+        &state.deployer,
+        &environment,
+        &actor,
+        request.to.as_deref(),
+        request.reason,
+    )
+    .await
+    {
+        Ok(prepared) => {
+            let id = prepared.id.to_string();
+            let deployer = state.deployer.clone();
+            tokio::spawn(async move { deployer.execute(prepared).await });
+            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+        }
+        Err(err) => deploy_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn list_deploys(
+    State(state): State<AppState>,
+    Path(environment): Path<String>,
+    Query(limit): Query<Limit>,
+) -> Response {
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    match state.store.deploys(&environment, limit.limit.unwrap_or(20).min(500)).await {
+        Ok(deploys) => Json(json!({ "deploys": deploys.iter().map(deploy_json).collect::<Vec<_>>() })).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+async fn find_deploy(store: &dyn Store, id: &str) -> Result<Deploy, Response> {
+    let parsed = DeployId::parse(id).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no deploy `{id}`")))?;
+    match store.deploy(&parsed).await {
+        Ok(Some(deploy)) => Ok(deploy),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no deploy `{id}`"))),
+        Err(err) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, err)),
+    }
+}
+
+async fn show_deploy(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let deploy = match find_deploy(&*state.store, &id).await {
+        Ok(deploy) => deploy,
+        Err(response) => return response,
+    };
+    match state.store.steps(&deploy.id).await {
+        Ok(steps) => Json(json!({
+            "deploy": deploy_json(&deploy),
+            "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+/// What a watcher of a deploy has already been sent.
+struct Watch {
+    store: Arc<dyn Store>,
+    id: DeployId,
+    /// Per step: how much output was sent, and whether its end was.
+    sent: BTreeMap<i64, (usize, bool)>,
+    queue: std::collections::VecDeque<Event>,
+    done: bool,
+}
+
+impl Watch {
+    async fn poll(&mut self) -> Result<(), String> {
+        let deploy = self.store.deploy(&self.id).await.map_err(|e| e.to_string())?;
+        let steps = self.store.steps(&self.id).await.map_err(|e| e.to_string())?;
+        for step in &steps {
+            let (sent, ended) = self.sent.entry(step.seq).or_insert_with(|| {
+                self.queue.push_back(sse(
+                    "step",
+                    &json!({ "seq": step.seq, "phase": step.phase, "name": step.name, "status": "running" }),
+                ));
+                (0, false)
+            });
+            if step.output.len() > *sent {
+                let text = &step.output[*sent..];
+                self.queue.push_back(sse("output", &json!({ "seq": step.seq, "text": text })));
+                *sent = step.output.len();
+            }
+            if !*ended && step.status != windlass_store::StepStatus::Running {
+                *ended = true;
+                self.queue.push_back(sse("step", &step_json(step)));
+            }
+        }
+        if let Some(deploy) = deploy
+            && deploy.status != windlass_store::DeployStatus::Running
+        {
+            self.queue.push_back(sse("done", &deploy_json(&deploy)));
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+fn sse(kind: &str, data: &Value) -> Event {
+    Event::default().event(kind).data(data.to_string())
+}
+
+/// Server-sent events of a deploy: `step` (started, ended), `output` (new text of a step) and
+/// `done` (the deploy's end); a finished deploy replays everything and ends the stream.
+async fn deploy_events(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let deploy = match find_deploy(&*state.store, &id).await {
+        Ok(deploy) => deploy,
+        Err(response) => return response,
+    };
+    let watch = Watch {
+        store: state.store.clone(),
+        id: deploy.id,
+        sent: BTreeMap::new(),
+        queue: Default::default(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold((watch, true), |(mut watch, first)| async move {
+        loop {
+            if let Some(event) = watch.queue.pop_front() {
+                return Some((Ok::<Event, Infallible>(event), (watch, false)));
+            }
+            if watch.done {
+                return None;
+            }
+            if !first {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Err(problem) = watch.poll().await {
+                watch.done = true;
+                watch.queue.push_back(sse("error", &json!({ "error": problem })));
+            }
+            if watch.queue.is_empty() && !watch.done {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let deployer = &state.deployer;
+    let config = match deployer.load_config() {
+        Ok(config) => config,
+        Err(err) => return deploy_error(err),
+    };
+    let edge = deployer.edge.state().await.ok();
+    let mut environments = serde_json::Map::new();
+    for environment in config.environments.keys() {
+        let env_state = match EnvState::load(&*state.store, environment).await {
+            Ok(env_state) => env_state,
+            Err(err) => return deploy_error(err),
+        };
+        let mut services = serde_json::Map::new();
+        for (service, service_state) in &env_state.services {
+            let mut colors = serde_json::Map::new();
+            for (color, recorded) in &service_state.colors {
+                let mut instances = Vec::new();
+                for instance in &recorded.instances {
+                    let found = deployer.runtime.get(&instance.id).await.ok().flatten();
+                    let healthy = edge.as_ref().and_then(|e| {
+                        e.services
+                            .get(service)?
+                            .pools
+                            .get(color)?
+                            .instances
+                            .iter()
+                            .find(|i| i.address == instance.address)
+                            .map(|i| i.healthy)
+                    });
+                    instances.push(json!({
+                        "id": instance.id,
+                        "address": instance.address,
+                        "state": found.as_ref().map(|f| f.state),
+                        "restarts": found.as_ref().map(|f| f.restarts),
+                        "healthy": healthy,
+                    }));
+                }
+                colors.insert(
+                    color.clone(),
+                    json!({
+                        "deploy": recorded.deploy_id,
+                        "build": recorded.artifact.short_hash(),
+                        "command": recorded.artifact.command,
+                        "retire_at": recorded.retire_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()).map(|t| t.to_string()),
+                        "instances": instances,
+                    }),
+                );
+            }
+            let edge_service = edge.as_ref().and_then(|e| e.services.get(service));
+            services.insert(
+                service.clone(),
+                json!({
+                    "live": service_state.live,
+                    "maintenance": edge_service.map(|s| s.maintenance),
+                    "failed_over": edge_service.map(|s| s.failed_over),
+                    "colors": colors,
+                }),
+            );
+        }
+        let lock = state.store.lease(&lock_name(environment)).await.ok().flatten();
+        let last = state.store.deploys(environment, 1).await.ok().and_then(|d| d.into_iter().next());
+        environments.insert(
+            environment.clone(),
+            json!({
+                "services": services,
+                "lock": lock.map(|l| json!({ "holder": l.holder.to_string(), "purpose": l.purpose, "since": l.acquired_at.to_string(), "stale": l.stale })),
+                "last_deploy": last.as_ref().map(deploy_json),
+            }),
+        );
+    }
+    Json(json!({ "edge_reachable": edge.is_some(), "environments": environments })).into_response()
+}
+
+async fn show_lock(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    match state.store.lease(&lock_name(&environment)).await {
+        Ok(Some(lease)) => Json(json!({
+            "environment": environment,
+            "lock": {
+                "name": lease.name,
+                "holder": lease.holder.to_string(),
+                "purpose": lease.purpose,
+                "since": lease.acquired_at.to_string(),
+                "heartbeat": lease.heartbeat_at.to_string(),
+                "stale": lease.stale,
+                "token": lease.token,
+            }
+        }))
+        .into_response(),
+        Ok(None) => Json(json!({ "environment": environment, "lock": null })).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Why {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn break_lock(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let why: Why = match body(&bytes) {
+        Ok(why) => why,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    let Some(reason) = why.reason.filter(|r| !r.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "breaking a lock needs a reason (it is recorded)");
+    };
+    let name = lock_name(&environment);
+    let lease = match state.store.lease(&name).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("`{environment}` is not locked")),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    };
+    match state.store.break_lease(&name, lease.token, &actor, &reason).await {
+        Ok(Some(broken)) => Json(json!({ "broken": { "holder": broken.holder.to_string(), "purpose": broken.purpose, "since": broken.acquired_at.to_string() } })).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("`{environment}` is not locked")),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceRequest {
+    enabled: bool,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn maintenance(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let request: MaintenanceRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    if let Err(err) = state.deployer.edge.maintenance(request.service.as_deref(), request.enabled).await {
+        return edge_error(err);
+    }
+    let what = request.service.clone().unwrap_or_else(|| "every service".into());
+    let switched = if request.enabled { "on" } else { "off" };
+    let message = format!("maintenance {switched} for {what}{}", reason_suffix(&request.reason));
+    audit(&*state.store, &actor, &environment, "maintenance", &what, message.clone()).await;
+    Json(json!({ "maintenance": request.enabled, "service": request.service, "message": message })).into_response()
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+}
+
+fn edge_error(err: windlass_pipeline::edge::EdgeError) -> Response {
+    match &err {
+        windlass_pipeline::edge::EdgeError::Refused { status, .. } if *status == 404 => {
+            error(StatusCode::NOT_FOUND, err)
+        }
+        windlass_pipeline::edge::EdgeError::Refused { status, .. } if *status == 400 => {
+            error(StatusCode::BAD_REQUEST, err)
+        }
+        _ => error(StatusCode::BAD_GATEWAY, err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverRequest {
+    to: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn failover(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path((environment, service)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    let request: FailoverRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    if request.to != "secondary" && request.to != "primary" {
+        return error(StatusCode::BAD_REQUEST, format!("`--to {}`: use `secondary` or `primary`", request.to));
+    }
+    if let Err(err) = state.deployer.edge.failover(&service, &request.to).await {
+        return edge_error(err);
+    }
+    let message = format!("{service} traffic moved to {}{}", request.to, reason_suffix(&request.reason));
+    audit(&*state.store, &actor, &environment, "failover", &service, message.clone()).await;
+    Json(json!({ "service": service, "to": request.to, "message": message })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleRequest {
+    instances: usize,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn scale(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path((environment, service)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    let request: ScaleRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match windlass_pipeline::deploy::scale(&state.deployer, &environment, &service, request.instances, &actor).await {
+        Ok(lines) => {
+            let message = format!("{service} scaled to {}{}", request.instances, reason_suffix(&request.reason));
+            audit(&*state.store, &actor, &environment, "scale", &service, message.clone()).await;
+            Json(json!({ "service": service, "instances": request.instances, "output": lines, "message": message }))
+                .into_response()
+        }
+        Err(err) => deploy_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+struct Tail {
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    Path((environment, service)): Path<(String, String)>,
+    Query(tail): Query<Tail>,
+) -> Response {
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    let env_state = match EnvState::load(&*state.store, &environment).await {
+        Ok(env_state) => env_state,
+        Err(err) => return deploy_error(err),
+    };
+    let Some(service_state) = env_state.services.get(&service) else {
+        return error(StatusCode::NOT_FOUND, format!("`{service}` has never run in `{environment}`"));
+    };
+    let tail = tail.tail.unwrap_or(100).min(10_000);
+    // A service may print a secret it was given; the environment's secret values are hidden.
+    let redactor = match state.deployer.load_config() {
+        Ok(config) => {
+            windlass_pipeline::vars::Variables::resolve(&config, &environment, state.deployer.env_file.as_deref()).0
+        }
+        Err(err) => return deploy_error(err),
+    };
+    let mut instances = Vec::new();
+    for (color, recorded) in &service_state.colors {
+        for instance in &recorded.instances {
+            let lines = state.deployer.runtime.logs(&instance.id, tail).await.unwrap_or_default();
+            let lines: Vec<String> = lines.iter().map(|l| redactor.redact(l)).collect();
+            instances.push(json!({ "id": instance.id, "color": color, "live": service_state.live.as_ref() == Some(color), "lines": lines }));
+        }
+    }
+    Json(json!({ "service": service, "instances": instances })).into_response()
+}

@@ -1,0 +1,154 @@
+//! `windlass server`: the control plane. It owns the store, drives the edge through its admin API
+//! and the instances through the runtime, runs deploys in the background and serves the
+//! versioned REST API (`/api/v1`), with server-sent events for live deploy output.
+//!
+//! Every API call needs a personal token (`Authorization: Bearer wl_...`), so every record says
+//! who. On start the server recovers from whatever stopped it before ([`windlass_pipeline::recover`]).
+
+mod api;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use windlass_pipeline::Deployer;
+use windlass_pipeline::edge::{EdgeClient, EdgeControl};
+use windlass_runtime::{ProcessRuntime, Runtime};
+use windlass_store::{Holder, Store, SystemClock};
+
+pub struct ServerOptions {
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    /// The store: a SQLite file path or a postgres:// URL; default `<state>/windlass.db`.
+    pub database: Option<String>,
+    pub listen: SocketAddr,
+    pub edge_admin: SocketAddr,
+    pub edge_public: SocketAddr,
+    pub edge_token: String,
+    pub env_file: Option<PathBuf>,
+    /// The `windlass-shim` executable; default beside the running binary.
+    pub shim: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] windlass_store::StoreError),
+    #[error(transparent)]
+    Deploy(#[from] windlass_pipeline::DeployError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+}
+
+/// The state directory's stable server id, created on first start: deploys and locks are owned
+/// by it, so a restarted server recognises what its previous life left running.
+fn server_id(state_dir: &Path) -> Result<String, ServerError> {
+    let path = state_dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(ServerError::Setup(format!("cannot read {}: {err}", path.display()))),
+    }
+    let random = tokens::generate().map_err(ServerError::Setup)?;
+    let id = format!("server-{}", &random[tokens::PREFIX.len()..tokens::PREFIX.len() + 12]);
+    let temp = state_dir.join(".server-id.tmp");
+    std::fs::write(&temp, &id)
+        .and_then(|()| std::fs::rename(&temp, &path))
+        .map_err(|err| ServerError::Setup(format!("cannot write {}: {err}", path.display())))?;
+    Ok(id)
+}
+
+pub fn default_database(state_dir: &Path) -> String {
+    state_dir.join("windlass.db").display().to_string()
+}
+
+pub async fn open_store(state_dir: &Path, database: Option<&str>) -> Result<Arc<dyn Store>, ServerError> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|err| ServerError::Setup(format!("cannot create {}: {err}", state_dir.display())))?;
+    let location = database.map(str::to_owned).unwrap_or_else(|| default_database(state_dir));
+    Ok(windlass_store::open(&location, Arc::new(SystemClock)).await?)
+}
+
+/// A running server.
+pub struct ServerHandle {
+    pub address: SocketAddr,
+    /// What recovery found and did at start, one line each.
+    pub recovery: Vec<String>,
+    pub deployer: Arc<Deployer>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Serves until the task ends (it does not end by itself).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Opens everything, recovers, and starts serving.
+pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerError> {
+    // Instances and artifacts are found by absolute paths: shims run in other directories.
+    options.state_dir = std::path::absolute(&options.state_dir)
+        .map_err(|err| ServerError::Setup(format!("{}: {err}", options.state_dir.display())))?;
+    let store = open_store(&options.state_dir, options.database.as_deref()).await?;
+    let id = server_id(&options.state_dir)?;
+    let shim = options
+        .shim
+        .clone()
+        .or_else(windlass_runtime::default_shim_program)
+        .ok_or_else(|| ServerError::Setup("cannot find windlass-shim beside this executable".into()))?;
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(options.state_dir.join("instances"), shim));
+    let edge: Arc<dyn EdgeControl> = Arc::new(EdgeClient {
+        admin: options.edge_admin,
+        public: options.edge_public,
+        token: options.edge_token.clone(),
+    });
+    let deployer = Arc::new(Deployer {
+        store: store.clone(),
+        runtime,
+        edge,
+        config_path: options.config_path.clone(),
+        artifacts_dir: options.state_dir.join("artifacts"),
+        holder: Holder::this_process(id),
+        env_file: options.env_file.clone(),
+    });
+    let config = deployer.load_config()?;
+    let environments: Vec<String> = config.environments.keys().cloned().collect();
+    let recovery = windlass_pipeline::recover::recover(&deployer, &environments).await?;
+    for note in &recovery.notes {
+        tracing::warn!("{note}");
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServerError::Listen { address: options.listen, source })?;
+    let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
+    let app = api::router(api::AppState { deployer: deployer.clone(), store });
+    tokio::spawn(retire_warm_colors(deployer.clone(), environments));
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(%err, "the API server stopped");
+        }
+    });
+    Ok(ServerHandle { address, recovery: recovery.notes, deployer, task })
+}
+
+/// Stops warm colors whose keep-warm time is over, once a second.
+async fn retire_warm_colors(deployer: Arc<Deployer>, environments: Vec<String>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        for environment in &environments {
+            match windlass_pipeline::recover::retire_due(&deployer, environment).await {
+                Ok(retired) => {
+                    for what in retired {
+                        tracing::info!("retired the warm {what}");
+                    }
+                }
+                Err(err) => tracing::warn!(%err, environment, "cannot retire warm colors"),
+            }
+        }
+    }
+}
