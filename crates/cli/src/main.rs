@@ -4,8 +4,12 @@
 //! Exit codes: 0 success (deployable), 1 the thing checked is not in order, 2 usage error
 //! (bad arguments, unreadable files, unknown environment).
 
+mod client;
 mod edge;
 mod init;
+mod ops;
+mod server;
+mod up;
 mod validate;
 
 use std::path::PathBuf;
@@ -28,6 +32,30 @@ enum Command {
     Init(init::Args),
     /// Run the edge proxy standalone with the config's routes and static upstreams.
     Edge(edge::Args),
+    /// Start edge and server, deploy the platform, stay in the foreground (Ctrl-C stops all).
+    Up(up::Args),
+    /// Run the control plane: API, deploys, recovery.
+    Server(server::ServerArgs),
+    /// Personal API tokens.
+    Token(server::TokenArgs),
+    /// Deploy an environment (`deploy show <id>` shows a recorded deploy).
+    Deploy(ops::DeployArgs),
+    /// List an environment's deploys, newest first.
+    Deploys(ops::DeploysArgs),
+    /// Return to an earlier deploy: a warm color is switched back, otherwise redeployed.
+    Rollback(ops::RollbackArgs),
+    /// What runs where, which color is live, health.
+    Status(ops::StatusArgs),
+    /// Show or break an environment's deploy lock.
+    Lock(ops::LockArgs),
+    /// Maintenance mode on or off, for an environment or one service.
+    Maintenance(ops::MaintenanceArgs),
+    /// Move a service's traffic to its secondary or back to its primary.
+    Failover(ops::FailoverArgs),
+    /// Run N instances of a service's live version.
+    Scale(ops::ScaleArgs),
+    /// A service's instance logs.
+    Logs(ops::LogsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -38,6 +66,7 @@ pub enum OutputFormat {
 }
 
 /// The outcome of a command, mapped to the exit code.
+#[derive(PartialEq, Eq)]
 pub enum Outcome {
     Ok,
     /// What was checked is not in order (exit 1).
@@ -62,11 +91,24 @@ pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The seeds' `--skip-backend` spelling is `--skip backend`.
+    let cli = Cli::parse_from(windlass_pipeline::plan::rewrite_seed_flags(std::env::args()));
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Init(args) => init::run(args),
         Command::Edge(args) => edge::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Server(args) => server::server(args),
+        Command::Token(args) => server::token(args),
+        Command::Deploy(args) => ops::deploy(args),
+        Command::Deploys(args) => ops::deploys(args),
+        Command::Rollback(args) => ops::rollback(args),
+        Command::Status(args) => ops::status(args),
+        Command::Lock(args) => ops::lock(args),
+        Command::Maintenance(args) => ops::maintenance(args),
+        Command::Failover(args) => ops::failover(args),
+        Command::Scale(args) => ops::scale(args),
+        Command::Logs(args) => ops::logs(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

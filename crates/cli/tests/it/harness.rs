@@ -56,11 +56,6 @@ impl Windlass {
         self
     }
 
-    pub fn cwd(mut self, dir: &Path) -> Self {
-        self.cwd = Some(dir.to_owned());
-        self
-    }
-
     pub fn run(&self, args: &[&str]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_windlass"));
         command
@@ -82,9 +77,14 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a directory, leaving out the state a local `windlass up` may have left (`.windlass`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
+        if entry.file_name() == ".windlass" {
+            continue;
+        }
         let target = to.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
             std::fs::create_dir_all(&target).unwrap();

@@ -2,7 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploys;
 mod harness;
 mod init;
+mod platform;
 mod readme;
+mod recovery;
 mod validate;

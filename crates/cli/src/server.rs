@@ -1,0 +1,186 @@
+//! `windlass server` (the control plane in the foreground) and `windlass token` (personal
+//! tokens, written straight into the store: the first token cannot come from the API).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use windlass_server::{ServerOptions, tokens};
+
+use crate::{Outcome, UsageError, config_path};
+
+#[derive(clap::Args)]
+pub struct StateArgs {
+    /// The config file [default: ./windlass.toml]
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The state directory [default: project.state_dir, or .windlass beside the config]
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// The store: a SQLite file or a postgres:// URL [default: <state>/windlass.db]
+    #[arg(long, env = "WINDLASS_DATABASE")]
+    pub database: Option<String>,
+}
+
+impl StateArgs {
+    /// The config, its path and the state directory; a broken config is a usage error.
+    pub fn resolve(&self) -> anyhow::Result<(windlass_config::Config, PathBuf, PathBuf)> {
+        let path = config_path(self.config.clone());
+        let config = load_config(&path)?;
+        let state = match &self.state {
+            Some(state) => state.clone(),
+            None => windlass_config::config_dir(&path).join(config.project.state_dir.as_deref().unwrap_or(".windlass")),
+        };
+        Ok((config, path, state))
+    }
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<windlass_config::Config> {
+    windlass_config::load(path).map_err(|err| match err {
+        windlass_config::LoadError::Invalid { diagnostics, .. } => {
+            let rendered: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
+            UsageError(format!("{} is not valid; run `windlass validate`:\n{}", path.display(), rendered.join("\n")))
+                .into()
+        }
+        other => anyhow::Error::from(UsageError(other.to_string())),
+    })
+}
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// Where to serve the API [default: 127.0.0.1:7700]
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// The edge's admin API [default: edge.admin_listen from the config]
+    #[arg(long)]
+    edge_admin: Option<SocketAddr>,
+    /// Where the edge serves traffic [default: edge.listen from the config]
+    #[arg(long)]
+    edge_listen: Option<SocketAddr>,
+    /// A file holding the edge's admin token [default: WINDLASS_EDGE_TOKEN, or <state>/edge.token]
+    #[arg(long)]
+    edge_token_file: Option<PathBuf>,
+    /// Read variables from this file instead of each environment's env file.
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+}
+
+fn address(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    text.parse().map_err(|_| UsageError(format!("{what} `{text}` is not an address like 127.0.0.1:8080")).into())
+}
+
+pub fn read_token(file: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(file)
+        .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", file.display())))?;
+    Ok(token.trim().to_owned())
+}
+
+pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
+    let (config, path, state_dir) = args.state.resolve()?;
+    let edge_admin = match args.edge_admin {
+        Some(a) => a,
+        None => address(&config.edge.admin_listen, "edge.admin_listen")?,
+    };
+    let edge_public = match args.edge_listen {
+        Some(a) => a,
+        None => address(&config.edge.listen, "edge.listen")?,
+    };
+    let edge_token = match (&args.edge_token_file, std::env::var("WINDLASS_EDGE_TOKEN")) {
+        (Some(file), _) => read_token(file)?,
+        (None, Ok(token)) => token,
+        (None, Err(_)) => read_token(&state_dir.join("edge.token"))?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let handle = windlass_server::start(ServerOptions {
+            config_path: path,
+            state_dir,
+            database: args.state.database,
+            listen: args.listen,
+            edge_admin,
+            edge_public,
+            edge_token,
+            env_file: args.env_file,
+            shim: None,
+        })
+        .await?;
+        for note in &handle.recovery {
+            println!("recovered: {note}");
+        }
+        println!("server listening on http://{}", handle.address);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+            () = handle.wait() => {}
+        }
+        // Instances and the edge keep running: the server is only their control plane.
+        println!("server stopped; instances and the edge keep serving");
+        Ok(Outcome::Ok)
+    })
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a personal token; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// List tokens by name (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+pub fn token(args: TokenArgs) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match args.command {
+            TokenCommand::Create { name, state } => {
+                tokens::check_name(&name).map_err(UsageError)?;
+                let (_, _, dir) = state.resolve()?;
+                let store = windlass_server::open_store(&dir, state.database.as_deref()).await?;
+                let token = tokens::create(&*store, &name).await.map_err(UsageError)?;
+                eprintln!("token `{name}` created; it is shown only now:");
+                println!("{token}");
+            }
+            TokenCommand::List { state } => {
+                let (_, _, dir) = state.resolve()?;
+                let store = windlass_server::open_store(&dir, state.database.as_deref()).await?;
+                for token in store.tokens().await? {
+                    match token.revoked_at {
+                        Some(at) => println!("{}  created {}  revoked {at}", token.name, token.created_at),
+                        None => println!("{}  created {}", token.name, token.created_at),
+                    }
+                }
+            }
+            TokenCommand::Revoke { name, state } => {
+                let (_, _, dir) = state.resolve()?;
+                let store = windlass_server::open_store(&dir, state.database.as_deref()).await?;
+                if !store.revoke_token(&name).await? {
+                    return Err(UsageError(format!("no live token named `{name}`")).into());
+                }
+                println!("token `{name}` revoked");
+            }
+        }
+        Ok(Outcome::Ok)
+    })
+}

@@ -1,0 +1,238 @@
+//! Deploys end to end, driving the real binaries: edge, server, shims, demo instances.
+
+use serde_json::Value;
+use windlass_testkit::workspace_bin;
+
+use crate::platform::{Platform, body_json, config};
+
+fn demo() -> String {
+    workspace_bin("windlass-demo").display().to_string()
+}
+
+fn live(status: &Value, service: &str) -> String {
+    status["services"][service]["live"].as_str().unwrap_or("none").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maily_deploys_whole_then_one_phase_then_rolls_back_warm() {
+    let platform = Platform::maily("staging");
+    let first = platform.deploy(&["--reason", "first"]);
+    let status = platform.status();
+    for service in ["api", "web", "ai-worker"] {
+        assert_eq!(live(&status, service), "blue", "{service}: {status:#}");
+        let instances = status["services"][service]["colors"]["blue"]["instances"].as_array().unwrap();
+        assert_eq!(instances.len(), 2);
+        assert!(instances.iter().all(|i| i["state"] == "running"), "{status:#}");
+    }
+    let reply = platform.get("api.maily.localhost", "/version").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(body_json(&reply)["version"], "api-1.4.2");
+
+    // The seeds' spelling: only the backend changes; web and the AI workers stay as they were.
+    let second = platform.deploy(&["--skip-frontend", "--skip", "ai", "--reason", "api fix"]);
+    let status = platform.status();
+    assert_eq!(live(&status, "api"), "green");
+    assert_eq!(live(&status, "web"), "blue");
+    assert!(status["services"]["api"]["colors"]["blue"]["retire_at"].is_string(), "blue stays warm: {status:#}");
+    assert_eq!(body_json(&platform.get("api.maily.localhost", "/version").await)["color"], "green");
+    let shown = platform.json(&["deploy", "show", &second]);
+    let phases: Vec<(&str, &str)> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["phase"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert!(phases.contains(&("frontend", "skipped")) && phases.contains(&("ai", "skipped")), "{phases:?}");
+    assert!(phases.contains(&("backend", "succeeded")), "{phases:?}");
+    assert_eq!(shown["deploy"]["actor"], "alice");
+    assert_eq!(shown["deploy"]["reason"], "api fix");
+
+    // Rollback without an id: back to the deploy before the last, by a switch to warm blue.
+    let run = platform.cli(&["rollback", "staging"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("switch api back to blue"), "{}", run.stdout);
+    assert_eq!(body_json(&platform.get("api.maily.localhost", "/version").await)["color"], "blue");
+    let deploys = platform.json(&["deploys", "staging"]);
+    let reasons: Vec<&str> =
+        deploys["deploys"].as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, [format!("rollback to {first}").as_str(), "api fix", "first"]);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_bad_phases_are_refused() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    let run = platform.cli(&["deploy", "production", "--only", "backend", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("[backend]\n  - roll out api (blue-green, 2 instances)"), "{}", run.stdout);
+    assert!(run.stdout.contains("[verification] skipped (not in --only)"), "{}", run.stdout);
+    assert!(platform.status()["services"].as_object().is_none_or(|s| s.is_empty()), "a dry run starts nothing");
+
+    for (args, expected) in [
+        (vec!["--skip", "backnd"], "no phase `backnd`"),
+        (vec!["--skip", "backnd"], "did you mean `backend`?"),
+        (vec!["--skip", "backend", "--only", "backend"], "given to both --skip and --only"),
+    ] {
+        let mut all = vec!["deploy", "production"];
+        all.extend(args);
+        let run = platform.cli(&all);
+        assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(expected), "{}", run.stderr);
+    }
+    let run = platform.cli(&["deploy", "prod"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("environment `prod` is not declared"), "{}", run.stderr);
+    let run = platform.cli(&["deploy", "show", "production-20200101-000000"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no deploy `production-20200101-000000`"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_green_that_fails_its_smoke_check_never_takes_traffic() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    platform.deploy(&[]);
+    // v2 answers its health check but fails every other request: the smoke check, sent to
+    // green through the edge with the pinning header, must catch it before the switch.
+    platform.rewrite_config(&config(&demo(), r#"VERSION = "v2", FAULT_ERROR_RATE = "100%""#, "1m", ""));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("green failed smoke check `api answers`"), "{}", run.stdout);
+    assert!(run.stdout.contains("blue keeps serving"), "{}", run.stdout);
+    for _ in 0..20 {
+        let reply = platform.get("api.shop.localhost", "/version").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(body_json(&reply)["version"], "v1");
+    }
+    let status = platform.status();
+    assert_eq!(live(&status, "api"), "blue");
+    assert!(status["services"]["api"]["colors"].get("green").is_none(), "green is gone: {status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_by_id_runs_the_old_build_after_a_rebuild() {
+    let platform = Platform::start(&config("./app", r#"VERSION = "v1""#, "0s", ""));
+    // The service's binary lives beside the config; "rebuilding" it changes its bytes.
+    let app = platform.path().join("app");
+    std::fs::copy(workspace_bin("windlass-demo"), &app).unwrap();
+    let first = platform.deploy(&[]);
+    let first_build = body_json(&platform.get("api.shop.localhost", "/version").await)["build_id"].clone();
+
+    let mut bytes = std::fs::read(&app).unwrap();
+    bytes.extend_from_slice(b"rebuilt");
+    std::fs::write(&app, bytes).unwrap();
+    platform.deploy(&[]);
+    let second_build = body_json(&platform.get("api.shop.localhost", "/version").await)["build_id"].clone();
+    assert_ne!(first_build, second_build, "the rebuilt binary runs");
+
+    // keep_warm is 0: the first color is gone, so the rollback redeploys the frozen artifact.
+    let run = platform.cli(&["rollback", "production", &first, "--reason", "bad build"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("redeploy api as of {first}")), "{}", run.stdout);
+    let reply = platform.get("api.shop.localhost", "/version").await;
+    assert_eq!(body_json(&reply)["build_id"], first_build, "the old code runs, not today's binary");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_deploy_at_a_time_and_the_lock_is_inspectable_and_breakable() {
+    let text = config(&demo(), r#"VERSION = "v1""#, "1m", "").replace(
+        "[edge]",
+        "[[phases.traffic.steps]]\nname = \"wait for the CDN\"\nrun = \"sleep 3\"\ntimeout = \"30s\"\n\n[edge]",
+    );
+    let platform = Platform::start(&text);
+    let run = platform.cli(&["deploy", "production", "--detach"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let running = crate::platform::deploy_id(&run);
+    let second = platform.cli(&["deploy", "production"]);
+    assert_eq!(second.code, 2, "{}{}", second.stdout, second.stderr);
+    assert!(second.stderr.contains("is being deployed by"), "{}", second.stderr);
+    assert!(second.stderr.contains("deploy requested by alice"), "{}", second.stderr);
+    let shown = platform.cli(&["lock", "show", "production"]);
+    assert!(shown.stdout.contains("production is locked by"), "{}", shown.stdout);
+    let no_reason = platform.cli(&["lock", "break", "production", "--reason", " "]);
+    assert_eq!(no_reason.code, 2, "{}", no_reason.stderr);
+    let broken = platform.cli(&["lock", "break", "production", "--reason", "testing the lock"]);
+    assert_eq!(broken.code, 0, "{}", broken.stderr);
+    assert!(platform.cli(&["lock", "show", "production"]).stdout.contains("production is not locked"));
+    let shown = platform.json(&["deploy", "show", &running]);
+    assert_eq!(shown["deploy"]["id"], running.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emergency_commands_are_applied_and_recorded() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    platform.deploy(&[]);
+    let run = platform.cli(&["maintenance", "on", "production", "api", "--reason", "database upgrade"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(platform.get("api.shop.localhost", "/version").await.status, 503);
+    assert!(platform.cli(&["status"]).stdout.contains("api: live blue (maintenance)"));
+    assert_eq!(platform.cli(&["maintenance", "off", "production", "api"]).code, 0);
+    assert_eq!(platform.get("api.shop.localhost", "/version").await.status, 200);
+
+    let run = platform.cli(&["scale", "production", "api", "3", "--reason", "launch day"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["colors"]["blue"]["instances"].as_array().unwrap().len(), 3);
+    let run = platform.cli(&["scale", "production", "nope", "3"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("`nope` does not run in `production`"), "{}", run.stderr);
+
+    // No secondary is configured: failover is refused with the edge's reason.
+    let run = platform.cli(&["failover", "production", "api", "--to", "secondary"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("no secondary pool"), "{}", run.stderr);
+    let run = platform.cli(&["failover", "production", "api", "--to", "sideways"]);
+    assert_eq!(run.code, 2);
+
+    let logs = platform.cli(&["logs", "production", "api", "--tail", "5"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(logs.stdout.contains("| "), "{}", logs.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_services_and_steps_fail_the_deploy_clearly_and_blue_keeps_serving() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    platform.deploy(&[]);
+    let cases = [
+        (config("/bin/false", "", "1m", ""), "stopped before it became healthy"),
+        (
+            config(&demo(), r#"VERSION = "v2", FAULT_HEALTH = "fail""#, "1m", "")
+                .replace("start_timeout = \"20s\"", "start_timeout = \"2s\""),
+            "was not healthy within",
+        ),
+        (
+            config(&demo(), r#"VERSION = "v2""#, "1m", "").replace(
+                "[edge]",
+                "[[phases.traffic.steps]]\nname = \"hangs\"\nrun = \"sleep 30\"\ntimeout = \"1s\"\n\n[edge]",
+            ),
+            "timed out after 1s",
+        ),
+    ];
+    for (text, expected) in cases {
+        platform.rewrite_config(&text);
+        let run = platform.cli(&["deploy", "production"]);
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains(expected), "expected `{expected}` in:\n{}", run.stdout);
+        let reply = platform.get("api.shop.localhost", "/version").await;
+        assert_eq!(body_json(&reply)["version"], "v1", "after `{expected}`");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_wants_a_valid_token_and_well_formed_bodies() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    let address: std::net::SocketAddr = platform.server_url.trim_start_matches("http://").parse().unwrap();
+    let path = "/api/v1/environments/production/deploys";
+    let none = windlass_testkit::http::request("POST", address, path, &[], "{}").await.unwrap();
+    assert_eq!(none.status, 401);
+    let wrong = windlass_testkit::http::request("POST", address, path, &[("authorization", "Bearer wl_nope")], "{}")
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 403);
+    let bearer = format!("Bearer {}", platform.token);
+    let auth = [("authorization", bearer.as_str())];
+    let malformed = windlass_testkit::http::request("POST", address, path, &auth, "{\"skip\": 3}").await.unwrap();
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert!(malformed.body.contains("invalid request body"), "{}", malformed.body);
+    let unknown = windlass_testkit::http::request("POST", address, path, &auth, "{\"skp\": []}").await.unwrap();
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    assert!(platform.status()["services"].as_object().is_none_or(|s| s.is_empty()), "nothing started");
+}

@@ -1,0 +1,108 @@
+//! kill -9 of the server during a deploy, at named failpoints: on restart the deploy is marked
+//! interrupted at its step, the lock is free, the edge serves a healthy known version and only
+//! the instances the state records still run. The edge and the instances serve throughout.
+
+use serde_json::Value;
+use windlass_testkit::workspace_bin;
+
+use crate::platform::{Platform, body_json, config};
+
+fn demo() -> String {
+    workspace_bin("windlass-demo").display().to_string()
+}
+
+fn instance_count(platform: &Platform) -> usize {
+    platform.alive_instances()
+}
+
+/// Deploys v1, then v2 with the server set to abort at `failpoint`; restarts the server.
+/// Returns the recovery lines and the interrupted deploy's record.
+async fn crash_at(failpoint: &str) -> (Platform, Vec<String>, Value) {
+    let mut platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "10m", ""));
+    platform.deploy(&[]);
+    platform.kill_server();
+    platform.start_server(&[("WINDLASS_FAILPOINTS", &format!("{failpoint}=abort"))]);
+    platform.rewrite_config(&config(&demo(), r#"VERSION = "v2""#, "10m", ""));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_ne!(run.code, 0, "the server died mid-deploy: {}{}", run.stdout, run.stderr);
+    let id = crate::platform::deploy_id(&run);
+    // The server is gone; the edge still serves.
+    let reply = platform.get("api.shop.localhost", "/version").await;
+    assert_eq!(reply.status, 200, "the edge serves while the server is down");
+    platform.kill_server();
+    let recovered = platform.start_server(&[]);
+    let shown = platform.json(&["deploy", "show", &id]);
+    assert_eq!(shown["deploy"]["status"], "interrupted", "{shown:#}");
+    assert!(platform.cli(&["lock", "show", "production"]).stdout.contains("production is not locked"));
+    (platform, recovered, shown)
+}
+
+async fn wait_for_instances(platform: &Platform, expected: usize) {
+    for _ in 0..200 {
+        if instance_count(platform) == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("expected {expected} running instances, found {}", instance_count(platform));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_starting_an_instance_the_orphan_is_stopped() {
+    let (platform, recovered, _) = crash_at("pipeline.instance_started").await;
+    assert!(recovered.iter().any(|l| l.contains("was interrupted at step `roll out api")), "{recovered:?}");
+    assert!(recovered.iter().any(|l| l.contains("started by an interrupted deploy")), "{recovered:?}");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+    wait_for_instances(&platform, 2).await;
+    assert_eq!(platform.status()["services"]["api"]["live"], "blue");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_before_the_switch_green_is_retired_and_blue_serves() {
+    let (platform, recovered, _) = crash_at("pipeline.before_switch").await;
+    assert!(recovered.iter().any(|l| l.contains("never took traffic; it is retired")), "{recovered:?}");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+    // The warm-color reaper stops green within a second or so.
+    wait_for_instances(&platform, 2).await;
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["live"], "blue");
+    assert!(status["services"]["api"]["colors"].get("green").is_none(), "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_the_switch_the_edge_decides_green_is_live() {
+    let (platform, recovered, _) = crash_at("pipeline.after_switch").await;
+    assert!(recovered.iter().any(|l| l.contains("the edge routes to green; recorded as live")), "{recovered:?}");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v2");
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["live"], "green");
+    assert!(status["services"]["api"]["colors"]["blue"]["retire_at"].is_string(), "blue stays warm: {status:#}");
+    // And the next deploy works from there.
+    platform.rewrite_config(&config(&demo(), r#"VERSION = "v3""#, "10m", ""));
+    platform.deploy(&[]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_request_fails_through_a_server_kill_and_restart() {
+    let mut platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "10m", ""));
+    platform.deploy(&[]);
+    let address = platform.edge_address;
+    let load = tokio::spawn(async move {
+        let mut failures = 0;
+        for _ in 0..300 {
+            match windlass_testkit::http::request("GET", address, "/version", &[("host", "api.shop.localhost")], "")
+                .await
+            {
+                Ok(reply) if reply.status == 200 => {}
+                _ => failures += 1,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        failures
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    platform.kill_server();
+    platform.start_server(&[]);
+    assert_eq!(load.await.unwrap(), 0, "requests failed while the server was killed and restarted");
+}
