@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Deploys under steady load: failed requests through the edge during a blue-green deploy, a
+# rolling deploy, a warm rollback and a server kill -9 + restart; and the time from
+# `windlass rollback` to its recorded end (p50 of 10).
+#
+#   bench/deploys.sh            # release build (cargo build --release --workspace first)
+#   PROFILE=debug bench/deploys.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+track() { PIDS+=("$1"); }
+BIN=target/${PROFILE:-release}
+# The example limits each client to 100 requests/s on api (200/s at the edge): stay below.
+RATE=${RATE:-80}
+
+cp -r examples/maily "$WORK/maily"; rm -rf "$WORK/maily/.windlass"
+CONFIG=$WORK/maily/windlass.toml STATE=$WORK/state
+EDGE_PORT=$(free_port) ADMIN_PORT=$(free_port) API_PORT=$(free_port)
+export WINDLASS_EDGE_TOKEN=bench-edge-token-0123456789abcdef
+"$BIN/windlass" edge --config "$CONFIG" --env staging --listen 127.0.0.1:$EDGE_PORT \
+  --admin-listen 127.0.0.1:$ADMIN_PORT --state "$WORK/edge.json" >"$WORK/edge.log" 2>&1 & track $!
+wait_port "$ADMIN_PORT"
+export WINDLASS_TOKEN=$("$BIN/windlass" token create --name bench --config "$CONFIG" --state "$STATE" 2>/dev/null)
+export WINDLASS_SERVER=http://127.0.0.1:$API_PORT
+start_server() {
+  "$BIN/windlass" server --config "$CONFIG" --state "$STATE" --listen 127.0.0.1:$API_PORT \
+    --edge-admin 127.0.0.1:$ADMIN_PORT --edge-listen 127.0.0.1:$EDGE_PORT >>"$WORK/server.log" 2>&1 &
+  SERVER=$!; track $SERVER; wait_port "$API_PORT"
+}
+start_server
+trap '"$BIN/windlass" status >/dev/null 2>&1; cleanup_instances; cleanup' EXIT
+cleanup_instances() { pkill -f "windlass-shim $STATE" 2>/dev/null || true; }
+
+"$BIN/windlass" deploy staging >/dev/null
+under_load() { # name, host, command...
+  local name=$1 host=$2; shift 2
+  "$BIN/bench-load" --target 127.0.0.1:$EDGE_PORT --host "$host" --path /version --rate "$RATE" \
+    --connections 16 --seconds 8 >"$WORK/load.json" & local load=$!
+  sleep 1; "$@" >/dev/null; wait $load
+  python3 -c "import json,sys; r=json.load(open('$WORK/load.json')); print(f'$name: {r[\"failed\"]} failed of {r[\"requests\"]} requests (p99 {r[\"p99_us\"]/1000:.1f} ms)')"
+}
+under_load "blue-green deploy of api" api.maily.localhost "$BIN/windlass" deploy staging --only backend
+under_load "rolling deploy of ai-worker" ai.maily.localhost "$BIN/windlass" deploy staging --only ai
+under_load "warm rollback of api" api.maily.localhost "$BIN/windlass" rollback staging
+kill_and_restart() { kill -9 "$SERVER"; sleep 1; start_server; }
+under_load "server kill -9 and restart" api.maily.localhost kill_and_restart
+
+times=()
+for _ in $(seq 10); do
+  "$BIN/windlass" deploy staging --only backend >/dev/null
+  start=$(date +%s%N); "$BIN/windlass" rollback staging >"$WORK/rollback.log"; end=$(date +%s%N)
+  grep -q "switch api back" "$WORK/rollback.log" || { echo "not a warm switch:"; cat "$WORK/rollback.log"; }
+  times+=($(( (end - start) / 1000000 )))
+done
+printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print "rollback to a warm color, command start to recorded end: p50 " a[int((NR+1)/2)] " ms, max " a[NR] " ms (10 runs)"}'
