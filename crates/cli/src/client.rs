@@ -21,10 +21,17 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 pub struct Connection {
     /// The server's URL [default: WINDLASS_SERVER, or http://127.0.0.1:7700]
     #[arg(long, global = true)]
-    pub(crate) server: Option<String>,
+    server: Option<String>,
     /// A file holding your token [default: WINDLASS_TOKEN, or .windlass/token]
     #[arg(long, global = true)]
-    pub(crate) token_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+}
+
+impl Connection {
+    /// A connection to `server` with the token in `token_file`.
+    pub fn to(server: &str, token_file: &std::path::Path) -> Self {
+        Connection { server: Some(server.to_owned()), token_file: Some(token_file.to_owned()) }
+    }
 }
 
 pub struct Client {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use windlass_edge::EdgeOptions;
 
-use crate::{Outcome, UsageError, config_path};
+use crate::{Outcome, UsageError, config_path, load_config};
 
 /// Where the admin token comes from when `--token-file` is not given.
 const TOKEN_VAR: &str = "WINDLASS_EDGE_TOKEN";
@@ -42,13 +42,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let path = config_path(args.config);
-    let config = windlass_config::load(&path).map_err(|err| match err {
-        windlass_config::LoadError::Invalid { diagnostics, .. } => {
-            let rendered: String = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
-            UsageError(format!("{} is not valid; run `windlass validate`:\n{rendered}", path.display()))
-        }
-        other => UsageError(other.to_string()),
-    })?;
+    let config = load_config(&path)?;
     if !config.environments.contains_key(&args.environment) {
         return Err(
             UsageError(format!("environment `{}` is not declared in {}", args.environment, path.display())).into()

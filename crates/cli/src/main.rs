@@ -90,6 +90,18 @@ pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| PathBuf::from("windlass.toml"))
 }
 
+/// The config at `path`; a broken one is a usage error listing its problems.
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<windlass_config::Config> {
+    windlass_config::load(path).map_err(|err| match err {
+        windlass_config::LoadError::Invalid { diagnostics, .. } => {
+            let rendered: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
+            UsageError(format!("{} is not valid; run `windlass validate`:\n{}", path.display(), rendered.join("\n")))
+                .into()
+        }
+        other => anyhow::Error::from(UsageError(other.to_string())),
+    })
+}
+
 fn main() -> ExitCode {
     // The seeds' `--skip-backend` spelling is `--skip backend`.
     let cli = Cli::parse_from(windlass_pipeline::plan::rewrite_seed_flags(std::env::args()));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use windlass_server::{ServerOptions, tokens};
 
-use crate::{Outcome, UsageError, config_path};
+use crate::{Outcome, UsageError, config_path, load_config};
 
 #[derive(clap::Args)]
 pub struct StateArgs {
@@ -32,17 +32,6 @@ impl StateArgs {
         };
         Ok((config, path, state))
     }
-}
-
-pub fn load_config(path: &Path) -> anyhow::Result<windlass_config::Config> {
-    windlass_config::load(path).map_err(|err| match err {
-        windlass_config::LoadError::Invalid { diagnostics, .. } => {
-            let rendered: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
-            UsageError(format!("{} is not valid; run `windlass validate`:\n{}", path.display(), rendered.join("\n")))
-                .into()
-        }
-        other => anyhow::Error::from(UsageError(other.to_string())),
-    })
 }
 
 #[derive(clap::Args)]

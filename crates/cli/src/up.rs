@@ -219,9 +219,3 @@ async fn stop_instances(state_dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-impl Connection {
-    pub fn to(server: &str, token_file: &Path) -> Self {
-        Connection { server: Some(server.to_owned()), token_file: Some(token_file.to_owned()) }
-    }
-}

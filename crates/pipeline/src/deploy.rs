@@ -4,7 +4,7 @@
 //! step's output stored line by line as it comes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -256,7 +256,7 @@ pub async fn scale(
     actor: &str,
 ) -> Result<Vec<String>, DeployError> {
     let config = deployer.load_config()?;
-    plan::plan(&config, environment, &DeployOptions::default())?;
+    plan::check_environment(&config, environment)?;
     if count > 1000 {
         return Err(DeployError::Rejected(format!(
             "{count} instances is more than this machine should run (at most 1000)"
@@ -518,10 +518,7 @@ impl Run {
     }
 
     pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, String> {
-        match setting {
-            windlass_config::template::Setting::Text(template) => template.render(|name| self.lookup(name)),
-            other => self.variables.render(other),
-        }
+        self.variables.render(setting, &self.builtins())
     }
 
     pub fn builtins(&self) -> BTreeMap<String, String> {
@@ -544,9 +541,4 @@ pub fn route_hosts(config: &Config, environment: &str) -> Vec<String> {
         .filter_map(|name| config.service_in(environment, name))
         .flat_map(|s| s.routes.into_iter().filter_map(|r| r.host))
         .collect()
-}
-
-/// `path` relative to the config's directory unless absolute.
-pub fn beside_config(config_path: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_owned() } else { windlass_config::config_dir(config_path).join(path) }
 }

@@ -92,16 +92,22 @@ pub fn strategy_name(strategy: &Strategy) -> &'static str {
     }
 }
 
+/// That `environment` is declared, or which are (with a suggestion).
+pub fn check_environment(config: &Config, environment: &str) -> Result<(), PlanError> {
+    if config.environments.contains_key(environment) {
+        return Ok(());
+    }
+    let declared: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+    Err(PlanError::UnknownEnvironment {
+        name: environment.into(),
+        declared: declared.join(", "),
+        suggestion: windlass_config::did_you_mean(environment, declared.iter().copied()).map(str::to_owned),
+    })
+}
+
 /// The plan for deploying `environment` with `options`.
 pub fn plan(config: &Config, environment: &str, options: &DeployOptions) -> Result<Plan, PlanError> {
-    if !config.environments.contains_key(environment) {
-        let declared: Vec<&str> = config.environments.keys().map(String::as_str).collect();
-        return Err(PlanError::UnknownEnvironment {
-            name: environment.into(),
-            declared: declared.join(", "),
-            suggestion: windlass_config::did_you_mean(environment, declared.iter().copied()).map(str::to_owned),
-        });
-    }
+    check_environment(config, environment)?;
     let phases: Vec<&str> = config.pipeline.phases.iter().map(|p| p.value.as_str()).collect();
     for (flag, names) in [("skip", &options.skip), ("only", &options.only)] {
         for name in names {

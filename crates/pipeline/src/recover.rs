@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use windlass_store::Interrupted;
 
 use crate::DeployError;
-use crate::deploy::{Deployer, lock_name};
+use crate::deploy::Deployer;
 use crate::rollout::retire;
 use crate::state::EnvState;
 
@@ -137,6 +137,5 @@ pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<St
         }
     }
     let _ = deployer.store.release_lease(&lease).await;
-    let _ = lock_name(environment);
     Ok(retired)
 }

@@ -67,9 +67,7 @@ pub async fn start(
     reason: Option<String>,
 ) -> Result<Prepared, DeployError> {
     let current = deployer.load_config()?;
-    if !current.environments.contains_key(environment) {
-        crate::plan::plan(&current, environment, &Default::default())?;
-    }
+    crate::plan::check_environment(&current, environment)?;
     let target = target(deployer, environment, named).await?;
     let services = recorded(&target)?;
     let config = parse_config(&Source::new(deployer.config_path.clone(), target.config_snapshot.clone()))?;

@@ -168,13 +168,7 @@ pub async fn start_instance(
     builtins.insert("WINDLASS_COLOR".into(), color.into());
     builtins.insert("WINDLASS_INSTANCE".into(), id.clone());
     for (name, setting) in &spec.env {
-        let value = match setting {
-            windlass_config::template::Setting::Text(template) => {
-                template.render(|name| run.variables.get(name).or_else(|| builtins.get(name).cloned()))?
-            }
-            other => run.variables.render(other)?,
-        };
-        env.insert(name.clone(), value);
+        env.insert(name.clone(), run.variables.render(setting, &builtins)?);
     }
     env.extend(builtins);
     let labels = BTreeMap::from([
@@ -355,33 +349,11 @@ async fn rolling(
     artifact: &Artifact,
     config_deploy: &str,
 ) -> Result<(), String> {
-    let edge = run.deployer.edge.clone();
     let state = load(run).await?;
     let Some((color, previous)) = state.live(service).map(|(c, s)| (c.to_owned(), s.clone())) else {
-        // Nothing runs yet: start them all, then take traffic.
-        let instances = start_color(run, log, service, spec, artifact, "blue", spec.instances as usize).await?;
-        let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
-        let mut state = load(run).await?;
-        let service_state = state.services.entry(service.to_owned()).or_default();
-        service_state.colors.insert(
-            "blue".into(),
-            ColorState {
-                deploy_id: run.id.to_string(),
-                config_deploy: config_deploy.to_owned(),
-                artifact: artifact.clone(),
-                instances,
-                retire_at_ms: None,
-            },
-        );
-        save(run, &state).await?;
-        edge.put_pool(service, "blue", &addresses).await.map_err(|e| e.to_string())?;
-        edge.set_weights(service, &BTreeMap::from([("blue".to_owned(), 100)])).await.map_err(|e| e.to_string())?;
-        run.changes.push(Change::Rolled { service: service.to_owned(), previous: None });
-        let mut state = load(run).await?;
-        state.services.entry(service.to_owned()).or_default().live = Some("blue".into());
-        save(run, &state).await?;
-        log.line(format!("{service}: blue takes all traffic"));
-        return Ok(());
+        // Nothing runs yet: start them all, then take traffic, which is exactly what a first
+        // blue-green rollout does (with nothing live, it has nothing to smoke-test against).
+        return blue_green(run, log, service, spec, artifact, config_deploy).await;
     };
     run.changes.push(Change::Rolled { service: service.to_owned(), previous: Some(previous.clone()) });
     let mut current = previous.instances.clone();

@@ -43,8 +43,6 @@ pub struct InstanceRef {
     pub address: SocketAddr,
 }
 
-pub const COLORS: [&str; 2] = ["blue", "green"];
-
 pub fn other_color(color: &str) -> &'static str {
     if color == "blue" { "green" } else { "blue" }
 }

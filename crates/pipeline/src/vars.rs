@@ -67,10 +67,6 @@ impl Variables {
         }
     }
 
-    pub fn set(&mut self, name: &str, value: &str) {
-        self.values.insert(name.to_owned(), value.to_owned());
-    }
-
     pub fn get(&self, name: &str) -> Option<String> {
         self.values.get(name).cloned()
     }
@@ -86,10 +82,11 @@ impl Variables {
         out
     }
 
-    /// Renders a setting: a template over these variables, or a secret by name.
-    pub fn render(&self, setting: &Setting) -> Result<String, String> {
+    /// Renders a setting: a template over these variables and then `builtins`, or a secret by
+    /// name.
+    pub fn render(&self, setting: &Setting, builtins: &BTreeMap<String, String>) -> Result<String, String> {
         match setting {
-            Setting::Text(template) => template.render(|name| self.get(name)),
+            Setting::Text(template) => template.render(|name| self.get(name).or_else(|| builtins.get(name).cloned())),
             Setting::Secret(name) => self.get(name).ok_or_else(|| format!("secret `{name}` has no value")),
         }
     }

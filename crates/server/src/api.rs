@@ -106,9 +106,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
 
 fn known_environment(deployer: &Deployer, environment: &str) -> Result<(), Response> {
     let config = deployer.load_config().map_err(deploy_error)?;
-    windlass_pipeline::plan::plan(&config, environment, &DeployOptions::default())
-        .map(drop)
-        .map_err(|err| deploy_error(err.into()))
+    windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| deploy_error(err.into()))
 }
 
 async fn audit(store: &dyn Store, actor: &str, environment: &str, kind: &str, subject: &str, message: String) {
