@@ -5,9 +5,11 @@
 //! (bad arguments, unreadable files, unknown environment).
 
 mod client;
+mod db;
 mod edge;
 mod init;
 mod ops;
+mod secrets;
 mod server;
 mod up;
 mod validate;
@@ -56,6 +58,10 @@ enum Command {
     Scale(ops::ScaleArgs),
     /// A service's instance logs.
     Logs(ops::LogsArgs),
+    /// Encrypted secrets: init, set, get, list, rm, edit, import, recipients, rotate, exec.
+    Secrets(secrets::Args),
+    /// Database migrations, backups, restore and verification.
+    Db(db::Args),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -121,6 +127,8 @@ fn main() -> ExitCode {
         Command::Failover(args) => ops::failover(args),
         Command::Scale(args) => ops::scale(args),
         Command::Logs(args) => ops::logs(args),
+        Command::Secrets(args) => secrets::run(args),
+        Command::Db(args) => db::run(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

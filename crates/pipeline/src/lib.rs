@@ -10,7 +10,8 @@ pub mod checks;
 pub mod command;
 pub mod deploy;
 pub mod edge;
-pub mod http;
+/// The HTTP client, re-exported for the crates that reach the pipeline's peers the same way.
+pub use windlass_http as http;
 pub mod plan;
 pub mod recover;
 pub mod rollback;

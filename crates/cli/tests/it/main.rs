@@ -2,10 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod db;
 mod deploys;
 mod harness;
 mod init;
 mod platform;
 mod readme;
 mod recovery;
+mod secrets;
 mod validate;

@@ -1,5 +1,5 @@
-//! A small HTTP/1.1 client for what the pipeline asks of others: the edge's admin API, health
-//! gates and smoke checks. One connection per request (these are rare and must not share a
+//! A small HTTP/1.1 client for what Windlass asks of others: the edge's admin API, health
+//! gates, smoke checks, OpenBao and webhooks. One connection per request (these are rare and must not share a
 //! broken connection), a deadline over the whole exchange, and the time the exchange took.
 
 use std::net::SocketAddr;

@@ -1,0 +1,10 @@
+//! `windlass db ...`: being built.
+
+use crate::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<Outcome> {
+    Err(crate::UsageError("`windlass db` is not built yet".into()).into())
+}

@@ -1,0 +1,1 @@
+//! `windlass db ...` end to end (being built).

@@ -1,0 +1,1 @@
+//! `windlass secrets ...` end to end (being built).

@@ -1,0 +1,1 @@
+//! Database operations (being built).
