@@ -1,10 +1,510 @@
-//! `windlass secrets ...`: being built.
+//! `windlass secrets ...`: an environment's secrets, in SOPS files or OpenBao, from the command line.
+//!
+//! Only `get` ever prints a value. `set` reads the value from stdin (or a hidden prompt), never
+//! from the arguments, where it would land in shell history and `ps`. `exec` runs a command with
+//! the secrets in its environment and passes its output through the redactor.
 
-use crate::Outcome;
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::Context as _;
+use windlass_secrets::age::Recipient;
+use windlass_secrets::files::FileBackend;
+use windlass_secrets::sops::Format;
+use windlass_secrets::{Backend, OpenOptions, Redactor, SecretValue, SecretsError};
+
+use crate::{Outcome, UsageError};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<Outcome> {
-    Err(crate::UsageError("`windlass secrets` is not built yet".into()).into())
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// The config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The age keys file (else WINDLASS_AGE_KEY_FILE, SOPS_AGE_KEY_FILE, ~/.config/sops/age/keys.txt).
+    #[arg(long)]
+    identity: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Create an environment's encrypted file (files backend).
+    Init {
+        env: String,
+        /// An age public key (age1...) to encrypt to; repeat for each teammate. Default: your own.
+        #[arg(long = "recipient")]
+        recipients: Vec<String>,
+        /// dotenv, yaml or json.
+        #[arg(long, default_value = "dotenv")]
+        format: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Set a secret; the value is read from stdin (or a hidden prompt on a terminal).
+    Set {
+        env: String,
+        name: String,
+        /// Accept a value shorter than 8 characters (it cannot be redacted reliably).
+        #[arg(long)]
+        allow_short: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print one secret's value (the only command that prints a value).
+    Get {
+        env: String,
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Names and last change, never values.
+    List {
+        env: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove a secret.
+    Rm {
+        env: String,
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Edit the decrypted file in $EDITOR (the plaintext lives only in memory-backed /dev/shm).
+    Edit {
+        env: String,
+        #[arg(long)]
+        allow_short: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Add or replace secrets from a plain .env file.
+    Import {
+        env: String,
+        file: PathBuf,
+        #[arg(long)]
+        allow_short: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Add or remove a recipient (age public key) of an environment's file.
+    Recipients {
+        #[command(subcommand)]
+        action: RecipientsAction,
+    },
+    /// A new data key, every value re-encrypted, to the current recipients.
+    Rotate {
+        env: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a command with the secrets as environment variables; its output is redacted.
+    Exec {
+        env: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum RecipientsAction {
+    /// Encrypt the file's data key to one more key as well.
+    Add {
+        env: String,
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stop encrypting the data key to a key (then run `rotate`, and rotate the secrets themselves).
+    Rm {
+        env: String,
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Maps library errors: what the user must fix in how they called us is a usage error (exit 2).
+fn fail(err: SecretsError) -> anyhow::Error {
+    match err {
+        SecretsError::Config(_)
+        | SecretsError::InvalidName(_)
+        | SecretsError::TooShort { .. }
+        | SecretsError::NoIdentity
+        | SecretsError::BadKey(_)
+        | SecretsError::Unsupported(_) => UsageError(err.to_string()).into(),
+        other => anyhow::Error::from(other),
+    }
+}
+
+struct Env {
+    config: windlass_config::Config,
+    name: String,
+    options: OpenOptions,
+}
+
+impl Env {
+    fn open(common: &Common, env: &str) -> anyhow::Result<Self> {
+        let path = crate::config_path(common.config.clone());
+        let config = crate::load_config(&path)?;
+        windlass_secrets::backend_config(&config, env).map_err(fail)?;
+        Ok(Env { config, name: env.to_owned(), options: OpenOptions { identity: common.identity.clone() } })
+    }
+
+    fn backend(&self) -> anyhow::Result<Box<dyn Backend>> {
+        windlass_secrets::open(&self.config, &self.name, &self.options).map_err(fail)
+    }
+
+    /// The files backend, or a usage error for an OpenBao environment.
+    fn files(&self, what: &str) -> anyhow::Result<FileBackend> {
+        match windlass_secrets::backend_config(&self.config, &self.name).map_err(fail)? {
+            windlass_config::SecretsBackend::Files { dir } => {
+                let dir = windlass_secrets::files_dir(&self.config, dir);
+                Ok(FileBackend::locate(&dir, &self.name, self.options.identity.clone()))
+            }
+            windlass_config::SecretsBackend::OpenBao { .. } => Err(UsageError(format!(
+                "`secrets {what}` is for the files backend; environment `{}` keeps its secrets in OpenBao",
+                self.name
+            ))
+            .into()),
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let runtime = crate::client::runtime()?;
+    match args.command {
+        Sub::Init { env, recipients, format, common } => {
+            let env = Env::open(&common, &env)?;
+            let backend = env.files("init")?;
+            let format = Format::parse(&format)
+                .ok_or_else(|| UsageError(format!("unknown format `{format}`: use dotenv, yaml or json")))?;
+            let recipients = if recipients.is_empty() {
+                let ids = windlass_secrets::load_identities(env.options.identity.as_deref()).map_err(|e| {
+                    UsageError(format!("{e}\n(or pass --recipient age1... for each key the file is encrypted to)"))
+                })?;
+                vec![ids[0].recipient()]
+            } else {
+                parse_recipients(&recipients)?
+            };
+            let backend = backend.init(format, &recipients).map_err(fail)?;
+            eprintln!("created {} for {} recipient(s)", backend.path().display(), recipients.len());
+            Ok(Outcome::Ok)
+        }
+        Sub::Set { env, name, allow_short, common } => {
+            windlass_secrets::validate_name(&name).map_err(fail)?;
+            let env = Env::open(&common, &env)?;
+            let backend = env.backend()?;
+            let value = read_value(&name)?;
+            windlass_secrets::check_length(&name, &value, allow_short).map_err(fail)?;
+            runtime.block_on(backend.set_many(vec![(name.clone(), value)])).map_err(fail)?;
+            eprintln!("set {name} in {}", backend.describe());
+            Ok(Outcome::Ok)
+        }
+        Sub::Get { env, name, common } => {
+            windlass_secrets::validate_name(&name).map_err(fail)?;
+            let env = Env::open(&common, &env)?;
+            let value = runtime.block_on(env.backend()?.get(&name)).map_err(fail)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(value.expose().as_bytes())?;
+            out.write_all(b"\n")?;
+            Ok(Outcome::Ok)
+        }
+        Sub::List { env, common } => {
+            let env = Env::open(&common, &env)?;
+            let backend = env.backend()?;
+            let list = runtime.block_on(backend.list()).map_err(fail)?;
+            let width = list.iter().map(|i| i.name.len()).max().unwrap_or(0);
+            for info in &list {
+                match info.version {
+                    Some(v) => println!("{:width$}  changed {}  (version {v})", info.name, info.changed),
+                    None => println!("{:width$}  changed {}", info.name, info.changed),
+                }
+            }
+            if list.is_empty() {
+                eprintln!("no secrets in {}", backend.describe());
+            }
+            Ok(Outcome::Ok)
+        }
+        Sub::Rm { env, name, common } => {
+            windlass_secrets::validate_name(&name).map_err(fail)?;
+            let env = Env::open(&common, &env)?;
+            let backend = env.backend()?;
+            runtime.block_on(backend.remove(&name)).map_err(fail)?;
+            eprintln!("removed {name} from {}", backend.describe());
+            Ok(Outcome::Ok)
+        }
+        Sub::Edit { env, allow_short, common } => {
+            let env = Env::open(&common, &env)?;
+            edit(&env.files("edit")?, allow_short)
+        }
+        Sub::Import { env, file, allow_short, common } => {
+            let env = Env::open(&common, &env)?;
+            let values = read_plain_env(&file)?;
+            for (name, value) in &values {
+                windlass_secrets::validate_name(name).map_err(fail)?;
+                windlass_secrets::check_length(name, value, allow_short).map_err(fail)?;
+            }
+            let backend = env.backend()?;
+            let count = values.len();
+            runtime.block_on(backend.set_many(values)).map_err(fail)?;
+            eprintln!("imported {count} secret(s) from {} into {}", file.display(), backend.describe());
+            Ok(Outcome::Ok)
+        }
+        Sub::Recipients { action } => {
+            let (env, key, common, add) = match action {
+                RecipientsAction::Add { env, key, common } => (env, key, common, true),
+                RecipientsAction::Rm { env, key, common } => (env, key, common, false),
+            };
+            let env = Env::open(&common, &env)?;
+            let backend = env.files("recipients")?;
+            let key = Recipient::parse(&key).map_err(fail)?;
+            let mut doc = backend.read().map_err(fail)?;
+            let mut current = parse_recipients(&doc.recipients())?;
+            if add {
+                if current.contains(&key) {
+                    eprintln!("{key} is already a recipient of {}", backend.path().display());
+                    return Ok(Outcome::Ok);
+                }
+                current.push(key.clone());
+            } else {
+                if !current.contains(&key) {
+                    return Err(UsageError(format!("{key} is not a recipient of {}", backend.path().display())).into());
+                }
+                current.retain(|r| *r != key);
+            }
+            doc.set_recipients(&current).map_err(fail)?;
+            backend.write(&mut doc).map_err(fail)?;
+            if add {
+                eprintln!("added {key} to {}", backend.path().display());
+            } else {
+                eprintln!(
+                    "removed {key} from {}; run `windlass secrets rotate {}` for a new data key, and change the \
+                     secrets that key could read: it may have kept copies",
+                    backend.path().display(),
+                    env.name
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        Sub::Rotate { env, common } => {
+            let env = Env::open(&common, &env)?;
+            let backend = env.files("rotate")?;
+            let mut doc = backend.read().map_err(fail)?;
+            let recipients = parse_recipients(&doc.recipients())?;
+            doc.rotate(&recipients).map_err(fail)?;
+            backend.write(&mut doc).map_err(fail)?;
+            eprintln!(
+                "rotated the data key of {}: every value is re-encrypted for {} recipient(s)",
+                backend.path().display(),
+                recipients.len()
+            );
+            Ok(Outcome::Ok)
+        }
+        Sub::Exec { env, command, common } => {
+            let env = Env::open(&common, &env)?;
+            let secrets = runtime.block_on(env.backend()?.load_all()).map_err(fail)?;
+            exec(&command, &secrets)
+        }
+    }
+}
+
+fn parse_recipients(keys: &[String]) -> anyhow::Result<Vec<Recipient>> {
+    keys.iter().map(|k| Recipient::parse(k).map_err(fail)).collect()
+}
+
+/// The value for `set`: stdin, or a prompt without echo when stdin is a terminal.
+fn read_value(name: &str) -> anyhow::Result<SecretValue> {
+    let stdin = std::io::stdin();
+    let mut text = String::new();
+    if stdin.is_terminal() {
+        eprint!("value for {name} (not shown): ");
+        let _ = std::io::stderr().flush();
+        let echo_off = stty("-echo");
+        let read = stdin.read_line(&mut text);
+        if echo_off {
+            stty("echo");
+        }
+        eprintln!();
+        read.context("reading the value")?;
+    } else {
+        stdin.lock().read_to_string(&mut text).context("reading the value from stdin")?;
+    }
+    // One trailing newline is how `echo` and a prompt end a value; it is not part of it.
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    let value = SecretValue::new(text);
+    if value.is_empty() {
+        return Err(UsageError(format!(
+            "no value for {name}: pipe it on stdin, e.g. `pass show x | windlass secrets set ENV {name}`"
+        ))
+        .into());
+    }
+    Ok(value)
+}
+
+fn stty(arg: &str) -> bool {
+    std::fs::File::open("/dev/tty")
+        .ok()
+        .and_then(|tty| std::process::Command::new("stty").arg(arg).stdin(tty).status().ok())
+        .is_some_and(|s| s.success())
+}
+
+/// A plain .env file as (name, value) pairs. Parse problems are reported by position only:
+/// the lines hold secrets.
+fn read_plain_env(path: &Path) -> anyhow::Result<Vec<(String, SecretValue)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    parse_plain_env(path, text)
+}
+
+fn parse_plain_env(path: &Path, text: String) -> anyhow::Result<Vec<(String, SecretValue)>> {
+    let source = windlass_config::Source::new(path, text);
+    let (file, diagnostics) = windlass_config::dotenv::EnvFile::parse(source);
+    let errors: Vec<String> = diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{}: {}", d.location().unwrap_or_else(|| path.display().to_string()), d.message))
+        .collect();
+    if !errors.is_empty() {
+        return Err(UsageError(format!("{} cannot be read:\n{}", path.display(), errors.join("\n"))).into());
+    }
+    Ok(file.entries.into_iter().map(|e| (e.key, SecretValue::new(e.value))).collect())
+}
+
+/// Memory-backed storage for the plaintext while the editor runs: never a disk.
+fn shm_dir() -> anyhow::Result<PathBuf> {
+    let base = Path::new("/dev/shm");
+    if !base.is_dir() {
+        return Err(UsageError(
+            "`secrets edit` needs memory-backed /dev/shm, so the plaintext never touches a disk; use `secrets set` \
+             and `secrets rm` instead"
+                .into(),
+        )
+        .into());
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = base.join(format!("windlass-edit-{}-{nanos}", std::process::id()));
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Overwrites, then removes, the plaintext and its directory.
+struct Scrub(PathBuf, PathBuf);
+
+impl Drop for Scrub {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::metadata(&self.1) {
+            let _ = std::fs::write(&self.1, vec![0u8; meta.len() as usize]);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn edit(backend: &FileBackend, allow_short: bool) -> anyhow::Result<Outcome> {
+    let mut doc = backend.read().map_err(fail)?;
+    let dir = shm_dir()?;
+    let file = dir.join("secrets.env");
+    let scrub = Scrub(dir, file.clone());
+    let mut plain = String::new();
+    for (name, value) in doc.values() {
+        let quoted = value.expose().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        plain.push_str(&format!("{name}=\"{quoted}\"\n"));
+    }
+    std::fs::write(&file, plain.as_bytes()).with_context(|| format!("writing {}", file.display()))?;
+    plain.clear();
+    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&file)
+        .status()
+        .with_context(|| format!("running the editor `{editor}`"))?;
+    if !status.success() {
+        return Err(anyhow::anyhow!("the editor `{editor}` failed ({status}); nothing was changed"));
+    }
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let values = parse_plain_env(Path::new("(edited secrets)"), text)?;
+    drop(scrub);
+    for (name, value) in &values {
+        windlass_secrets::validate_name(name).map_err(fail)?;
+        windlass_secrets::check_length(name, value, allow_short).map_err(fail)?;
+    }
+    let mut changed = false;
+    let old: Vec<String> = doc.names().map(str::to_owned).collect();
+    for name in old.iter().filter(|n| !values.iter().any(|(k, _)| k == *n)) {
+        changed |= doc.remove(name);
+    }
+    for (name, value) in values {
+        changed |= doc.set(&name, value).map_err(fail)?;
+    }
+    if changed {
+        backend.write(&mut doc).map_err(fail)?;
+        eprintln!("saved {}", backend.path().display());
+    } else {
+        eprintln!("no changes to {}", backend.path().display());
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Runs `command` with the secrets in its environment; its stdout and stderr go through the redactor.
+fn exec(command: &[String], secrets: &windlass_secrets::SecretSet) -> anyhow::Result<Outcome> {
+    let (program, args) = command.split_first().ok_or_else(|| UsageError("no command after `--`".into()))?;
+    let redactor = secrets.redactor();
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .envs(secrets.values.iter().map(|(k, v)| (k, v.expose())))
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| UsageError(format!("cannot run `{program}`: {e}")))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    std::thread::scope(|scope| {
+        if let Some(out) = stdout {
+            scope.spawn(|| pump(out, std::io::stdout(), &redactor));
+        }
+        if let Some(err) = stderr {
+            scope.spawn(|| pump(err, std::io::stderr(), &redactor));
+        }
+    });
+    let status = child.wait()?;
+    if status.success() {
+        Ok(Outcome::Ok)
+    } else {
+        eprintln!("windlass: `{program}` failed ({status})");
+        Ok(Outcome::NotOk)
+    }
+}
+
+fn pump(mut from: impl std::io::Read, mut to: impl std::io::Write, redactor: &Redactor) {
+    let mut stream = redactor.stream();
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let _ = to.write_all(&stream.push(&buf[..n]));
+                let _ = to.flush();
+            }
+        }
+    }
+    let _ = to.write_all(&stream.finish());
+    let _ = to.flush();
 }

@@ -1,0 +1,448 @@
+//! The age v1 file format (<https://age-encryption.org/v1>), X25519 recipients only, written
+//! here over `x25519-dalek` and `ring` so that Windlass needs neither the `age` binary nor a
+//! large dependency tree. SOPS stores the data key of a file age-encrypted to each recipient
+//! and ASCII-armored; this module reads and writes exactly that, so files interoperate with the
+//! real `sops` and `age` tools in both directions.
+//!
+//! Only what SOPS needs is here: X25519 stanzas (other stanza types are skipped when
+//! decrypting, as age does), the header MAC, the STREAM payload and the armor.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use ring::{aead, hkdf, hmac};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::SecretsError;
+
+const INTRO: &str = "age-encryption.org/v1";
+const X25519_INFO: &[u8] = b"age-encryption.org/v1/X25519";
+const CHUNK: usize = 64 * 1024;
+const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
+const ARMOR_END: &str = "-----END AGE ENCRYPTED FILE-----";
+const RECIPIENT_HRP: &str = "age";
+const IDENTITY_HRP: &str = "age-secret-key-";
+
+/// An age X25519 public key, `age1...`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Recipient {
+    key: [u8; 32],
+}
+
+impl Recipient {
+    pub fn parse(text: &str) -> Result<Self, SecretsError> {
+        let text = text.trim();
+        let bad =
+            |why: &str| SecretsError::BadKey(format!("`{text}` is not an age recipient ({why}); expected age1..."));
+        if text.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(bad("recipients are lowercase"));
+        }
+        let (hrp, data) = bech32_decode(text).map_err(|e| bad(&e))?;
+        if hrp != RECIPIENT_HRP {
+            return Err(bad("wrong prefix"));
+        }
+        let key: [u8; 32] = data.try_into().map_err(|_| bad("wrong length"))?;
+        Ok(Recipient { key })
+    }
+
+    pub fn encode(&self) -> String {
+        bech32_encode(RECIPIENT_HRP, &self.key)
+    }
+}
+
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+impl std::fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recipient({})", self.encode())
+    }
+}
+
+/// An age X25519 secret key, `AGE-SECRET-KEY-1...`; zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct Identity {
+    secret: StaticSecret,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identity({})", self.recipient())
+    }
+}
+
+impl Identity {
+    /// A new random identity (what `age-keygen` makes).
+    pub fn generate() -> Result<Self, SecretsError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        random(&mut bytes[..])?;
+        Ok(Identity { secret: StaticSecret::from(*bytes) })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, SecretsError> {
+        let text = text.trim();
+        let bad = |why: &str| {
+            SecretsError::BadKey(format!(
+                "an identity line is not an age secret key ({why}); expected AGE-SECRET-KEY-1..."
+            ))
+        };
+        let lower = Zeroizing::new(text.to_ascii_lowercase());
+        let (hrp, data) = bech32_decode(&lower).map_err(|e| bad(&e))?;
+        let data = Zeroizing::new(data);
+        if hrp != IDENTITY_HRP {
+            return Err(bad("wrong prefix"));
+        }
+        let key: [u8; 32] = data.as_slice().try_into().map_err(|_| bad("wrong length"))?;
+        Ok(Identity { secret: StaticSecret::from(key) })
+    }
+
+    /// Every identity in a keys file (`#` comments and blank lines allowed), as `age-keygen` writes.
+    pub fn parse_file(text: &str) -> Result<Vec<Self>, SecretsError> {
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(Identity::parse).collect()
+    }
+
+    pub fn recipient(&self) -> Recipient {
+        Recipient { key: PublicKey::from(&self.secret).to_bytes() }
+    }
+
+    /// The `AGE-SECRET-KEY-1...` text (for writing a keys file).
+    pub fn encode(&self) -> Zeroizing<String> {
+        Zeroizing::new(bech32_encode(IDENTITY_HRP, self.secret.as_bytes()).to_ascii_uppercase())
+    }
+}
+
+fn random(buf: &mut [u8]) -> Result<(), SecretsError> {
+    getrandom::fill(buf).map_err(|e| SecretsError::Crypto(format!("no randomness from the OS: {e}")))
+}
+
+fn hkdf32(salt: &[u8], ikm: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; 32]>, SecretsError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
+    let mut out = Zeroizing::new([0u8; 32]);
+    let info = [info];
+    prk.expand(&info, hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .map_err(|_| SecretsError::Crypto("HKDF failed".into()))?;
+    Ok(out)
+}
+
+fn chacha(key: &[u8]) -> Result<aead::LessSafeKey, SecretsError> {
+    aead::UnboundKey::new(&aead::CHACHA20_POLY1305, key)
+        .map(aead::LessSafeKey::new)
+        .map_err(|_| SecretsError::Crypto("bad ChaCha20-Poly1305 key".into()))
+}
+
+/// Encrypts `plaintext` to every recipient; returns the binary age file.
+pub fn encrypt(plaintext: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, SecretsError> {
+    if recipients.is_empty() {
+        return Err(SecretsError::Crypto("no recipients to encrypt to".into()));
+    }
+    let mut file_key = Zeroizing::new([0u8; 16]);
+    random(&mut file_key[..])?;
+    let mut header = format!("{INTRO}\n");
+    for recipient in recipients {
+        let mut eph = Zeroizing::new([0u8; 32]);
+        random(&mut eph[..])?;
+        let eph = StaticSecret::from(*eph);
+        let share = PublicKey::from(&eph);
+        let shared = eph.diffie_hellman(&PublicKey::from(recipient.key));
+        if !shared.was_contributory() {
+            return Err(SecretsError::BadKey(format!("recipient {recipient} is a low-order point")));
+        }
+        let mut salt = Vec::with_capacity(64);
+        salt.extend_from_slice(share.as_bytes());
+        salt.extend_from_slice(&recipient.key);
+        let wrap_key = hkdf32(&salt, shared.as_bytes(), X25519_INFO)?;
+        let mut body = file_key.to_vec();
+        chacha(&wrap_key[..])?
+            .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key([0; 12]), aead::Aad::empty(), &mut body)
+            .map_err(|_| SecretsError::Crypto("wrapping the file key failed".into()))?;
+        header.push_str(&format!("-> X25519 {}\n", STANDARD_NO_PAD.encode(share.as_bytes())));
+        push_wrapped(&mut header, &STANDARD_NO_PAD.encode(&body));
+    }
+    header.push_str("---");
+    let mac_key = hkdf32(&[], &file_key[..], b"header")?;
+    let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &mac_key[..]), header.as_bytes());
+    header.push_str(&format!(" {}\n", STANDARD_NO_PAD.encode(mac.as_ref())));
+
+    let mut out = header.into_bytes();
+    let mut nonce = [0u8; 16];
+    random(&mut nonce)?;
+    out.extend_from_slice(&nonce);
+    let payload_key = hkdf32(&nonce, &file_key[..], b"payload")?;
+    let key = chacha(&payload_key[..])?;
+    let chunks: Vec<&[u8]> = if plaintext.is_empty() { vec![&[]] } else { plaintext.chunks(CHUNK).collect() };
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        let mut buf = chunk.to_vec();
+        key.seal_in_place_append_tag(stream_nonce(i as u128, last), aead::Aad::empty(), &mut buf)
+            .map_err(|_| SecretsError::Crypto("payload encryption failed".into()))?;
+        out.extend_from_slice(&buf);
+        buf.zeroize();
+    }
+    Ok(out)
+}
+
+fn push_wrapped(out: &mut String, b64: &str) {
+    // Body lines are 64 columns; the last one is always shorter (possibly empty).
+    let mut rest = b64;
+    while rest.len() >= 64 {
+        out.push_str(&rest[..64]);
+        out.push('\n');
+        rest = &rest[64..];
+    }
+    out.push_str(rest);
+    out.push('\n');
+}
+
+fn stream_nonce(counter: u128, last: bool) -> aead::Nonce {
+    let mut n = [0u8; 12];
+    n[..11].copy_from_slice(&counter.to_be_bytes()[5..]);
+    n[11] = u8::from(last);
+    aead::Nonce::assume_unique_for_key(n)
+}
+
+/// Why an age file could not be decrypted.
+#[derive(Debug)]
+pub enum DecryptFailure {
+    /// None of the identities matches a recipient stanza.
+    NoMatch,
+    /// The file is damaged or was changed.
+    Corrupt(String),
+}
+
+/// Decrypts a binary age file with any of `identities`.
+pub fn decrypt(file: &[u8], identities: &[Identity]) -> Result<Zeroizing<Vec<u8>>, DecryptFailure> {
+    let corrupt = |why: &str| DecryptFailure::Corrupt(why.to_owned());
+    // The header is text up to the line that starts with "---".
+    let mut pos = 0;
+    let mut lines: Vec<&str> = Vec::new();
+    let mac_line_start;
+    loop {
+        let end = file[pos..].iter().position(|&b| b == b'\n').ok_or_else(|| corrupt("truncated header"))? + pos;
+        let line = std::str::from_utf8(&file[pos..end]).map_err(|_| corrupt("header is not text"))?;
+        if line.starts_with("---") {
+            mac_line_start = pos;
+            lines.push(line);
+            pos = end + 1;
+            break;
+        }
+        lines.push(line);
+        pos = end + 1;
+    }
+    if lines.first() != Some(&INTRO) {
+        return Err(corrupt("not an age v1 file"));
+    }
+    let mac_line = lines.pop().ok_or_else(|| corrupt("no header MAC"))?;
+    let mac_b64 = mac_line.strip_prefix("--- ").ok_or_else(|| corrupt("bad MAC line"))?;
+    let mac = STANDARD_NO_PAD.decode(mac_b64).map_err(|_| corrupt("bad MAC encoding"))?;
+
+    // Parse stanzas: "-> type args..." followed by body lines until a short line.
+    let mut stanzas: Vec<(Vec<&str>, Vec<u8>)> = Vec::new();
+    let mut i = 1;
+    while i < lines.len() {
+        let args: Vec<&str> =
+            lines[i].strip_prefix("-> ").ok_or_else(|| corrupt("bad stanza line"))?.split(' ').collect();
+        i += 1;
+        let mut body = String::new();
+        loop {
+            let line = lines.get(i).ok_or_else(|| corrupt("truncated stanza"))?;
+            i += 1;
+            body.push_str(line);
+            if line.len() < 64 {
+                break;
+            }
+        }
+        let body = STANDARD_NO_PAD.decode(body).map_err(|_| corrupt("bad stanza body"))?;
+        stanzas.push((args, body));
+    }
+
+    let mut file_key: Option<Zeroizing<Vec<u8>>> = None;
+    'outer: for (args, body) in &stanzas {
+        if args.first() != Some(&"X25519") || args.len() != 2 || body.len() != 32 {
+            continue;
+        }
+        let Ok(share) = STANDARD_NO_PAD.decode(args[1]) else { continue };
+        let Ok(share): Result<[u8; 32], _> = share.try_into() else { continue };
+        for identity in identities {
+            let shared = identity.secret.diffie_hellman(&PublicKey::from(share));
+            if !shared.was_contributory() {
+                continue;
+            }
+            let mut salt = Vec::with_capacity(64);
+            salt.extend_from_slice(&share);
+            salt.extend_from_slice(&identity.recipient().key);
+            let Ok(wrap_key) = hkdf32(&salt, shared.as_bytes(), X25519_INFO) else { continue };
+            let Ok(key) = chacha(&wrap_key[..]) else { continue };
+            let mut buf = Zeroizing::new(body.clone());
+            if let Ok(plain) =
+                key.open_in_place(aead::Nonce::assume_unique_for_key([0; 12]), aead::Aad::empty(), &mut buf)
+            {
+                file_key = Some(Zeroizing::new(plain.to_vec()));
+                break 'outer;
+            }
+        }
+    }
+    let file_key = file_key.ok_or(DecryptFailure::NoMatch)?;
+    let mac_key = hkdf32(&[], &file_key, b"header").map_err(|_| corrupt("HKDF failed"))?;
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, &mac_key[..]), &file[..mac_line_start + 3], &mac)
+        .map_err(|_| corrupt("header MAC does not match"))?;
+
+    let rest = &file[pos..];
+    if rest.len() < 16 + 16 {
+        return Err(corrupt("truncated payload"));
+    }
+    let (nonce, mut data) = rest.split_at(16);
+    let payload_key = hkdf32(nonce, &file_key, b"payload").map_err(|_| corrupt("HKDF failed"))?;
+    let key = chacha(&payload_key[..]).map_err(|_| corrupt("bad payload key"))?;
+    let mut out = Zeroizing::new(Vec::new());
+    let mut counter = 0u128;
+    loop {
+        let take = data.len().min(CHUNK + 16);
+        let last = take == data.len();
+        let mut buf = Zeroizing::new(data[..take].to_vec());
+        let plain = key
+            .open_in_place(stream_nonce(counter, last), aead::Aad::empty(), &mut buf)
+            .map_err(|_| corrupt("payload does not authenticate (truncated or changed)"))?;
+        out.extend_from_slice(plain);
+        data = &data[take..];
+        counter += 1;
+        if last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// ASCII armor, as `age -a` and SOPS write it: standard base64 with padding, 64 columns.
+pub fn armor(binary: &[u8]) -> String {
+    let b64 = STANDARD.encode(binary);
+    let mut out = format!("{ARMOR_BEGIN}\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(ARMOR_END);
+    out.push('\n');
+    out
+}
+
+pub fn dearmor(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim();
+    let inner = text
+        .strip_prefix(ARMOR_BEGIN)
+        .and_then(|t| t.strip_suffix(ARMOR_END))
+        .ok_or_else(|| "the data key is not an armored age file".to_owned())?;
+    let b64: String = inner.split_whitespace().collect();
+    STANDARD.decode(b64).map_err(|_| "the armored data key is not valid base64".to_owned())
+}
+
+// --- bech32 (BIP 173, the original checksum constant, as age uses) ---
+
+const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+
+fn polymod(values: &[u8]) -> u32 {
+    const GEN: [u32; 5] = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
+    let mut chk: u32 = 1;
+    for &v in values {
+        let b = chk >> 25;
+        chk = ((chk & 0x1ffffff) << 5) ^ u32::from(v);
+        for (i, g) in GEN.iter().enumerate() {
+            if (b >> i) & 1 == 1 {
+                chk ^= g;
+            }
+        }
+    }
+    chk
+}
+
+fn hrp_expand(hrp: &str) -> Vec<u8> {
+    let mut v: Vec<u8> = hrp.bytes().map(|c| c >> 5).collect();
+    v.push(0);
+    v.extend(hrp.bytes().map(|c| c & 31));
+    v
+}
+
+fn convert_bits(data: &[u8], from: u32, to: u32, pad: bool) -> Result<Vec<u8>, String> {
+    let mut acc: u32 = 0;
+    let mut bits: u32 = 0;
+    let mut out = Vec::new();
+    let maxv = (1u32 << to) - 1;
+    for &value in data {
+        acc = (acc << from) | u32::from(value);
+        bits += from;
+        while bits >= to {
+            bits -= to;
+            out.push(((acc >> bits) & maxv) as u8);
+        }
+    }
+    if pad {
+        if bits > 0 {
+            out.push(((acc << (to - bits)) & maxv) as u8);
+        }
+    } else if bits >= from || ((acc << (to - bits)) & maxv) != 0 {
+        return Err("bad padding".into());
+    }
+    Ok(out)
+}
+
+fn bech32_encode(hrp: &str, data: &[u8]) -> String {
+    let data5 = convert_bits(data, 8, 5, true).unwrap_or_default();
+    let mut values = hrp_expand(hrp);
+    values.extend_from_slice(&data5);
+    values.extend_from_slice(&[0; 6]);
+    let pm = polymod(&values) ^ 1;
+    let mut out = format!("{hrp}1");
+    for d in data5.iter().copied().chain((0..6).map(|i| ((pm >> (5 * (5 - i))) & 31) as u8)) {
+        out.push(CHARSET[d as usize] as char);
+    }
+    out
+}
+
+fn bech32_decode(text: &str) -> Result<(String, Vec<u8>), String> {
+    let sep = text.rfind('1').ok_or("no separator")?;
+    let (hrp, rest) = (&text[..sep], &text[sep + 1..]);
+    if hrp.is_empty() || rest.len() < 6 {
+        return Err("too short".into());
+    }
+    let mut data = Vec::with_capacity(rest.len());
+    for c in rest.bytes() {
+        let v = CHARSET.iter().position(|&x| x == c).ok_or("bad character")?;
+        data.push(v as u8);
+    }
+    let mut values = hrp_expand(hrp);
+    values.extend_from_slice(&data);
+    if polymod(&values) != 1 {
+        return Err("bad checksum".into());
+    }
+    let bytes = convert_bits(&data[..data.len() - 6], 5, 8, false)?;
+    Ok((hrp.to_owned(), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn round_trip_two_recipients() {
+        let a = Identity::generate().unwrap();
+        let b = Identity::generate().unwrap();
+        let c = Identity::generate().unwrap();
+        let file = encrypt(b"the data key 0123456789abcdef012", &[a.recipient(), b.recipient()]).unwrap();
+        let armored = armor(&file);
+        let back = dearmor(&armored).unwrap();
+        assert_eq!(&decrypt(&back, std::slice::from_ref(&b)).unwrap()[..], b"the data key 0123456789abcdef012");
+        assert_eq!(&decrypt(&back, std::slice::from_ref(&a)).unwrap()[..], b"the data key 0123456789abcdef012");
+        assert!(matches!(decrypt(&back, &[c]), Err(DecryptFailure::NoMatch)));
+        let mut tampered = back.clone();
+        let n = tampered.len() - 1;
+        tampered[n] ^= 1;
+        assert!(matches!(decrypt(&tampered, std::slice::from_ref(&a)), Err(DecryptFailure::Corrupt(_))));
+        let parsed = Identity::parse(&a.encode()).unwrap();
+        assert!(parsed.recipient() == a.recipient());
+        assert!(Recipient::parse(&a.recipient().encode()).unwrap() == a.recipient());
+    }
+}
