@@ -9,6 +9,7 @@ mod db;
 mod edge;
 mod init;
 mod ops;
+mod release;
 mod secrets;
 mod server;
 mod up;
@@ -58,6 +59,8 @@ enum Command {
     Scale(ops::ScaleArgs),
     /// A service's instance logs.
     Logs(ops::LogsArgs),
+    /// A running canary: status, promote, abort.
+    Canary(release::CanaryArgs),
     /// Encrypted secrets: init, set, get, list, rm, edit, import, recipients, rotate, exec.
     Secrets(secrets::Args),
     /// Database migrations, backups, restore and verification.
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         Command::Failover(args) => ops::failover(args),
         Command::Scale(args) => ops::scale(args),
         Command::Logs(args) => ops::logs(args),
+        Command::Canary(args) => release::canary(args),
         Command::Secrets(args) => secrets::run(args),
         Command::Db(args) => db::run(args),
     };

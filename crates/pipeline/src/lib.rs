@@ -6,6 +6,7 @@
 //! [`edge::EdgeControl`] and [`windlass_runtime::Runtime`], so a new runtime is one new module.
 
 pub mod artifacts;
+pub mod canary;
 pub mod checks;
 pub mod command;
 pub mod deploy;

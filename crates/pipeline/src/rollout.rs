@@ -18,7 +18,7 @@ use windlass_runtime::{InstanceSpec, InstanceState, LogPolicy, RestartPolicy};
 use crate::artifacts::Artifact;
 use crate::deploy::{Deployer, Run, StepLog, parse_config, route_hosts};
 use crate::state::{ColorState, EnvState, InstanceRef, other_color};
-use crate::{checks, vars};
+use crate::{canary, checks, vars};
 
 /// What a deploy changed, so a failure later in the deploy can undo it.
 #[derive(Debug, Clone)]
@@ -311,13 +311,19 @@ async fn blue_green(
         }
     }
     windlass_failpoint::hit("pipeline.before_switch");
-    if let (Some(old), Strategy::Canary(steps)) = (&old, &spec.strategy) {
-        for step in steps.iter().filter(|s| s.weight < 100) {
-            let weights = BTreeMap::from([(new.clone(), step.weight), (old.clone(), 100 - step.weight)]);
-            edge.set_weights(service, &weights).await.map_err(|e| e.to_string())?;
-            log.line(format!("{service}: {}% of traffic on {new}; holding {:?}", step.weight, step.pause.as_std()));
-            tokio::time::sleep(step.pause.as_std()).await;
-        }
+    if let (Some(old), Strategy::Canary(steps)) = (&old, &spec.strategy)
+        && let Err(aborted) = canary::run_steps(run, log, service, &new, old, steps, spec.analysis.as_ref()).await
+    {
+        // Weight 0 at once: the edge hands the canary's sticky clients back to the stable pool.
+        let weights = BTreeMap::from([(old.clone(), 100), (new.clone(), 0)]);
+        let reset = edge.set_weights(service, &weights).await;
+        windlass_failpoint::hit("pipeline.canary_aborted");
+        log.line(format!("{service}: canary aborted, all traffic back on {old}: {}", aborted.reason));
+        reset.map_err(|e| {
+            format!("the canary was aborted ({}) but its weight could not be reset: {e}", aborted.reason)
+        })?;
+        retire(&run.deployer, &run.environment, service, &new).await?;
+        return Err(format!("{service}: canary {new} aborted: {}", aborted.reason));
     }
     edge.set_weights(service, &BTreeMap::from([(new.clone(), 100)])).await.map_err(|e| e.to_string())?;
     run.changes.push(Change::Switched { service: service.to_owned(), from: old.clone(), to: new.clone() });

@@ -48,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{env}/services/{service}/failover", put(failover))
         .route("/environments/{env}/services/{service}/scale", put(scale))
         .route("/environments/{env}/services/{service}/logs", get(logs))
+        .route("/environments/{env}/canary", get(canary_status))
+        .route("/environments/{env}/services/{service}/canary", post(canary_decide))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -623,4 +625,69 @@ async fn logs(
         }
     }
     Json(json!({ "service": service, "instances": instances })).into_response()
+}
+
+/// The canaries of an environment: running, or how the last one of each service ended.
+async fn canary_status(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    let services: Vec<String> = match state.deployer.load_config() {
+        Ok(config) => config.services.keys().cloned().collect(),
+        Err(err) => return deploy_error(err),
+    };
+    let mut canaries = Vec::new();
+    for service in services {
+        let key = windlass_pipeline::canary::progress_key(&environment, &service);
+        let Ok(Some(text)) = state.store.setting(&key).await else { continue };
+        if let Ok(progress) = serde_json::from_str::<windlass_pipeline::canary::Progress>(&text) {
+            canaries.push(progress);
+        }
+    }
+    Json(json!({ "environment": environment, "canaries": canaries })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryRequest {
+    action: windlass_pipeline::canary::Command,
+}
+
+/// `promote` or `abort` for the running canary of a service; the deploy running it acts on it
+/// within a fraction of a second.
+async fn canary_decide(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path((environment, service)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    use windlass_pipeline::canary::{Control, Progress, control_key, progress_key};
+    let request: CanaryRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state.deployer, &environment) {
+        return response;
+    }
+    let progress = match state.store.setting(&progress_key(&environment, &service)).await {
+        Ok(text) => text.and_then(|t| serde_json::from_str::<Progress>(&t).ok()),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    };
+    let Some(progress) = progress.filter(|p| p.outcome == "running") else {
+        return error(StatusCode::CONFLICT, format!("{service} in {environment} has no running canary"));
+    };
+    let control =
+        Control { command: request.action.clone(), actor: actor.clone(), deploy_id: progress.deploy_id.clone() };
+    let text = serde_json::to_string(&control).unwrap_or_default();
+    if let Err(err) = state.store.set_setting(&control_key(&environment, &service), &text).await {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, err);
+    }
+    let verb = match request.action {
+        windlass_pipeline::canary::Command::Promote => "promote",
+        windlass_pipeline::canary::Command::Abort => "abort",
+    };
+    let message =
+        format!("{verb} requested for the canary {} of {service} (deploy {})", progress.canary, progress.deploy_id);
+    audit(&*state.store, &actor, &environment, &format!("canary-{verb}"), &service, message.clone()).await;
+    Json(json!({ "service": service, "deploy": progress.deploy_id, "message": message })).into_response()
 }

@@ -1,0 +1,142 @@
+//! Release control from the command line: `windlass canary status|promote|abort`.
+
+use serde_json::{Value, json};
+
+use crate::client::{self, Client, Connection};
+use crate::{Outcome, OutputFormat, UsageError};
+
+#[derive(clap::Args)]
+pub struct CanaryArgs {
+    #[command(subcommand)]
+    action: CanaryAction,
+}
+
+#[derive(clap::Subcommand)]
+enum CanaryAction {
+    /// Where each canary of the environment stands: step, weight, intervals and the last figures.
+    Status {
+        environment: String,
+        service: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Give the running canary all traffic now, skipping its remaining steps.
+    Promote {
+        environment: String,
+        service: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Send the running canary's traffic back to the stable color and stop it.
+    Abort {
+        environment: String,
+        service: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+pub fn canary(args: CanaryArgs) -> anyhow::Result<Outcome> {
+    match args.action {
+        CanaryAction::Status { environment, service, output, connection } => {
+            let client = Client::new(&connection)?;
+            let answer = client::runtime()?.block_on(client.call(
+                "GET",
+                &format!("/environments/{environment}/canary"),
+                None,
+            ))?;
+            let canaries: Vec<&Value> = answer["canaries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| service.as_deref().is_none_or(|s| c["service"] == s))
+                .collect();
+            if output == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "canaries": canaries }))?);
+                return Ok(Outcome::Ok);
+            }
+            if canaries.is_empty() {
+                println!("no canary in {environment}");
+            }
+            for canary in canaries {
+                print_canary(canary);
+            }
+            Ok(Outcome::Ok)
+        }
+        CanaryAction::Promote { environment, service, connection } => {
+            decide(&connection, &environment, service, "promote")
+        }
+        CanaryAction::Abort { environment, service, connection } => decide(&connection, &environment, service, "abort"),
+    }
+}
+
+fn print_canary(canary: &Value) {
+    let text = |key: &str| canary[key].as_str().unwrap_or("?").to_owned();
+    println!(
+        "{}: {} ({}) in deploy {}; stable {}",
+        text("service"),
+        text("canary"),
+        text("outcome"),
+        text("deploy_id"),
+        text("stable")
+    );
+    println!(
+        "  step {}/{} at {}%; intervals passed {}, failed {}, inconclusive in a row {}",
+        canary["step"], canary["steps"], canary["weight"], canary["passed"], canary["failed"], canary["inconclusive"]
+    );
+    if let Some(last) = canary["last"].as_object() {
+        let verdict = canary["last_verdict"]["verdict"].as_str().unwrap_or("?");
+        let ms = |key: &str| last.get(key).and_then(Value::as_f64).map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+        println!(
+            "  last interval: {verdict}: {} requests, {} errors, p95 {}, p99 {}",
+            last.get("requests").unwrap_or(&Value::Null),
+            last.get("errors").unwrap_or(&Value::Null),
+            ms("p95_ms"),
+            ms("p99_ms")
+        );
+    }
+    if let Some(reason) = canary["reason"].as_str() {
+        println!("  reason: {reason}");
+    }
+}
+
+/// Sends `promote` or `abort` to the running canary of `service` (or the only one running).
+fn decide(
+    connection: &Connection,
+    environment: &str,
+    service: Option<String>,
+    action: &str,
+) -> anyhow::Result<Outcome> {
+    let client = Client::new(connection)?;
+    let runtime = client::runtime()?;
+    let service = match service {
+        Some(service) => service,
+        None => {
+            let answer = runtime.block_on(client.call("GET", &format!("/environments/{environment}/canary"), None))?;
+            let running: Vec<String> = answer["canaries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["outcome"] == "running")
+                .filter_map(|c| c["service"].as_str().map(str::to_owned))
+                .collect();
+            match running.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(UsageError(format!("no canary is running in {environment}")).into()),
+                many => {
+                    return Err(UsageError(format!(
+                        "several canaries run in {environment} ({}); name the service",
+                        many.join(", ")
+                    ))
+                    .into());
+                }
+            }
+        }
+    };
+    let path = format!("/environments/{environment}/services/{service}/canary");
+    let answer = runtime.block_on(client.call("POST", &path, Some(&json!({ "action": action }))))?;
+    println!("{}", answer["message"].as_str().unwrap_or(""));
+    Ok(Outcome::Ok)
+}
