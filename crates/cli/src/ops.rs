@@ -24,6 +24,9 @@ pub struct DeployArgs {
     /// Why (recorded with the deploy).
     #[arg(long)]
     reason: Option<String>,
+    /// Deploy outside the environment's deploy window; needs --reason, which is recorded.
+    #[arg(long)]
+    override_window: bool,
     /// Start the deploy and return its id without following it.
     #[arg(long)]
     detach: bool,
@@ -45,7 +48,13 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     }
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = json!({ "skip": args.skip, "only": args.only, "dry_run": args.dry_run, "reason": args.reason });
+        let body = json!({
+            "skip": args.skip,
+            "only": args.only,
+            "dry_run": args.dry_run,
+            "reason": args.reason,
+            "override_window": args.override_window,
+        });
         let answer = client.call("POST", &format!("/environments/{}/deploys", args.environment), Some(&body)).await?;
         if args.dry_run {
             print_plan(&answer, args.output)?;

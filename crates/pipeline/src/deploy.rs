@@ -143,6 +143,8 @@ impl Deployer {
         let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
         let config = parse_config(&source)?;
         let plan = plan::plan(&config, &request.environment, &request.options)?;
+        let overridden = plan::check_window(&config, &request.environment, &request.options, jiff::Timestamp::now())
+            .map_err(DeployError::Rejected)?;
         let variables = self.variables(&config, &request.environment)?;
         let mut artifacts = BTreeMap::new();
         for service in plan.services() {
@@ -163,7 +165,10 @@ impl Deployer {
             .create_deploy(&NewDeploy {
                 environment: request.environment.clone(),
                 actor: request.actor.clone(),
-                reason: request.options.reason.clone(),
+                reason: match &overridden {
+                    Some(_) => request.options.reason.as_ref().map(|r| format!("{r} [deploy window overridden]")),
+                    None => request.options.reason.clone(),
+                },
                 config_snapshot: source.text().to_owned(),
                 artifacts: serde_json::to_string(&recorded).unwrap_or_default(),
                 owner: self.holder.id.clone(),
@@ -176,6 +181,9 @@ impl Deployer {
                 return Err(err.into());
             }
         };
+        if let Some(overridden) = overridden {
+            self.audit(&request.actor, &request.environment, "deploy.window_overridden", &id, &overridden).await;
+        }
         self.audit(&request.actor, &request.environment, "deploy.started", &id, &format!("deploy {id} started")).await;
         Ok(Prepared {
             id,

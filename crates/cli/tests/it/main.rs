@@ -10,5 +10,6 @@ mod init;
 mod platform;
 mod readme;
 mod recovery;
+mod release;
 mod secrets;
 mod validate;
