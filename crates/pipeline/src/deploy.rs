@@ -471,7 +471,10 @@ impl Run {
                         let custom = custom.clone();
                         let step = self.begin(&phase.name, &title).await?;
                         let result = self.command(&custom, &step.log).await;
-                        self.end(step, result).await?
+                        self.end(step, result).await?;
+                        if custom.undo.is_some() {
+                            self.changes.push(Change::Step { title: title.clone(), step: Box::new(custom) });
+                        }
                     }
                     StepPlan::Smoke { index, .. } => {
                         let Some(check) = self.config.smoke.get(*index).cloned() else { continue };
@@ -494,7 +497,7 @@ impl Run {
         let changes = std::mem::take(&mut self.changes);
         let mut result = Ok(());
         for change in changes.into_iter().rev() {
-            let title = format!("roll back {}", change.service());
+            let title = change.undo_title();
             let step = self.begin("rollback", &title).await?;
             let undone = rollout::undo(self, &step.log, change).await;
             let outcome = self.end(step, undone).await;
@@ -506,7 +509,24 @@ impl Run {
     }
 
     async fn command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), String> {
-        let script = custom.run.render(|name| self.lookup(name))?;
+        self.shell(&custom.run, custom, log).await
+    }
+
+    /// Runs a custom step's `undo` command, with the step's environment, timeout and retries.
+    pub async fn undo_command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), String> {
+        match &custom.undo {
+            Some(undo) => self.shell(undo, custom, log).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn shell(
+        &self,
+        script: &windlass_config::template::Template,
+        custom: &windlass_config::Step,
+        log: &StepLog,
+    ) -> Result<(), String> {
+        let script = script.render(|name| self.lookup(name))?;
         let mut env = vars::base_env();
         env.extend(self.variables.all().clone());
         env.extend(self.builtins());

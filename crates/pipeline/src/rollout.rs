@@ -27,12 +27,16 @@ pub enum Change {
     Switched { service: String, from: Option<String>, to: String },
     /// A rolling service's instances were replaced; `previous` is what ran before.
     Rolled { service: String, previous: Option<ColorState> },
+    /// A custom step with an `undo` command completed.
+    Step { title: String, step: Box<windlass_config::Step> },
 }
 
 impl Change {
-    pub fn service(&self) -> &str {
+    /// The title of the step that undoes this change.
+    pub fn undo_title(&self) -> String {
         match self {
-            Change::Switched { service, .. } | Change::Rolled { service, .. } => service,
+            Change::Switched { service, .. } | Change::Rolled { service, .. } => format!("roll back {service}"),
+            Change::Step { title, .. } => format!("undo: {title}"),
         }
     }
 }
@@ -478,6 +482,7 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
             log.line(format!("{service}: nothing ran before this deploy; stopping {to}"));
             retire(&run.deployer, &run.environment, &service, &to).await
         }
+        Change::Step { step, .. } => run.undo_command(&step, log).await,
         Change::Rolled { service, previous: Some(previous) } => {
             log.line(format!("{service}: rolling back to build {}", previous.artifact.short_hash()));
             let config = config_of(run, &previous.config_deploy).await?;

@@ -40,3 +40,72 @@ async fn a_deploy_outside_the_window_is_refused_with_the_next_opening_unless_ove
     assert_eq!(shown["deploy"]["reason"], "security fix CVE-2026-1234 [deploy window overridden]");
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
 }
+
+/// Custom steps in the `traffic` phase that append to `journal` and declare undo commands.
+fn steps_with_undo(journal: &std::path::Path, third: &str, undo_b: &str) -> String {
+    let journal = journal.display();
+    format!(
+        r#"
+[[phases.traffic.steps]]
+name = "step A"
+run = "echo A >> {journal}"
+undo = "echo undo-A >> {journal}"
+
+[[phases.traffic.steps]]
+name = "step B"
+run = "echo B >> {journal}"
+undo = "{undo_b}"
+
+[[phases.traffic.steps]]
+name = "step C"
+run = "{third}"
+"#
+    )
+}
+
+fn step_statuses(shown: &serde_json::Value) -> Vec<(String, String)> {
+    shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["status"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_failing_deploy_runs_the_undo_of_its_completed_steps_in_reverse_even_when_one_fails() {
+    let dir = windlass_testkit::tempdir();
+    let journal = dir.path().join("journal");
+    // B's undo fails; A's must still run. C fails the deploy.
+    let steps = steps_with_undo(&journal, "exit 3", &format!("echo undo-B >> {}; exit 4", journal.display()));
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &steps));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let journal_text = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(journal_text, "A\nB\nundo-B\nundo-A\n");
+    let id = crate::platform::deploy_id(&run);
+    let shown = platform.json(&["deploy", "show", &id]);
+    let statuses = step_statuses(&shown);
+    let position = |name: &str| statuses.iter().position(|(n, _)| n == name).unwrap_or_else(|| panic!("{statuses:?}"));
+    assert_eq!(statuses[position("step C")].1, "failed");
+    assert_eq!(statuses[position("undo: step B")].1, "failed", "{statuses:?}");
+    assert_eq!(statuses[position("undo: step A")].1, "succeeded", "{statuses:?}");
+    assert!(position("undo: step B") < position("undo: step A"), "reverse order: {statuses:?}");
+    assert_eq!(shown["deploy"]["status"], "failed", "an undo failed, so the deploy says so: {shown:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_undoes_the_completed_steps_of_the_deploys_it_leaves_behind() {
+    let dir = windlass_testkit::tempdir();
+    let journal = dir.path().join("journal");
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    let first = platform.deploy(&[]);
+    let undo_b = format!("echo undo-B >> {}", journal.display());
+    platform.rewrite_config(&config(&demo(), r#"VERSION = "v2""#, "1m", &steps_with_undo(&journal, "true", &undo_b)));
+    platform.deploy(&[]);
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "A\nB\n");
+    let run = platform.cli(&["rollback", "production", &first]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "A\nB\nundo-B\nundo-A\n");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+}
