@@ -59,6 +59,8 @@ enum Command {
     Scale(ops::ScaleArgs),
     /// A service's instance logs.
     Logs(ops::LogsArgs),
+    /// Deploy to one environment exactly the builds another runs (staging → production).
+    Promote(release::PromoteArgs),
     /// A running canary: status, promote, abort.
     Canary(release::CanaryArgs),
     /// Encrypted secrets: init, set, get, list, rm, edit, import, recipients, rotate, exec.
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         Command::Scale(args) => ops::scale(args),
         Command::Logs(args) => ops::logs(args),
         Command::Canary(args) => release::canary(args),
+        Command::Promote(args) => release::promote(args),
         Command::Secrets(args) => secrets::run(args),
         Command::Db(args) => db::run(args),
     };

@@ -1,4 +1,5 @@
-//! Release control from the command line: `windlass canary status|promote|abort`.
+//! Release control from the command line: `windlass canary status|promote|abort` and
+//! `windlass promote <from> <to>`.
 
 use serde_json::{Value, json};
 
@@ -139,4 +140,44 @@ fn decide(
     let answer = runtime.block_on(client.call("POST", &path, Some(&json!({ "action": action }))))?;
     println!("{}", answer["message"].as_str().unwrap_or(""));
     Ok(Outcome::Ok)
+}
+
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    /// The environment whose builds are promoted (such as staging).
+    from: String,
+    /// The environment that gets them (such as production).
+    to: String,
+    /// Only these services (comma-separated or repeated) [default: every service live in <from>]
+    #[arg(long, value_delimiter = ',')]
+    services: Vec<String>,
+    /// Why (recorded with the deploy).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Deploy outside the target's deploy window; needs --reason.
+    #[arg(long)]
+    override_window: bool,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
+    let client = Client::new(&args.connection)?;
+    client::runtime()?.block_on(async {
+        let body = json!({
+            "from": args.from,
+            "services": args.services,
+            "reason": args.reason,
+            "override_window": args.override_window,
+        });
+        let answer = client.call("POST", &format!("/environments/{}/promote", args.to), Some(&body)).await?;
+        let id = answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if args.output == OutputFormat::Text {
+            println!("deploy {id} started");
+        }
+        let done = client::watch(&client, &id, args.output).await?;
+        client::finish(&done, args.output)
+    })
 }

@@ -75,6 +75,7 @@ pub struct RecordedService {
 pub enum Kind {
     Deploy { plan: Plan },
     Rollback { target: Box<windlass_store::Deploy> },
+    Promote { from: String, services: Vec<crate::promote::Promoted> },
 }
 
 /// A recorded deploy holding its environment's lock, ready to run.
@@ -227,6 +228,7 @@ impl Deployer {
         let outcome = match &prepared.kind {
             Kind::Deploy { plan } => run.deploy(plan, &prepared.artifacts).await,
             Kind::Rollback { target } => crate::rollback::run(&mut run, target).await,
+            Kind::Promote { from, services } => crate::promote::run(&mut run, from, services).await,
         };
         let (status, error) = match outcome {
             Ok(()) => (DeployStatus::Succeeded, None),
@@ -300,7 +302,7 @@ pub async fn scale(
 }
 
 /// For every service, what runs after a deploy that rolls out `artifacts`.
-fn recorded_after(state: &EnvState, artifacts: &BTreeMap<String, Artifact>) -> Recorded {
+pub(crate) fn recorded_after(state: &EnvState, artifacts: &BTreeMap<String, Artifact>) -> Recorded {
     let mut recorded = Recorded::default();
     for (service, color) in state.services.keys().filter_map(|s| Some((s, state.live(s)?.1))) {
         recorded.services.insert(
@@ -488,6 +490,20 @@ impl Run {
                 }
                 windlass_failpoint::hit("pipeline.after_step");
             }
+        }
+        Ok(())
+    }
+
+    /// Every smoke check of the config, through the edge: the `verification` phase of a deploy
+    /// that does not run the config's phases (a promotion).
+    pub async fn verify(&mut self) -> Result<(), String> {
+        let hosts = route_hosts(&self.config, &self.environment);
+        for check in self.config.smoke.clone() {
+            let step = self.begin("verification", &format!("smoke check: {}", check.name)).await?;
+            let result = checks::smoke(&check, &self.variables, &hosts, &*self.deployer.edge, None)
+                .await
+                .map(|summary| step.log.line(summary));
+            self.end(step, result).await?;
         }
         Ok(())
     }

@@ -32,6 +32,8 @@ use crate::tokens;
 pub struct AppState {
     pub deployer: Arc<Deployer>,
     pub store: Arc<dyn Store>,
+    /// The environments this server manages (others may be another server's, on a shared store).
+    pub managed: Vec<String>,
 }
 
 /// Who is calling: the name of the token presented.
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{env}/services/{service}/scale", put(scale))
         .route("/environments/{env}/services/{service}/logs", get(logs))
         .route("/environments/{env}/canary", get(canary_status))
+        .route("/environments/{env}/promote", post(promote))
         .route("/environments/{env}/services/{service}/canary", post(canary_decide))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))
@@ -106,9 +109,20 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(text).map_err(|err| error(StatusCode::BAD_REQUEST, format!("invalid request body: {err}")))
 }
 
-fn known_environment(deployer: &Deployer, environment: &str) -> Result<(), Response> {
-    let config = deployer.load_config().map_err(deploy_error)?;
-    windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| deploy_error(err.into()))
+/// The environment exists in the config and this server manages it.
+fn known_environment(state: &AppState, environment: &str) -> Result<(), Response> {
+    let config = state.deployer.load_config().map_err(deploy_error)?;
+    windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| deploy_error(err.into()))?;
+    if !state.managed.iter().any(|m| m == environment) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "this server manages {}, not `{environment}`: ask the server started with `--env {environment}`",
+                state.managed.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn audit(store: &dyn Store, actor: &str, environment: &str, kind: &str, subject: &str, message: String) {
@@ -163,6 +177,9 @@ async fn create_deploy(
         Ok(options) => options,
         Err(response) => return response,
     };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
     let request = StartRequest { environment, actor, options };
     if request.options.dry_run {
         return match state.deployer.plan(&request) {
@@ -200,6 +217,9 @@ async fn rollback(
         Ok(request) => request,
         Err(response) => return response,
     };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
     match windlass_pipeline::rollback::start(
         &state.deployer,
         &environment,
@@ -229,7 +249,7 @@ async fn list_deploys(
     Path(environment): Path<String>,
     Query(limit): Query<Limit>,
 ) -> Response {
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     match state.store.deploys(&environment, limit.limit.unwrap_or(20).min(500)).await {
@@ -420,7 +440,7 @@ async fn status(State(state): State<AppState>) -> Response {
 }
 
 async fn show_lock(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     match state.store.lease(&lock_name(&environment)).await {
@@ -459,7 +479,7 @@ async fn break_lock(
         Ok(why) => why,
         Err(response) => return response,
     };
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     let Some(reason) = why.reason.filter(|r| !r.trim().is_empty()) else {
@@ -498,7 +518,7 @@ async fn maintenance(
         Ok(request) => request,
         Err(response) => return response,
     };
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     if let Err(err) = state.deployer.edge.maintenance(request.service.as_deref(), request.enabled).await {
@@ -545,7 +565,7 @@ async fn failover(
         Ok(request) => request,
         Err(response) => return response,
     };
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     if request.to != "secondary" && request.to != "primary" {
@@ -598,7 +618,7 @@ async fn logs(
     Path((environment, service)): Path<(String, String)>,
     Query(tail): Query<Tail>,
 ) -> Response {
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     let env_state = match EnvState::load(&*state.store, &environment).await {
@@ -629,7 +649,7 @@ async fn logs(
 
 /// The canaries of an environment: running, or how the last one of each service ended.
 async fn canary_status(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     let services: Vec<String> = match state.deployer.load_config() {
@@ -666,7 +686,7 @@ async fn canary_decide(
         Ok(request) => request,
         Err(response) => return response,
     };
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     let progress = match state.store.setting(&progress_key(&environment, &service)).await {
@@ -690,4 +710,52 @@ async fn canary_decide(
         format!("{verb} requested for the canary {} of {service} (deploy {})", progress.canary, progress.deploy_id);
     audit(&*state.store, &actor, &environment, &format!("canary-{verb}"), &service, message.clone()).await;
     Json(json!({ "service": service, "deploy": progress.deploy_id, "message": message })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    from: String,
+    #[serde(default)]
+    services: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    override_window: bool,
+}
+
+/// Deploys to `{env}` the builds that run in `from`.
+async fn promote(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let body: PromoteBody = match body(&bytes) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    let request = windlass_pipeline::promote::PromoteRequest {
+        from: body.from,
+        to: environment,
+        services: body.services,
+        actor,
+        options: windlass_pipeline::plan::DeployOptions {
+            reason: body.reason,
+            override_window: body.override_window,
+            ..Default::default()
+        },
+    };
+    match windlass_pipeline::promote::start(&state.deployer, &request).await {
+        Ok(prepared) => {
+            let id = prepared.id.to_string();
+            let deployer = state.deployer.clone();
+            tokio::spawn(async move { deployer.execute(prepared).await });
+            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+        }
+        Err(err) => deploy_error(err),
+    }
 }

@@ -109,3 +109,58 @@ async fn a_rollback_undoes_the_completed_steps_of_the_deploys_it_leaves_behind()
     assert_eq!(std::fs::read_to_string(&journal).unwrap(), "A\nB\nundo-B\nundo-A\n");
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
 }
+
+/// Staging and production of one shop, each served by its own edge and server, sharing one
+/// PostgreSQL store (the team setup). `api` runs the binary at `program`.
+fn two_environments(program: &std::path::Path) -> String {
+    config(&program.display().to_string(), r#"VERSION = "v1""#, "1m", "")
+        .replace("[environments.production]\n", "[environments.staging]\n\n[environments.production]\n")
+}
+
+fn artifact_hash(shown: &serde_json::Value, service: &str) -> String {
+    shown["deploy"]["artifacts"]["services"][service]["artifact"]["sha256"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promotion_deploys_to_production_the_build_that_passed_in_staging_not_todays() {
+    let database = windlass_testkit::postgres::TestDatabase::create().await;
+    let bin = windlass_testkit::tempdir();
+    let program = bin.path().join("shop-api");
+    std::fs::copy(workspace_bin("windlass-demo"), &program).unwrap();
+    let text = two_environments(&program);
+    let staging = Platform::start_shared(&text, "staging", &database.url, "alice");
+    let production = Platform::start_shared(&text, "production", &database.url, "bob");
+
+    let run = production.cli(&["deploy", "staging"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("this server manages production, not `staging`"), "{}", run.stderr);
+    let run = production.cli(&["promote", "staging", "production"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("nothing runs in `staging`: there is nothing to promote"), "{}", run.stderr);
+
+    let tested = staging.deploy(&["--reason", "release candidate"]);
+    let tested_hash = artifact_hash(&staging.json(&["deploy", "show", &tested]), "api");
+    // Today's build differs from the one staging tested (a rebuild, a later commit...).
+    let mut rebuilt = std::fs::read(&program).unwrap();
+    rebuilt.extend_from_slice(b"\0rebuilt");
+    std::fs::write(&program, rebuilt).unwrap();
+
+    let run = production.cli(&["promote", "staging", "production", "--services", "web"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`web` is not a service of the config"), "{}", run.stderr);
+
+    let run = production.cli(&["promote", "staging", "production", "--reason", "weekly release"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let promoted = crate::platform::deploy_id(&run);
+    let shown = production.json(&["deploy", "show", &promoted]);
+    assert_eq!(artifact_hash(&shown, "api"), tested_hash, "the build staging ran: {shown:#}");
+    assert_eq!(shown["deploy"]["actor"], "bob");
+    let reason = shown["deploy"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("promote from staging: api ") && reason.contains(&tested), "{reason}");
+    assert!(reason.ends_with("(weekly release)"), "{reason}");
+    assert_eq!(body_json(&production.get("api.shop.localhost", "/version").await)["version"], "v1");
+
+    // A plain deploy of production freezes today's build: a different hash.
+    let fresh = production.deploy(&[]);
+    assert_ne!(artifact_hash(&production.json(&["deploy", "show", &fresh]), "api"), tested_hash);
+}
