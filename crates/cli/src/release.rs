@@ -1,5 +1,5 @@
 //! Release control from the command line: `windlass canary status|promote|abort` and
-//! `windlass promote <from> <to>`.
+//! `windlass promote <from> <to>`, and approvals: `windlass approve|reject <env>`.
 
 use serde_json::{Value, json};
 
@@ -180,4 +180,82 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
         let done = client::watch(&client, &id, args.output).await?;
         client::finish(&done, args.output)
     })
+}
+
+/// Waits until the approval request `request` is decided: the id of the deploy it became, or
+/// none when it was rejected (said on stderr).
+pub async fn await_approval(client: &Client, environment: &str, request: &Value) -> anyhow::Result<Option<String>> {
+    let id = request["id"].as_str().unwrap_or_default().to_owned();
+    eprintln!("waiting for the decision on {id} (Ctrl-C stops waiting; the request stays open)");
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let answer = client.call("GET", &format!("/environments/{environment}/approval"), None).await?;
+        let latest = &answer["approval"];
+        if latest["id"] != id.as_str() {
+            return Err(anyhow::anyhow!("approval request {id} was replaced by {}", latest["id"]));
+        }
+        match latest["status"].as_str() {
+            Some("approved") => {
+                eprintln!("approved by {}", latest["by"].as_str().unwrap_or("?"));
+                return Ok(latest["deploy_id"].as_str().map(str::to_owned));
+            }
+            Some("rejected") => {
+                let reason = latest["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+                eprintln!("rejected by {}{reason}", latest["by"].as_str().unwrap_or("?"));
+                return Ok(None);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct DecideArgs {
+    environment: String,
+    /// Why (recorded with the decision).
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `windlass approve <env>`: starts the waiting deploy and follows it.
+pub fn approve(args: DecideArgs) -> anyhow::Result<Outcome> {
+    let client = Client::new(&args.connection)?;
+    client::runtime()?.block_on(async {
+        let body = json!({ "decision": "approve", "reason": args.reason });
+        let path = format!("/environments/{}/approval", args.environment);
+        let answer = client.call("POST", &path, Some(&body)).await?;
+        let id = answer["id"].as_str().unwrap_or_default().to_owned();
+        if args.output == OutputFormat::Text {
+            println!(
+                "approved {} requested by {}",
+                answer["approval"]["id"].as_str().unwrap_or("?"),
+                answer["approval"]["requested_by"].as_str().unwrap_or("?")
+            );
+            println!("deploy {id} started");
+        }
+        let done = client::watch(&client, &id, args.output).await?;
+        client::finish(&done, args.output)
+    })
+}
+
+/// `windlass reject <env>`: the waiting deploy never runs.
+pub fn reject(args: DecideArgs) -> anyhow::Result<Outcome> {
+    let client = Client::new(&args.connection)?;
+    let body = json!({ "decision": "reject", "reason": args.reason });
+    let path = format!("/environments/{}/approval", args.environment);
+    let answer = client::runtime()?.block_on(client.call("POST", &path, Some(&body)))?;
+    if args.output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "rejected {} requested by {}",
+            answer["approval"]["id"].as_str().unwrap_or("?"),
+            answer["approval"]["requested_by"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(Outcome::Ok)
 }

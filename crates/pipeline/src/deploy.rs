@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use tokio::sync::mpsc;
 use windlass_config::{Config, Source};
 use windlass_runtime::Runtime;
@@ -50,6 +51,47 @@ pub struct StartRequest {
     pub environment: String,
     pub actor: String,
     pub options: DeployOptions,
+    /// What an approver approved: the deploy is refused if the config or a build changed since.
+    pub expect: Option<Fingerprint>,
+}
+
+/// What a deploy would run: the config text and each rolled-out build, by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub config_sha256: String,
+    pub artifacts: BTreeMap<String, String>,
+}
+
+impl Fingerprint {
+    /// What changed from `self` to `now`, in words; none when nothing did.
+    pub fn differs_from(&self, now: &Fingerprint) -> Option<String> {
+        if self.config_sha256 != now.config_sha256 {
+            return Some("the config changed".into());
+        }
+        let changed: Vec<&str> = self
+            .artifacts
+            .keys()
+            .chain(now.artifacts.keys())
+            .filter(|s| self.artifacts.get(*s) != now.artifacts.get(*s))
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        (!changed.is_empty()).then(|| format!("the build of {} changed", changed.join(", ")))
+    }
+}
+
+/// A deploy checked but not started.
+#[derive(Debug)]
+pub struct Checked {
+    pub source: Source,
+    pub config: Config,
+    pub plan: Plan,
+    /// The recorded override of a closed deploy window, if one was used.
+    pub overridden: Option<String>,
+    pub variables: Variables,
+    pub artifacts: BTreeMap<String, Artifact>,
+    pub fingerprint: Fingerprint,
 }
 
 /// What the deploy record's `artifacts` holds: for every service, what runs after the deploy.
@@ -139,8 +181,9 @@ impl Deployer {
         }
     }
 
-    /// Checks a deploy, takes the lock, snapshots the artifacts and records the deploy.
-    pub async fn start(&self, request: &StartRequest) -> Result<Prepared, DeployError> {
+    /// Everything a deploy can check before it changes anything: config, plan, deploy window,
+    /// variables, and the builds it would roll out (frozen by content hash).
+    pub fn check(&self, request: &StartRequest) -> Result<Checked, DeployError> {
         let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
         let config = parse_config(&source)?;
         let plan = plan::plan(&config, &request.environment, &request.options)?;
@@ -156,6 +199,23 @@ impl Deployer {
                 .map_err(|err| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}")))?;
             artifacts
                 .insert(service.to_owned(), artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir)?);
+        }
+        let fingerprint = Fingerprint {
+            config_sha256: hex::encode(sha2::Sha256::digest(source.text().as_bytes())),
+            artifacts: artifacts.iter().map(|(service, a)| (service.clone(), a.sha256.clone())).collect(),
+        };
+        Ok(Checked { source, config, plan, overridden, variables, artifacts, fingerprint })
+    }
+
+    /// Checks a deploy, takes the lock, snapshots the artifacts and records the deploy.
+    pub async fn start(&self, request: &StartRequest) -> Result<Prepared, DeployError> {
+        let Checked { source, config, plan, overridden, variables, artifacts, fingerprint } = self.check(request)?;
+        if let Some(expected) = &request.expect
+            && let Some(change) = expected.differs_from(&fingerprint)
+        {
+            return Err(DeployError::Rejected(format!(
+                "{change} since the deploy was requested: what would run is not what was approved; request it again"
+            )));
         }
         let state = EnvState::load(&*self.store, &request.environment).await?;
         let recorded = recorded_after(&state, &artifacts);

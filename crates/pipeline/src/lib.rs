@@ -5,6 +5,7 @@
 //! The pipeline reaches the edge and the instances only through two small traits,
 //! [`edge::EdgeControl`] and [`windlass_runtime::Runtime`], so a new runtime is one new module.
 
+pub mod approval;
 pub mod artifacts;
 pub mod canary;
 pub mod checks;
@@ -39,6 +40,9 @@ pub enum DeployError {
     UnknownDeploy(String),
     #[error("{0}")]
     Rejected(String),
+    /// The caller may not do this (approving their own deploy where that is not allowed).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] windlass_store::StoreError),
     #[error(transparent)]

@@ -15,6 +15,8 @@ pub struct DeployOptions {
     pub reason: Option<String>,
     /// Deploy outside the environment's deploy window (needs a reason, which is recorded).
     pub override_window: bool,
+    /// The requester approves their own deploy (only where `approval = "anyone"`).
+    pub approve: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

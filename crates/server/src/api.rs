@@ -21,6 +21,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use windlass_config::Approval;
+use windlass_pipeline::approval;
 use windlass_pipeline::deploy::{StartRequest, lock_name};
 use windlass_pipeline::state::EnvState;
 use windlass_pipeline::{DeployError, DeployOptions, Deployer, PlanError};
@@ -52,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{env}/services/{service}/logs", get(logs))
         .route("/environments/{env}/canary", get(canary_status))
         .route("/environments/{env}/promote", post(promote))
+        .route("/environments/{env}/approval", get(show_approval).post(decide_approval))
         .route("/environments/{env}/services/{service}/canary", post(canary_decide))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))
@@ -70,6 +73,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 fn deploy_error(err: DeployError) -> Response {
     let status = match &err {
         DeployError::Locked { .. } => StatusCode::CONFLICT,
+        DeployError::Forbidden(_) => StatusCode::FORBIDDEN,
         DeployError::UnknownDeploy(_) | DeployError::Plan(PlanError::UnknownEnvironment { .. }) => {
             StatusCode::NOT_FOUND
         }
@@ -180,12 +184,43 @@ async fn create_deploy(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
-    let request = StartRequest { environment, actor, options };
+    let request = StartRequest { environment, actor, options, expect: None };
     if request.options.dry_run {
         return match state.deployer.plan(&request) {
             Ok(plan) => Json(json!({ "dry_run": true, "plan": plan })).into_response(),
             Err(err) => deploy_error(err),
         };
+    }
+    let policy = match approval::policy(&state.deployer, &request.environment) {
+        Ok(policy) => policy,
+        Err(err) => return deploy_error(err),
+    };
+    match (policy, request.options.approve) {
+        (Approval::None, _) | (Approval::Anyone, true) => {}
+        (Approval::Required, true) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "`{}` needs approval by someone other than the requester ({}); leave out --approve and ask a colleague to run `windlass approve {}`",
+                    request.environment, request.actor, request.environment
+                ),
+            );
+        }
+        (Approval::Required | Approval::Anyone, false) => {
+            return match approval::request(&state.deployer, &request).await {
+                Ok(pending) => {
+                    let message = format!(
+                        "`{}` needs approval: request {} is waiting; {} approves it with `windlass approve {}`",
+                        pending.environment,
+                        pending.id,
+                        if policy == Approval::Required { "someone else" } else { "anyone" },
+                        pending.environment
+                    );
+                    (StatusCode::ACCEPTED, Json(json!({ "approval": pending, "message": message }))).into_response()
+                }
+                Err(err) => deploy_error(err),
+            };
+        }
     }
     match state.deployer.start(&request).await {
         Ok(prepared) => {
@@ -757,5 +792,63 @@ async fn promote(
             (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
         }
         Err(err) => deploy_error(err),
+    }
+}
+
+/// The environment's latest approval request, open or decided.
+async fn show_approval(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    match approval::latest(&state.deployer, &environment).await {
+        Ok(Some(request)) => Json(json!({ "approval": request })).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no deploy of `{environment}` was ever sent for approval")),
+        Err(err) => deploy_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    Approve,
+    Reject,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: Verdict,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Approves (and starts) or rejects the open request.
+async fn decide_approval(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let body: DecisionBody = match body(&bytes) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    match body.decision {
+        Verdict::Approve => match approval::approve(&state.deployer, &environment, &actor, body.reason).await {
+            Ok((request, prepared)) => {
+                let id = prepared.id.to_string();
+                let deployer = state.deployer.clone();
+                tokio::spawn(async move { deployer.execute(prepared).await });
+                (StatusCode::ACCEPTED, Json(json!({ "id": id, "approval": request }))).into_response()
+            }
+            Err(err) => deploy_error(err),
+        },
+        Verdict::Reject => match approval::reject(&state.deployer, &environment, &actor, body.reason).await {
+            Ok(request) => Json(json!({ "approval": request })).into_response(),
+            Err(err) => deploy_error(err),
+        },
     }
 }

@@ -177,14 +177,37 @@ impl Platform {
 
     /// Runs the CLI against this platform's server with Alice's token.
     pub fn cli(&self, args: &[&str]) -> Run {
-        let output = Command::new(workspace_bin("windlass"))
+        self.cli_as(&self.token, args)
+    }
+
+    /// A personal token for another user of this platform.
+    pub fn add_user(&self, name: &str) -> String {
+        let mut create = Command::new(workspace_bin("windlass"));
+        create.args(["token", "create", "--name", name]).arg("--config").arg(&self.config);
+        create.arg("--state").arg(self.state_dir());
+        if let Some(database) = &self.database {
+            create.env("WINDLASS_DATABASE", database);
+        }
+        let created = create.output().unwrap();
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        String::from_utf8(created.stdout).unwrap().trim().to_owned()
+    }
+
+    /// The CLI as it would run with `token`, not started yet.
+    pub fn command_as(&self, token: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(workspace_bin("windlass"));
+        command
             .args(args)
             .arg("--server")
             .arg(&self.server_url)
-            .env("WINDLASS_TOKEN", &self.token)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
+            .env("WINDLASS_TOKEN", token)
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs the CLI against this platform's server with `token`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Run {
+        let output = self.command_as(token, args).output().unwrap();
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -164,3 +164,67 @@ async fn promotion_deploys_to_production_the_build_that_passed_in_staging_not_to
     let fresh = production.deploy(&[]);
     assert_ne!(artifact_hash(&production.json(&["deploy", "show", &fresh]), "api"), tested_hash);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_to_an_environment_with_approval_waits_for_someone_else_and_runs_what_was_approved() {
+    let text = config(&demo(), r#"VERSION = "v1""#, "1m", "")
+        .replace("[environments.production]\n", "[environments.production]\napproval = \"required\"\n");
+    let platform = Platform::start(&text);
+    let bob = platform.add_user("bob");
+
+    let run = platform.cli(&["deploy", "production", "--detach", "--reason", "v1"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`production` needs approval: request approval-"), "{}", run.stderr);
+    assert!(platform.status()["services"].as_object().is_none_or(|s| s.is_empty()), "nothing runs before approval");
+    for (args, expected) in [
+        (vec!["approve", "production"], "needs approval by someone other than the requester (alice)"),
+        (vec!["deploy", "production", "--approve"], "needs approval by someone other than the requester (alice)"),
+        (vec!["deploy", "production"], "awaits approval"),
+    ] {
+        let run = platform.cli(&args);
+        assert_ne!(run.code, 0, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
+    }
+    let run = platform.cli_as(&bob, &["approve", "production", "--reason", "looks good"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let id = crate::platform::deploy_id(&run);
+    let shown = platform.json(&["deploy", "show", &id]);
+    assert_eq!(shown["deploy"]["status"], "succeeded");
+    assert_eq!(shown["deploy"]["actor"], "alice", "the requester's deploy");
+    assert_eq!(shown["deploy"]["reason"], "v1 (approved by bob: looks good)");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+
+    // A waiting `windlass deploy` follows its request: rejected here, after a change to the
+    // config made the request stale (approving it would ship something else).
+    let waiting = platform
+        .command_as(&platform.token, &["deploy", "production"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server: std::net::SocketAddr = platform.server_url.trim_start_matches("http://").parse().unwrap();
+    let authorization = format!("Bearer {}", platform.token);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let path = "/api/v1/environments/production/approval";
+        let reply = windlass_testkit::http::request("GET", server, path, &[("authorization", &authorization)], "")
+            .await
+            .unwrap();
+        if body_json(&reply)["approval"]["status"] == "pending" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the waiting deploy never asked: {}", reply.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    platform.rewrite_config(&text.replace(r#"VERSION = "v1""#, r#"VERSION = "v2""#));
+    let run = platform.cli_as(&bob, &["approve", "production"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("the config changed since the deploy was requested"), "{}", run.stderr);
+    let run = platform.cli_as(&bob, &["reject", "production", "--reason", "stale"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let output = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rejected by bob: stale"), "{stderr}");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+}
