@@ -9,6 +9,7 @@ mod db;
 mod edge;
 mod init;
 mod ops;
+mod release;
 mod secrets;
 mod server;
 mod up;
@@ -58,6 +59,14 @@ enum Command {
     Scale(ops::ScaleArgs),
     /// A service's instance logs.
     Logs(ops::LogsArgs),
+    /// Deploy to one environment exactly the builds another runs (staging → production).
+    Promote(release::PromoteArgs),
+    /// Approve the deploy waiting for approval in an environment; it starts at once.
+    Approve(release::DecideArgs),
+    /// Reject the deploy waiting for approval in an environment.
+    Reject(release::DecideArgs),
+    /// A running canary: status, promote, abort.
+    Canary(release::CanaryArgs),
     /// Encrypted secrets: init, set, get, list, rm, edit, import, recipients, rotate, exec.
     Secrets(secrets::Args),
     /// Database migrations, backups, restore and verification.
@@ -127,6 +136,10 @@ fn main() -> ExitCode {
         Command::Failover(args) => ops::failover(args),
         Command::Scale(args) => ops::scale(args),
         Command::Logs(args) => ops::logs(args),
+        Command::Canary(args) => release::canary(args),
+        Command::Approve(args) => release::approve(args),
+        Command::Reject(args) => release::reject(args),
+        Command::Promote(args) => release::promote(args),
         Command::Secrets(args) => secrets::run(args),
         Command::Db(args) => db::run(args),
     };

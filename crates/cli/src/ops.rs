@@ -24,6 +24,12 @@ pub struct DeployArgs {
     /// Why (recorded with the deploy).
     #[arg(long)]
     reason: Option<String>,
+    /// Deploy outside the environment's deploy window; needs --reason, which is recorded.
+    #[arg(long)]
+    override_window: bool,
+    /// Approve your own deploy (only where the environment's approval is "anyone").
+    #[arg(long)]
+    approve: bool,
     /// Start the deploy and return its id without following it.
     #[arg(long)]
     detach: bool,
@@ -45,13 +51,36 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     }
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = json!({ "skip": args.skip, "only": args.only, "dry_run": args.dry_run, "reason": args.reason });
+        let body = json!({
+            "skip": args.skip,
+            "only": args.only,
+            "dry_run": args.dry_run,
+            "reason": args.reason,
+            "override_window": args.override_window,
+            "approve": args.approve,
+        });
         let answer = client.call("POST", &format!("/environments/{}/deploys", args.environment), Some(&body)).await?;
         if args.dry_run {
             print_plan(&answer, args.output)?;
             return Ok(Outcome::Ok);
         }
-        let id = answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = match answer.get("approval") {
+            Some(request) => {
+                if args.output == OutputFormat::Json && args.detach {
+                    println!("{answer}");
+                    return Ok(Outcome::Ok);
+                }
+                eprintln!("{}", answer["message"].as_str().unwrap_or_default());
+                if args.detach {
+                    return Ok(Outcome::Ok);
+                }
+                match crate::release::await_approval(&client, &args.environment, request).await? {
+                    Some(id) => id,
+                    None => return Ok(Outcome::NotOk),
+                }
+            }
+            None => answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        };
         if args.output == OutputFormat::Text {
             println!("deploy {id} started");
         }

@@ -50,6 +50,9 @@ pub struct ServerArgs {
     /// A file holding the edge's admin token [default: WINDLASS_EDGE_TOKEN, or <state>/edge.token]
     #[arg(long)]
     edge_token_file: Option<PathBuf>,
+    /// Manage only this environment (repeatable) [default: all]; for servers sharing a store.
+    #[arg(long)]
+    env: Vec<String>,
     /// Read variables from this file instead of each environment's env file.
     #[arg(long)]
     env_file: Option<PathBuf>,
@@ -93,6 +96,7 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
             edge_token,
             env_file: args.env_file,
             shim: None,
+            environments: args.env,
         })
         .await?;
         for note in &handle.recovery {

@@ -128,7 +128,10 @@ impl Decode for Project {
 pub enum Approval {
     #[default]
     None,
+    /// Someone other than the requester approves each deploy.
     Required,
+    /// Anyone with a token approves, the requester too (`windlass deploy <env> --approve`).
+    Anyone,
 }
 
 #[derive(Debug, Clone)]
@@ -151,7 +154,12 @@ impl Environment {
         let approval = t
             .get(cx, "approval")
             .and_then(|v| {
-                one_of(cx, v, &at.key("approval"), &[("required", Approval::Required), ("none", Approval::None)])
+                one_of(
+                    cx,
+                    v,
+                    &at.key("approval"),
+                    &[("required", Approval::Required), ("anyone", Approval::Anyone), ("none", Approval::None)],
+                )
             })
             .unwrap_or_default();
         let deploy_window = t.optional(cx, "deploy_window");

@@ -55,6 +55,23 @@ impl DeployWindow {
     }
 }
 
+impl DeployWindow {
+    /// When the window next opens at or after `at` (`at` itself when it is open); none for a
+    /// window with no days.
+    pub fn next_open(&self, at: Timestamp) -> Option<Timestamp> {
+        if self.is_open(at) {
+            return Some(at);
+        }
+        let today = at.to_zoned(self.time_zone.clone()).date();
+        (0..=7)
+            .filter_map(|offset| today.checked_add(jiff::Span::new().days(offset)).ok())
+            .filter(|date| self.days[date.weekday().to_monday_zero_offset() as usize])
+            .filter_map(|date| date.to_datetime(self.start).to_zoned(self.time_zone.clone()).ok())
+            .map(|zoned| zoned.timestamp())
+            .find(|&opens| opens > at)
+    }
+}
+
 fn parse_days(text: &str) -> Result<[bool; 7], String> {
     let index = |name: &str| {
         DAYS.iter()
@@ -119,6 +136,19 @@ mod tests {
         assert!(window.is_open(at("2026-11-27T23:00:00Z")), "Friday night");
         assert!(window.is_open(at("2026-11-28T01:00:00Z")), "after midnight belongs to Friday");
         assert!(!window.is_open(at("2026-11-27T01:00:00Z")), "Friday 01:00 belongs to Thursday");
+    }
+
+    #[test]
+    fn the_next_opening_is_found_across_weekends_and_daylight_saving() {
+        let window = DeployWindow::parse("Mon-Fri 08:00-18:00 Europe/Berlin").unwrap();
+        let open = at("2026-11-23T09:00:00Z");
+        assert_eq!(window.next_open(open), Some(open), "open now");
+        // Friday evening: Monday 08:00 Berlin (UTC+1).
+        assert_eq!(window.next_open(at("2026-11-27T19:00:00Z")), Some(at("2026-11-30T07:00:00Z")));
+        // Saturday 28 March 2026: Monday 30 March is already summer time (UTC+2).
+        assert_eq!(window.next_open(at("2026-03-28T12:00:00Z")), Some(at("2026-03-30T06:00:00Z")));
+        let never = DeployWindow { days: [false; 7], ..window };
+        assert_eq!(never.next_open(open), None);
     }
 
     #[test]

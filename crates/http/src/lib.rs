@@ -15,6 +15,7 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
     pub elapsed: Duration,
 }
@@ -27,10 +28,18 @@ impl Reply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("{0}")]
+    BadUrl(String),
+    #[error("cannot resolve {host}: {message}")]
+    Resolve { host: String, message: String },
+    #[error("TLS with {host}: {message}")]
+    Tls { host: String, message: String },
     #[error("cannot connect to {address}: {source}")]
     Connect { address: SocketAddr, source: std::io::Error },
     #[error("no answer from {address} within {timeout:?}")]
     Timeout { address: SocketAddr, timeout: Duration },
+    #[error("no answer from {host} within {timeout:?}")]
+    TimeoutAt { host: String, timeout: Duration },
     #[error("{address}: {message}")]
     Protocol { address: SocketAddr, message: String },
 }
@@ -57,10 +66,136 @@ pub async fn send(request: Request<'_>) -> Result<Reply, HttpError> {
 
 async fn exchange(request: Request<'_>) -> Result<Reply, HttpError> {
     let address = request.address;
-    let protocol = |message: String| HttpError::Protocol { address, message };
     let started = Instant::now();
     let stream =
         tokio::net::TcpStream::connect(address).await.map_err(|source| HttpError::Connect { address, source })?;
+    exchange_on(stream, request, started).await
+}
+
+/// A URL this client can reach: `http://` or `https://`, a host, an optional port and a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub https: bool,
+    /// The host as written, with the port if one was written (the Host header).
+    pub authority: String,
+    /// The host name or address, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// The path and query, `/` at least.
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(url: &str) -> Result<Url, String> {
+        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => return Err(format!("`{}` is not an http:// or https:// URL", redact_userinfo(url))),
+        };
+        if rest.split('/').next().is_some_and(|authority| authority.contains('@')) {
+            return Err("credentials in the URL are not supported; use a header".into());
+        }
+        let plain = format!("http://{rest}");
+        let (authority, host, port, path) = split_url(&plain).map_err(|e| e.replacen("http://", "", 1))?;
+        let port = if https && !authority.ends_with(&format!(":{port}")) { 443 } else { port };
+        Ok(Url { https, authority, host, port, path })
+    }
+}
+
+/// The URL with anything before an `@` in its authority hidden (user:password).
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// A request to a URL, HTTP or HTTPS (checked against the system's CA certificates, or the
+/// bundle named by `SSL_CERT_FILE`).
+pub struct UrlRequest<'a> {
+    pub method: &'a str,
+    pub url: &'a Url,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// CA certificates to trust instead of the system's (a private CA).
+    pub ca_file: Option<&'a std::path::Path>,
+}
+
+pub async fn send_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
+    let timeout = request.timeout;
+    let url = request.url;
+    match tokio::time::timeout(timeout, exchange_url(request)).await {
+        Ok(result) => result,
+        Err(_) => Err(HttpError::TimeoutAt { host: url.authority.clone(), timeout }),
+    }
+}
+
+async fn exchange_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
+    let url = request.url;
+    let started = Instant::now();
+    let address = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(|err| HttpError::Resolve { host: url.host.clone(), message: err.to_string() })?
+        .next()
+        .ok_or_else(|| HttpError::Resolve { host: url.host.clone(), message: "no address".into() })?;
+    let stream =
+        tokio::net::TcpStream::connect(address).await.map_err(|source| HttpError::Connect { address, source })?;
+    let ca_file = request.ca_file;
+    let plain = Request {
+        method: request.method,
+        address,
+        host: &url.authority,
+        path: &url.path,
+        headers: request.headers,
+        body: request.body,
+        timeout: request.timeout,
+    };
+    if !url.https {
+        return exchange_on(stream, plain, started).await;
+    }
+    let tls = |message: String| HttpError::Tls { host: url.host.clone(), message };
+    let config = client_config(ca_file).map_err(tls)?;
+    let name = rustls_pki_types::ServerName::try_from(url.host.clone()).map_err(|e| tls(e.to_string()))?;
+    let stream =
+        tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| tls(e.to_string()))?;
+    exchange_on(stream, plain, started).await
+}
+
+/// Where CA certificates are read from: `SSL_CERT_FILE`, or Debian's bundle.
+fn ca_bundle() -> std::path::PathBuf {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into())
+}
+
+fn client_config(ca_file: Option<&std::path::Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let bundle = ca_file.map(std::path::Path::to_owned).unwrap_or_else(ca_bundle);
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = rustls_pki_types::CertificateDer::pem_file_iter(&bundle)
+        .map_err(|err| format!("cannot read CA certificates from {} ({err}); set SSL_CERT_FILE", bundle.display()))?;
+    for certificate in certificates.flatten() {
+        let _ = roots.add(certificate);
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no CA certificate; set SSL_CERT_FILE", bundle.display()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| err.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+async fn exchange_on<S>(stream: S, request: Request<'_>, started: Instant) -> Result<Reply, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let address = request.address;
+    let protocol = |message: String| HttpError::Protocol { address, message };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| protocol(err.to_string()))?;
     tokio::spawn(connection);
@@ -76,12 +211,13 @@ async fn exchange(request: Request<'_>) -> Result<Reply, HttpError> {
     let outgoing = builder.body(body).map_err(|err| protocol(err.to_string()))?;
     let response = sender.send_request(outgoing).await.map_err(|err| protocol(err.to_string()))?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = Limited::new(response.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|err| protocol(format!("reading the body: {err}")))?
         .to_bytes();
-    Ok(Reply { status, body, elapsed: started.elapsed() })
+    Ok(Reply { status, headers, body, elapsed: started.elapsed() })
 }
 
 /// Parses `http://host[:port]/path?query` into (host with port as written, host name, port,
@@ -118,5 +254,19 @@ mod tests {
         assert_eq!(split_url("http://example.test").unwrap().2, 80);
         assert!(split_url("https://x").is_err());
         assert!(split_url("http://x:notaport/").is_err());
+    }
+
+    #[test]
+    fn https_urls_default_to_port_443_and_credentials_are_refused_unshown() {
+        let url = super::Url::parse("https://hooks.slack.test/services/T0/B0/x").unwrap();
+        assert_eq!(
+            (url.https, url.port, url.host.as_str(), url.path.as_str()),
+            (true, 443, "hooks.slack.test", "/services/T0/B0/x")
+        );
+        assert_eq!(super::Url::parse("https://[::1]:8443/").unwrap().port, 8443);
+        assert_eq!(super::Url::parse("http://127.0.0.1/").unwrap().port, 80);
+        let err = super::Url::parse("ftp://user:hunter2@x/").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(super::Url::parse("https://user:hunter2@x/").unwrap_err().contains("credentials"));
     }
 }

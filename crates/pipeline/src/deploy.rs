@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use tokio::sync::mpsc;
 use windlass_config::{Config, Source};
 use windlass_runtime::Runtime;
@@ -50,6 +51,47 @@ pub struct StartRequest {
     pub environment: String,
     pub actor: String,
     pub options: DeployOptions,
+    /// What an approver approved: the deploy is refused if the config or a build changed since.
+    pub expect: Option<Fingerprint>,
+}
+
+/// What a deploy would run: the config text and each rolled-out build, by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub config_sha256: String,
+    pub artifacts: BTreeMap<String, String>,
+}
+
+impl Fingerprint {
+    /// What changed from `self` to `now`, in words; none when nothing did.
+    pub fn differs_from(&self, now: &Fingerprint) -> Option<String> {
+        if self.config_sha256 != now.config_sha256 {
+            return Some("the config changed".into());
+        }
+        let changed: Vec<&str> = self
+            .artifacts
+            .keys()
+            .chain(now.artifacts.keys())
+            .filter(|s| self.artifacts.get(*s) != now.artifacts.get(*s))
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        (!changed.is_empty()).then(|| format!("the build of {} changed", changed.join(", ")))
+    }
+}
+
+/// A deploy checked but not started.
+#[derive(Debug)]
+pub struct Checked {
+    pub source: Source,
+    pub config: Config,
+    pub plan: Plan,
+    /// The recorded override of a closed deploy window, if one was used.
+    pub overridden: Option<String>,
+    pub variables: Variables,
+    pub artifacts: BTreeMap<String, Artifact>,
+    pub fingerprint: Fingerprint,
 }
 
 /// What the deploy record's `artifacts` holds: for every service, what runs after the deploy.
@@ -75,6 +117,7 @@ pub struct RecordedService {
 pub enum Kind {
     Deploy { plan: Plan },
     Rollback { target: Box<windlass_store::Deploy> },
+    Promote { from: String, services: Vec<crate::promote::Promoted> },
 }
 
 /// A recorded deploy holding its environment's lock, ready to run.
@@ -138,11 +181,14 @@ impl Deployer {
         }
     }
 
-    /// Checks a deploy, takes the lock, snapshots the artifacts and records the deploy.
-    pub async fn start(&self, request: &StartRequest) -> Result<Prepared, DeployError> {
+    /// Everything a deploy can check before it changes anything: config, plan, deploy window,
+    /// variables, and the builds it would roll out (frozen by content hash).
+    pub fn check(&self, request: &StartRequest) -> Result<Checked, DeployError> {
         let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
         let config = parse_config(&source)?;
         let plan = plan::plan(&config, &request.environment, &request.options)?;
+        let overridden = plan::check_window(&config, &request.environment, &request.options, jiff::Timestamp::now())
+            .map_err(DeployError::Rejected)?;
         let variables = self.variables(&config, &request.environment)?;
         let mut artifacts = BTreeMap::new();
         for service in plan.services() {
@@ -154,6 +200,23 @@ impl Deployer {
             artifacts
                 .insert(service.to_owned(), artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir)?);
         }
+        let fingerprint = Fingerprint {
+            config_sha256: hex::encode(sha2::Sha256::digest(source.text().as_bytes())),
+            artifacts: artifacts.iter().map(|(service, a)| (service.clone(), a.sha256.clone())).collect(),
+        };
+        Ok(Checked { source, config, plan, overridden, variables, artifacts, fingerprint })
+    }
+
+    /// Checks a deploy, takes the lock, snapshots the artifacts and records the deploy.
+    pub async fn start(&self, request: &StartRequest) -> Result<Prepared, DeployError> {
+        let Checked { source, config, plan, overridden, variables, artifacts, fingerprint } = self.check(request)?;
+        if let Some(expected) = &request.expect
+            && let Some(change) = expected.differs_from(&fingerprint)
+        {
+            return Err(DeployError::Rejected(format!(
+                "{change} since the deploy was requested: what would run is not what was approved; request it again"
+            )));
+        }
         let state = EnvState::load(&*self.store, &request.environment).await?;
         let recorded = recorded_after(&state, &artifacts);
         let purpose = format!("deploy requested by {}", request.actor);
@@ -163,7 +226,10 @@ impl Deployer {
             .create_deploy(&NewDeploy {
                 environment: request.environment.clone(),
                 actor: request.actor.clone(),
-                reason: request.options.reason.clone(),
+                reason: match &overridden {
+                    Some(_) => request.options.reason.as_ref().map(|r| format!("{r} [deploy window overridden]")),
+                    None => request.options.reason.clone(),
+                },
                 config_snapshot: source.text().to_owned(),
                 artifacts: serde_json::to_string(&recorded).unwrap_or_default(),
                 owner: self.holder.id.clone(),
@@ -176,6 +242,9 @@ impl Deployer {
                 return Err(err.into());
             }
         };
+        if let Some(overridden) = overridden {
+            self.audit(&request.actor, &request.environment, "deploy.window_overridden", &id, &overridden).await;
+        }
         self.audit(&request.actor, &request.environment, "deploy.started", &id, &format!("deploy {id} started")).await;
         Ok(Prepared {
             id,
@@ -219,6 +288,7 @@ impl Deployer {
         let outcome = match &prepared.kind {
             Kind::Deploy { plan } => run.deploy(plan, &prepared.artifacts).await,
             Kind::Rollback { target } => crate::rollback::run(&mut run, target).await,
+            Kind::Promote { from, services } => crate::promote::run(&mut run, from, services).await,
         };
         let (status, error) = match outcome {
             Ok(()) => (DeployStatus::Succeeded, None),
@@ -292,7 +362,7 @@ pub async fn scale(
 }
 
 /// For every service, what runs after a deploy that rolls out `artifacts`.
-fn recorded_after(state: &EnvState, artifacts: &BTreeMap<String, Artifact>) -> Recorded {
+pub(crate) fn recorded_after(state: &EnvState, artifacts: &BTreeMap<String, Artifact>) -> Recorded {
     let mut recorded = Recorded::default();
     for (service, color) in state.services.keys().filter_map(|s| Some((s, state.live(s)?.1))) {
         recorded.services.insert(
@@ -463,7 +533,10 @@ impl Run {
                         let custom = custom.clone();
                         let step = self.begin(&phase.name, &title).await?;
                         let result = self.command(&custom, &step.log).await;
-                        self.end(step, result).await?
+                        self.end(step, result).await?;
+                        if custom.undo.is_some() {
+                            self.changes.push(Change::Step { title: title.clone(), step: Box::new(custom) });
+                        }
                     }
                     StepPlan::Smoke { index, .. } => {
                         let Some(check) = self.config.smoke.get(*index).cloned() else { continue };
@@ -481,12 +554,26 @@ impl Run {
         Ok(())
     }
 
+    /// Every smoke check of the config, through the edge: the `verification` phase of a deploy
+    /// that does not run the config's phases (a promotion).
+    pub async fn verify(&mut self) -> Result<(), String> {
+        let hosts = route_hosts(&self.config, &self.environment);
+        for check in self.config.smoke.clone() {
+            let step = self.begin("verification", &format!("smoke check: {}", check.name)).await?;
+            let result = checks::smoke(&check, &self.variables, &hosts, &*self.deployer.edge, None)
+                .await
+                .map(|summary| step.log.line(summary));
+            self.end(step, result).await?;
+        }
+        Ok(())
+    }
+
     /// Undoes this deploy's changes, newest first.
     async fn undo_changes(&mut self) -> Result<(), String> {
         let changes = std::mem::take(&mut self.changes);
         let mut result = Ok(());
         for change in changes.into_iter().rev() {
-            let title = format!("roll back {}", change.service());
+            let title = change.undo_title();
             let step = self.begin("rollback", &title).await?;
             let undone = rollout::undo(self, &step.log, change).await;
             let outcome = self.end(step, undone).await;
@@ -498,7 +585,24 @@ impl Run {
     }
 
     async fn command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), String> {
-        let script = custom.run.render(|name| self.lookup(name))?;
+        self.shell(&custom.run, custom, log).await
+    }
+
+    /// Runs a custom step's `undo` command, with the step's environment, timeout and retries.
+    pub async fn undo_command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), String> {
+        match &custom.undo {
+            Some(undo) => self.shell(undo, custom, log).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn shell(
+        &self,
+        script: &windlass_config::template::Template,
+        custom: &windlass_config::Step,
+        log: &StepLog,
+    ) -> Result<(), String> {
+        let script = script.render(|name| self.lookup(name))?;
         let mut env = vars::base_env();
         env.extend(self.variables.all().clone());
         env.extend(self.builtins());

@@ -62,6 +62,8 @@ pub trait EdgeControl: Send + Sync + std::fmt::Debug {
     async fn set_weights(&self, service: &str, weights: &BTreeMap<String, u8>) -> Result<(), EdgeError>;
     async fn maintenance(&self, service: Option<&str>, enabled: bool) -> Result<(), EdgeError>;
     async fn failover(&self, service: &str, to: &str) -> Result<(), EdgeError>;
+    /// A pool's answer counters and latency histogram since the edge started.
+    async fn pool_metrics(&self, service: &str, pool: &str) -> Result<windlass_edge::metrics::Snapshot, EdgeError>;
     /// The admin token, which the edge also accepts to pin a request to a pool.
     fn pin_token(&self) -> &str;
     /// Where the edge serves traffic.
@@ -142,6 +144,18 @@ impl EdgeControl for EdgeClient {
     async fn failover(&self, service: &str, to: &str) -> Result<(), EdgeError> {
         let body = serde_json::json!({ "to": to });
         self.call("PUT", &format!("/edge/services/{service}/failover"), Some(body)).await.map(drop)
+    }
+
+    async fn pool_metrics(&self, service: &str, pool: &str) -> Result<windlass_edge::metrics::Snapshot, EdgeError> {
+        let path = format!("/edge/services/{service}/pools/{pool}/metrics");
+        let reply = self.call("GET", &path, None).await?;
+        #[derive(Deserialize)]
+        struct Answer {
+            snapshot: windlass_edge::metrics::Snapshot,
+        }
+        serde_json::from_slice::<Answer>(&reply.body)
+            .map(|a| a.snapshot)
+            .map_err(|err| EdgeError::Unreadable { call: format!("GET {path}"), message: err.to_string() })
     }
 
     fn pin_token(&self) -> &str {

@@ -5,7 +5,9 @@
 //! The pipeline reaches the edge and the instances only through two small traits,
 //! [`edge::EdgeControl`] and [`windlass_runtime::Runtime`], so a new runtime is one new module.
 
+pub mod approval;
 pub mod artifacts;
+pub mod canary;
 pub mod checks;
 pub mod command;
 pub mod deploy;
@@ -13,6 +15,7 @@ pub mod edge;
 /// The HTTP client, re-exported for the crates that reach the pipeline's peers the same way.
 pub use windlass_http as http;
 pub mod plan;
+pub mod promote;
 pub mod recover;
 pub mod rollback;
 pub mod rollout;
@@ -37,6 +40,9 @@ pub enum DeployError {
     UnknownDeploy(String),
     #[error("{0}")]
     Rejected(String),
+    /// The caller may not do this (approving their own deploy where that is not allowed).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] windlass_store::StoreError),
     #[error(transparent)]

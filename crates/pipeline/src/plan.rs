@@ -2,6 +2,7 @@
 //! run and which are skipped (and why), and the steps of each. `--dry-run` prints exactly this.
 
 use serde::Serialize;
+
 use windlass_config::{Config, Strategy};
 
 /// How the user narrowed a deploy.
@@ -12,6 +13,10 @@ pub struct DeployOptions {
     pub only: Vec<String>,
     pub dry_run: bool,
     pub reason: Option<String>,
+    /// Deploy outside the environment's deploy window (needs a reason, which is recorded).
+    pub override_window: bool,
+    /// The requester approves their own deploy (only where `approval = "anyone"`).
+    pub approve: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -103,6 +108,54 @@ pub fn check_environment(config: &Config, environment: &str) -> Result<(), PlanE
         declared: declared.join(", "),
         suggestion: windlass_config::did_you_mean(environment, declared.iter().copied()).map(str::to_owned),
     })
+}
+
+/// Refuses a deploy outside the environment's `deploy_window`, saying when it next opens, unless
+/// the window is overridden with a reason. Returns the override to record, if one was used.
+pub fn check_window(
+    config: &Config,
+    environment: &str,
+    options: &DeployOptions,
+    now: jiff::Timestamp,
+) -> Result<Option<String>, String> {
+    let Some(window) = config.environments.get(environment).and_then(|e| e.deploy_window.as_ref()) else {
+        return Ok(None);
+    };
+    if window.is_open(now) {
+        return Ok(None);
+    }
+    let next = match window.next_open(now) {
+        Some(opens) => {
+            let local = opens.to_zoned(window.time_zone.clone());
+            let wait = opens.duration_since(now).as_secs().max(0) as u64;
+            format!(
+                "it opens next at {} ({})",
+                local.strftime("%a %Y-%m-%d %H:%M %Z"),
+                crate::plan::human_wait(std::time::Duration::from_secs(wait))
+            )
+        }
+        None => "it never opens".to_owned(),
+    };
+    let closed = format!("`{environment}` accepts deploys only {} and is closed now: {next}", window.text);
+    if !options.override_window {
+        return Err(format!("{closed}. To deploy anyway: --override-window --reason \"why\""));
+    }
+    match options.reason.as_deref().map(str::trim) {
+        Some(reason) if !reason.is_empty() => Ok(Some(format!("deploy window overridden ({closed}): {reason}"))),
+        _ => Err("--override-window needs --reason \"why\": the reason is recorded with the deploy".into()),
+    }
+}
+
+/// "in 2d 13h", "in 45m", "in 30s".
+pub fn human_wait(wait: std::time::Duration) -> String {
+    let seconds = wait.as_secs();
+    let (days, hours, minutes) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("in {seconds}s"),
+        (0, 0, m) => format!("in {m}m"),
+        (0, h, m) => format!("in {h}h {m}m"),
+        (d, h, _) => format!("in {d}d {h}h"),
+    }
 }
 
 /// The plan for deploying `environment` with `options`.

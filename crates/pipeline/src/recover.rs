@@ -78,6 +78,22 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
                     live.retire_at_ms = None;
                 }
             }
+            // A canary interrupted between its steps still has a share of the traffic: it was
+            // never promoted, so the live color takes it all back before the canary retires.
+            let split = edge_state.services.get(service).is_some_and(|s| {
+                s.pools.iter().any(|(name, pool)| {
+                    name != windlass_edge::spec::SECONDARY_POOL
+                        && pool.weight > 0
+                        && Some(name) != service_state.live.as_ref()
+                })
+            });
+            if let (true, Some(live)) = (split, service_state.live.clone()) {
+                let weights = std::collections::BTreeMap::from([(live.clone(), 100u8)]);
+                deployer.edge.set_weights(service, &weights).await?;
+                recovery.notes.push(format!(
+                    "{environment}/{service}: an interrupted canary had part of the traffic; all of it is back on {live}"
+                ));
+            }
             for (color, recorded) in &mut service_state.colors {
                 if Some(color) != service_state.live.as_ref() && recorded.retire_at_ms.is_none() {
                     recovery.notes.push(format!(

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use windlass_config::Source;
-use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy};
+use windlass_config::{Source, Step};
+use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus};
 
 use crate::DeployError;
 use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, parse_config};
@@ -108,8 +108,50 @@ pub async fn start(
     })
 }
 
+/// The custom steps with an `undo` command that completed in the successful deploys after
+/// `target`, newest first: what a rollback to `target` undoes before it moves any traffic.
+async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, String, Step)>, String> {
+    let store = &*run.deployer.store;
+    let newer: Vec<Deploy> = store
+        .deploys(&run.environment, 500)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .take_while(|d| d.id != target.id)
+        .filter(|d| d.status == DeployStatus::Succeeded && d.id != run.id)
+        .collect();
+    let mut undo = Vec::new();
+    for deploy in newer {
+        let Ok(config) = parse_config(&Source::new(run.deployer.config_path.clone(), deploy.config_snapshot.clone()))
+        else {
+            continue;
+        };
+        let mut steps = store.steps(&deploy.id).await.map_err(|e| e.to_string())?;
+        steps.sort_by_key(|s| std::cmp::Reverse(s.seq));
+        for record in steps.into_iter().filter(|s| s.status == StepStatus::Succeeded) {
+            let Some(phase) = config.phases.get(&record.phase) else { continue };
+            let found = phase.steps.iter().enumerate().find(|(index, step)| {
+                let name = step.name.clone().unwrap_or_else(|| format!("{} step {}", record.phase, index + 1));
+                name == record.name && step.undo.is_some()
+            });
+            if let Some((_, step)) = found {
+                undo.push((deploy.id.clone(), record.name.clone(), step.clone()));
+            }
+        }
+    }
+    Ok(undo)
+}
+
 pub(crate) async fn run(run: &mut Run, target: &Deploy) -> Result<(), String> {
     let services = recorded(target).map_err(|e| e.to_string())?;
+    let mut failed_undo = Vec::new();
+    for (deploy, title, step) in steps_to_undo(run, target).await? {
+        let open = run.begin("rollback", &format!("undo: {title} (from {deploy})")).await?;
+        let result = run.undo_command(&step, &open.log).await;
+        if run.end(open, result).await.is_err() {
+            failed_undo.push(title);
+        }
+    }
     let mut cold = Vec::new();
     // Warm switches first: they are instant, and most of a rollback's value is speed.
     for (service, wanted) in &services.services {
@@ -178,6 +220,15 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy) -> Result<(), String> {
         let step = run.begin("rollback", &title).await?;
         let result = rollout::roll_out(run, &step.log, &service, &wanted.artifact, &config_deploy).await;
         run.end(step, result).await?;
+    }
+    if !failed_undo.is_empty() {
+        // The services are back where they should be: keep them there, but fail loudly.
+        run.changes.clear();
+        return Err(format!(
+            "the services are back on {}, but undoing {} failed: see the failed steps",
+            target.id,
+            failed_undo.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        ));
     }
     Ok(())
 }

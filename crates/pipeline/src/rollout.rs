@@ -18,7 +18,7 @@ use windlass_runtime::{InstanceSpec, InstanceState, LogPolicy, RestartPolicy};
 use crate::artifacts::Artifact;
 use crate::deploy::{Deployer, Run, StepLog, parse_config, route_hosts};
 use crate::state::{ColorState, EnvState, InstanceRef, other_color};
-use crate::{checks, vars};
+use crate::{canary, checks, vars};
 
 /// What a deploy changed, so a failure later in the deploy can undo it.
 #[derive(Debug, Clone)]
@@ -27,12 +27,16 @@ pub enum Change {
     Switched { service: String, from: Option<String>, to: String },
     /// A rolling service's instances were replaced; `previous` is what ran before.
     Rolled { service: String, previous: Option<ColorState> },
+    /// A custom step with an `undo` command completed.
+    Step { title: String, step: Box<windlass_config::Step> },
 }
 
 impl Change {
-    pub fn service(&self) -> &str {
+    /// The title of the step that undoes this change.
+    pub fn undo_title(&self) -> String {
         match self {
-            Change::Switched { service, .. } | Change::Rolled { service, .. } => service,
+            Change::Switched { service, .. } | Change::Rolled { service, .. } => format!("roll back {service}"),
+            Change::Step { title, .. } => format!("undo: {title}"),
         }
     }
 }
@@ -311,13 +315,19 @@ async fn blue_green(
         }
     }
     windlass_failpoint::hit("pipeline.before_switch");
-    if let (Some(old), Strategy::Canary(steps)) = (&old, &spec.strategy) {
-        for step in steps.iter().filter(|s| s.weight < 100) {
-            let weights = BTreeMap::from([(new.clone(), step.weight), (old.clone(), 100 - step.weight)]);
-            edge.set_weights(service, &weights).await.map_err(|e| e.to_string())?;
-            log.line(format!("{service}: {}% of traffic on {new}; holding {:?}", step.weight, step.pause.as_std()));
-            tokio::time::sleep(step.pause.as_std()).await;
-        }
+    if let (Some(old), Strategy::Canary(steps)) = (&old, &spec.strategy)
+        && let Err(aborted) = canary::run_steps(run, log, service, &new, old, steps, spec.analysis.as_ref()).await
+    {
+        // Weight 0 at once: the edge hands the canary's sticky clients back to the stable pool.
+        let weights = BTreeMap::from([(old.clone(), 100), (new.clone(), 0)]);
+        let reset = edge.set_weights(service, &weights).await;
+        windlass_failpoint::hit("pipeline.canary_aborted");
+        log.line(format!("{service}: canary aborted, all traffic back on {old}: {}", aborted.reason));
+        reset.map_err(|e| {
+            format!("the canary was aborted ({}) but its weight could not be reset: {e}", aborted.reason)
+        })?;
+        retire(&run.deployer, &run.environment, service, &new).await?;
+        return Err(format!("{service}: canary {new} aborted: {}", aborted.reason));
     }
     edge.set_weights(service, &BTreeMap::from([(new.clone(), 100)])).await.map_err(|e| e.to_string())?;
     run.changes.push(Change::Switched { service: service.to_owned(), from: old.clone(), to: new.clone() });
@@ -472,6 +482,7 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
             log.line(format!("{service}: nothing ran before this deploy; stopping {to}"));
             retire(&run.deployer, &run.environment, &service, &to).await
         }
+        Change::Step { step, .. } => run.undo_command(&step, log).await,
         Change::Rolled { service, previous: Some(previous) } => {
             log.line(format!("{service}: rolling back to build {}", previous.artifact.short_hash()));
             let config = config_of(run, &previous.config_deploy).await?;

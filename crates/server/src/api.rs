@@ -21,6 +21,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use windlass_config::Approval;
+use windlass_pipeline::approval;
 use windlass_pipeline::deploy::{StartRequest, lock_name};
 use windlass_pipeline::state::EnvState;
 use windlass_pipeline::{DeployError, DeployOptions, Deployer, PlanError};
@@ -32,6 +34,8 @@ use crate::tokens;
 pub struct AppState {
     pub deployer: Arc<Deployer>,
     pub store: Arc<dyn Store>,
+    /// The environments this server manages (others may be another server's, on a shared store).
+    pub managed: Vec<String>,
 }
 
 /// Who is calling: the name of the token presented.
@@ -48,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{env}/services/{service}/failover", put(failover))
         .route("/environments/{env}/services/{service}/scale", put(scale))
         .route("/environments/{env}/services/{service}/logs", get(logs))
+        .route("/environments/{env}/canary", get(canary_status))
+        .route("/environments/{env}/promote", post(promote))
+        .route("/environments/{env}/approval", get(show_approval).post(decide_approval))
+        .route("/environments/{env}/services/{service}/canary", post(canary_decide))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -65,6 +73,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 fn deploy_error(err: DeployError) -> Response {
     let status = match &err {
         DeployError::Locked { .. } => StatusCode::CONFLICT,
+        DeployError::Forbidden(_) => StatusCode::FORBIDDEN,
         DeployError::UnknownDeploy(_) | DeployError::Plan(PlanError::UnknownEnvironment { .. }) => {
             StatusCode::NOT_FOUND
         }
@@ -104,9 +113,20 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(text).map_err(|err| error(StatusCode::BAD_REQUEST, format!("invalid request body: {err}")))
 }
 
-fn known_environment(deployer: &Deployer, environment: &str) -> Result<(), Response> {
-    let config = deployer.load_config().map_err(deploy_error)?;
-    windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| deploy_error(err.into()))
+/// The environment exists in the config and this server manages it.
+fn known_environment(state: &AppState, environment: &str) -> Result<(), Response> {
+    let config = state.deployer.load_config().map_err(deploy_error)?;
+    windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| deploy_error(err.into()))?;
+    if !state.managed.iter().any(|m| m == environment) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "this server manages {}, not `{environment}`: ask the server started with `--env {environment}`",
+                state.managed.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn audit(store: &dyn Store, actor: &str, environment: &str, kind: &str, subject: &str, message: String) {
@@ -161,12 +181,46 @@ async fn create_deploy(
         Ok(options) => options,
         Err(response) => return response,
     };
-    let request = StartRequest { environment, actor, options };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    let request = StartRequest { environment, actor, options, expect: None };
     if request.options.dry_run {
         return match state.deployer.plan(&request) {
             Ok(plan) => Json(json!({ "dry_run": true, "plan": plan })).into_response(),
             Err(err) => deploy_error(err),
         };
+    }
+    let policy = match approval::policy(&state.deployer, &request.environment) {
+        Ok(policy) => policy,
+        Err(err) => return deploy_error(err),
+    };
+    match (policy, request.options.approve) {
+        (Approval::None, _) | (Approval::Anyone, true) => {}
+        (Approval::Required, true) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "`{}` needs approval by someone other than the requester ({}); leave out --approve and ask a colleague to run `windlass approve {}`",
+                    request.environment, request.actor, request.environment
+                ),
+            );
+        }
+        (Approval::Required | Approval::Anyone, false) => {
+            return match approval::request(&state.deployer, &request).await {
+                Ok(pending) => {
+                    let message = format!(
+                        "`{}` needs approval: request {} is waiting; {} approves it with `windlass approve {}`",
+                        pending.environment,
+                        pending.id,
+                        if policy == Approval::Required { "someone else" } else { "anyone" },
+                        pending.environment
+                    );
+                    (StatusCode::ACCEPTED, Json(json!({ "approval": pending, "message": message }))).into_response()
+                }
+                Err(err) => deploy_error(err),
+            };
+        }
     }
     match state.deployer.start(&request).await {
         Ok(prepared) => {
@@ -198,6 +252,9 @@ async fn rollback(
         Ok(request) => request,
         Err(response) => return response,
     };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
     match windlass_pipeline::rollback::start(
         &state.deployer,
         &environment,
@@ -227,7 +284,7 @@ async fn list_deploys(
     Path(environment): Path<String>,
     Query(limit): Query<Limit>,
 ) -> Response {
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     match state.store.deploys(&environment, limit.limit.unwrap_or(20).min(500)).await {
@@ -418,7 +475,7 @@ async fn status(State(state): State<AppState>) -> Response {
 }
 
 async fn show_lock(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     match state.store.lease(&lock_name(&environment)).await {
@@ -457,7 +514,7 @@ async fn break_lock(
         Ok(why) => why,
         Err(response) => return response,
     };
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     let Some(reason) = why.reason.filter(|r| !r.trim().is_empty()) else {
@@ -496,7 +553,7 @@ async fn maintenance(
         Ok(request) => request,
         Err(response) => return response,
     };
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     if let Err(err) = state.deployer.edge.maintenance(request.service.as_deref(), request.enabled).await {
@@ -543,7 +600,7 @@ async fn failover(
         Ok(request) => request,
         Err(response) => return response,
     };
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     if request.to != "secondary" && request.to != "primary" {
@@ -596,7 +653,7 @@ async fn logs(
     Path((environment, service)): Path<(String, String)>,
     Query(tail): Query<Tail>,
 ) -> Response {
-    if let Err(response) = known_environment(&state.deployer, &environment) {
+    if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
     let env_state = match EnvState::load(&*state.store, &environment).await {
@@ -623,4 +680,175 @@ async fn logs(
         }
     }
     Json(json!({ "service": service, "instances": instances })).into_response()
+}
+
+/// The canaries of an environment: running, or how the last one of each service ended.
+async fn canary_status(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    let services: Vec<String> = match state.deployer.load_config() {
+        Ok(config) => config.services.keys().cloned().collect(),
+        Err(err) => return deploy_error(err),
+    };
+    let mut canaries = Vec::new();
+    for service in services {
+        let key = windlass_pipeline::canary::progress_key(&environment, &service);
+        let Ok(Some(text)) = state.store.setting(&key).await else { continue };
+        if let Ok(progress) = serde_json::from_str::<windlass_pipeline::canary::Progress>(&text) {
+            canaries.push(progress);
+        }
+    }
+    Json(json!({ "environment": environment, "canaries": canaries })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryRequest {
+    action: windlass_pipeline::canary::Command,
+}
+
+/// `promote` or `abort` for the running canary of a service; the deploy running it acts on it
+/// within a fraction of a second.
+async fn canary_decide(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path((environment, service)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    use windlass_pipeline::canary::{Control, Progress, control_key, progress_key};
+    let request: CanaryRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    let progress = match state.store.setting(&progress_key(&environment, &service)).await {
+        Ok(text) => text.and_then(|t| serde_json::from_str::<Progress>(&t).ok()),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    };
+    let Some(progress) = progress.filter(|p| p.outcome == "running") else {
+        return error(StatusCode::CONFLICT, format!("{service} in {environment} has no running canary"));
+    };
+    let control =
+        Control { command: request.action.clone(), actor: actor.clone(), deploy_id: progress.deploy_id.clone() };
+    let text = serde_json::to_string(&control).unwrap_or_default();
+    if let Err(err) = state.store.set_setting(&control_key(&environment, &service), &text).await {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, err);
+    }
+    let verb = match request.action {
+        windlass_pipeline::canary::Command::Promote => "promote",
+        windlass_pipeline::canary::Command::Abort => "abort",
+    };
+    let message =
+        format!("{verb} requested for the canary {} of {service} (deploy {})", progress.canary, progress.deploy_id);
+    audit(&*state.store, &actor, &environment, &format!("canary-{verb}"), &service, message.clone()).await;
+    Json(json!({ "service": service, "deploy": progress.deploy_id, "message": message })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    from: String,
+    #[serde(default)]
+    services: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    override_window: bool,
+}
+
+/// Deploys to `{env}` the builds that run in `from`.
+async fn promote(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let body: PromoteBody = match body(&bytes) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    let request = windlass_pipeline::promote::PromoteRequest {
+        from: body.from,
+        to: environment,
+        services: body.services,
+        actor,
+        options: windlass_pipeline::plan::DeployOptions {
+            reason: body.reason,
+            override_window: body.override_window,
+            ..Default::default()
+        },
+    };
+    match windlass_pipeline::promote::start(&state.deployer, &request).await {
+        Ok(prepared) => {
+            let id = prepared.id.to_string();
+            let deployer = state.deployer.clone();
+            tokio::spawn(async move { deployer.execute(prepared).await });
+            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+        }
+        Err(err) => deploy_error(err),
+    }
+}
+
+/// The environment's latest approval request, open or decided.
+async fn show_approval(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    match approval::latest(&state.deployer, &environment).await {
+        Ok(Some(request)) => Json(json!({ "approval": request })).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no deploy of `{environment}` was ever sent for approval")),
+        Err(err) => deploy_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    Approve,
+    Reject,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: Verdict,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Approves (and starts) or rejects the open request.
+async fn decide_approval(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let body: DecisionBody = match body(&bytes) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    match body.decision {
+        Verdict::Approve => match approval::approve(&state.deployer, &environment, &actor, body.reason).await {
+            Ok((request, prepared)) => {
+                let id = prepared.id.to_string();
+                let deployer = state.deployer.clone();
+                tokio::spawn(async move { deployer.execute(prepared).await });
+                (StatusCode::ACCEPTED, Json(json!({ "id": id, "approval": request }))).into_response()
+            }
+            Err(err) => deploy_error(err),
+        },
+        Verdict::Reject => match approval::reject(&state.deployer, &environment, &actor, body.reason).await {
+            Ok(request) => Json(json!({ "approval": request })).into_response(),
+            Err(err) => deploy_error(err),
+        },
+    }
 }

@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub env_file: Option<PathBuf>,
     /// The `windlass-shim` executable; default beside the running binary.
     pub shim: Option<PathBuf>,
+    /// The environments this server deploys, recovers and reaps; empty: all of the config's.
+    /// Servers that share one store each manage their own.
+    pub environments: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +120,15 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         env_file: options.env_file.clone(),
     });
     let config = deployer.load_config()?;
-    let environments: Vec<String> = config.environments.keys().cloned().collect();
+    for environment in &options.environments {
+        windlass_pipeline::plan::check_environment(&config, environment)
+            .map_err(|err| ServerError::Setup(format!("--env: {err}")))?;
+    }
+    let environments: Vec<String> = if options.environments.is_empty() {
+        config.environments.keys().cloned().collect()
+    } else {
+        options.environments.clone()
+    };
     let recovery = windlass_pipeline::recover::recover(&deployer, &environments).await?;
     for note in &recovery.notes {
         tracing::warn!("{note}");
@@ -126,7 +137,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         .await
         .map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
-    let app = api::router(api::AppState { deployer: deployer.clone(), store });
+    let app = api::router(api::AppState { deployer: deployer.clone(), store, managed: environments.clone() });
     tokio::spawn(retire_warm_colors(deployer.clone(), environments));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

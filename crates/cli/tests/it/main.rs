@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod canary;
 mod db;
 mod deploys;
 mod harness;
@@ -9,5 +10,6 @@ mod init;
 mod platform;
 mod readme;
 mod recovery;
+mod release;
 mod secrets;
 mod validate;

@@ -24,6 +24,8 @@ pub struct Platform {
     pub server: Option<Process>,
     pub server_url: String,
     pub token: String,
+    /// A store shared with other platforms (a PostgreSQL URL); none: SQLite in the state dir.
+    pub database: Option<String>,
 }
 
 /// A small platform: `api` (blue-green, VERSION from the config), with a smoke check through
@@ -68,7 +70,17 @@ impl Platform {
         let dir = windlass_testkit::tempdir();
         let config = dir.path().join("windlass.toml");
         std::fs::write(&config, config_text).unwrap();
-        Self::start_in(dir, config, "production")
+        Self::start_in(dir, config, "production", None, "alice")
+    }
+
+    /// A platform for `environment` whose server shares the store at `database` with other
+    /// platforms (the team setup: one server per environment, one PostgreSQL); its CLI runs as
+    /// `user`.
+    pub fn start_shared(config_text: &str, environment: &str, database: &str, user: &str) -> Self {
+        let dir = windlass_testkit::tempdir();
+        let config = dir.path().join("windlass.toml");
+        std::fs::write(&config, config_text).unwrap();
+        Self::start_in(dir, config, environment, Some(database.to_owned()), user)
     }
 
     /// The Maily example, copied, running `environment`.
@@ -76,10 +88,10 @@ impl Platform {
         let dir = windlass_testkit::tempdir();
         crate::harness::copy_dir(&repo_root().join("examples/maily"), dir.path());
         let config = dir.path().join("windlass.toml");
-        Self::start_in(dir, config, environment)
+        Self::start_in(dir, config, environment, None, "alice")
     }
 
-    fn start_in(dir: TempDir, config: PathBuf, environment: &str) -> Self {
+    fn start_in(dir: TempDir, config: PathBuf, environment: &str, database: Option<String>, user: &str) -> Self {
         let mut edge = Command::new(workspace_bin("windlass"));
         edge.args(["edge", "--env", environment, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--config")
@@ -91,14 +103,12 @@ impl Platform {
         let edge_address = edge.wait_for_address("edge listening on ");
         let edge_admin = edge.wait_for_address("admin listening on ");
         let state = dir.path().join("state");
-        let created = Command::new(workspace_bin("windlass"))
-            .args(["token", "create", "--name", "alice"])
-            .arg("--config")
-            .arg(&config)
-            .arg("--state")
-            .arg(&state)
-            .output()
-            .unwrap();
+        let mut create = Command::new(workspace_bin("windlass"));
+        create.args(["token", "create", "--name", user]).arg("--config").arg(&config).arg("--state").arg(&state);
+        if let Some(database) = &database {
+            create.env("WINDLASS_DATABASE", database);
+        }
+        let created = create.output().unwrap();
         assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
         let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
         let mut platform = Platform {
@@ -111,6 +121,7 @@ impl Platform {
             server: None,
             server_url: String::new(),
             token,
+            database,
         };
         platform.start_server(&[]);
         platform
@@ -135,6 +146,10 @@ impl Platform {
             .arg("--edge-listen")
             .arg(self.edge_address.to_string())
             .env("WINDLASS_EDGE_TOKEN", EDGE_TOKEN);
+        if let Some(database) = &self.database {
+            // One server per environment on the shared store.
+            server.env("WINDLASS_DATABASE", database).args(["--env", &self.environment]);
+        }
         for (name, value) in env {
             server.env(name, value);
         }
@@ -162,14 +177,37 @@ impl Platform {
 
     /// Runs the CLI against this platform's server with Alice's token.
     pub fn cli(&self, args: &[&str]) -> Run {
-        let output = Command::new(workspace_bin("windlass"))
+        self.cli_as(&self.token, args)
+    }
+
+    /// A personal token for another user of this platform.
+    pub fn add_user(&self, name: &str) -> String {
+        let mut create = Command::new(workspace_bin("windlass"));
+        create.args(["token", "create", "--name", name]).arg("--config").arg(&self.config);
+        create.arg("--state").arg(self.state_dir());
+        if let Some(database) = &self.database {
+            create.env("WINDLASS_DATABASE", database);
+        }
+        let created = create.output().unwrap();
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        String::from_utf8(created.stdout).unwrap().trim().to_owned()
+    }
+
+    /// The CLI as it would run with `token`, not started yet.
+    pub fn command_as(&self, token: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(workspace_bin("windlass"));
+        command
             .args(args)
             .arg("--server")
             .arg(&self.server_url)
-            .env("WINDLASS_TOKEN", &self.token)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
+            .env("WINDLASS_TOKEN", token)
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs the CLI against this platform's server with `token`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Run {
+        let output = self.command_as(token, args).output().unwrap();
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

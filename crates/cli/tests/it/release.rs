@@ -1,0 +1,230 @@
+//! Release control around a deploy: deploy windows, approvals, promotion between environments
+//! and undo steps, through the real server and edge.
+
+use windlass_testkit::workspace_bin;
+
+use crate::platform::{Platform, body_json, config};
+
+fn demo() -> String {
+    workspace_bin("windlass-demo").display().to_string()
+}
+
+/// A weekday name `days` days from today (UTC), for windows that are certainly closed today.
+fn weekday_in(days: i64) -> &'static str {
+    const NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).weekday().to_monday_zero_offset();
+    NAMES[(i64::from(today) + days).rem_euclid(7) as usize]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_outside_the_window_is_refused_with_the_next_opening_unless_overridden_with_a_reason() {
+    // Open only the day after tomorrow: closed all of today, whatever the hour.
+    let window = format!("{} 00:00-23:59 UTC", weekday_in(2));
+    let text = config(&demo(), r#"VERSION = "v1""#, "1m", "")
+        .replace("[environments.production]\n", &format!("[environments.production]\ndeploy_window = \"{window}\"\n"));
+    let platform = Platform::start(&text);
+
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(&format!("accepts deploys only {window} and is closed now")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("it opens next at {} ", weekday_in(2))), "{}", run.stderr);
+    assert!(run.stderr.contains("--override-window --reason"), "{}", run.stderr);
+    assert!(platform.status()["services"].as_object().is_none_or(|s| s.is_empty()), "nothing started");
+
+    let run = platform.cli(&["deploy", "production", "--override-window"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("--override-window needs --reason"), "{}", run.stderr);
+
+    let id = platform.deploy(&["--override-window", "--reason", "security fix CVE-2026-1234"]);
+    let shown = platform.json(&["deploy", "show", &id]);
+    assert_eq!(shown["deploy"]["reason"], "security fix CVE-2026-1234 [deploy window overridden]");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+}
+
+/// Custom steps in the `traffic` phase that append to `journal` and declare undo commands.
+fn steps_with_undo(journal: &std::path::Path, third: &str, undo_b: &str) -> String {
+    let journal = journal.display();
+    format!(
+        r#"
+[[phases.traffic.steps]]
+name = "step A"
+run = "echo A >> {journal}"
+undo = "echo undo-A >> {journal}"
+
+[[phases.traffic.steps]]
+name = "step B"
+run = "echo B >> {journal}"
+undo = "{undo_b}"
+
+[[phases.traffic.steps]]
+name = "step C"
+run = "{third}"
+"#
+    )
+}
+
+fn step_statuses(shown: &serde_json::Value) -> Vec<(String, String)> {
+    shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["status"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_failing_deploy_runs_the_undo_of_its_completed_steps_in_reverse_even_when_one_fails() {
+    let dir = windlass_testkit::tempdir();
+    let journal = dir.path().join("journal");
+    // B's undo fails; A's must still run. C fails the deploy.
+    let steps = steps_with_undo(&journal, "exit 3", &format!("echo undo-B >> {}; exit 4", journal.display()));
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &steps));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let journal_text = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(journal_text, "A\nB\nundo-B\nundo-A\n");
+    let id = crate::platform::deploy_id(&run);
+    let shown = platform.json(&["deploy", "show", &id]);
+    let statuses = step_statuses(&shown);
+    let position = |name: &str| statuses.iter().position(|(n, _)| n == name).unwrap_or_else(|| panic!("{statuses:?}"));
+    assert_eq!(statuses[position("step C")].1, "failed");
+    assert_eq!(statuses[position("undo: step B")].1, "failed", "{statuses:?}");
+    assert_eq!(statuses[position("undo: step A")].1, "succeeded", "{statuses:?}");
+    assert!(position("undo: step B") < position("undo: step A"), "reverse order: {statuses:?}");
+    assert_eq!(shown["deploy"]["status"], "failed", "an undo failed, so the deploy says so: {shown:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_undoes_the_completed_steps_of_the_deploys_it_leaves_behind() {
+    let dir = windlass_testkit::tempdir();
+    let journal = dir.path().join("journal");
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    let first = platform.deploy(&[]);
+    let undo_b = format!("echo undo-B >> {}", journal.display());
+    platform.rewrite_config(&config(&demo(), r#"VERSION = "v2""#, "1m", &steps_with_undo(&journal, "true", &undo_b)));
+    platform.deploy(&[]);
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "A\nB\n");
+    let run = platform.cli(&["rollback", "production", &first]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "A\nB\nundo-B\nundo-A\n");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+}
+
+/// Staging and production of one shop, each served by its own edge and server, sharing one
+/// PostgreSQL store (the team setup). `api` runs the binary at `program`.
+fn two_environments(program: &std::path::Path) -> String {
+    config(&program.display().to_string(), r#"VERSION = "v1""#, "1m", "")
+        .replace("[environments.production]\n", "[environments.staging]\n\n[environments.production]\n")
+}
+
+fn artifact_hash(shown: &serde_json::Value, service: &str) -> String {
+    shown["deploy"]["artifacts"]["services"][service]["artifact"]["sha256"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promotion_deploys_to_production_the_build_that_passed_in_staging_not_todays() {
+    let database = windlass_testkit::postgres::TestDatabase::create().await;
+    let bin = windlass_testkit::tempdir();
+    let program = bin.path().join("shop-api");
+    std::fs::copy(workspace_bin("windlass-demo"), &program).unwrap();
+    let text = two_environments(&program);
+    let staging = Platform::start_shared(&text, "staging", &database.url, "alice");
+    let production = Platform::start_shared(&text, "production", &database.url, "bob");
+
+    let run = production.cli(&["deploy", "staging"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("this server manages production, not `staging`"), "{}", run.stderr);
+    let run = production.cli(&["promote", "staging", "production"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("nothing runs in `staging`: there is nothing to promote"), "{}", run.stderr);
+
+    let tested = staging.deploy(&["--reason", "release candidate"]);
+    let tested_hash = artifact_hash(&staging.json(&["deploy", "show", &tested]), "api");
+    // Today's build differs from the one staging tested (a rebuild, a later commit...).
+    let mut rebuilt = std::fs::read(&program).unwrap();
+    rebuilt.extend_from_slice(b"\0rebuilt");
+    std::fs::write(&program, rebuilt).unwrap();
+
+    let run = production.cli(&["promote", "staging", "production", "--services", "web"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`web` is not a service of the config"), "{}", run.stderr);
+
+    let run = production.cli(&["promote", "staging", "production", "--reason", "weekly release"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let promoted = crate::platform::deploy_id(&run);
+    let shown = production.json(&["deploy", "show", &promoted]);
+    assert_eq!(artifact_hash(&shown, "api"), tested_hash, "the build staging ran: {shown:#}");
+    assert_eq!(shown["deploy"]["actor"], "bob");
+    let reason = shown["deploy"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("promote from staging: api ") && reason.contains(&tested), "{reason}");
+    assert!(reason.ends_with("(weekly release)"), "{reason}");
+    assert_eq!(body_json(&production.get("api.shop.localhost", "/version").await)["version"], "v1");
+
+    // A plain deploy of production freezes today's build: a different hash.
+    let fresh = production.deploy(&[]);
+    assert_ne!(artifact_hash(&production.json(&["deploy", "show", &fresh]), "api"), tested_hash);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_to_an_environment_with_approval_waits_for_someone_else_and_runs_what_was_approved() {
+    let text = config(&demo(), r#"VERSION = "v1""#, "1m", "")
+        .replace("[environments.production]\n", "[environments.production]\napproval = \"required\"\n");
+    let platform = Platform::start(&text);
+    let bob = platform.add_user("bob");
+
+    let run = platform.cli(&["deploy", "production", "--detach", "--reason", "v1"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`production` needs approval: request approval-"), "{}", run.stderr);
+    assert!(platform.status()["services"].as_object().is_none_or(|s| s.is_empty()), "nothing runs before approval");
+    for (args, expected) in [
+        (vec!["approve", "production"], "needs approval by someone other than the requester (alice)"),
+        (vec!["deploy", "production", "--approve"], "needs approval by someone other than the requester (alice)"),
+        (vec!["deploy", "production"], "awaits approval"),
+    ] {
+        let run = platform.cli(&args);
+        assert_ne!(run.code, 0, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
+    }
+    let run = platform.cli_as(&bob, &["approve", "production", "--reason", "looks good"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let id = crate::platform::deploy_id(&run);
+    let shown = platform.json(&["deploy", "show", &id]);
+    assert_eq!(shown["deploy"]["status"], "succeeded");
+    assert_eq!(shown["deploy"]["actor"], "alice", "the requester's deploy");
+    assert_eq!(shown["deploy"]["reason"], "v1 (approved by bob: looks good)");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+
+    // A waiting `windlass deploy` follows its request: rejected here, after a change to the
+    // config made the request stale (approving it would ship something else).
+    let waiting = platform
+        .command_as(&platform.token, &["deploy", "production"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server: std::net::SocketAddr = platform.server_url.trim_start_matches("http://").parse().unwrap();
+    let authorization = format!("Bearer {}", platform.token);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let path = "/api/v1/environments/production/approval";
+        let reply = windlass_testkit::http::request("GET", server, path, &[("authorization", &authorization)], "")
+            .await
+            .unwrap();
+        if body_json(&reply)["approval"]["status"] == "pending" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the waiting deploy never asked: {}", reply.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    platform.rewrite_config(&text.replace(r#"VERSION = "v1""#, r#"VERSION = "v2""#));
+    let run = platform.cli_as(&bob, &["approve", "production"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("the config changed since the deploy was requested"), "{}", run.stderr);
+    let run = platform.cli_as(&bob, &["reject", "production", "--reason", "stale"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let output = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rejected by bob: stale"), "{stderr}");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+}
