@@ -1,10 +1,372 @@
-//! `windlass db ...`: being built.
+//! `windlass db status|plan|migrate|repair|backup|backups|restore|verify <env>`: an
+//! environment's database, from the config's `[database]` section. Replaces `db-migration.sh`
+//! and `verify-backups.sh`.
 
-use crate::Outcome;
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use windlass_config::Migrate;
+use windlass_db::{
+    BackupPolicy, BackupStore, Database, MigrateRequest, NoWriteStop, Options, PgWriteStop, Retention, Source,
+    WriteStop,
+};
+use windlass_pipeline::vars::{Variables, base_env};
+
+use crate::{Outcome, UsageError, config_path, load_config};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<Outcome> {
-    Err(crate::UsageError("`windlass db` is not built yet".into()).into())
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Applied and pending migrations; exit 1 if an applied one was edited.
+    Status(Common),
+    /// What `migrate` would run, in order, with non-transactional steps flagged.
+    Plan(Common),
+    /// Back up, then apply the pending migrations under the migration lock.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+        /// Recorded with each applied migration and in the backup's name.
+        #[arg(long)]
+        deploy_id: Option<String>,
+        /// Skip the backup even if `backup.before_migrate` is on.
+        #[arg(long)]
+        no_backup: bool,
+    },
+    /// Re-record the checksums of applied migrations whose files were edited.
+    Repair(Common),
+    /// Take a backup now.
+    Backup(Common),
+    /// List the environment's backups, oldest first.
+    Backups(Common),
+    /// Restore a backup (default: the newest) under a write stop, after a fresh backup.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// A backup name from `windlass db backups`, or `latest`.
+        backup: Option<String>,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Restore a backup into a scratch database and compare it with its manifest.
+    Verify {
+        #[command(flatten)]
+        common: Common,
+        /// A backup name, or `latest` (the default).
+        backup: Option<String>,
+        /// Verify every backup.
+        #[arg(long, conflicts_with = "backup")]
+        all: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The environment, as declared under [environments].
+    environment: String,
+    /// The config file [default: ./windlass.toml]
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// The env file to read [default: .env.<environment> beside the config, if present]
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    /// Seconds to wait for another run's migration lock.
+    #[arg(long, default_value_t = 60)]
+    lock_timeout: u64,
+    /// The directory holding pg_dump, pg_restore and psql [default: found in PATH]
+    #[arg(long, env = "WINDLASS_PG_BIN_DIR")]
+    pg_bin_dir: Option<PathBuf>,
+    /// Print JSON instead of text (status, plan, backups).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything a command needs, resolved from the config and the environment.
+struct Target {
+    database: Database,
+    url: String,
+    store: BackupStore,
+    retention: Retention,
+    before_migrate: bool,
+    source: Option<Source>,
+    environment: String,
+}
+
+fn resolve(common: &Common) -> anyhow::Result<Target> {
+    let path = config_path(common.config.clone());
+    let config = load_config(&path)?;
+    let environment = common.environment.clone();
+    if !config.environments.contains_key(&environment) {
+        let declared: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        return Err(UsageError(format!(
+            "environment `{environment}` is not declared in {} (declared: {})",
+            path.display(),
+            declared.join(", ")
+        ))
+        .into());
+    }
+    let Some(db) = &config.database else {
+        return Err(UsageError(format!("{} has no [database] section", path.display())).into());
+    };
+    let (variables, _problems) = Variables::resolve(&config, &environment, common.env_file.as_deref());
+    let builtins: BTreeMap<String, String> = [("WINDLASS_ENV".to_owned(), environment.clone())].into();
+    let url = variables
+        .render(&db.url, &builtins)
+        .map_err(|err| UsageError(format!("[database] url: {err} (set it in the environment or the env file)")))?;
+    let options = Options {
+        lock_timeout: Duration::from_secs(common.lock_timeout),
+        pg_bin_dir: common.pg_bin_dir.clone(),
+        dump_file_size_limit: None,
+    };
+    let database = Database::new(&url, options).map_err(|err| UsageError(format!("[database] url: {err}")))?;
+    let dir = windlass_config::config_dir(&path);
+    let backups =
+        windlass_db::backup_dir(&dir, config.project.state_dir.as_deref(), db.backup.dir.as_deref(), &environment);
+    let source = match &db.migrate {
+        None => None,
+        Some(Migrate::Dir(migrations)) => Some(Source::Dir(dir.join(&migrations.value))),
+        Some(Migrate::Command(template)) => {
+            let command = template
+                .render(|name| variables.get(name).or_else(|| builtins.get(name).cloned()))
+                .map_err(|err| UsageError(format!("[database] migrate command: {err}")))?;
+            let mut env = base_env();
+            env.extend(variables.all().clone());
+            env.extend(builtins.clone());
+            env.insert("DATABASE_URL".into(), url.clone());
+            Some(Source::Command { command, env, cwd: Some(dir.clone()) })
+        }
+    };
+    Ok(Target {
+        database,
+        url,
+        store: BackupStore::new(backups),
+        retention: Retention { keep: db.backup.keep, max_age: db.backup.max_age.as_std() },
+        before_migrate: db.backup.before_migrate,
+        source,
+        environment,
+    })
+}
+
+fn migrations_dir(target: &Target) -> anyhow::Result<&Path> {
+    match &target.source {
+        Some(Source::Dir(dir)) => Ok(dir),
+        Some(Source::Command { .. }) => Err(UsageError(
+            "[database] migrate runs an external command: status, plan and repair need `migrate = { dir = \"...\" }`"
+                .into(),
+        )
+        .into()),
+        None => Err(UsageError("[database] has no `migrate`".into()).into()),
+    }
+}
+
+fn write_stop(target: &Target) -> Box<dyn WriteStop> {
+    if target.url.starts_with("postgres") { Box::new(PgWriteStop::new(&target.url)) } else { Box::new(NoWriteStop) }
+}
+
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<Outcome> {
+    match args.command {
+        Command::Status(common) => status(&common, false).await,
+        Command::Plan(common) => status(&common, true).await,
+        Command::Migrate { common, deploy_id, no_backup } => {
+            let target = resolve(&common)?;
+            let Some(source) = target.source.clone() else {
+                return Err(UsageError("[database] has no `migrate`".into()).into());
+            };
+            let backup = (target.before_migrate && !no_backup)
+                .then(|| BackupPolicy { store: target.store.clone(), retention: target.retention });
+            let mut stop = write_stop(&target);
+            let report = target
+                .database
+                .migrate(MigrateRequest { source, deploy_id, backup, write_stop: stop.as_mut() })
+                .await?;
+            if let Some(backup) = &report.backup {
+                println!("backup {} ({} bytes, {} ms)", backup.name, backup.size_bytes, backup.duration_ms);
+            }
+            if let Some(output) = &report.output {
+                print!("{output}");
+            }
+            for applied in &report.applied {
+                println!(
+                    "applied {:04}_{} in {} ms{}",
+                    applied.version,
+                    applied.name,
+                    applied.duration_ms,
+                    if applied.transactional { "" } else { " (no transaction)" }
+                );
+            }
+            if report.applied.is_empty() && report.output.is_none() {
+                println!("{}: up to date", target.environment);
+            }
+            for name in &report.pruned {
+                println!("removed old backup {name}");
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Repair(common) => {
+            let target = resolve(&common)?;
+            let changes = target.database.repair(migrations_dir(&target)?).await?;
+            if changes.is_empty() {
+                println!("nothing to repair: every applied migration matches its file");
+            }
+            for change in changes {
+                println!("repaired {change}");
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Backup(common) => {
+            let target = resolve(&common)?;
+            let manifest = target.database.backup(&target.store, "manual", None).await?;
+            let pruned = target.store.prune(target.retention, jiff::Timestamp::now())?;
+            println!(
+                "backup {} ({} bytes, {} ms, {} tables) in {}",
+                manifest.name,
+                manifest.size_bytes,
+                manifest.duration_ms,
+                manifest.tables.len(),
+                target.store.dir.display()
+            );
+            for name in pruned {
+                println!("removed old backup {name}");
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Backups(common) => {
+            let target = resolve(&common)?;
+            let all = target.store.list()?;
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(Outcome::Ok);
+            }
+            if all.is_empty() {
+                println!("no backups in {}", target.store.dir.display());
+            }
+            for m in all {
+                let verified = match &m.verification {
+                    Some(v) if v.ok => format!("verified {}", v.at),
+                    Some(v) => format!("VERIFY FAILED {}: {}", v.at, v.detail),
+                    None => "not verified".into(),
+                };
+                println!(
+                    "{}  {}  {} bytes  schema {}  {} rows  {}",
+                    m.name,
+                    m.reason,
+                    m.size_bytes,
+                    m.schema_version.map_or("-".into(), |v| v.to_string()),
+                    m.tables.values().sum::<i64>(),
+                    verified
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Restore { common, backup, yes } => {
+            let target = resolve(&common)?;
+            let name = backup.unwrap_or_else(|| "latest".into());
+            let manifest = target.store.get(&name).map_err(|err| UsageError(err.to_string()))?;
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(UsageError(
+                        "restore replaces the live database: confirm on a terminal or pass --yes".into(),
+                    )
+                    .into());
+                }
+                print!(
+                    "Restore backup {} into {}? Writes are stopped, the current state is backed up first.\n\
+                     Type the environment name ({}) to confirm: ",
+                    manifest.name,
+                    target.database.redacted_url(),
+                    target.environment
+                );
+                std::io::stdout().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if answer.trim() != target.environment {
+                    println!("not restored");
+                    return Ok(Outcome::NotOk);
+                }
+            }
+            let mut stop = write_stop(&target);
+            let report = target.database.restore(&target.store, &manifest.name, stop.as_mut()).await?;
+            println!("backed up the current state as {}", report.pre_restore.name);
+            println!("restored {}", report.restored.name);
+            Ok(Outcome::Ok)
+        }
+        Command::Verify { common, backup, all } => {
+            let target = resolve(&common)?;
+            let names: Vec<String> = if all {
+                target.store.list()?.into_iter().map(|m| m.name).collect()
+            } else {
+                vec![backup.unwrap_or_else(|| "latest".into())]
+            };
+            if names.is_empty() {
+                println!("no backups in {}", target.store.dir.display());
+            }
+            let mut outcome = Outcome::Ok;
+            for name in names {
+                let verification = target.database.verify(&target.store, &name).await?;
+                if verification.ok {
+                    println!("{name}: ok ({}, {} ms)", verification.detail, verification.duration_ms);
+                } else {
+                    println!("{name}: FAILED: {}", verification.detail);
+                    outcome = Outcome::NotOk;
+                }
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+async fn status(common: &Common, plan: bool) -> anyhow::Result<Outcome> {
+    let target = resolve(common)?;
+    let status = target.database.status(migrations_dir(&target)?).await?;
+    let bad = !status.mismatched.is_empty() || !status.unknown.is_empty();
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(if bad { Outcome::NotOk } else { Outcome::Ok });
+    }
+    if !plan {
+        println!("{} ({})", target.environment, target.database.redacted_url());
+        for a in &status.applied {
+            let edited =
+                if status.mismatched.contains(&format!("{:04}_{}", a.version, a.name)) { "  EDITED" } else { "" };
+            println!(
+                "  applied {:04}_{}  {}  {} ms  deploy {}{edited}",
+                a.version,
+                a.name,
+                a.applied_at,
+                a.duration_ms,
+                a.deploy_id.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if status.pending.is_empty() {
+        println!("nothing pending");
+    }
+    for p in &status.pending {
+        println!(
+            "  pending {:04}_{}{}{}",
+            p.version,
+            p.name,
+            if p.transactional { "" } else { "  [no transaction: runs alone; a failure is restored from the backup]" },
+            if p.has_down { "  (has down)" } else { "" }
+        );
+    }
+    if !status.mismatched.is_empty() {
+        println!("edited since applied: {} (`windlass db repair` if intended)", status.mismatched.join(", "));
+    }
+    if !status.unknown.is_empty() {
+        println!("applied but without a file: {:?}", status.unknown);
+    }
+    Ok(if bad { Outcome::NotOk } else { Outcome::Ok })
 }

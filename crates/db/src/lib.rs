@@ -1,1 +1,907 @@
-//! Database operations (being built).
+//! Database operations for Windlass: versioned migrations under a lock, a backup before them,
+//! restore under a write stop, backup verification and backup schedules.
+//!
+//! The library takes a URL string (`postgres://...` or `sqlite:///path`) and options; it knows
+//! nothing of the config or the pipeline. Entry points:
+//! - [`Database::migrate`]: the deploy pipeline's `database` phase.
+//! - [`Database::restore`]: `rollback --restore-database` and `windlass db restore`.
+//! - [`Database::backup`], [`Database::verify`], [`run_scheduled`]: backups and the server's
+//!   scheduler (with [`schedule::next_due`]).
+
+pub mod backup;
+mod conn;
+pub mod error;
+pub mod files;
+mod lock;
+pub mod schedule;
+pub mod url;
+pub mod writestop;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use backup::{BackupStore, Manifest, Retention, Verification};
+pub use conn::Applied;
+pub use error::{Error, Result};
+pub use files::{Migration, NO_TRANSACTION};
+pub use lock::ADVISORY_KEY;
+pub use writestop::{Both, NoWriteStop, PgWriteStop, WriteStop};
+
+use backup::{elapsed_ms, file_sha256, sync_dir};
+use conn::{Conn, quote_ident, sql_error};
+use url::{Target, redact_in, redact_url, split_password, with_database};
+
+/// Where an environment's backups live: `<config dir>/<backup.dir>/<environment>`, by default
+/// `<config dir>/<project.state_dir, .windlass>/backups/<environment>`. The CLI and the
+/// pipeline both use this.
+pub fn backup_dir(config_dir: &Path, state_dir: Option<&str>, configured: Option<&str>, environment: &str) -> PathBuf {
+    match configured {
+        Some(dir) => config_dir.join(dir).join(environment),
+        None => config_dir.join(state_dir.unwrap_or(".windlass")).join("backups").join(environment),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long to wait for another run's migration lock.
+    pub lock_timeout: Duration,
+    /// Where `pg_dump`, `pg_restore` and `psql` are; `None`: found in `PATH`.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// RLIMIT_FSIZE for the dump child (a disk-full stand-in for tests).
+    pub dump_file_size_limit: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { lock_timeout: Duration::from_secs(60), pg_bin_dir: None, dump_file_size_limit: None }
+    }
+}
+
+/// Where migrations come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Built-in versioned SQL files.
+    Dir(PathBuf),
+    /// An external tool, run with `sh -c` in exactly this environment (give it `PATH` and
+    /// `DATABASE_URL`).
+    Command { command: String, env: BTreeMap<String, String>, cwd: Option<PathBuf> },
+}
+
+/// Backups taken before a migration.
+#[derive(Debug, Clone)]
+pub struct BackupPolicy {
+    pub store: BackupStore,
+    pub retention: Retention,
+}
+
+pub struct MigrateRequest<'a> {
+    pub source: Source,
+    /// Recorded with each applied migration and in the backup's name.
+    pub deploy_id: Option<String>,
+    /// `None`: no backup before migrating (config `before_migrate = false`).
+    pub backup: Option<BackupPolicy>,
+    /// Used when a committed change must be undone by a restore.
+    pub write_stop: &'a mut dyn WriteStop,
+}
+
+#[derive(Debug, Default)]
+pub struct MigrateReport {
+    pub applied: Vec<Applied>,
+    pub backup: Option<Manifest>,
+    pub pruned: Vec<String>,
+    /// The external command's output, redacted.
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pending {
+    pub version: u64,
+    pub name: String,
+    pub transactional: bool,
+    pub has_down: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub applied: Vec<Applied>,
+    pub pending: Vec<Pending>,
+    /// Applied migrations whose file changed since (`0002_orders`).
+    pub mismatched: Vec<String>,
+    /// Applied versions with no file.
+    pub unknown: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub struct RestoreReport {
+    pub restored: Manifest,
+    /// The backup of the state just before the restore: writes made since `restored` are there.
+    pub pre_restore: Manifest,
+}
+
+/// What a scheduled job did, for the server to record as an event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScheduledResult {
+    pub job: ScheduledJob,
+    pub ok: bool,
+    pub backup: Option<String>,
+    pub message: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduledJob {
+    Backup,
+    Verify,
+}
+
+pub struct Database {
+    url: String,
+    target: Target,
+    options: Options,
+}
+
+impl Database {
+    pub fn new(url: &str, options: Options) -> Result<Self> {
+        Ok(Database { target: Target::parse(url)?, url: url.to_owned(), options })
+    }
+
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// `text` without the URL's password.
+    pub fn redact(&self, text: &str) -> String {
+        redact_in(text, &self.url)
+    }
+
+    fn sqlite_path(&self) -> Option<&Path> {
+        match &self.target {
+            Target::Sqlite { path } => Some(path),
+            Target::Postgres { .. } => None,
+        }
+    }
+
+    fn sql(&self, err: &sqlx::Error) -> Error {
+        sql_error(&self.url, err)
+    }
+
+    async fn open(&self, what: &str) -> Result<Conn> {
+        Conn::open(&self.url, &lock::application_name(what)).await
+    }
+
+    /// Applied and pending migrations, and edited or unknown ones. Takes no lock, writes nothing.
+    pub async fn status(&self, dir: &Path) -> Result<Status> {
+        let migrations = files::load(dir)?;
+        let mut conn = self.open("status").await?;
+        let applied = conn.history().await.map_err(|e| self.sql(&e));
+        conn.close().await;
+        Ok(compare(&migrations, applied?))
+    }
+
+    /// Runs the pending migrations under the lock, after a backup.
+    pub async fn migrate(&self, request: MigrateRequest<'_>) -> Result<MigrateReport> {
+        let mut conn = self.open("migrate").await?;
+        let result = match lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await {
+            Ok(_guard) => self.migrate_locked(&mut conn, request).await,
+            Err(err) => Err(err),
+        };
+        conn.close().await;
+        result
+    }
+
+    async fn migrate_locked(&self, conn: &mut Conn, request: MigrateRequest<'_>) -> Result<MigrateReport> {
+        let MigrateRequest { source, deploy_id, backup, write_stop } = request;
+        let mut report = MigrateReport::default();
+        match source {
+            Source::Dir(dir) => {
+                let migrations = files::load(&dir)?;
+                let status = compare(&migrations, conn.history().await.map_err(|e| self.sql(&e))?);
+                if !status.mismatched.is_empty() {
+                    return Err(Error::ChecksumMismatch(status.mismatched));
+                }
+                if !status.unknown.is_empty() {
+                    return Err(Error::Migrations(format!(
+                        "the database has applied versions with no file in {}: {:?} (a newer release ran here?)",
+                        dir.display(),
+                        status.unknown
+                    )));
+                }
+                let pending: Vec<&Migration> =
+                    migrations.iter().filter(|m| status.pending.iter().any(|p| p.version == m.version)).collect();
+                if pending.is_empty() {
+                    return Ok(report);
+                }
+                if let Some(policy) = &backup {
+                    report.backup =
+                        Some(self.backup_inner(&policy.store, "before-migrate", deploy_id.as_deref()).await?);
+                }
+                for migration in pending {
+                    let started = Instant::now();
+                    let result = if migration.transactional {
+                        self.apply_transactional(conn, migration, deploy_id.as_deref()).await
+                    } else {
+                        self.apply_alone(conn, migration, deploy_id.as_deref()).await
+                    };
+                    match result {
+                        Ok(applied) => {
+                            tracing::info!(version = migration.version, name = %migration.name, ms = elapsed_ms(started), "applied");
+                            report.applied.push(applied);
+                        }
+                        Err((reason, committed)) => {
+                            let restored = if committed {
+                                self.restore_after_failure(conn, &backup, &report.backup, write_stop).await?
+                            } else {
+                                None
+                            };
+                            let reason = if committed && restored.is_none() {
+                                format!(
+                                    "{reason} (it ran outside a transaction and may have committed part of its work; \
+                                     no backup was taken, so nothing was restored)"
+                                )
+                            } else {
+                                reason
+                            };
+                            return Err(Error::MigrationFailed {
+                                version: migration.version,
+                                name: migration.name.clone(),
+                                reason,
+                                restored,
+                            });
+                        }
+                    }
+                }
+            }
+            Source::Command { command, env, cwd } => {
+                let before = conn.fingerprint().await.map_err(|e| self.sql(&e))?;
+                if let Some(policy) = &backup {
+                    report.backup =
+                        Some(self.backup_inner(&policy.store, "before-migrate", deploy_id.as_deref()).await?);
+                }
+                let mut child = tokio::process::Command::new("sh");
+                child.arg("-c").arg(&command).env_clear().envs(&env).kill_on_drop(true);
+                if let Some(cwd) = cwd {
+                    child.current_dir(cwd);
+                }
+                let output = child.output().await.map_err(|err| Error::CommandFailed {
+                    reason: format!("cannot run sh: {err}"),
+                    output: String::new(),
+                    restored: None,
+                })?;
+                let text = self.redact(&format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+                if !output.status.success() {
+                    let after = conn.fingerprint().await.map_err(|e| self.sql(&e))?;
+                    let restored = if after != before {
+                        tracing::warn!("the failed command changed the schema: restoring");
+                        self.restore_after_failure(conn, &backup, &report.backup, write_stop).await?
+                    } else {
+                        None
+                    };
+                    let tail: String = text
+                        .lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    return Err(Error::CommandFailed {
+                        reason: format!("`{}` exited with {}:\n{tail}", self.redact(&command), output.status),
+                        output: text,
+                        restored,
+                    });
+                }
+                report.output = Some(text);
+            }
+        }
+        if let Some(policy) = &backup {
+            report.pruned = policy.store.prune(policy.retention, jiff::Timestamp::now())?;
+        }
+        Ok(report)
+    }
+
+    async fn restore_after_failure(
+        &self,
+        conn: &mut Conn,
+        policy: &Option<BackupPolicy>,
+        taken: &Option<Manifest>,
+        write_stop: &mut dyn WriteStop,
+    ) -> Result<Option<String>> {
+        let (Some(policy), Some(manifest)) = (policy, taken) else {
+            tracing::error!("a committed change failed and no backup was taken: nothing to restore");
+            return Ok(None);
+        };
+        self.restore_locked(conn, &policy.store, manifest, write_stop).await?;
+        Ok(Some(manifest.name.clone()))
+    }
+
+    /// Err((reason, committed)).
+    async fn apply_transactional(
+        &self,
+        conn: &mut Conn,
+        migration: &Migration,
+        deploy_id: Option<&str>,
+    ) -> std::result::Result<Applied, (String, bool)> {
+        let started = Instant::now();
+        let begin = match conn {
+            Conn::Pg(_) => "BEGIN",
+            Conn::Lite(_) => "BEGIN IMMEDIATE",
+        };
+        let fail = |err: sqlx::Error| (self.redact(&err.to_string()), false);
+        conn.exec(begin).await.map_err(fail)?;
+        let result = async {
+            conn.exec(&migration.sql).await?;
+            conn.ensure_history().await?;
+            let applied = applied_record(migration, deploy_id, started);
+            conn.record(&applied).await?;
+            windlass_failpoint::hit("db.migrate.before_commit");
+            Ok::<_, sqlx::Error>(applied)
+        }
+        .await;
+        match result {
+            Ok(applied) => {
+                conn.exec("COMMIT").await.map_err(fail)?;
+                Ok(applied)
+            }
+            Err(err) => {
+                let _ = conn.exec("ROLLBACK").await;
+                Err(fail(err))
+            }
+        }
+    }
+
+    async fn apply_alone(
+        &self,
+        conn: &mut Conn,
+        migration: &Migration,
+        deploy_id: Option<&str>,
+    ) -> std::result::Result<Applied, (String, bool)> {
+        let started = Instant::now();
+        conn.ensure_history().await.map_err(|err| (self.redact(&err.to_string()), false))?;
+        // A non-transactional statement may have committed part of its work (an INVALID index
+        // left by a failed CREATE INDEX CONCURRENTLY): treat any failure as committed.
+        conn.exec(&migration.sql).await.map_err(|err| (self.redact(&err.to_string()), true))?;
+        windlass_failpoint::hit("db.migrate.after_statement");
+        let applied = applied_record(migration, deploy_id, started);
+        conn.record(&applied).await.map_err(|err| (self.redact(&err.to_string()), true))?;
+        Ok(applied)
+    }
+
+    /// Re-records the checksums of edited applied migrations; says what it changed.
+    pub async fn repair(&self, dir: &Path) -> Result<Vec<String>> {
+        let migrations = files::load(dir)?;
+        let mut conn = self.open("repair").await?;
+        let result = async {
+            let _guard = lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await?;
+            let applied = conn.history().await.map_err(|e| self.sql(&e))?;
+            let mut changes = Vec::new();
+            for row in &applied {
+                if let Some(file) = migrations.iter().find(|m| m.version == row.version)
+                    && file.checksum != row.checksum
+                {
+                    conn.set_checksum(row.version, &file.checksum).await.map_err(|e| self.sql(&e))?;
+                    changes.push(format!(
+                        "{:04}_{}: checksum {} -> {}",
+                        row.version,
+                        row.name,
+                        &row.checksum[..12.min(row.checksum.len())],
+                        &file.checksum[..12]
+                    ));
+                }
+            }
+            Ok(changes)
+        }
+        .await;
+        conn.close().await;
+        result
+    }
+
+    /// Takes a backup now.
+    pub async fn backup(&self, store: &BackupStore, reason: &str, deploy_id: Option<&str>) -> Result<Manifest> {
+        self.backup_inner(store, reason, deploy_id).await
+    }
+
+    fn tool(&self, name: &str) -> PathBuf {
+        match &self.options.pg_bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    fn pg_command(&self, tool: &str, url: &str) -> tokio::process::Command {
+        let (_, password) = split_password(url);
+        let mut command = tokio::process::Command::new(self.tool(tool));
+        command.env("PGAPPNAME", lock::application_name(tool)).kill_on_drop(true);
+        if let Some(password) = password {
+            command.env("PGPASSWORD", url_decode(&password));
+        }
+        command
+    }
+
+    async fn run_tool(&self, mut command: tokio::process::Command, tool: &str) -> Result<std::process::Output, String> {
+        match command.output().await {
+            Ok(output) => Ok(output),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "{tool} not found ({}); install the PostgreSQL client tools or give their directory (--pg-bin-dir)",
+                match &self.options.pg_bin_dir {
+                    Some(dir) => format!("looked in {}", dir.display()),
+                    None => "looked in PATH".into(),
+                }
+            )),
+            Err(err) => Err(format!("cannot run {tool}: {err}")),
+        }
+    }
+
+    fn failed(&self, tool: &str, output: &std::process::Output) -> String {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        self.redact(&format!("{tool} failed ({}): {}", output.status, stderr.trim()))
+    }
+
+    async fn pg_dump_major(&self) -> Result<(u32, String)> {
+        let mut command = self.pg_command("pg_dump", &self.url);
+        command.arg("--version");
+        let output = self.run_tool(command, "pg_dump").await.map_err(Error::Backup)?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let major = text
+            .split(')')
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|version| version.split('.').next())
+            .and_then(|major| major.parse().ok())
+            .ok_or_else(|| Error::Backup(format!("cannot read pg_dump's version from `{text}`")))?;
+        Ok((major, text))
+    }
+
+    async fn backup_inner(&self, store: &BackupStore, reason: &str, deploy_id: Option<&str>) -> Result<Manifest> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&store.dir)
+            .map_err(|err| Error::Backup(format!("cannot create {}: {err}", store.dir.display())))?;
+        let name = store.new_name(Some(deploy_id.unwrap_or(reason)));
+        let manifest = match &self.target {
+            Target::Postgres { .. } => self.backup_postgres(store, &name).await?,
+            Target::Sqlite { path } => self.backup_sqlite(store, &name, path).await?,
+        };
+        let manifest = Manifest {
+            reason: reason.to_owned(),
+            deploy_id: deploy_id.map(str::to_owned),
+            duration_ms: elapsed_ms(started),
+            ..manifest
+        };
+        windlass_failpoint::hit("db.backup.before_manifest");
+        store.write_manifest(&manifest)?;
+        tracing::info!(backup = %manifest.name, bytes = manifest.size_bytes, ms = manifest.duration_ms, "backup taken");
+        Ok(manifest)
+    }
+
+    fn check_space(&self, store: &BackupStore, needed: u64) -> Result<()> {
+        let free = backup::free_space(&store.dir)?;
+        if free < needed {
+            return Err(Error::Backup(format!(
+                "not enough free space in {}: {free} bytes available, the database is {needed} bytes; \
+                 refusing to continue without a backup",
+                store.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn backup_postgres(&self, store: &BackupStore, name: &str) -> Result<Manifest> {
+        let (tool_major, tool) = self.pg_dump_major().await?;
+        let mut conn = self.open("backup").await?;
+        let result = async {
+            let server_major = conn
+                .scalar_i64("SELECT current_setting('server_version_num')::bigint / 10000")
+                .await
+                .map_err(|e| self.sql(&e))?
+                .unwrap_or(0);
+            if i64::from(tool_major) < server_major {
+                return Err(Error::Backup(format!(
+                    "pg_dump is version {tool_major} but the server is version {server_major}: pg_dump must be at \
+                     least the server's major version; install the PostgreSQL {server_major} client tools"
+                )));
+            }
+            let size = conn
+                .scalar_i64("SELECT pg_database_size(current_database())")
+                .await
+                .map_err(|e| self.sql(&e))?
+                .unwrap_or(0);
+            self.check_space(store, u64::try_from(size).unwrap_or(0))?;
+            conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(|e| self.sql(&e))?;
+            let snapshot =
+                conn.strings("SELECT pg_export_snapshot()").await.map_err(|e| self.sql(&e))?.pop().unwrap_or_default();
+            let tables = conn.row_counts().await.map_err(|e| self.sql(&e))?;
+            let schema_version = conn.schema_version().await.map_err(|e| self.sql(&e))?;
+            let file = format!("{name}.dump");
+            let partial = store.dir.join(format!("{file}.partial"));
+            let (url, _) = split_password(&self.url);
+            let mut command = self.pg_command("pg_dump", &self.url);
+            command
+                .arg("-Fc")
+                .arg("--no-password")
+                .arg(format!("--snapshot={snapshot}"))
+                .arg("-f")
+                .arg(&partial)
+                .arg(format!("--dbname={url}"));
+            if let Some(limit) = self.options.dump_file_size_limit {
+                backup::limit_file_size(&mut command, limit);
+            }
+            let output = self.run_tool(command, "pg_dump").await;
+            let _ = conn.exec("COMMIT").await;
+            let failure = match &output {
+                Err(message) => Some(message.clone()),
+                Ok(output) if !output.status.success() => Some(self.failed("pg_dump", output)),
+                Ok(_) => None,
+            };
+            if let Some(message) = failure {
+                let _ = std::fs::remove_file(&partial);
+                return Err(Error::Backup(message));
+            }
+            let final_path = store.dir.join(&file);
+            let sha256 = file_sha256(&partial)?;
+            let size_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            std::fs::rename(&partial, &final_path)
+                .map_err(|err| Error::Io(format!("{}: {err}", final_path.display())))?;
+            sync_dir(&final_path);
+            Ok(new_manifest(name, "postgres", file, size_bytes, sha256, schema_version, tables, tool))
+        }
+        .await;
+        conn.close().await;
+        result
+    }
+
+    async fn backup_sqlite(&self, store: &BackupStore, name: &str, path: &Path) -> Result<Manifest> {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        self.check_space(store, size)?;
+        let file = format!("{name}.sqlite");
+        let partial = store.dir.join(format!("{file}.partial"));
+        let _ = std::fs::remove_file(&partial);
+        let mut conn = self.open("backup").await?;
+        let vacuum = conn.exec(&format!("VACUUM INTO '{}'", partial.display().to_string().replace('\'', "''"))).await;
+        conn.close().await;
+        if let Err(err) = vacuum {
+            let _ = std::fs::remove_file(&partial);
+            return Err(Error::Backup(format!("VACUUM INTO failed: {}", self.redact(&err.to_string()))));
+        }
+        let mut copy = Conn::open(&format!("sqlite://{}", partial.display()), "windlass backup").await?;
+        let counted = async { Ok::<_, sqlx::Error>((copy.row_counts().await?, copy.schema_version().await?)) }.await;
+        copy.close().await;
+        let (tables, schema_version) = counted.map_err(|e| Error::Backup(e.to_string()))?;
+        let final_path = store.dir.join(&file);
+        let sha256 = file_sha256(&partial)?;
+        let size_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        std::fs::rename(&partial, &final_path).map_err(|err| Error::Io(format!("{}: {err}", final_path.display())))?;
+        sync_dir(&final_path);
+        Ok(new_manifest(name, "sqlite", file, size_bytes, sha256, schema_version, tables, "sqlite VACUUM INTO".into()))
+    }
+
+    /// Restores a backup (by name or `latest`) under the migration lock and a write stop: a
+    /// fresh backup of the current state first, then the restore, then writes resume.
+    pub async fn restore(
+        &self,
+        store: &BackupStore,
+        name: &str,
+        write_stop: &mut dyn WriteStop,
+    ) -> Result<RestoreReport> {
+        let manifest = store.get(name)?;
+        let mut conn = self.open("restore").await?;
+        let result = match lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await {
+            Ok(_guard) => self.restore_locked(&mut conn, store, &manifest, write_stop).await,
+            Err(err) => Err(err),
+        };
+        conn.close().await;
+        result
+    }
+
+    async fn restore_locked(
+        &self,
+        conn: &mut Conn,
+        store: &BackupStore,
+        manifest: &Manifest,
+        write_stop: &mut dyn WriteStop,
+    ) -> Result<RestoreReport> {
+        backup::check_file(store, manifest).map_err(|err| Error::Restore(err.to_string()))?;
+        write_stop.begin().await?;
+        let result = async {
+            let pre_restore = self.backup_inner(store, "pre-restore", None).await?;
+            windlass_failpoint::hit("db.restore.before_replace");
+            match &self.target {
+                Target::Postgres { .. } => self.replace_postgres(conn, store, manifest).await?,
+                Target::Sqlite { path } => replace_sqlite(store, manifest, path)?,
+            }
+            Ok(RestoreReport { restored: manifest.clone(), pre_restore })
+        }
+        .await;
+        let ended = write_stop.end().await;
+        let report = result?;
+        ended?;
+        tracing::info!(backup = %manifest.name, "restored");
+        Ok(report)
+    }
+
+    async fn replace_postgres(&self, conn: &mut Conn, store: &BackupStore, manifest: &Manifest) -> Result<()> {
+        let schemas = conn
+            .strings(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' \
+                 ORDER BY 1",
+            )
+            .await
+            .map_err(|e| self.sql(&e))?;
+        let mut prelude: String =
+            schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote_ident(s))).collect();
+        prelude.push_str("CREATE SCHEMA IF NOT EXISTS public;");
+        let script = store.dir.join(format!(".{}.restore.sql", manifest.name));
+        let mut command = self.pg_command("pg_restore", &self.url);
+        command.arg("-f").arg(&script).arg(store.file_path(manifest));
+        let output = self.run_tool(command, "pg_restore").await.map_err(Error::Restore)?;
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&script);
+            return Err(Error::Restore(self.failed("pg_restore", &output)));
+        }
+        let (url, _) = split_password(&self.url);
+        let mut command = self.pg_command("psql", &self.url);
+        command
+            .env("PGOPTIONS", "-c default_transaction_read_only=off")
+            .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-c"])
+            .arg(&prelude)
+            .arg("-f")
+            .arg(&script)
+            .arg(format!("--dbname={url}"));
+        let output = self.run_tool(command, "psql").await;
+        let _ = std::fs::remove_file(&script);
+        let output = output.map_err(Error::Restore)?;
+        if !output.status.success() {
+            return Err(Error::Restore(format!(
+                "{} (the restore ran in one transaction: the database is as it was before it)",
+                self.failed("psql", &output)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Restores the backup into a scratch database (SQLite: a copy), checks it and compares
+    /// its tables and row counts with the manifest, drops the scratch, records the result.
+    pub async fn verify(&self, store: &BackupStore, name: &str) -> Result<Verification> {
+        let mut manifest = store.get(name)?;
+        let started = Instant::now();
+        let outcome = match backup::check_file(store, &manifest) {
+            Err(err) => Err(err.to_string()),
+            Ok(()) => match &self.target {
+                Target::Postgres { .. } => self.verify_postgres(store, &manifest).await?,
+                Target::Sqlite { .. } => self.verify_sqlite(store, &manifest).await?,
+            },
+        };
+        let detail = match outcome {
+            Err(detail) => Err(detail),
+            Ok(counts) => compare_counts(&manifest.tables, &counts),
+        };
+        let verification = Verification {
+            at: jiff::Timestamp::now().to_string(),
+            ok: detail.is_ok(),
+            detail: detail.unwrap_or_else(|e| e),
+            duration_ms: elapsed_ms(started),
+        };
+        manifest.verification = Some(verification.clone());
+        store.write_manifest(&manifest)?;
+        Ok(verification)
+    }
+
+    /// Ok(Ok(counts)) restored; Ok(Err(why)) the backup is bad; Err: could not check.
+    async fn verify_postgres(
+        &self,
+        store: &BackupStore,
+        manifest: &Manifest,
+    ) -> Result<Result<BTreeMap<String, i64>, String>> {
+        let scratch = format!(
+            "windlass_verify_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+        );
+        let mut admin = self.open("verify").await?;
+        admin.exec(&format!("CREATE DATABASE {scratch}")).await.map_err(|e| {
+            Error::Verify(format!(
+                "cannot create the scratch database (the role needs CREATEDB): {}",
+                self.redact(&e.to_string())
+            ))
+        })?;
+        let scratch_url = with_database(&self.url, &scratch);
+        let result = async {
+            let (url, _) = split_password(&scratch_url);
+            let mut command = self.pg_command("pg_restore", &self.url);
+            command
+                .args(["--exit-on-error", "--no-owner", "--no-privileges", "--no-password"])
+                .arg(format!("--dbname={url}"))
+                .arg(store.file_path(manifest));
+            let output = self.run_tool(command, "pg_restore").await.map_err(Error::Verify)?;
+            if !output.status.success() {
+                return Ok(Err(self.failed("pg_restore", &output)));
+            }
+            let mut conn = Conn::open(&scratch_url, "windlass verify").await?;
+            let counts = conn.row_counts().await.map_err(|e| self.sql(&e));
+            conn.close().await;
+            Ok(Ok(counts?))
+        }
+        .await;
+        let dropped = admin.exec(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")).await;
+        admin.close().await;
+        if let Err(err) = dropped {
+            tracing::warn!(database = %scratch, "cannot drop the scratch database: {}", self.redact(&err.to_string()));
+        }
+        result
+    }
+
+    async fn verify_sqlite(
+        &self,
+        store: &BackupStore,
+        manifest: &Manifest,
+    ) -> Result<Result<BTreeMap<String, i64>, String>> {
+        let copy = store.dir.join(format!(".verify-{}.sqlite", manifest.name));
+        std::fs::copy(store.file_path(manifest), &copy)
+            .map_err(|err| Error::Io(format!("{}: {err}", copy.display())))?;
+        let result = async {
+            let mut conn = Conn::open(&format!("sqlite://{}", copy.display()), "windlass verify").await?;
+            let checked = async {
+                let integrity = conn.strings("PRAGMA integrity_check").await?;
+                if integrity != ["ok"] {
+                    return Ok(Err(format!("integrity_check: {}", integrity.join("; "))));
+                }
+                Ok(Ok(conn.row_counts().await?))
+            }
+            .await;
+            conn.close().await;
+            checked.or_else(|e: sqlx::Error| Ok(Err(format!("cannot read the copy: {e}"))))
+        }
+        .await;
+        let _ = std::fs::remove_file(&copy);
+        result
+    }
+}
+
+/// Runs a scheduled backup (with retention) or a verification of the newest backup, and says
+/// what happened; the server records it as an event. Never panics; failures are `ok: false`.
+pub async fn run_scheduled(database: &Database, job: ScheduledJob, policy: &BackupPolicy) -> ScheduledResult {
+    let started = Instant::now();
+    let (ok, backup, message) = match job {
+        ScheduledJob::Backup => match database.backup(&policy.store, "scheduled", None).await {
+            Ok(manifest) => {
+                let pruned = policy.store.prune(policy.retention, jiff::Timestamp::now()).unwrap_or_default();
+                let message =
+                    format!("backup {} ({} bytes), {} old removed", manifest.name, manifest.size_bytes, pruned.len());
+                (true, Some(manifest.name), message)
+            }
+            Err(err) => (false, None, err.to_string()),
+        },
+        ScheduledJob::Verify => match database.verify(&policy.store, "latest").await {
+            Ok(verification) => {
+                let name = policy.store.get("latest").ok().map(|m| m.name);
+                (verification.ok, name, verification.detail)
+            }
+            Err(err) => (false, None, err.to_string()),
+        },
+    };
+    ScheduledResult { job, ok, backup, message: database.redact(&message), duration_ms: elapsed_ms(started) }
+}
+
+fn replace_sqlite(store: &BackupStore, manifest: &Manifest, path: &Path) -> Result<()> {
+    let io = |err: std::io::Error| Error::Restore(format!("{}: {err}", path.display()));
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".windlass-restore");
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::copy(store.file_path(manifest), &tmp).map_err(io)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(side));
+    }
+    sync_dir(path);
+    Ok(())
+}
+
+fn compare_counts(recorded: &BTreeMap<String, i64>, found: &BTreeMap<String, i64>) -> Result<String, String> {
+    let mut problems = Vec::new();
+    for (table, count) in recorded {
+        match found.get(table) {
+            None => problems.push(format!("table {table} is missing")),
+            Some(n) if n != count => problems.push(format!("{table}: {n} rows, the backup recorded {count}")),
+            Some(_) => {}
+        }
+    }
+    for table in found.keys().filter(|t| !recorded.contains_key(*t)) {
+        problems.push(format!("unexpected table {table}"));
+    }
+    if problems.is_empty() {
+        Ok(format!("{} tables, {} rows, as recorded", found.len(), found.values().sum::<i64>()))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_manifest(
+    name: &str,
+    engine: &str,
+    file: String,
+    size_bytes: u64,
+    sha256: String,
+    schema_version: Option<i64>,
+    tables: BTreeMap<String, i64>,
+    tool: String,
+) -> Manifest {
+    Manifest {
+        name: name.to_owned(),
+        engine: engine.to_owned(),
+        file,
+        created_at: jiff::Timestamp::now().to_string(),
+        reason: String::new(),
+        deploy_id: None,
+        size_bytes,
+        duration_ms: 0,
+        sha256,
+        schema_version,
+        tables,
+        tool,
+        verification: None,
+    }
+}
+
+fn applied_record(migration: &Migration, deploy_id: Option<&str>, started: Instant) -> Applied {
+    Applied {
+        version: migration.version,
+        name: migration.name.clone(),
+        checksum: migration.checksum.clone(),
+        applied_at: jiff::Timestamp::now().to_string(),
+        duration_ms: elapsed_ms(started),
+        deploy_id: deploy_id.map(str::to_owned),
+        transactional: migration.transactional,
+    }
+}
+
+fn compare(migrations: &[Migration], applied: Vec<Applied>) -> Status {
+    let mut mismatched = Vec::new();
+    let mut unknown = Vec::new();
+    for row in &applied {
+        match migrations.iter().find(|m| m.version == row.version) {
+            Some(file) if file.checksum != row.checksum => {
+                mismatched.push(format!("{:04}_{}", file.version, file.name))
+            }
+            Some(_) => {}
+            None => unknown.push(row.version),
+        }
+    }
+    let pending = migrations
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version == m.version))
+        .map(|m| Pending {
+            version: m.version,
+            name: m.name.clone(),
+            transactional: m.transactional,
+            has_down: m.down.is_some(),
+        })
+        .collect();
+    Status { applied, pending, mismatched, unknown }
+}
+
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

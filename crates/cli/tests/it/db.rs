@@ -1,1 +1,213 @@
-//! `windlass db ...` end to end (being built).
+//! `windlass db ...` end to end: the real binary against SQLite files and a real PostgreSQL
+//! (a database of its own per test).
+
+use windlass_testkit::postgres::TestDatabase;
+
+use crate::harness::{Run, Windlass};
+
+const CONFIG: &str = r#"
+[project]
+name = "shop"
+
+[environments.production]
+
+[services.api]
+run = "api-server"
+
+[env]
+DATABASE_URL = { secret = true }
+
+[database]
+url = { secret = "DATABASE_URL" }
+migrate = { dir = "migrations" }
+backup = { before_migrate = true, keep = 5, max_age = "30d" }
+"#;
+
+fn project(url: &str) -> Windlass {
+    let test = Windlass::new().env("DATABASE_URL", url);
+    test.write("windlass.toml", CONFIG);
+    migration(&test, "0001_users.sql", "CREATE TABLE users (id integer PRIMARY KEY, email text NOT NULL);\n");
+    migration(&test, "0002_seed.sql", "INSERT INTO users (id, email) VALUES (1, 'a@x'), (2, 'b@x');\n");
+    test
+}
+
+fn migration(test: &Windlass, name: &str, sql: &str) {
+    std::fs::create_dir_all(test.path().join("migrations")).unwrap();
+    std::fs::write(test.path().join("migrations").join(name), sql).unwrap();
+}
+
+fn ok(run: &Run) {
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+}
+
+fn pg() -> TestDatabase {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(TestDatabase::create())
+}
+
+#[test]
+fn sqlite_migrate_status_backups_verify_and_restore() {
+    let tmp = windlass_testkit::tempdir();
+    let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+    let test = project(&url);
+
+    let plan = test.run(&["db", "plan", "production"]);
+    ok(&plan);
+    assert!(plan.stdout.contains("pending 0001_users") && plan.stdout.contains("pending 0002_seed"), "{}", plan.stdout);
+
+    let migrate = test.run(&["db", "migrate", "production", "--deploy-id", "d7"]);
+    ok(&migrate);
+    assert!(migrate.stdout.contains("applied 0002_seed"), "{}", migrate.stdout);
+    assert!(migrate.stdout.contains("-d7 ("), "{}", migrate.stdout);
+
+    let status = test.run(&["db", "status", "production"]);
+    ok(&status);
+    assert!(status.stdout.contains("deploy d7") && status.stdout.contains("nothing pending"), "{}", status.stdout);
+    assert!(test.run(&["db", "migrate", "production"]).stdout.contains("up to date"));
+
+    ok(&test.run(&["db", "backup", "production"]));
+    let backups = test.run(&["db", "backups", "production", "--json"]);
+    ok(&backups);
+    let list: serde_json::Value = serde_json::from_str(&backups.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    let verify = test.run(&["db", "verify", "production", "--all"]);
+    ok(&verify);
+    assert_eq!(verify.stdout.matches(": ok").count(), 2, "{}", verify.stdout);
+
+    let refused = test.run(&["db", "restore", "production"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    let restore = test.run(&["db", "restore", "production", "latest", "--yes"]);
+    ok(&restore);
+    assert!(restore.stdout.contains("backed up the current state"), "{}", restore.stdout);
+
+    // An edited migration: status says so (exit 1), migrate refuses, repair fixes.
+    migration(&test, "0002_seed.sql", "INSERT INTO users (id, email) VALUES (1, 'a@x');\n");
+    assert_eq!(test.run(&["db", "status", "production"]).code, 1);
+    let refused = test.run(&["db", "migrate", "production"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("checksum mismatch"), "{}", refused.stderr);
+    let repair = test.run(&["db", "repair", "production"]);
+    ok(&repair);
+    assert!(repair.stdout.contains("repaired 0002_seed: checksum"), "{}", repair.stdout);
+    ok(&test.run(&["db", "status", "production"]));
+}
+
+#[test]
+fn usage_errors() {
+    let test = project("sqlite:///nonexistent-dir/app.db");
+    let unknown = test.run(&["db", "status", "staging"]);
+    assert_eq!(unknown.code, 2);
+    assert!(unknown.stderr.contains("environment `staging` is not declared"), "{}", unknown.stderr);
+    let no_url = Windlass::new();
+    no_url.write("windlass.toml", CONFIG);
+    migration(&no_url, "0001_a.sql", "SELECT 1;");
+    let run = no_url.run(&["db", "status", "production"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("DATABASE_URL"), "{}", run.stderr);
+    std::fs::remove_dir_all(test.path().join("migrations")).unwrap();
+    let missing = test.run(&["db", "plan", "production"]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("migrations directory `migrations` does not exist"), "{}", missing.stderr);
+    // A gap is the library's to find.
+    migration(&test, "0001_a.sql", "SELECT 1;");
+    migration(&test, "0003_c.sql", "SELECT 1;");
+    let gap = test.run(&["db", "plan", "production"]);
+    assert_eq!(gap.code, 1);
+    assert!(gap.stderr.contains("expected 0002, found 0003"), "{}", gap.stderr);
+}
+
+#[test]
+fn postgres_two_concurrent_migrate_processes_apply_the_schema_once() {
+    let db = pg();
+    let test = project(&db.url);
+    migration(&test, "0003_slow.sql", "SELECT pg_sleep(0.5);\nCREATE TABLE slow (id int);\n");
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| test.run(&["db", "migrate", "production", "--deploy-id", "a"]));
+        let b = scope.spawn(|| test.run(&["db", "migrate", "production", "--deploy-id", "b"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    ok(&a);
+    ok(&b);
+    let applied = a.stdout.matches("applied 000").count() + b.stdout.matches("applied 000").count();
+    assert_eq!(applied, 3, "{}\n{}", a.stdout, b.stdout);
+    let verify = test.run(&["db", "verify", "production"]);
+    ok(&verify);
+}
+
+#[test]
+fn postgres_a_crash_before_commit_leaves_the_database_as_it_was() {
+    let db = pg();
+    let test = project(&db.url).env("WINDLASS_FAILPOINTS", "db.migrate.before_commit=abort");
+    let crashed = test.run(&["db", "migrate", "production"]);
+    assert_ne!(crashed.code, 0);
+    assert!(crashed.stderr.contains("failpoint db.migrate.before_commit"), "{}", crashed.stderr);
+    let plain = project(&db.url);
+    let status = plain.run(&["db", "status", "production"]);
+    ok(&status);
+    assert!(status.stdout.contains("pending 0001_users"), "{}", status.stdout);
+    let migrate = plain.run(&["db", "migrate", "production"]);
+    ok(&migrate);
+    assert!(migrate.stdout.contains("applied 0002_seed"), "{}", migrate.stdout);
+}
+
+#[test]
+fn postgres_a_failing_external_command_and_a_password_that_never_shows() {
+    let db = pg();
+    let test = project(&db.url);
+    let config = CONFIG.replace(
+        "migrate = { dir = \"migrations\" }",
+        "migrate = { command = \"echo connecting to $DATABASE_URL; exit 2\" }",
+    );
+    test.write("windlass.toml", &config);
+    let password_url = db.url.replacen("postgres@", "postgres:topsecretpw@", 1);
+    let test = test.env("DATABASE_URL", &password_url);
+    let run = test.run(&["db", "migrate", "production"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("migration command failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("connecting to postgresql://postgres:***@"), "{}", run.stderr);
+    assert!(!run.all_output().contains("topsecretpw"));
+
+    let unreachable = project("postgres://app:topsecretpw@127.0.0.1:1/app");
+    let run = unreachable.run(&["db", "status", "production"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("cannot connect to postgres://app:***@127.0.0.1:1/app"), "{}", run.stderr);
+    assert!(!run.all_output().contains("topsecretpw"));
+}
+
+#[test]
+fn postgres_a_restore_killed_under_the_write_stop_is_finished_by_running_it_again() {
+    let db = pg();
+    let test = project(&db.url);
+    ok(&test.run(&["db", "migrate", "production", "--deploy-id", "d1"]));
+    let backup = test.run(&["db", "backup", "production"]);
+    ok(&backup);
+    let name = backup.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    migration(&test, "0003_more.sql", "INSERT INTO users (id, email) VALUES (3, 'c@x');\n");
+    ok(&test.run(&["db", "migrate", "production", "--no-backup"]));
+
+    // The same project, run with a failpoint armed.
+    let config = test.path().join("windlass.toml");
+    let crashing =
+        Windlass::new().env("DATABASE_URL", &db.url).env("WINDLASS_FAILPOINTS", "db.restore.before_replace=abort");
+    let crashed = crashing.run(&["db", "restore", "production", &name, "--yes", "--config", config.to_str().unwrap()]);
+    assert_ne!(crashed.code, 0);
+    assert!(crashed.stderr.contains("failpoint db.restore.before_replace"), "{}", crashed.stderr);
+    // Writes are still stopped: new sessions are read-only.
+    let read_only = std::process::Command::new("psql")
+        .args(["-X", "-At", &db.url, "-c", "SHOW default_transaction_read_only"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&read_only.stdout).trim(), "on");
+
+    let restore = test.run(&["db", "restore", "production", &name, "--yes"]);
+    ok(&restore);
+    let status = test.run(&["db", "status", "production"]);
+    ok(&status);
+    assert!(status.stdout.contains("pending 0003_more"), "{}", status.stdout);
+    let read_only = std::process::Command::new("psql")
+        .args(["-X", "-At", &db.url, "-c", "SHOW default_transaction_read_only"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&read_only.stdout).trim(), "off");
+}

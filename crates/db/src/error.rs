@@ -1,0 +1,51 @@
+//! The library's errors. Every message is redacted before it is built: no password of a
+//! database URL ever reaches one.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL is not a PostgreSQL or SQLite URL, or a setting is malformed.
+    #[error("{0}")]
+    Config(String),
+    /// The database cannot be reached (down, wrong password, unknown database).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The migrations directory is missing, or has duplicate versions, a gap, a bad name.
+    #[error("migrations: {0}")]
+    Migrations(String),
+    /// Applied migrations whose files changed since; `repair` re-records their checksums.
+    #[error(
+        "applied migrations were edited since they ran (checksum mismatch): {}; run `windlass db repair` if the edit is intended",
+        .0.join(", ")
+    )]
+    ChecksumMismatch(Vec<String>),
+    /// Another run holds the migration lock.
+    #[error("{0}")]
+    Locked(String),
+    /// A migration failed. `restored` names the backup restored when the change had committed.
+    #[error("migration {version} ({name}) failed: {reason}{}", restored_note(.restored))]
+    MigrationFailed { version: u64, name: String, reason: String, restored: Option<String> },
+    /// The external migration command failed.
+    #[error("migration command failed: {reason}{}", restored_note(.restored))]
+    CommandFailed { reason: String, output: String, restored: Option<String> },
+    #[error("backup: {0}")]
+    Backup(String),
+    #[error("restore: {0}")]
+    Restore(String),
+    #[error("verify: {0}")]
+    Verify(String),
+    #[error("schedule: {0}")]
+    Schedule(String),
+    #[error("database: {0}")]
+    Sql(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+fn restored_note(restored: &Option<String>) -> String {
+    match restored {
+        Some(name) => format!(" (the change had committed: the database was restored from backup {name})"),
+        None => String::new(),
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
