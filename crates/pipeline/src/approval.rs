@@ -79,7 +79,7 @@ async fn guard<T>(
 
 /// Records a request for approval after checking everything a deploy checks.
 pub async fn request(deployer: &Deployer, start: &StartRequest) -> Result<ApprovalRequest, DeployError> {
-    let checked = deployer.check(start)?;
+    let checked = deployer.check(start).await?;
     guard(deployer, &start.environment, async {
         if let Some(open) = latest(deployer, &start.environment).await?
             && open.decision == Decision::Pending

@@ -666,9 +666,14 @@ async fn logs(
     let tail = tail.tail.unwrap_or(100).min(10_000);
     // A service may print a secret it was given; the environment's secret values are hidden.
     let redactor = match state.deployer.load_config() {
-        Ok(config) => {
-            windlass_pipeline::vars::Variables::resolve(&config, &environment, state.deployer.env_file.as_deref()).0
-        }
+        Ok(config) => match state.deployer.stored_secrets(&config, &environment).await {
+            Ok(stored) => {
+                let env_file = state.deployer.env_file.as_deref();
+                windlass_pipeline::vars::Variables::resolve(&config, &environment, env_file, stored.as_ref()).0
+            }
+            // Without the secrets nothing can be hidden reliably: show no log lines at all.
+            Err(err) => return deploy_error(err),
+        },
         Err(err) => return deploy_error(err),
     };
     let mut instances = Vec::new();
