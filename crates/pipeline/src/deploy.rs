@@ -300,6 +300,29 @@ impl Deployer {
             changes: Vec::new(),
             lock_lost: lost,
         };
+        let what = match &prepared.kind {
+            Kind::Deploy { .. } => "deploy".to_owned(),
+            Kind::Rollback { target } => format!("rollback to {}", target.id),
+            Kind::Promote { from, .. } => format!("promotion from {from}"),
+        };
+        let fields = vec![("actor".to_owned(), prepared.actor.clone()), ("deploy".to_owned(), prepared.id.to_string())];
+        let notify = |event: &str, headline: String, text: String| {
+            let message = crate::notifications::message(
+                &prepared.config,
+                event,
+                &prepared.environment,
+                Some(prepared.id.as_str()),
+                &headline,
+                text,
+                fields.clone(),
+            );
+            crate::notifications::send(self.store.clone(), &prepared.config, &prepared.variables, message);
+        };
+        notify(
+            "deploy.started",
+            format!("{what} {} started", prepared.id),
+            format!("{} started a {what}", prepared.actor),
+        );
         let outcome = match &prepared.kind {
             Kind::Deploy { plan } => run.deploy(plan, &prepared.artifacts).await,
             Kind::Rollback { target } => crate::rollback::run(&mut run, target).await,
@@ -327,6 +350,8 @@ impl Deployer {
             None => format!("deploy {} {status}", prepared.id),
         };
         self.audit(&prepared.actor, &prepared.environment, &format!("deploy.{status}"), &prepared.id, &message).await;
+        let text = error.clone().unwrap_or_else(|| format!("{what} {} {status}", prepared.id));
+        notify(&format!("deploy.{status}"), format!("{what} {} {status}", prepared.id), text);
         status
     }
 }
@@ -460,6 +485,7 @@ impl StepLog {
 /// A step between [`Run::begin`] and [`Run::end`].
 pub struct OpenStep {
     seq: i64,
+    title: String,
     pub log: StepLog,
 }
 
@@ -483,7 +509,11 @@ impl Run {
         }
         let store = self.deployer.store.clone();
         let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;
-        Ok(OpenStep { seq, log: StepLog::open(store, self.id.clone(), seq, self.variables.clone()) })
+        Ok(OpenStep {
+            seq,
+            title: title.to_owned(),
+            log: StepLog::open(store, self.id.clone(), seq, self.variables.clone()),
+        })
     }
 
     /// Records how a step ended and passes its result on.
@@ -501,7 +531,8 @@ impl Run {
             .finish_step(&self.id, step.seq, status, error.as_deref())
             .await
             .map_err(|e| e.to_string())?;
-        result
+        // The deploy's error names the step it came from.
+        result.map_err(|problem| format!("step `{}`: {problem}", step.title))
     }
 
     pub async fn skipped(&self, phase: &str, title: &str, why: &str) -> Result<(), String> {

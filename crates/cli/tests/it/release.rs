@@ -294,3 +294,55 @@ run = "echo \"cannot connect with password $DB_PASSWORD\" >&2; exit 7"
         }
     }
 }
+
+/// The webhook bodies (JSON) a receiver got, in order.
+fn received(server: &windlass_testkit::receiver::Server) -> Vec<serde_json::Value> {
+    server.requests().iter().map(|(_, body)| serde_json::from_slice(body).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_are_announced_to_slack_and_to_a_signed_webhook() {
+    use windlass_testkit::receiver::{Answer, serve, signed_with, slack_shape};
+    const SIGNING: &str = "whsec-windlass-test-signing-key";
+    let slack = serve(vec![Answer::Check(std::sync::Arc::new(slack_shape))], None).await;
+    let hook = serve(vec![Answer::Check(signed_with(SIGNING))], None).await;
+    let receivers = format!(
+        "\n[alerts.receivers.slack]\ntype = \"slack\"\nwebhook_url = \"{}\"\n\n[alerts.receivers.ops]\ntype = \"webhook\"\nurl = \"{}\"\nsigning_secret = \"{SIGNING}\"\n",
+        slack.url("http", "/services/T0/B0/XYZ"),
+        hook.url("http", "/windlass")
+    );
+    let failing_step = "\n[[phases.traffic.steps]]\nname = \"purge CDN\"\nrun = \"exit 3\"\n";
+    let text = config(&demo(), r#"VERSION = "v1""#, "1m", &receivers)
+        .replace("[pipeline]\n", "[pipeline]\nnotify = [\"slack\", \"ops\"]\n");
+    let platform = Platform::start(&text);
+    let id = platform.deploy(&["--reason", "first"]);
+    platform.rewrite_config(&format!("{text}{failing_step}"));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let failed = crate::platform::deploy_id(&run);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while slack.requests().len() < 4 || hook.requests().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "slack {:?}, hook {:?}", received(&slack), received(&hook));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut events: Vec<(String, String)> = received(&hook)
+        .iter()
+        .map(|m| (m["event"].as_str().unwrap().to_owned(), m["deploy_id"].as_str().unwrap().to_owned()))
+        .collect();
+    events.sort();
+    let mut expected = vec![
+        ("deploy.started".to_owned(), id.clone()),
+        ("deploy.succeeded".to_owned(), id.clone()),
+        ("deploy.started".to_owned(), failed.clone()),
+        ("deploy.rolled_back".to_owned(), failed.clone()),
+    ];
+    expected.sort();
+    assert_eq!(events, expected);
+    let texts: Vec<String> = received(&slack).iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect();
+    assert!(texts.iter().any(|t| t.starts_with(&format!("shop production: deploy {failed} rolled_back"))), "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("purge CDN")), "the failure says which step: {texts:?}");
+    // Every request was accepted: Slack's shape checks and the signature checks passed.
+    let show = platform.cli(&["deploy", "show", &failed]);
+    assert!(!show.stdout.contains("notify.failed"), "{}", show.stdout);
+}
