@@ -273,6 +273,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
                 "  {service}: live {live}{}",
                 if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) }
             );
+            if let Some(warning) = state["secondary"]["warning"].as_str() {
+                println!("    ! {warning}");
+            }
             for (color, recorded) in state["colors"].as_object().into_iter().flatten() {
                 let warm = recorded["retire_at"].as_str().map(|t| format!(", warm until {t}")).unwrap_or_default();
                 println!(

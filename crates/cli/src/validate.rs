@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use windlass_config::dotenv::EnvFile;
-use windlass_config::env_check::{EnvInputs, check_env};
+use windlass_config::env_check::{EnvInputs, SecretInputs, check_env};
 use windlass_config::{Diagnostic, Source, diagnostic};
 
 use crate::{Outcome, OutputFormat, UsageError, config_path};
@@ -20,6 +20,10 @@ pub struct Args {
     /// The env file to read [default: .env.<environment> beside the config, if present]
     #[arg(long)]
     env_file: Option<PathBuf>,
+    /// The age identity that decrypts the environment's secrets [default: WINDLASS_AGE_KEY_FILE,
+    /// SOPS_AGE_KEY_FILE, ~/.config/sops/age/keys.txt]
+    #[arg(long)]
+    identity: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     output: OutputFormat,
 }
@@ -50,7 +54,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let env_file = read_env_file(config, &args.environment, args.env_file, &mut env_diagnostics)?;
     let process_env: BTreeMap<String, String> =
         std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
-    let inputs = EnvInputs { process_env: &process_env, env_file: env_file.as_ref() };
+    let secrets = read_secrets(config, &args.environment, args.identity, &mut env_diagnostics)?;
+    let inputs = EnvInputs { process_env: &process_env, env_file: env_file.as_ref(), secrets: secrets.as_ref() };
     env_diagnostics.extend(check_env(config, &args.environment, &inputs));
     diagnostic::sort(&mut env_diagnostics);
     diagnostics.extend(env_diagnostics);
@@ -92,6 +97,31 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     Ok(if errors == 0 { Outcome::Ok } else { Outcome::NotOk })
+}
+
+/// Reads the environment's secrets store. One that exists but cannot be read is a problem to
+/// report (its variables then count as missing), never a reason to stop checking.
+fn read_secrets(
+    config: &windlass_config::Config,
+    environment: &str,
+    identity: Option<PathBuf>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> anyhow::Result<Option<SecretInputs>> {
+    let options = windlass_secrets::OpenOptions { identity };
+    let runtime = crate::client::runtime()?;
+    match runtime.block_on(windlass_secrets::load_if_present(config, environment, &options)) {
+        Ok(Some((place, set))) => Ok(Some(SecretInputs {
+            place,
+            values: set.values.iter().map(|(name, value)| (name.clone(), value.expose().to_owned())).collect(),
+        })),
+        Ok(None) => Ok(None),
+        Err(err) => {
+            diagnostics.push(Diagnostic::error(format!(
+                "cannot read the secrets of `{environment}`: {err}; the variables they hold are not checked"
+            )));
+            Ok(None)
+        }
+    }
 }
 
 /// Reads the env file: the one named on the command line (which must exist), or the default one

@@ -202,6 +202,19 @@ fn check_alerts(cx: &mut Cx, config: &Config) {
             unknown(cx, environment, "environment", &environments);
         }
     }
+    for receiver in &config.pipeline.notify {
+        match config.alerts.receivers.get(&receiver.value).map(|r| &r.kind) {
+            None => unknown(cx, receiver, "receiver", &receivers),
+            Some(crate::model::ReceiverKind::Slack { .. } | crate::model::ReceiverKind::Webhook { .. }) => {}
+            Some(_) => {
+                cx.error(
+                    receiver.span.clone(),
+                    format!("receiver `{}` cannot take deploy notifications", receiver.value),
+                )
+                .help = Some("`pipeline.notify` takes receivers of type \"slack\" or \"webhook\"".into());
+            }
+        }
+    }
     let mut previous: Option<&Spanned<crate::units::Duration>> = None;
     for level in &config.alerts.escalation {
         for receiver in &level.notify {

@@ -1,5 +1,6 @@
 //! Checks the variables an environment declares (`[env]`) against what it will actually get:
-//! the process environment first, then the env file, then the declared default.
+//! the process environment first, then the env file, then the environment's secrets store, then
+//! the declared default.
 //!
 //! A value marked `secret = true` is never printed, not even in part: problems with it say what
 //! is wrong and where, and describe the value only by its length where length is the problem.
@@ -16,11 +17,21 @@ use crate::model::{Config, VarSpec};
 pub struct EnvInputs<'a> {
     pub process_env: &'a BTreeMap<String, String>,
     pub env_file: Option<&'a EnvFile>,
+    /// The environment's secrets (the encrypted file or OpenBao), when they could be read.
+    pub secrets: Option<&'a SecretInputs>,
+}
+
+/// Values from the environment's secrets store, and where they are kept (for messages).
+#[derive(Default)]
+pub struct SecretInputs {
+    pub place: String,
+    pub values: BTreeMap<String, String>,
 }
 
 enum Origin<'a> {
     Process,
     File(&'a crate::dotenv::EnvEntry),
+    Secret(&'a str),
     Default,
 }
 
@@ -33,11 +44,14 @@ pub fn check_env(config: &Config, environment: &str, inputs: &EnvInputs) -> Vec<
             (value.as_str(), Origin::Process)
         } else if let Some(entry) = inputs.env_file.and_then(|f| f.get(name)) {
             (entry.value.as_str(), Origin::File(entry))
+        } else if let Some((value, place)) = inputs.secrets.and_then(|s| Some((s.values.get(name)?, s.place.as_str())))
+        {
+            (value.as_str(), Origin::Secret(place))
         } else if let Some(default) = &spec.default {
             (default.as_str(), Origin::Default)
         } else {
             if spec.required {
-                diagnostics.push(missing(config, spec, environment, inputs.env_file));
+                diagnostics.push(missing(config, spec, environment, inputs));
             }
             continue;
         };
@@ -77,17 +91,22 @@ pub fn check_env(config: &Config, environment: &str, inputs: &EnvInputs) -> Vec<
     diagnostics
 }
 
-fn missing(config: &Config, spec: &VarSpec, environment: &str, env_file: Option<&EnvFile>) -> Diagnostic {
+fn missing(config: &Config, spec: &VarSpec, environment: &str, inputs: &EnvInputs) -> Diagnostic {
     let name = &spec.name.value;
-    let place = env_file.map_or_else(
+    let place = inputs.env_file.map_or_else(
         || "the process environment".to_owned(),
         |f| format!("{} or the process environment", f.source.path().display()),
     );
+    let help = if spec.secret {
+        format!("store it with `windlass secrets set {environment} {name}`, or set it in {place}")
+    } else {
+        format!("set {name} in {place}")
+    };
     Diagnostic::error(format!("`{name}` is required for environment `{environment}` but is not set"))
         .at(&config.source, spec.name.span.clone())
         .expected(spec.format.map_or("a value", formats::describe))
         .found("nothing")
-        .help(format!("set {name} in {place}"))
+        .help(help)
 }
 
 /// A value problem before it is placed: the message, what was expected, and what was found
@@ -181,6 +200,8 @@ fn locate(
             Diagnostic::error(problem.message).at(&file.source, entry.value_span.clone()).hide_line()
         }
         (Origin::Process, _) => Diagnostic::error(format!("{} (set in the process environment)", problem.message))
+            .at(&config.source, spec.name.span.clone()),
+        (Origin::Secret(place), _) => Diagnostic::error(format!("{} (stored in {place})", problem.message))
             .at(&config.source, spec.name.span.clone()),
         _ => Diagnostic::error(format!("{} (its declared default)", problem.message))
             .at(&config.source, spec.name.span.clone()),

@@ -263,11 +263,17 @@ impl VarSpec {
 pub struct Pipeline {
     /// Phase names in the order a deploy runs them.
     pub phases: Vec<Spanned<String>>,
+    /// Receivers (of `[alerts.receivers]`, Slack or webhook) told when deploys start and end,
+    /// roll back, canaries abort and approvals are requested.
+    pub notify: Vec<Spanned<String>>,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
-        Pipeline { phases: DEFAULT_PHASES.iter().map(|p| Spanned::new((*p).to_owned(), 0..0)).collect() }
+        Pipeline {
+            phases: DEFAULT_PHASES.iter().map(|p| Spanned::new((*p).to_owned(), 0..0)).collect(),
+            notify: Vec::new(),
+        }
     }
 }
 
@@ -278,14 +284,15 @@ impl Decode for Pipeline {
     fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
         let mut t = Table::open(cx, value, at)?;
         let phases: Option<Vec<Spanned<String>>> = t.optional(cx, "phases");
+        let notify: Vec<Spanned<String>> = t.optional(cx, "notify").unwrap_or_default();
         t.finish(cx);
-        let phases = phases?;
+        let phases = phases.unwrap_or_else(|| Pipeline::default().phases);
         for (i, phase) in phases.iter().enumerate() {
             if phases[..i].iter().any(|p| p.value == phase.value) {
                 cx.error(phase.span.clone(), format!("phase `{}` is listed twice in `pipeline.phases`", phase.value));
             }
         }
-        Some(Pipeline { phases })
+        Some(Pipeline { phases, notify })
     }
 }
 

@@ -79,7 +79,7 @@ async fn guard<T>(
 
 /// Records a request for approval after checking everything a deploy checks.
 pub async fn request(deployer: &Deployer, start: &StartRequest) -> Result<ApprovalRequest, DeployError> {
-    let checked = deployer.check(start)?;
+    let checked = deployer.check(start).await?;
     guard(deployer, &start.environment, async {
         if let Some(open) = latest(deployer, &start.environment).await?
             && open.decision == Decision::Pending
@@ -97,7 +97,7 @@ pub async fn request(deployer: &Deployer, start: &StartRequest) -> Result<Approv
             requested_by: start.actor.clone(),
             requested_at: jiff::Timestamp::now().to_string(),
             options: start.options.clone(),
-            fingerprint: checked.fingerprint,
+            fingerprint: checked.fingerprint.clone(),
             decision: Decision::Pending,
         };
         save(deployer, &request).await?;
@@ -109,6 +109,23 @@ pub async fn request(deployer: &Deployer, start: &StartRequest) -> Result<Approv
             format!("{} requested a deploy", start.actor),
         )
         .await;
+        let message = crate::notifications::message(
+            &checked.config,
+            "deploy.approval_requested",
+            &start.environment,
+            None,
+            &format!("a deploy by {} awaits approval", start.actor),
+            format!(
+                "{} asks to deploy `{}`{}. Approve with `windlass approve {}` or reject with `windlass reject {}`.",
+                start.actor,
+                start.environment,
+                start.options.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                start.environment,
+                start.environment
+            ),
+            vec![("request".to_owned(), request.id.clone()), ("requested by".to_owned(), start.actor.clone())],
+        );
+        crate::notifications::send(deployer.store.clone(), &checked.config, &checked.variables, message);
         Ok(request)
     })
     .await

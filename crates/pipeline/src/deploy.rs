@@ -154,9 +154,23 @@ impl Deployer {
         std::path::absolute(&dir).unwrap_or(dir)
     }
 
+    /// The environment's secrets store, read with the server's age identity or OpenBao token.
+    pub async fn stored_secrets(
+        &self,
+        config: &Config,
+        environment: &str,
+    ) -> Result<Option<vars::StoredSecrets>, DeployError> {
+        let options = windlass_secrets::OpenOptions::default();
+        windlass_secrets::load_if_present(config, environment, &options)
+            .await
+            .map_err(|err| DeployError::Config(format!("the secrets of `{environment}`: {err}")))
+    }
+
     /// The variables of an environment, or every problem with them.
-    pub fn variables(&self, config: &Config, environment: &str) -> Result<Variables, DeployError> {
-        let (variables, diagnostics) = Variables::resolve(config, environment, self.env_file.as_deref());
+    pub async fn variables(&self, config: &Config, environment: &str) -> Result<Variables, DeployError> {
+        let stored = self.stored_secrets(config, environment).await?;
+        let (variables, diagnostics) =
+            Variables::resolve(config, environment, self.env_file.as_deref(), stored.as_ref());
         let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
         if errors.is_empty() { Ok(variables) } else { Err(DeployError::Config(errors.join("\n"))) }
     }
@@ -183,13 +197,13 @@ impl Deployer {
 
     /// Everything a deploy can check before it changes anything: config, plan, deploy window,
     /// variables, and the builds it would roll out (frozen by content hash).
-    pub fn check(&self, request: &StartRequest) -> Result<Checked, DeployError> {
+    pub async fn check(&self, request: &StartRequest) -> Result<Checked, DeployError> {
         let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
         let config = parse_config(&source)?;
         let plan = plan::plan(&config, &request.environment, &request.options)?;
         let overridden = plan::check_window(&config, &request.environment, &request.options, jiff::Timestamp::now())
             .map_err(DeployError::Rejected)?;
-        let variables = self.variables(&config, &request.environment)?;
+        let variables = self.variables(&config, &request.environment).await?;
         let mut artifacts = BTreeMap::new();
         for service in plan.services() {
             let Some(spec) = config.service_in(&request.environment, service) else { continue };
@@ -209,7 +223,8 @@ impl Deployer {
 
     /// Checks a deploy, takes the lock, snapshots the artifacts and records the deploy.
     pub async fn start(&self, request: &StartRequest) -> Result<Prepared, DeployError> {
-        let Checked { source, config, plan, overridden, variables, artifacts, fingerprint } = self.check(request)?;
+        let Checked { source, config, plan, overridden, variables, artifacts, fingerprint } =
+            self.check(request).await?;
         if let Some(expected) = &request.expect
             && let Some(change) = expected.differs_from(&fingerprint)
         {
@@ -285,6 +300,29 @@ impl Deployer {
             changes: Vec::new(),
             lock_lost: lost,
         };
+        let what = match &prepared.kind {
+            Kind::Deploy { .. } => "deploy".to_owned(),
+            Kind::Rollback { target } => format!("rollback to {}", target.id),
+            Kind::Promote { from, .. } => format!("promotion from {from}"),
+        };
+        let fields = vec![("actor".to_owned(), prepared.actor.clone()), ("deploy".to_owned(), prepared.id.to_string())];
+        let notify = |event: &str, headline: String, text: String| {
+            let message = crate::notifications::message(
+                &prepared.config,
+                event,
+                &prepared.environment,
+                Some(prepared.id.as_str()),
+                &headline,
+                text,
+                fields.clone(),
+            );
+            crate::notifications::send(self.store.clone(), &prepared.config, &prepared.variables, message);
+        };
+        notify(
+            "deploy.started",
+            format!("{what} {} started", prepared.id),
+            format!("{} started a {what}", prepared.actor),
+        );
         let outcome = match &prepared.kind {
             Kind::Deploy { plan } => run.deploy(plan, &prepared.artifacts).await,
             Kind::Rollback { target } => crate::rollback::run(&mut run, target).await,
@@ -312,6 +350,8 @@ impl Deployer {
             None => format!("deploy {} {status}", prepared.id),
         };
         self.audit(&prepared.actor, &prepared.environment, &format!("deploy.{status}"), &prepared.id, &message).await;
+        let text = error.clone().unwrap_or_else(|| format!("{what} {} {status}", prepared.id));
+        notify(&format!("deploy.{status}"), format!("{what} {} {status}", prepared.id), text);
         status
     }
 }
@@ -338,7 +378,7 @@ pub async fn scale(
     })?;
     let id = DeployId::parse(&live.deploy_id)
         .ok_or_else(|| DeployError::Corrupt(format!("bad deploy id {}", live.deploy_id)))?;
-    let variables = deployer.variables(&config, environment)?;
+    let variables = deployer.variables(&config, environment).await?;
     let lease = deployer.lock(environment, &format!("scale requested by {actor}")).await?;
     let run = Run {
         deployer: deployer.clone(),
@@ -445,6 +485,7 @@ impl StepLog {
 /// A step between [`Run::begin`] and [`Run::end`].
 pub struct OpenStep {
     seq: i64,
+    title: String,
     pub log: StepLog,
 }
 
@@ -468,7 +509,11 @@ impl Run {
         }
         let store = self.deployer.store.clone();
         let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;
-        Ok(OpenStep { seq, log: StepLog::open(store, self.id.clone(), seq, self.variables.clone()) })
+        Ok(OpenStep {
+            seq,
+            title: title.to_owned(),
+            log: StepLog::open(store, self.id.clone(), seq, self.variables.clone()),
+        })
     }
 
     /// Records how a step ended and passes its result on.
@@ -486,7 +531,8 @@ impl Run {
             .finish_step(&self.id, step.seq, status, error.as_deref())
             .await
             .map_err(|e| e.to_string())?;
-        result
+        // The deploy's error names the step it came from.
+        result.map_err(|problem| format!("step `{}`: {problem}", step.title))
     }
 
     pub async fn skipped(&self, phase: &str, title: &str, why: &str) -> Result<(), String> {

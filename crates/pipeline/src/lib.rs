@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod edge;
 /// The HTTP client, re-exported for the crates that reach the pipeline's peers the same way.
 pub use windlass_http as http;
+pub mod notifications;
 pub mod plan;
 pub mod promote;
 pub mod recover;

@@ -105,7 +105,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     let config = deployer.load_config()?;
     let overridden = plan::check_window(&config, &request.to, &request.options, jiff::Timestamp::now())
         .map_err(DeployError::Rejected)?;
-    let variables = deployer.variables(&config, &request.to)?;
+    let variables = deployer.variables(&config, &request.to).await?;
     let target_state = EnvState::load(&*deployer.store, &request.to).await?;
     let artifacts: BTreeMap<String, Artifact> =
         services.iter().map(|p| (p.service.clone(), p.artifact.clone())).collect();

@@ -71,7 +71,7 @@ pub async fn start(
     let target = target(deployer, environment, named).await?;
     let services = recorded(&target)?;
     let config = parse_config(&Source::new(deployer.config_path.clone(), target.config_snapshot.clone()))?;
-    let variables = deployer.variables(&config, environment)?;
+    let variables = deployer.variables(&config, environment).await?;
     let lease = deployer.lock(environment, &format!("rollback requested by {actor}")).await?;
     let why = match &reason {
         Some(reason) => format!("rollback to {}: {reason}", target.id),

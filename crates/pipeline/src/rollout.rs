@@ -323,6 +323,16 @@ async fn blue_green(
         let reset = edge.set_weights(service, &weights).await;
         windlass_failpoint::hit("pipeline.canary_aborted");
         log.line(format!("{service}: canary aborted, all traffic back on {old}: {}", aborted.reason));
+        let message = crate::notifications::message(
+            &run.config,
+            "canary.aborted",
+            &run.environment,
+            Some(run.id.as_str()),
+            &format!("canary {new} of {service} aborted"),
+            aborted.reason.clone(),
+            vec![("service".to_owned(), service.to_owned()), ("stable".to_owned(), old.clone())],
+        );
+        crate::notifications::send(run.deployer.store.clone(), &run.config, &run.variables, message);
         reset.map_err(|e| {
             format!("the canary was aborted ({}) but its weight could not be reset: {e}", aborted.reason)
         })?;

@@ -1,25 +1,39 @@
 //! The values a deploy works with: the environment's declared variables (process environment,
-//! then env file, then default), the built-ins a step or instance gets, and the redaction of
+//! then env file, then the secrets store, then default), the built-ins a step or instance gets, and the redaction of
 //! secret values from everything a deploy records.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use windlass_config::dotenv::EnvFile;
-use windlass_config::env_check::{EnvInputs, check_env};
+use windlass_config::env_check::{EnvInputs, SecretInputs, check_env};
 use windlass_config::template::Setting;
 use windlass_config::{Config, Diagnostic, Source};
+use windlass_secrets::Redactor;
 
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
+    /// The declared variables of the environment, resolved.
     values: BTreeMap<String, String>,
-    /// Values never to show; longest first so a secret containing another is hidden whole.
-    secrets: Vec<String>,
+    /// Everything in the environment's secrets store, declared in `[env]` or not: reachable by
+    /// `{ secret = "NAME" }` and injected into custom steps.
+    stored: BTreeMap<String, String>,
+    /// Hides every secret value (plain, URL-encoded, base64) from what a deploy records.
+    redactor: Redactor,
 }
 
+/// The secrets of an environment as loaded from its store: where they are kept, and the values.
+pub type StoredSecrets = (String, windlass_secrets::SecretSet);
+
 impl Variables {
-    /// Reads the variables of `environment` and checks them; errors are in the diagnostics.
-    pub fn resolve(config: &Config, environment: &str, env_file: Option<&Path>) -> (Self, Vec<Diagnostic>) {
+    /// Reads the variables of `environment` (process environment, then env file, then the
+    /// secrets store, then the declared default) and checks them; errors are in the diagnostics.
+    pub fn resolve(
+        config: &Config,
+        environment: &str,
+        env_file: Option<&Path>,
+        secrets: Option<&StoredSecrets>,
+    ) -> (Self, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
         let path = env_file.map(Path::to_owned).unwrap_or_else(|| config.env_file_path(environment));
         let file = match Source::read(&path) {
@@ -36,50 +50,54 @@ impl Variables {
         };
         let process_env: BTreeMap<String, String> =
             std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+        let stored = SecretInputs {
+            place: secrets.map(|(place, _)| place.clone()).unwrap_or_default(),
+            values: secrets
+                .map(|(_, set)| set.values.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect())
+                .unwrap_or_default(),
+        };
         diagnostics.extend(check_env(
             config,
             environment,
-            &EnvInputs { process_env: &process_env, env_file: file.as_ref() },
+            &EnvInputs { process_env: &process_env, env_file: file.as_ref(), secrets: Some(&stored) },
         ));
         let mut variables = Variables::default();
+        let mut secret_pairs: Vec<(String, String)> =
+            stored.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for spec in config.env.values().filter(|s| s.applies_to(environment)) {
             let name = &spec.name.value;
             let value = process_env
                 .get(name)
                 .cloned()
                 .or_else(|| file.as_ref().and_then(|f| f.get(name)).map(|e| e.value.clone()))
+                .or_else(|| stored.values.get(name).cloned())
                 .or_else(|| spec.default.clone());
             if let Some(value) = value {
                 if spec.secret {
-                    variables.add_secret(&value);
+                    secret_pairs.push((name.clone(), value.clone()));
                 }
                 variables.values.insert(name.clone(), value);
             }
         }
+        variables.redactor = Redactor::new(secret_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        variables.stored = stored.values;
         (variables, diagnostics)
     }
 
-    fn add_secret(&mut self, value: &str) {
-        // Very short values would redact ordinary words; such secrets fail validation anyway.
-        if value.len() >= 4 && !self.secrets.iter().any(|s| s == value) {
-            self.secrets.push(value.to_owned());
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
-    }
-
+    /// A declared variable's value, or a stored secret's.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.values.get(name).cloned()
+        self.values.get(name).or_else(|| self.stored.get(name)).cloned()
     }
 
-    /// The text with every secret value replaced by `[redacted]`.
+    /// The text with every secret value (also URL-encoded or in base64) replaced by
+    /// `[REDACTED:NAME]`.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "[redacted]");
-            }
-        }
-        out
+        self.redactor.redact(text)
+    }
+
+    /// The redactor, for streamed output.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// Renders a setting: a template over these variables and then `builtins`, or a secret by
@@ -91,9 +109,11 @@ impl Variables {
         }
     }
 
-    /// Every variable, for a step's environment.
-    pub fn all(&self) -> &BTreeMap<String, String> {
-        &self.values
+    /// Every variable and stored secret, for a step's environment.
+    pub fn all(&self) -> BTreeMap<String, String> {
+        let mut all = self.stored.clone();
+        all.extend(self.values.clone());
+        all
     }
 }
 

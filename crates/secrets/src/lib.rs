@@ -225,6 +225,24 @@ pub fn open(config: &windlass_config::Config, environment: &str, options: &OpenO
     }
 }
 
+/// The secrets of `environment` and where they are kept; none when the environment keeps no
+/// secrets (the files backend without a file for it): a platform need not use secrets at all.
+pub async fn load_if_present(
+    config: &windlass_config::Config,
+    environment: &str,
+    options: &OpenOptions,
+) -> Result<Option<(String, SecretSet)>> {
+    if let windlass_config::SecretsBackend::Files { dir } = backend_config(config, environment)? {
+        let backend = files::FileBackend::locate(&files_dir(config, dir), environment, options.identity.clone());
+        if !backend.exists() {
+            return Ok(None);
+        }
+    }
+    let backend = open(config, environment, options)?;
+    let set = backend.load_all().await?;
+    Ok(Some((backend.describe(), set)))
+}
+
 /// Every secret of `environment`: what the deploy pipeline injects.
 pub async fn load_all(config: &windlass_config::Config, environment: &str, options: &OpenOptions) -> Result<SecretSet> {
     open(config, environment, options)?.load_all().await

@@ -450,6 +450,11 @@ async fn status(State(state): State<AppState>) -> Response {
                 );
             }
             let edge_service = edge.as_ref().and_then(|e| e.services.get(service));
+            let live_build = service_state
+                .live
+                .as_ref()
+                .and_then(|color| service_state.colors.get(color))
+                .map(|c| c.artifact.short_hash().to_owned());
             services.insert(
                 service.clone(),
                 json!({
@@ -457,6 +462,7 @@ async fn status(State(state): State<AppState>) -> Response {
                     "maintenance": edge_service.map(|s| s.maintenance),
                     "failed_over": edge_service.map(|s| s.failed_over),
                     "colors": colors,
+                    "secondary": secondary_drift(&config, environment, service, live_build.as_deref()),
                 }),
             );
         }
@@ -609,7 +615,13 @@ async fn failover(
     if let Err(err) = state.deployer.edge.failover(&service, &request.to).await {
         return edge_error(err);
     }
-    let message = format!("{service} traffic moved to {}{}", request.to, reason_suffix(&request.reason));
+    let mut message = format!("{service} traffic moved to {}{}", request.to, reason_suffix(&request.reason));
+    if request.to == "secondary"
+        && let Ok(config) = state.deployer.load_config()
+        && let Some(drift) = secondary_drift(&config, &environment, &service, None)
+    {
+        message.push_str(&format!("\nwarning: {}", drift["warning"].as_str().unwrap_or_default()));
+    }
     audit(&*state.store, &actor, &environment, "failover", &service, message.clone()).await;
     Json(json!({ "service": service, "to": request.to, "message": message })).into_response()
 }
@@ -666,9 +678,14 @@ async fn logs(
     let tail = tail.tail.unwrap_or(100).min(10_000);
     // A service may print a secret it was given; the environment's secret values are hidden.
     let redactor = match state.deployer.load_config() {
-        Ok(config) => {
-            windlass_pipeline::vars::Variables::resolve(&config, &environment, state.deployer.env_file.as_deref()).0
-        }
+        Ok(config) => match state.deployer.stored_secrets(&config, &environment).await {
+            Ok(stored) => {
+                let env_file = state.deployer.env_file.as_deref();
+                windlass_pipeline::vars::Variables::resolve(&config, &environment, env_file, stored.as_ref()).0
+            }
+            // Without the secrets nothing can be hidden reliably: show no log lines at all.
+            Err(err) => return deploy_error(err),
+        },
         Err(err) => return deploy_error(err),
     };
     let mut instances = Vec::new();
@@ -851,4 +868,24 @@ async fn decide_approval(
             Err(err) => deploy_error(err),
         },
     }
+}
+
+/// A service's secondary pool and how it differs from what Windlass deploys: its instances are
+/// addresses the config names, not instances Windlass runs, so a deploy does not update them and
+/// failing over serves whatever code they run. Said loudly rather than discovered during an
+/// outage.
+fn secondary_drift(
+    config: &windlass_config::Config,
+    environment: &str,
+    service: &str,
+    live_build: Option<&str>,
+) -> Option<Value> {
+    let failover = config.service_in(environment, service)?.failover?;
+    let addresses: Vec<&str> = failover.secondary.iter().map(|a| a.value.as_str()).collect();
+    let warning = format!(
+        "the secondary ({}) is not deployed by Windlass: deploys do not update it, and failing over serves the code it runs{}",
+        addresses.join(", "),
+        live_build.map(|b| format!(", not build {b}")).unwrap_or_default()
+    );
+    Some(json!({ "addresses": addresses, "deployed_by_windlass": false, "warning": warning }))
 }

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod postgres;
 pub mod process;
+pub mod receiver;
 
 pub use tempfile::TempDir;
 

@@ -27,6 +27,13 @@ async fn maily_deploys_whole_then_one_phase_then_rolls_back_warm() {
     let reply = platform.get("api.maily.localhost", "/version").await;
     assert_eq!(reply.status, 200);
     assert_eq!(body_json(&reply)["version"], "api-1.4.2");
+    // The api's failover secondary is an address Windlass does not deploy: said, not hidden.
+    let build = status["services"]["api"]["colors"]["blue"]["build"].as_str().unwrap().to_owned();
+    let text = platform.cli(&["status", "staging"]).stdout;
+    assert!(
+        text.contains(&format!("! the secondary (127.0.0.2:18000) is not deployed by Windlass: deploys do not update it, and failing over serves the code it runs, not build {build}")),
+        "{text}"
+    );
 
     // The seeds' spelling: only the backend changes; web and the AI workers stay as they were.
     let second = platform.deploy(&["--skip-frontend", "--skip", "ai", "--reason", "api fix"]);

@@ -228,3 +228,121 @@ async fn a_deploy_to_an_environment_with_approval_waits_for_someone_else_and_run
     assert!(stderr.contains("rejected by bob: stale"), "{stderr}");
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
 }
+
+/// The secrets of a deploy reach its steps and services, and no form of them reaches the
+/// deploy's output, the API's answers or the store's files: a step that prints its environment
+/// and a Basic-auth header, one that prints the URL-encoded secret, and a step that fails
+/// printing it.
+#[test]
+fn a_deploy_with_stored_secrets_never_shows_them_anywhere() {
+    use crate::secrets::{PASS, forbidden, keygen};
+    let steps = r#"
+[[phases.traffic.steps]]
+name = "show env"
+run = "env; printf 'Authorization: Basic %s\n' \"$(printf 'user:%s' \"$DB_PASSWORD\" | base64)\"; python3 -c 'import os, urllib.parse; print(urllib.parse.quote(os.environ[\"DB_PASSWORD\"], safe=\"\"))'"
+
+[[phases.traffic.steps]]
+name = "fail loudly"
+run = "echo \"cannot connect with password $DB_PASSWORD\" >&2; exit 7"
+"#;
+    let text = config(&demo(), r#"VERSION = "v1", DB_PASSWORD = { secret = "DB_PASSWORD" }"#, "1m", steps)
+        .replace("[pipeline]", "[env]\nDB_PASSWORD = { secret = true, min_length = 12 }\n\n[pipeline]");
+    let mut platform = Platform::start(&text);
+    let (key, public) = keygen(platform.path(), "age-key.txt");
+    let key_var = ("WINDLASS_AGE_KEY_FILE", key.to_str().unwrap());
+    for (args, stdin) in [
+        (vec!["secrets", "init", "production", "--recipient", &public], ""),
+        (vec!["secrets", "set", "production", "DB_PASSWORD"], PASS),
+    ] {
+        let mut command = std::process::Command::new(workspace_bin("windlass"));
+        command.args(&args).current_dir(platform.path()).env(key_var.0, key_var.1);
+        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        command.stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    platform.kill_server();
+    platform.start_server(&[key_var]);
+
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "the last step fails: {}{}", run.stdout, run.stderr);
+    let id = crate::platform::deploy_id(&run);
+    let shown = platform.cli(&["deploy", "show", &id, "--output", "json"]);
+    let logs = platform.cli(&["logs", "production", "api"]);
+    let mut store = Vec::new();
+    for entry in std::fs::read_dir(platform.state_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("windlass.db")) {
+            store.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let store = String::from_utf8_lossy(&store).into_owned();
+    // The secret was there to hide: the steps printed it, redacted.
+    assert!(shown.stdout.contains("DB_PASSWORD=[REDACTED:DB_PASSWORD]"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("Authorization: Basic dXNlcjp[REDACTED:DB_PASSWORD]"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("cannot connect with password [REDACTED:DB_PASSWORD]"), "{}", shown.stdout);
+    for (what, text) in [
+        ("deploy output", run.all_output()),
+        ("deploy show", shown.all_output()),
+        ("logs", logs.all_output()),
+        ("the store's files", store),
+    ] {
+        for form in forbidden(PASS) {
+            assert!(!text.contains(&form), "{what} shows `{form}`, a form of the secret");
+        }
+    }
+}
+
+/// The webhook bodies (JSON) a receiver got, in order.
+fn received(server: &windlass_testkit::receiver::Server) -> Vec<serde_json::Value> {
+    server.requests().iter().map(|(_, body)| serde_json::from_slice(body).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_are_announced_to_slack_and_to_a_signed_webhook() {
+    use windlass_testkit::receiver::{Answer, serve, signed_with, slack_shape};
+    const SIGNING: &str = "whsec-windlass-test-signing-key";
+    let slack = serve(vec![Answer::Check(std::sync::Arc::new(slack_shape))], None).await;
+    let hook = serve(vec![Answer::Check(signed_with(SIGNING))], None).await;
+    let receivers = format!(
+        "\n[alerts.receivers.slack]\ntype = \"slack\"\nwebhook_url = \"{}\"\n\n[alerts.receivers.ops]\ntype = \"webhook\"\nurl = \"{}\"\nsigning_secret = \"{SIGNING}\"\n",
+        slack.url("http", "/services/T0/B0/XYZ"),
+        hook.url("http", "/windlass")
+    );
+    let failing_step = "\n[[phases.traffic.steps]]\nname = \"purge CDN\"\nrun = \"exit 3\"\n";
+    let text = config(&demo(), r#"VERSION = "v1""#, "1m", &receivers)
+        .replace("[pipeline]\n", "[pipeline]\nnotify = [\"slack\", \"ops\"]\n");
+    let platform = Platform::start(&text);
+    let id = platform.deploy(&["--reason", "first"]);
+    platform.rewrite_config(&format!("{text}{failing_step}"));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let failed = crate::platform::deploy_id(&run);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while slack.requests().len() < 4 || hook.requests().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "slack {:?}, hook {:?}", received(&slack), received(&hook));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut events: Vec<(String, String)> = received(&hook)
+        .iter()
+        .map(|m| (m["event"].as_str().unwrap().to_owned(), m["deploy_id"].as_str().unwrap().to_owned()))
+        .collect();
+    events.sort();
+    let mut expected = vec![
+        ("deploy.started".to_owned(), id.clone()),
+        ("deploy.succeeded".to_owned(), id.clone()),
+        ("deploy.started".to_owned(), failed.clone()),
+        ("deploy.rolled_back".to_owned(), failed.clone()),
+    ];
+    expected.sort();
+    assert_eq!(events, expected);
+    let texts: Vec<String> = received(&slack).iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect();
+    assert!(texts.iter().any(|t| t.starts_with(&format!("shop production: deploy {failed} rolled_back"))), "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("purge CDN")), "the failure says which step: {texts:?}");
+    // Every request was accepted: Slack's shape checks and the signature checks passed.
+    let show = platform.cli(&["deploy", "show", &failed]);
+    assert!(!show.stdout.contains("notify.failed"), "{}", show.stdout);
+}

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use crate::harness::{Run, Windlass};
 
 /// Distinctive values: `+`, `/` and `=` make their URL and base64 forms differ from the plain.
-const PASS: &str = "Canary+Pw/7f3a9c1e=Zq";
+pub(crate) const PASS: &str = "Canary+Pw/7f3a9c1e=Zq";
 const TOKEN: &str = "tok-canary-0123456789abcdefXYZ";
 
 fn sops_bin() -> String {
@@ -42,7 +42,7 @@ fn unique(tag: &str) -> String {
 }
 
 /// A real age key pair from `age-keygen`: (keys file, public key).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);
     let out = Command::new("age-keygen")
         .arg("-o")
@@ -119,7 +119,7 @@ const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 /// Every form of `value` that must never appear: plain, URL-encoded, and the base64 characters
 /// that depend only on the value, at each of the three alignments, in both alphabets.
-fn forbidden(value: &str) -> Vec<String> {
+pub(crate) fn forbidden(value: &str) -> Vec<String> {
     let mut forms = vec![value.to_owned()];
     let url: String = value
         .bytes()

@@ -33,7 +33,7 @@ fn check(env_file: &str, process: &[(&str, &str)]) -> Vec<windlass_config::Diagn
     let (file, problems) = EnvFile::parse(Source::new(".env.production", env_file));
     assert!(problems.is_empty(), "{problems:?}");
     let process: BTreeMap<String, String> = process.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    check_env(&parsed.config, "production", &EnvInputs { process_env: &process, env_file: Some(&file) })
+    check_env(&parsed.config, "production", &EnvInputs { process_env: &process, env_file: Some(&file), secrets: None })
 }
 
 #[test]
