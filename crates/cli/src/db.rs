@@ -2,17 +2,13 @@
 //! environment's database, from the config's `[database]` section. Replaces `db-migration.sh`
 //! and `verify-backups.sh`.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use windlass_config::Migrate;
-use windlass_db::{
-    BackupPolicy, BackupStore, Database, MigrateRequest, NoWriteStop, Options, PgWriteStop, Retention, Source,
-    WriteStop,
-};
-use windlass_pipeline::vars::{Variables, base_env};
+use windlass_db::{BackupPolicy, MigrateRequest, Options, Source, WriteStop};
+use windlass_pipeline::database::Target;
+use windlass_pipeline::vars::Variables;
 
 use crate::{Outcome, UsageError, config_path, load_config};
 
@@ -88,18 +84,8 @@ struct Common {
     json: bool,
 }
 
-/// Everything a command needs, resolved from the config and the environment.
-struct Target {
-    database: Database,
-    url: String,
-    store: BackupStore,
-    retention: Retention,
-    before_migrate: bool,
-    source: Option<Source>,
-    environment: String,
-}
-
-fn resolve(common: &Common) -> anyhow::Result<Target> {
+/// Everything a command needs, resolved from the config, the environment and its secrets.
+async fn resolve(common: &Common) -> anyhow::Result<Target> {
     let path = config_path(common.config.clone());
     let config = load_config(&path)?;
     let environment = common.environment.clone();
@@ -112,46 +98,18 @@ fn resolve(common: &Common) -> anyhow::Result<Target> {
         ))
         .into());
     }
-    let Some(db) = &config.database else {
-        return Err(UsageError(format!("{} has no [database] section", path.display())).into());
-    };
-    let (variables, _problems) = Variables::resolve(&config, &environment, common.env_file.as_deref());
-    let builtins: BTreeMap<String, String> = [("WINDLASS_ENV".to_owned(), environment.clone())].into();
-    let url = variables
-        .render(&db.url, &builtins)
-        .map_err(|err| UsageError(format!("[database] url: {err} (set it in the environment or the env file)")))?;
+    let stored = windlass_secrets::load_if_present(&config, &environment, &Default::default())
+        .await
+        .map_err(|err| UsageError(format!("the secrets of `{environment}`: {err}")))?;
+    let (variables, _problems) = Variables::resolve(&config, &environment, common.env_file.as_deref(), stored.as_ref());
     let options = Options {
         lock_timeout: Duration::from_secs(common.lock_timeout),
         pg_bin_dir: common.pg_bin_dir.clone(),
         dump_file_size_limit: None,
     };
-    let database = Database::new(&url, options).map_err(|err| UsageError(format!("[database] url: {err}")))?;
-    let dir = windlass_config::config_dir(&path);
-    let backups =
-        windlass_db::backup_dir(&dir, config.project.state_dir.as_deref(), db.backup.dir.as_deref(), &environment);
-    let source = match &db.migrate {
-        None => None,
-        Some(Migrate::Dir(migrations)) => Some(Source::Dir(dir.join(&migrations.value))),
-        Some(Migrate::Command(template)) => {
-            let command = template
-                .render(|name| variables.get(name).or_else(|| builtins.get(name).cloned()))
-                .map_err(|err| UsageError(format!("[database] migrate command: {err}")))?;
-            let mut env = base_env();
-            env.extend(variables.all().clone());
-            env.extend(builtins.clone());
-            env.insert("DATABASE_URL".into(), url.clone());
-            Some(Source::Command { command, env, cwd: Some(dir.clone()) })
-        }
-    };
-    Ok(Target {
-        database,
-        url,
-        store: BackupStore::new(backups),
-        retention: Retention { keep: db.backup.keep, max_age: db.backup.max_age.as_std() },
-        before_migrate: db.backup.before_migrate,
-        source,
-        environment,
-    })
+    Target::resolve(&config, &path, &environment, &variables, options)
+        .map_err(UsageError)?
+        .ok_or_else(|| UsageError(format!("{} has no [database] section", path.display())).into())
 }
 
 fn migrations_dir(target: &Target) -> anyhow::Result<&Path> {
@@ -167,7 +125,7 @@ fn migrations_dir(target: &Target) -> anyhow::Result<&Path> {
 }
 
 fn write_stop(target: &Target) -> Box<dyn WriteStop> {
-    if target.url.starts_with("postgres") { Box::new(PgWriteStop::new(&target.url)) } else { Box::new(NoWriteStop) }
+    target.database_write_stop()
 }
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -180,7 +138,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
         Command::Status(common) => status(&common, false).await,
         Command::Plan(common) => status(&common, true).await,
         Command::Migrate { common, deploy_id, no_backup } => {
-            let target = resolve(&common)?;
+            let target = resolve(&common).await?;
             let Some(source) = target.source.clone() else {
                 return Err(UsageError("[database] has no `migrate`".into()).into());
             };
@@ -215,7 +173,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Repair(common) => {
-            let target = resolve(&common)?;
+            let target = resolve(&common).await?;
             let changes = target.database.repair(migrations_dir(&target)?).await?;
             if changes.is_empty() {
                 println!("nothing to repair: every applied migration matches its file");
@@ -226,7 +184,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Backup(common) => {
-            let target = resolve(&common)?;
+            let target = resolve(&common).await?;
             let manifest = target.database.backup(&target.store, "manual", None).await?;
             let pruned = target.store.prune(target.retention, jiff::Timestamp::now())?;
             println!(
@@ -243,7 +201,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Backups(common) => {
-            let target = resolve(&common)?;
+            let target = resolve(&common).await?;
             let all = target.store.list()?;
             if common.json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
@@ -271,7 +229,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Restore { common, backup, yes } => {
-            let target = resolve(&common)?;
+            let target = resolve(&common).await?;
             let name = backup.unwrap_or_else(|| "latest".into());
             let manifest = target.store.get(&name).map_err(|err| UsageError(err.to_string()))?;
             if !yes {
@@ -303,7 +261,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Verify { common, backup, all } => {
-            let target = resolve(&common)?;
+            let target = resolve(&common).await?;
             let names: Vec<String> = if all {
                 target.store.list()?.into_iter().map(|m| m.name).collect()
             } else {
@@ -328,7 +286,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
 }
 
 async fn status(common: &Common, plan: bool) -> anyhow::Result<Outcome> {
-    let target = resolve(common)?;
+    let target = resolve(common).await?;
     let status = target.database.status(migrations_dir(&target)?).await?;
     let bad = !status.mismatched.is_empty() || !status.unknown.is_empty();
     if common.json {

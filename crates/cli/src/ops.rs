@@ -119,6 +119,8 @@ fn print_plan(answer: &Value, output: OutputFormat) -> anyhow::Result<()> {
                             step["instances"]
                         ),
                         Some("smoke") => format!("smoke check: {}", step["name"].as_str().unwrap_or("")),
+                        Some("migrate") if step["backup"] == true => "back up the database, then migrate it".into(),
+                        Some("migrate") => "migrate the database (no backup)".into(),
                         _ => step["name"].as_str().unwrap_or("").to_owned(),
                     };
                     println!("  - {text}");
@@ -205,6 +207,10 @@ pub struct RollbackArgs {
     deploy_id: Option<String>,
     #[arg(long)]
     reason: Option<String>,
+    /// Also restore the database backup taken before the first migration after that deploy
+    /// (writes are stopped while it runs; the state just before is kept as a backup).
+    #[arg(long)]
+    restore_database: bool,
     #[arg(long, value_enum, default_value_t)]
     output: OutputFormat,
     #[command(flatten)]
@@ -214,7 +220,7 @@ pub struct RollbackArgs {
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = json!({ "to": args.deploy_id, "reason": args.reason });
+        let body = json!({ "to": args.deploy_id, "reason": args.reason, "restore_database": args.restore_database });
         let answer = client.call("POST", &format!("/environments/{}/rollback", args.environment), Some(&body)).await?;
         let id = answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         if args.output == OutputFormat::Text {

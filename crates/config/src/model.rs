@@ -912,11 +912,22 @@ pub struct Backup {
     pub keep: u32,
     pub max_age: Duration,
     pub dir: Option<String>,
+    /// When the server takes a scheduled backup (`daily 03:00` UTC, `every 6h`).
+    pub schedule: Option<Spanned<String>>,
+    /// When the server verifies the newest backup.
+    pub verify: Option<Spanned<String>>,
 }
 
 impl Default for Backup {
     fn default() -> Self {
-        Backup { before_migrate: true, keep: 30, max_age: Duration::from_secs(30 * 86_400), dir: None }
+        Backup {
+            before_migrate: true,
+            keep: 30,
+            max_age: Duration::from_secs(30 * 86_400),
+            dir: None,
+            schedule: None,
+            verify: None,
+        }
     }
 }
 
@@ -958,13 +969,66 @@ impl Decode for Database {
                     keep: b.or(cx, "keep", defaults.keep),
                     max_age: b.or(cx, "max_age", defaults.max_age),
                     dir: b.optional(cx, "dir"),
+                    schedule: b.optional(cx, "schedule"),
+                    verify: b.optional(cx, "verify"),
                 };
+                for schedule in [&backup.schedule, &backup.verify].into_iter().flatten() {
+                    if !valid_schedule(&schedule.value) {
+                        cx.error(schedule.span.clone(), format!("`{}` is not a schedule", schedule.value)).help =
+                            Some("write \"daily 03:00\" (UTC) or \"every 6h\" (m, h or d)".into());
+                    }
+                }
                 b.finish(cx);
                 Some(backup)
             })
             .unwrap_or_default();
         t.finish(cx);
         Some(Database { url: url?, migrate, backup })
+    }
+}
+
+/// `daily HH:MM` or `every N(m|h|d)`, as windlass-db's schedule parser reads them.
+fn valid_schedule(text: &str) -> bool {
+    if let Some(time) = text.trim().strip_prefix("daily ") {
+        let Some((h, m)) = time.trim().split_once(':') else { return false };
+        return matches!((h.parse::<u32>(), m.parse::<u32>()), (Ok(h), Ok(m)) if h < 24 && m < 60);
+    }
+    if let Some(interval) = text.trim().strip_prefix("every ") {
+        let interval = interval.trim();
+        let Some(unit) = interval.chars().last() else { return false };
+        return matches!(unit, 'm' | 'h' | 'd')
+            && matches!(interval[..interval.len() - 1].parse::<u64>(), Ok(n) if n > 0);
+    }
+    false
+}
+
+#[cfg(test)]
+mod backup_schedule_tests {
+    use crate::{Source, parse};
+
+    const BASE: &str = "[project]\nname = \"shop\"\n[environments.production]\n[services.api]\nrun = \"api\"\n";
+
+    fn database(backup: &str) -> crate::Parsed {
+        parse(&Source::new(
+            "windlass.toml",
+            format!("{BASE}[database]\nurl = \"sqlite:///tmp/a.db\"\nbackup = {backup}\n"),
+        ))
+    }
+
+    #[test]
+    fn backup_schedules_are_read_and_checked() {
+        let parsed = database("{ schedule = \"daily 03:00\", verify = \"every 6h\", keep = 7 }");
+        assert!(!parsed.has_errors());
+        let backup = parsed.config.database.map(|d| d.backup).unwrap_or_default();
+        assert_eq!(backup.schedule.map(|s| s.value).as_deref(), Some("daily 03:00"));
+        assert_eq!(backup.verify.map(|s| s.value).as_deref(), Some("every 6h"));
+        assert_eq!(backup.keep, 7);
+
+        let parsed = database("{ schedule = \"nightly\" }");
+        assert!(parsed.has_errors());
+        let text: Vec<String> = parsed.diagnostics.iter().map(|d| d.render()).collect();
+        assert!(text.join("\n").contains("`nightly` is not a schedule"), "{text:?}");
+        assert!(database("{ verify = \"daily 24:00\" }").has_errors());
     }
 }
 

@@ -29,6 +29,9 @@ pub enum Error {
     CommandFailed { reason: String, output: String, restored: Option<String> },
     #[error("backup: {0}")]
     Backup(String),
+    /// The write stop (maintenance mode, read-only sessions) could not be set or lifted.
+    #[error("stopping writes: {0}")]
+    WriteStop(String),
     #[error("restore: {0}")]
     Restore(String),
     #[error("verify: {0}")]

@@ -316,7 +316,12 @@ async fn backup_counts_rows_in_its_snapshot_and_verify_catches_corruption() {
     assert_eq!(backup.schema_version, Some(2));
     let verification = db.verify(&f.store, "latest").await.unwrap();
     assert!(verification.ok, "{}", verification.detail);
-    assert_eq!(scalar(&f.db.url, "SELECT count(*) FROM pg_database WHERE datname LIKE 'windlass_verify_%'").await, 0);
+    // This process's scratch databases (other tests verify at the same time) are gone.
+    let ours =
+        format!("SELECT count(*) FROM pg_database WHERE datname LIKE 'windlass_verify_{}_%'", std::process::id());
+    let mut conn = PgConnection::connect(&f.db.url).await.unwrap();
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(ours)).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 0);
 
     // A truncated archive whose manifest was (wrongly) written to match: pg_restore fails.
     let path = f.store.file_path(&backup);

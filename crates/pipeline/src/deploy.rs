@@ -115,9 +115,19 @@ pub struct RecordedService {
 /// former deploy ran.
 #[derive(Debug, Clone)]
 pub enum Kind {
-    Deploy { plan: Plan },
-    Rollback { target: Box<windlass_store::Deploy> },
-    Promote { from: String, services: Vec<crate::promote::Promoted> },
+    Deploy {
+        plan: Plan,
+    },
+    /// `restore_database`: also restore the backup taken before the first migration after
+    /// `target` (`rollback --restore-database`).
+    Rollback {
+        target: Box<windlass_store::Deploy>,
+        restore_database: bool,
+    },
+    Promote {
+        from: String,
+        services: Vec<crate::promote::Promoted>,
+    },
 }
 
 /// A recorded deploy holding its environment's lock, ready to run.
@@ -302,7 +312,7 @@ impl Deployer {
         };
         let what = match &prepared.kind {
             Kind::Deploy { .. } => "deploy".to_owned(),
-            Kind::Rollback { target } => format!("rollback to {}", target.id),
+            Kind::Rollback { target, .. } => format!("rollback to {}", target.id),
             Kind::Promote { from, .. } => format!("promotion from {from}"),
         };
         let fields = vec![("actor".to_owned(), prepared.actor.clone()), ("deploy".to_owned(), prepared.id.to_string())];
@@ -325,7 +335,9 @@ impl Deployer {
         );
         let outcome = match &prepared.kind {
             Kind::Deploy { plan } => run.deploy(plan, &prepared.artifacts).await,
-            Kind::Rollback { target } => crate::rollback::run(&mut run, target).await,
+            Kind::Rollback { target, restore_database } => {
+                crate::rollback::run(&mut run, target, *restore_database).await
+            }
             Kind::Promote { from, services } => crate::promote::run(&mut run, from, services).await,
         };
         let (status, error) = match outcome {
@@ -584,6 +596,11 @@ impl Run {
                             self.changes.push(Change::Step { title: title.clone(), step: Box::new(custom) });
                         }
                     }
+                    StepPlan::Migrate { .. } => {
+                        let step = self.begin(&phase.name, &title).await?;
+                        let result = self.migrate(&step.log).await;
+                        self.end(step, result).await?
+                    }
                     StepPlan::Smoke { index, .. } => {
                         let Some(check) = self.config.smoke.get(*index).cloned() else { continue };
                         let hosts = route_hosts.clone();
@@ -598,6 +615,73 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// The `database` phase: backup, then the pending migrations, under the migration lock. A
+    /// committed change that fails is restored from the backup behind a write stop (the edge's
+    /// maintenance mode for the environment's services, and read-only sessions on PostgreSQL).
+    async fn migrate(&self, log: &StepLog) -> Result<(), String> {
+        let target = crate::database::Target::resolve(
+            &self.config,
+            &self.deployer.config_path,
+            &self.environment,
+            &self.variables,
+            windlass_db::Options::default(),
+        )?
+        .ok_or("the config has no [database]")?;
+        let source = target.source.clone().ok_or("[database] has no `migrate`")?;
+        let mut stop = crate::database::FullWriteStop {
+            edge: crate::database::EdgeMaintenance {
+                edge: self.deployer.edge.clone(),
+                services: self.routed_services(),
+            },
+            database: target.database_write_stop(),
+        };
+        log.line(format!("database {}", target.database.redacted_url()));
+        let report = target
+            .database
+            .migrate(windlass_db::MigrateRequest {
+                source,
+                deploy_id: Some(self.id.to_string()),
+                backup: target.backup_policy(),
+                write_stop: &mut stop,
+            })
+            .await
+            .map_err(|err| self.variables.redact(&err.to_string()))?;
+        if let Some(backup) = &report.backup {
+            log.line(format!(
+                "backup {} ({} bytes in {} ms, sha256 {})",
+                backup.name,
+                backup.size_bytes,
+                backup.duration_ms,
+                &backup.sha256[..12.min(backup.sha256.len())]
+            ));
+        }
+        if let Some(output) = &report.output {
+            for line in output.lines() {
+                log.line(line.to_owned());
+            }
+        }
+        for applied in &report.applied {
+            log.line(format!("applied {:04} {} in {} ms", applied.version, applied.name, applied.duration_ms));
+        }
+        if report.applied.is_empty() && report.output.is_none() {
+            log.line("no pending migrations");
+        }
+        for pruned in &report.pruned {
+            log.line(format!("removed old backup {pruned}"));
+        }
+        Ok(())
+    }
+
+    /// The services of this environment that the edge routes (maintenance mode applies to them).
+    pub fn routed_services(&self) -> Vec<String> {
+        self.config
+            .services
+            .keys()
+            .filter(|name| self.config.service_in(&self.environment, name).is_some_and(|s| !s.routes.is_empty()))
+            .cloned()
+            .collect()
     }
 
     /// Every smoke check of the config, through the edge: the `verification` phase of a deploy

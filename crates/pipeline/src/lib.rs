@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod canary;
 pub mod checks;
 pub mod command;
+pub mod database;
 pub mod deploy;
 pub mod edge;
 /// The HTTP client, re-exported for the crates that reach the pipeline's peers the same way.

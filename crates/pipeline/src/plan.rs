@@ -45,6 +45,9 @@ pub enum StepPlan {
     Command { name: String, index: usize },
     /// A smoke check from `[[smoke]]`, by its index there.
     Smoke { name: String, index: usize },
+    /// The database's pending migrations (`[database] migrate`), after a backup when
+    /// `backup.before_migrate` is on.
+    Migrate { backup: bool },
 }
 
 impl StepPlan {
@@ -59,6 +62,8 @@ impl StepPlan {
             }
             StepPlan::Command { name, .. } => name.clone(),
             StepPlan::Smoke { name, .. } => format!("smoke check: {name}"),
+            StepPlan::Migrate { backup: true } => "back up the database, then migrate it".into(),
+            StepPlan::Migrate { backup: false } => "migrate the database (no backup)".into(),
         }
     }
 }
@@ -191,6 +196,11 @@ pub fn plan(config: &Config, environment: &str, options: &DeployOptions) -> Resu
         let mut steps = Vec::new();
         if phase == "validate" {
             steps.push(StepPlan::Validate);
+        }
+        if phase == "database"
+            && let Some(database) = config.database.as_ref().filter(|d| d.migrate.is_some())
+        {
+            steps.push(StepPlan::Migrate { backup: database.backup.before_migrate });
         }
         for name in config.services.keys() {
             let Some(service) = config.service_in(environment, name) else { continue };

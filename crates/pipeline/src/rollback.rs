@@ -65,6 +65,7 @@ pub async fn start(
     actor: &str,
     named: Option<&str>,
     reason: Option<String>,
+    restore_database: bool,
 ) -> Result<Prepared, DeployError> {
     let current = deployer.load_config()?;
     crate::plan::check_environment(&current, environment)?;
@@ -100,7 +101,7 @@ pub async fn start(
         id,
         environment: environment.into(),
         actor: actor.into(),
-        kind: Kind::Rollback { target: Box::new(target) },
+        kind: Kind::Rollback { target: Box::new(target), restore_database },
         lease,
         config: Arc::new(config),
         variables,
@@ -142,8 +143,66 @@ async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, Stri
     Ok(undo)
 }
 
-pub(crate) async fn run(run: &mut Run, target: &Deploy) -> Result<(), String> {
+/// Restores the database as it was when `target` was live: the backup taken before the
+/// migrations of the first deploy after it. Refused, never skipped, when there is none.
+async fn restore_database(run: &Run, target: &Deploy) -> Result<(), String> {
+    let database = crate::database::Target::resolve(
+        &run.config,
+        &run.deployer.config_path,
+        &run.environment,
+        &run.variables,
+        windlass_db::Options::default(),
+    )?
+    .ok_or("--restore-database: the config has no [database]")?;
+    let mut after: Vec<Deploy> = run
+        .deployer
+        .store
+        .deploys(&run.environment, 500)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .take_while(|d| d.id != target.id)
+        .collect();
+    after.reverse();
+    let mut backup = None;
+    for deploy in &after {
+        if let Some(found) = database.store.before_deploy(deploy.id.as_str()).map_err(|e| e.to_string())? {
+            backup = Some(found);
+            break;
+        }
+    }
+    let backup = backup.ok_or_else(|| {
+        format!(
+            "--restore-database: no backup was taken before the migrations of any deploy after {}; nothing is restored",
+            target.id
+        )
+    })?;
+    let step = run.begin("rollback", &format!("restore the database from backup {}", backup.name)).await?;
+    let log = &step.log;
+    let mut stop = crate::database::FullWriteStop {
+        edge: crate::database::EdgeMaintenance { edge: run.deployer.edge.clone(), services: run.routed_services() },
+        database: database.database_write_stop(),
+    };
+    log.line(format!("writes stopped (maintenance mode) while {} is restored", backup.name));
+    let result = database
+        .database
+        .restore(&database.store, &backup.name, &mut stop)
+        .await
+        .map(|report| {
+            log.line(format!(
+                "restored {}; the state just before the restore is kept as backup {}",
+                report.restored.name, report.pre_restore.name
+            ));
+        })
+        .map_err(|err| run.variables.redact(&err.to_string()));
+    run.end(step, result).await
+}
+
+pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> Result<(), String> {
     let services = recorded(target).map_err(|e| e.to_string())?;
+    if with_database {
+        restore_database(run, target).await?;
+    }
     let mut failed_undo = Vec::new();
     for (deploy, title, step) in steps_to_undo(run, target).await? {
         let open = run.begin("rollback", &format!("undo: {title} (from {deploy})")).await?;

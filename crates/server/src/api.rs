@@ -240,6 +240,8 @@ struct RollbackRequest {
     to: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    restore_database: bool,
 }
 
 async fn rollback(
@@ -261,6 +263,7 @@ async fn rollback(
         &actor,
         request.to.as_deref(),
         request.reason,
+        request.restore_database,
     )
     .await
     {

@@ -211,3 +211,120 @@ fn postgres_a_restore_killed_under_the_write_stop_is_finished_by_running_it_agai
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&read_only.stdout).trim(), "off");
 }
+
+/// The rows of `notes` and whether the column `archived` exists, read with psql.
+fn notes(url: &str) -> (String, bool) {
+    let psql = |sql: &str| {
+        let output = std::process::Command::new("psql").args(["-At", "-X", url, "-c", sql]).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let rows = psql("SELECT string_agg(body, ',' ORDER BY id) FROM notes");
+    let column =
+        psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'notes' AND column_name = 'archived'");
+    (rows, column == "1")
+}
+
+/// The database phase of a deploy backs up and migrates; a failing migration fails the deploy
+/// with the old version serving; `rollback --restore-database` brings the database back to the
+/// state before the deploy that changed it, behind the edge's maintenance mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_migrate_and_a_rollback_restores_the_database_taken_before_them() {
+    use crate::platform::{Platform, body_json, config};
+    let database = TestDatabase::create().await;
+    let demo = windlass_testkit::workspace_bin("windlass-demo").display().to_string();
+    let with_database = |version: &str| {
+        config(&demo, &format!(r#"VERSION = "{version}""#), "1m", "")
+            .replace(
+                r#"phases = ["validate", "backend", "verification", "traffic"]"#,
+                r#"phases = ["validate", "database", "backend", "verification", "traffic"]"#,
+            )
+            .replace(
+                "[edge]\n",
+                &format!("[database]\nurl = \"{}\"\nmigrate = {{ dir = \"migrations\" }}\n\n[edge]\n", database.url),
+            )
+    };
+    let platform = Platform::start(&config(&demo, r#"VERSION = "v1""#, "1m", ""));
+    let migrations = platform.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    platform.rewrite_config(&with_database("v1"));
+    let write = |name: &str, sql: &str| std::fs::write(migrations.join(name), sql).unwrap();
+    write(
+        "0001_notes.sql",
+        "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);\nINSERT INTO notes (body) VALUES ('first');\n",
+    );
+    let first = platform.deploy(&[]);
+    assert_eq!(notes(&database.url), ("first".to_owned(), false));
+
+    write(
+        "0002_archive.sql",
+        "ALTER TABLE notes ADD COLUMN archived boolean NOT NULL DEFAULT false;\nINSERT INTO notes (body) VALUES ('second');\n",
+    );
+    platform.rewrite_config(&with_database("v2"));
+    let second = platform.deploy(&[]);
+    assert_eq!(notes(&database.url), ("first,second".to_owned(), true));
+    let shown = platform.json(&["deploy", "show", &second]);
+    assert!(shown["steps"].to_string().contains("applied 0002 archive"), "{shown:#}");
+
+    // A failing migration: the database rolls it back itself, the deploy fails, v2 serves on.
+    write("0003_broken.sql", "INSERT INTO notes (body) VALUES ('third');\nSELEC 1;\n");
+    platform.rewrite_config(&with_database("v3"));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.all_output().contains("migration 3 (broken) failed"), "{}{}", run.stdout, run.stderr);
+    assert_eq!(notes(&database.url), ("first,second".to_owned(), true), "nothing of 0003 stays");
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v2");
+    std::fs::remove_file(migrations.join("0003_broken.sql")).unwrap();
+
+    // Back to the first deploy, database included: the backup taken before 0002 ran.
+    let run = platform.cli(&["rollback", "production", &first, "--restore-database"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(notes(&database.url), ("first".to_owned(), false));
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+    let rollback = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rollback ").and_then(|r| r.strip_suffix(" started")))
+        .unwrap()
+        .to_owned();
+    let shown = platform.json(&["deploy", "show", &rollback]);
+    let output = shown["steps"].to_string();
+    assert!(output.contains("restore the database from backup") && output.contains(&second), "{output}");
+    assert!(output.contains("the state just before the restore is kept as backup"), "{output}");
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["maintenance"], false, "maintenance mode is lifted: {status:#}");
+}
+
+/// `backup.schedule` and `backup.verify`: a server that starts with neither job ever run takes a
+/// backup and verifies it on its own, and records both.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_runs_scheduled_backups_and_verifies_them() {
+    use crate::platform::{Platform, config};
+    let database = TestDatabase::create().await;
+    let demo = windlass_testkit::workspace_bin("windlass-demo").display().to_string();
+    let platform = Platform::start(&config(&demo, r#"VERSION = "v1""#, "1m", ""));
+    std::fs::create_dir_all(platform.path().join("migrations")).unwrap();
+    std::fs::write(platform.path().join("migrations/0001_t.sql"), "CREATE TABLE t (id int);\n").unwrap();
+    let section = format!(
+        "[database]\nurl = \"{}\"\nmigrate = {{ dir = \"migrations\" }}\nbackup = {{ schedule = \"every 1h\", verify = \"every 1h\" }}\n\n[edge]\n",
+        database.url
+    );
+    platform.rewrite_config(&config(&demo, r#"VERSION = "v1""#, "1m", "").replace("[edge]\n", &section));
+    let mut platform = platform;
+    platform.kill_server();
+    platform.start_server(&[]);
+    let config_path = platform.config.display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = platform.cli_offline(&["db", "backups", "production", "--config", &config_path, "--json"]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        let backups: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let verified =
+            backups.as_array().unwrap().iter().any(|b| b["reason"] == "scheduled" && b["verification"]["ok"] == true);
+        if verified {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no verified scheduled backup: {backups:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -27,6 +27,13 @@ async fn maily_deploys_whole_then_one_phase_then_rolls_back_warm() {
     let reply = platform.get("api.maily.localhost", "/version").await;
     assert_eq!(reply.status, 200);
     assert_eq!(body_json(&reply)["version"], "api-1.4.2");
+    // The database phase backed up the (empty) staging database, then applied the migration.
+    let shown = platform.json(&["deploy", "show", &first]);
+    let migrate = shown["steps"].as_array().unwrap().iter().find(|s| s["phase"] == "database").unwrap().clone();
+    assert_eq!(migrate["status"], "succeeded", "{migrate:#}");
+    let output = migrate["output"].as_str().unwrap();
+    assert!(output.contains("backup ") && output.contains(&first), "named after the deploy: {output}");
+    assert!(output.contains("applied 0001 users"), "{output}");
     // The api's failover secondary is an address Windlass does not deploy: said, not hidden.
     let build = status["services"]["api"]["colors"]["blue"]["build"].as_str().unwrap().to_owned();
     let text = platform.cli(&["status", "staging"]).stdout;

@@ -180,6 +180,17 @@ impl Platform {
         self.cli_as(&self.token, args)
     }
 
+    /// The CLI without a server (offline commands such as `db` and `secrets`), in this
+    /// platform's directory.
+    pub fn cli_offline(&self, args: &[&str]) -> Run {
+        let output = Command::new(workspace_bin("windlass")).args(args).current_dir(self.dir.path()).output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// A personal token for another user of this platform.
     pub fn add_user(&self, name: &str) -> String {
         let mut create = Command::new(workspace_bin("windlass"));
