@@ -117,7 +117,19 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<windlass_config::Co
     })
 }
 
+/// `windlass deploys staging | head -1`: when the reader goes away, end quietly as other
+/// command-line tools do, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+fn die_quietly_on_broken_pipe() {
+    #[allow(unsafe_code)]
+    // SAFETY: setting a signal's disposition to SIG_DFL at the start of main, before any
+    // thread exists, races with nothing and installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_broken_pipe();
     // The seeds' `--skip-backend` spelling is `--skip backend`.
     let cli = Cli::parse_from(windlass_pipeline::plan::rewrite_seed_flags(std::env::args()));
     let result = match cli.command {

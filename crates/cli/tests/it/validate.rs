@@ -182,3 +182,23 @@ fn missing_arguments_are_usage_errors() {
     assert!(run.stderr.contains("the following required arguments were not provided"), "{}", run.stderr);
     assert!(run.stderr.contains("<ENVIRONMENT>"), "{}", run.stderr);
 }
+
+/// `windlass ... | head -1`: a reader that goes away ends the command quietly (SIGPIPE), never
+/// with a panic message.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let test = Windlass::with_maily();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_windlass"))
+        .args(["validate", "production", "--env-file", ".env.production.example", "--output", "json"])
+        .current_dir(test.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert!(output.status.success() || output.status.signal() == Some(libc::SIGPIPE), "{:?}", output.status);
+}
