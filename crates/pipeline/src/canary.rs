@@ -169,6 +169,10 @@ pub struct Progress {
     /// `running`, `promoted` or `aborted`.
     pub outcome: String,
     pub reason: Option<String>,
+    /// When the interval verdict that aborted the canary was computed (RFC 3339, milliseconds);
+    /// `None` unless the analysis aborted it (not on a manual abort).
+    #[serde(default)]
+    pub failed_at: Option<String>,
 }
 
 pub fn control_key(environment: &str, service: &str) -> String {
@@ -268,7 +272,7 @@ pub async fn run_steps(
                     continue;
                 }
                 let (verdict, figures) = open.close(run, service, canary, stable, analysis).await?;
-                *open = Window::open(run, service, canary, stable, Some(analysis)).await?;
+                let judged_at = jiff::Timestamp::now();
                 progress.last = Some(figures.clone());
                 progress.last_verdict = Some(verdict.clone());
                 match &verdict {
@@ -288,6 +292,7 @@ pub async fn run_steps(
                             reasons.join("; ")
                         ));
                         if progress.failed >= analysis.failure_limit {
+                            progress.failed_at = Some(format!("{judged_at:.3}"));
                             return Err(Aborted {
                                 reason: format!(
                                     "canary analysis failed {} time{} (failure_limit {}): {} [{figures}]",
@@ -306,6 +311,7 @@ pub async fn run_steps(
                             progress.inconclusive, analysis.inconclusive_limit
                         ));
                         if progress.inconclusive >= analysis.inconclusive_limit {
+                            progress.failed_at = Some(format!("{judged_at:.3}"));
                             return Err(Aborted {
                                 reason: format!(
                                     "canary analysis inconclusive {} times in a row (inconclusive_limit {}): {reason}",
@@ -315,12 +321,21 @@ pub async fn run_steps(
                         }
                     }
                 }
+                *open = Window::open(run, service, canary, stable, Some(analysis)).await?;
                 publish(&progress).await;
             }
         }
         Ok(())
     }
     .await;
+    if outcome.is_err() {
+        // Weight 0 first, before anything is written: every millisecond here is traffic on a
+        // canary already judged bad. The caller sets it again and retires the canary.
+        let weights = BTreeMap::from([(stable.to_owned(), 100), (canary.to_owned(), 0)]);
+        if let Err(err) = edge.set_weights(service, &weights).await {
+            tracing::error!(%err, service, "cannot take the aborted canary's weight to 0");
+        }
+    }
     match &outcome {
         Ok(()) => progress.outcome = "promoted".into(),
         Err(aborted) => {
