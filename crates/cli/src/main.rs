@@ -47,6 +47,9 @@ enum Command {
     Deploys(ops::DeploysArgs),
     /// Return to an earlier deploy: a warm color is switched back, otherwise redeployed.
     Rollback(ops::RollbackArgs),
+    /// The audit trail: who deployed, approved, overrode, failed over; failed notifications and
+    /// scheduled backups.
+    Events(ops::EventsArgs),
     /// What runs where, which color is live, health.
     Status(ops::StatusArgs),
     /// Show or break an environment's deploy lock.
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Deploys(args) => ops::deploys(args),
         Command::Rollback(args) => ops::rollback(args),
         Command::Status(args) => ops::status(args),
+        Command::Events(args) => ops::events(args),
         Command::Lock(args) => ops::lock(args),
         Command::Maintenance(args) => ops::maintenance(args),
         Command::Failover(args) => ops::failover(args),

@@ -201,6 +201,62 @@ pub fn deploys(args: DeploysArgs) -> anyhow::Result<Outcome> {
 }
 
 #[derive(clap::Args)]
+pub struct EventsArgs {
+    /// Only this environment's events.
+    environment: Option<String>,
+    /// Only kinds starting with this: `deploy.`, `db.`, `notify.failed`, `canary-`...
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// A query-string value, percent-encoded.
+fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `windlass events [env]`: the audit trail, newest first.
+pub fn events(args: EventsArgs) -> anyhow::Result<Outcome> {
+    let client = Client::new(&args.connection)?;
+    let mut path = format!("/events?limit={}", args.limit);
+    if let Some(environment) = &args.environment {
+        path.push_str(&format!("&environment={}", query_value(environment)));
+    }
+    if let Some(kind) = &args.kind {
+        path.push_str(&format!("&kind={}", query_value(kind)));
+    }
+    let answer = client::runtime()?.block_on(client.call("GET", &path, None))?;
+    if args.output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(Outcome::Ok);
+    }
+    for event in answer["events"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<10} {:<12} {:<26} {}",
+            event["at"].as_str().unwrap_or(""),
+            event["environment"].as_str().unwrap_or("-"),
+            event["actor"].as_str().unwrap_or(""),
+            event["kind"].as_str().unwrap_or(""),
+            event["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+#[derive(clap::Args)]
 pub struct RollbackArgs {
     environment: String,
     /// The deploy to return to [default: the one before the last successful deploy]

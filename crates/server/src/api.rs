@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{env}/promote", post(promote))
         .route("/environments/{env}/approval", get(show_approval).post(decide_approval))
         .route("/environments/{env}/services/{service}/canary", post(canary_decide))
+        .route("/events", get(list_events))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -891,4 +892,41 @@ fn secondary_drift(
         live_build.map(|b| format!(", not build {b}")).unwrap_or_default()
     );
     Some(json!({ "addresses": addresses, "deployed_by_windlass": false, "warning": warning }))
+}
+
+#[derive(Deserialize)]
+struct EventQuery {
+    environment: Option<String>,
+    /// Only kinds starting with this (`db.`, `deploy.approv`, `notify.failed`).
+    kind: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The audit trail, newest first: deploys, approvals, overrides, failovers, failed
+/// notifications, scheduled backups.
+async fn list_events(State(state): State<AppState>, Query(query): Query<EventQuery>) -> Response {
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    // Filtering by kind happens after the read: read more so a rare kind still fills the page.
+    let read = if query.kind.is_some() { 5000 } else { limit };
+    let events = match state.store.events(query.environment.as_deref(), read).await {
+        Ok(events) => events,
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    };
+    let events: Vec<Value> = events
+        .iter()
+        .filter(|e| query.kind.as_deref().is_none_or(|k| e.kind.starts_with(k)))
+        .take(limit as usize)
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "at": e.at.to_string(),
+                "actor": e.actor,
+                "environment": e.environment,
+                "kind": e.kind,
+                "subject": e.subject,
+                "message": e.message,
+            })
+        })
+        .collect();
+    Json(json!({ "events": events })).into_response()
 }

@@ -321,10 +321,14 @@ async fn the_server_runs_scheduled_backups_and_verifies_them() {
         let backups: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         let verified =
             backups.as_array().unwrap().iter().any(|b| b["reason"] == "scheduled" && b["verification"]["ok"] == true);
-        if verified {
+        // The run is recorded as events once its result is in the manifest.
+        let events = platform.json(&["events", "production", "--kind", "db."]);
+        let kinds: Vec<&str> =
+            events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        if verified && kinds.contains(&"db.backup") && kinds.contains(&"db.verify") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no verified scheduled backup: {backups:#}");
+        assert!(std::time::Instant::now() < deadline, "no verified scheduled backup: {backups:#} {events:#}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

@@ -38,6 +38,14 @@ async fn a_deploy_outside_the_window_is_refused_with_the_next_opening_unless_ove
     let id = platform.deploy(&["--override-window", "--reason", "security fix CVE-2026-1234"]);
     let shown = platform.json(&["deploy", "show", &id]);
     assert_eq!(shown["deploy"]["reason"], "security fix CVE-2026-1234 [deploy window overridden]");
+    let events = platform.json(&["events", "production", "--kind", "deploy.window"]);
+    let overridden = &events["events"][0];
+    assert_eq!((overridden["actor"].as_str(), overridden["subject"].as_str()), (Some("alice"), Some(id.as_str())));
+    let message = overridden["message"].as_str().unwrap();
+    assert!(
+        message.contains("deploy window overridden") && message.ends_with("security fix CVE-2026-1234"),
+        "{message}"
+    );
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
 }
 
