@@ -122,6 +122,8 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<windlass_config::Co
 
 /// `windlass deploys staging | head -1`: when the reader goes away, end quietly as other
 /// command-line tools do, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+/// Not for the long-running roles (`up`, `server`, `edge`): losing their reader must not kill
+/// them before they stop what they started.
 fn die_quietly_on_broken_pipe() {
     #[allow(unsafe_code)]
     // SAFETY: setting a signal's disposition to SIG_DFL at the start of main, before any
@@ -132,9 +134,11 @@ fn die_quietly_on_broken_pipe() {
 }
 
 fn main() -> ExitCode {
-    die_quietly_on_broken_pipe();
     // The seeds' `--skip-backend` spelling is `--skip backend`.
     let cli = Cli::parse_from(windlass_pipeline::plan::rewrite_seed_flags(std::env::args()));
+    if !matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Edge(_)) {
+        die_quietly_on_broken_pipe();
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Init(args) => init::run(args),

@@ -157,6 +157,9 @@ pub struct PromoteArgs {
     /// Deploy outside the target's deploy window; needs --reason.
     #[arg(long)]
     override_window: bool,
+    /// Approve your own promotion (only where the target's approval is "anyone").
+    #[arg(long)]
+    approve: bool,
     #[arg(long, value_enum, default_value_t)]
     output: OutputFormat,
     #[command(flatten)]
@@ -171,9 +174,19 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
             "services": args.services,
             "reason": args.reason,
             "override_window": args.override_window,
+            "approve": args.approve,
         });
         let answer = client.call("POST", &format!("/environments/{}/promote", args.to), Some(&body)).await?;
-        let id = answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = match answer.get("approval") {
+            Some(request) => {
+                eprintln!("{}", answer["message"].as_str().unwrap_or_default());
+                match await_approval(&client, &args.to, request).await? {
+                    Some(id) => id,
+                    None => return Ok(Outcome::NotOk),
+                }
+            }
+            None => answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        };
         if args.output == OutputFormat::Text {
             println!("deploy {id} started");
         }

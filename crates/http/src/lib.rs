@@ -204,7 +204,7 @@ where
     for (name, value) in request.headers {
         builder = builder.header(*name, *value);
     }
-    if request.body.is_some() {
+    if request.body.is_some() && !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
         builder = builder.header("content-type", "application/json");
     }
     let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
@@ -224,21 +224,34 @@ where
 /// path). Only plain HTTP: smoke checks and health gates reach loopback and the edge.
 pub fn split_url(url: &str) -> Result<(String, String, u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, "/"),
+    // The authority ends at the first `/`, `?` or `#` (`https://host?token=x` has no path).
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) if rest.as_bytes()[at] == b'/' => (&rest[..at], rest[at..].to_owned()),
+        Some(at) => (&rest[..at], format!("/{}", &rest[at..])),
+        None => (rest, "/".to_owned()),
     };
+    let path = path.split('#').next().unwrap_or("/").to_owned();
     if authority.is_empty() {
         return Err(format!("`{url}` has no host"));
     }
-    let (name, port) = match authority.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || authority.starts_with('[') => {
-            let port = port.parse::<u16>().map_err(|_| format!("`{url}` has a bad port `{port}`"))?;
-            (name.to_owned(), port)
+    // `[::1]` and `[::1]:8080`: the port is what follows the closing bracket.
+    let (name, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (ip, after) = bracketed.split_once(']').ok_or_else(|| format!("`{url}` has an unclosed `[`"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (ip.to_owned(), port.parse::<u16>().map_err(|_| format!("`{url}` has a bad port"))?),
+                None if after.is_empty() => (ip.to_owned(), 80),
+                None => return Err(format!("`{url}` has something after the `]`")),
+            }
         }
-        _ => (authority.to_owned(), 80),
+        None => match authority.rsplit_once(':') {
+            Some((name, port)) => {
+                (name.to_owned(), port.parse::<u16>().map_err(|_| format!("`{url}` has a bad port"))?)
+            }
+            None => (authority.to_owned(), 80),
+        },
     };
-    Ok((authority.to_owned(), name.trim_start_matches('[').trim_end_matches(']').to_owned(), port, path.to_owned()))
+    Ok((authority.to_owned(), name, port, path))
 }
 
 #[cfg(test)]
@@ -268,5 +281,9 @@ mod tests {
         let err = super::Url::parse("ftp://user:hunter2@x/").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(super::Url::parse("https://user:hunter2@x/").unwrap_err().contains("credentials"));
+        let query = super::Url::parse("https://hooks.test?token=s3cret").unwrap();
+        assert_eq!((query.host.as_str(), query.path.as_str()), ("hooks.test", "/?token=s3cret"));
+        let v6 = super::Url::parse("http://[::1]/x").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 80));
     }
 }

@@ -17,6 +17,7 @@ use windlass_store::Acquire;
 use crate::DeployError;
 use crate::deploy::{Deployer, Fingerprint, Prepared, StartRequest};
 use crate::plan::DeployOptions;
+use crate::promote::PromoteRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -34,6 +35,11 @@ pub struct ApprovalRequest {
     pub requested_at: String,
     pub options: DeployOptions,
     pub fingerprint: Fingerprint,
+    /// A promotion from this environment (its live builds), not a deploy of the config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
     #[serde(flatten)]
     pub decision: Decision,
 }
@@ -62,14 +68,20 @@ async fn guard<T>(
     work: impl std::future::Future<Output = Result<T, DeployError>>,
 ) -> Result<T, DeployError> {
     let name = format!("approval/{environment}");
-    let lease = match deployer.store.acquire_lease(&name, &deployer.holder, "approval", Duration::from_secs(30)).await?
-    {
-        Acquire::Acquired(lease) => lease,
-        Acquire::Held(info) => {
-            return Err(DeployError::Rejected(format!(
-                "{}'s approval is being decided by {} right now; try again",
-                environment, info.holder
-            )));
+    // Decisions take a moment: wait for one in progress rather than refuse at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let lease = loop {
+        match deployer.store.acquire_lease(&name, &deployer.holder, "approval", Duration::from_secs(30)).await? {
+            Acquire::Acquired(lease) => break lease,
+            Acquire::Held(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Acquire::Held(info) => {
+                return Err(DeployError::Conflict(format!(
+                    "{}'s approval is being decided by {} right now; try again",
+                    environment, info.holder
+                )));
+            }
         }
     };
     let result = work.await;
@@ -80,11 +92,59 @@ async fn guard<T>(
 /// Records a request for approval after checking everything a deploy checks.
 pub async fn request(deployer: &Deployer, start: &StartRequest) -> Result<ApprovalRequest, DeployError> {
     let checked = deployer.check(start).await?;
+    let what = format!("deploy `{}`", start.environment);
+    record(deployer, start, checked.fingerprint, None, Vec::new(), &checked.config, &checked.variables, &what).await
+}
+
+/// Records a request to promote into `promotion.to`: what is approved is the source's builds
+/// as they run now.
+pub async fn request_promotion(
+    deployer: &Deployer,
+    promotion: &PromoteRequest,
+) -> Result<ApprovalRequest, DeployError> {
+    let fingerprint = promotion_fingerprint(deployer, promotion).await?;
+    let config = deployer.load_config()?;
+    let variables = deployer.variables(&config, &promotion.to).await?;
+    let start = StartRequest {
+        environment: promotion.to.clone(),
+        actor: promotion.actor.clone(),
+        options: promotion.options.clone(),
+        expect: None,
+    };
+    let what = format!("promote `{}` to `{}`", promotion.from, promotion.to);
+    let from = Some(promotion.from.clone());
+    record(deployer, &start, fingerprint, from, promotion.services.clone(), &config, &variables, &what).await
+}
+
+/// The config's hash and the source's live builds, which an approved promotion must still find.
+async fn promotion_fingerprint(deployer: &Deployer, promotion: &PromoteRequest) -> Result<Fingerprint, DeployError> {
+    use sha2::Digest as _;
+    let promoted = crate::promote::source_services(deployer, promotion).await?;
+    let source =
+        windlass_config::Source::read(&deployer.config_path).map_err(|e| DeployError::Config(e.to_string()))?;
+    Ok(Fingerprint {
+        config_sha256: hex::encode(sha2::Sha256::digest(source.text().as_bytes())),
+        artifacts: promoted.iter().map(|p| (p.service.clone(), p.artifact.sha256.clone())).collect(),
+        migrations_sha256: None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    deployer: &Deployer,
+    start: &StartRequest,
+    fingerprint: Fingerprint,
+    promote_from: Option<String>,
+    services: Vec<String>,
+    config: &windlass_config::Config,
+    variables: &crate::vars::Variables,
+    what: &str,
+) -> Result<ApprovalRequest, DeployError> {
     guard(deployer, &start.environment, async {
         if let Some(open) = latest(deployer, &start.environment).await?
             && open.decision == Decision::Pending
         {
-            return Err(DeployError::Rejected(format!(
+            return Err(DeployError::Conflict(format!(
                 "a deploy of `{}` requested by {} at {} awaits approval ({}): approve or reject it first",
                 open.environment, open.requested_by, open.requested_at, open.id
             )));
@@ -97,35 +157,30 @@ pub async fn request(deployer: &Deployer, start: &StartRequest) -> Result<Approv
             requested_by: start.actor.clone(),
             requested_at: jiff::Timestamp::now().to_string(),
             options: start.options.clone(),
-            fingerprint: checked.fingerprint.clone(),
+            fingerprint,
+            promote_from,
+            services,
             decision: Decision::Pending,
         };
         save(deployer, &request).await?;
-        audit(
-            deployer,
-            &start.actor,
-            &request,
-            "deploy.approval_requested",
-            format!("{} requested a deploy", start.actor),
-        )
-        .await;
+        audit(deployer, &start.actor, &request, "deploy.approval_requested", format!("{} asks to {what}", start.actor))
+            .await;
         let message = crate::notifications::message(
-            &checked.config,
+            config,
             "deploy.approval_requested",
             &start.environment,
             None,
-            &format!("a deploy by {} awaits approval", start.actor),
+            &format!("{} asks to {what}", start.actor),
             format!(
-                "{} asks to deploy `{}`{}. Approve with `windlass approve {}` or reject with `windlass reject {}`.",
+                "{} asks to {what}{}. Approve with `windlass approve {}` or reject with `windlass reject {}`.",
                 start.actor,
-                start.environment,
                 start.options.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
                 start.environment,
                 start.environment
             ),
             vec![("request".to_owned(), request.id.clone()), ("requested by".to_owned(), start.actor.clone())],
         );
-        crate::notifications::send(deployer.store.clone(), &checked.config, &checked.variables, message);
+        crate::notifications::send(deployer.store.clone(), config, variables, message);
         Ok(request)
     })
     .await
@@ -176,16 +231,46 @@ pub async fn approve(
             Some(why) => format!("{why} ({approved})"),
             None => approved.clone(),
         });
-        let start = StartRequest {
-            environment: environment.to_owned(),
-            actor: request.requested_by.clone(),
-            options,
-            expect: Some(request.fingerprint.clone()),
+        let prepared = match &request.promote_from {
+            Some(from) => {
+                let promotion = PromoteRequest {
+                    from: from.clone(),
+                    to: environment.to_owned(),
+                    services: request.services.clone(),
+                    actor: request.requested_by.clone(),
+                    options,
+                };
+                let now = promotion_fingerprint(deployer, &promotion).await?;
+                if let Some(change) = request.fingerprint.differs_from(&now) {
+                    return Err(DeployError::Conflict(format!(
+                        "{change} since the promotion was requested: what would run is not what was approved; request it again"
+                    )));
+                }
+                crate::promote::start(deployer, &promotion).await?
+            }
+            None => {
+                let start = StartRequest {
+                    environment: environment.to_owned(),
+                    actor: request.requested_by.clone(),
+                    options,
+                    expect: Some(request.fingerprint.clone()),
+                };
+                deployer.start(&start).await?
+            }
         };
-        let prepared = deployer.start(&start).await?;
         request.decision = Decision::Approved { by: approver.to_owned(), deploy_id: prepared.id.to_string() };
-        if let Err(err) = save(deployer, &request).await {
-            tracing::error!(%err, "cannot record an approval");
+        // The request must not stay open once its deploy exists (a second approval would start
+        // a second deploy): a failed save is retried, then reported loudly.
+        let mut saved = save(deployer, &request).await;
+        for _ in 0..3 {
+            if saved.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            saved = save(deployer, &request).await;
+        }
+        if let Err(err) = saved {
+            tracing::error!(%err, request = request.id, deploy = %prepared.id, "the approval could not be recorded; reject the request by hand");
         }
         audit(deployer, approver, &request, "deploy.approved", format!("{approved}; deploy {}", prepared.id)).await;
         Ok((request, prepared))
@@ -218,6 +303,6 @@ pub async fn reject(
 async fn open_request(deployer: &Deployer, environment: &str) -> Result<ApprovalRequest, DeployError> {
     match latest(deployer, environment).await? {
         Some(request) if request.decision == Decision::Pending => Ok(request),
-        _ => Err(DeployError::Rejected(format!("no deploy of `{environment}` awaits approval"))),
+        _ => Err(DeployError::Conflict(format!("no deploy of `{environment}` awaits approval"))),
     }
 }

@@ -247,6 +247,9 @@ pub async fn run_steps(
                 None => None,
             };
             loop {
+                if run.lock_lost() {
+                    return Err(Aborted { reason: "the deploy lock was broken while the canary ran".into() });
+                }
                 if let Some(decision) = read_control(run, &control).await {
                     match decision.command {
                         Command::Promote => {
@@ -332,8 +335,18 @@ pub async fn run_steps(
         // Weight 0 first, before anything is written: every millisecond here is traffic on a
         // canary already judged bad. The caller sets it again and retires the canary.
         let weights = BTreeMap::from([(stable.to_owned(), 100), (canary.to_owned(), 0)]);
-        if let Err(err) = edge.set_weights(service, &weights).await {
-            tracing::error!(%err, service, "cannot take the aborted canary's weight to 0");
+        // The edge keeps its last table: a canary left with a share keeps it until someone acts,
+        // so a transient admin error is retried before giving up.
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=6 {
+            match edge.set_weights(service, &weights).await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::error!(%err, service, attempt, "cannot take the aborted canary's weight to 0");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
         }
     }
     match &outcome {

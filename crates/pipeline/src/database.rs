@@ -88,26 +88,44 @@ impl Target {
 }
 
 /// Stops writes at the edge: maintenance mode for every service of the environment, so users
-/// get the maintenance answer instead of writing into a database about to be replaced.
+/// get the maintenance answer instead of writing into a database about to be replaced. Services
+/// already in maintenance (an operator's choice) are left as they are, before and after.
 pub struct EdgeMaintenance {
     pub edge: std::sync::Arc<dyn EdgeControl>,
     pub services: Vec<String>,
+    /// The services this stop put in maintenance, to take out again.
+    pub switched: Vec<String>,
+}
+
+impl EdgeMaintenance {
+    pub fn new(edge: std::sync::Arc<dyn EdgeControl>, services: Vec<String>) -> Self {
+        EdgeMaintenance { edge, services, switched: Vec::new() }
+    }
 }
 
 #[async_trait::async_trait]
 impl WriteStop for EdgeMaintenance {
     async fn begin(&mut self) -> windlass_db::Result<()> {
-        for service in &self.services {
-            self.edge.maintenance(Some(service), true).await.map_err(|e| edge_error(service, e))?;
+        let state = self.edge.state().await.map_err(|e| edge_error("the edge's state", e))?;
+        for service in self.services.clone() {
+            if state.services.get(&service).is_some_and(|s| s.maintenance) {
+                continue;
+            }
+            if let Err(err) = self.edge.maintenance(Some(&service), true).await {
+                // Half a stop is no stop: take back what this one switched.
+                let _ = self.end().await;
+                return Err(edge_error(&service, err));
+            }
+            self.switched.push(service);
         }
         Ok(())
     }
 
     async fn end(&mut self) -> windlass_db::Result<()> {
         let mut first_error = None;
-        for service in &self.services {
-            if let Err(err) = self.edge.maintenance(Some(service), false).await {
-                first_error.get_or_insert(edge_error(service, err));
+        for service in std::mem::take(&mut self.switched) {
+            if let Err(err) = self.edge.maintenance(Some(&service), false).await {
+                first_error.get_or_insert(edge_error(&service, err));
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -128,7 +146,12 @@ pub struct FullWriteStop {
 impl WriteStop for FullWriteStop {
     async fn begin(&mut self) -> windlass_db::Result<()> {
         self.edge.begin().await?;
-        self.database.begin().await
+        if let Err(err) = self.database.begin().await {
+            // The database could not be stopped: lift the maintenance this stop set.
+            let _ = self.edge.end().await;
+            return Err(err);
+        }
+        Ok(())
     }
 
     async fn end(&mut self) -> windlass_db::Result<()> {

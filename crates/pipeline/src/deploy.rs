@@ -60,6 +60,25 @@ pub struct StartRequest {
 pub struct Fingerprint {
     pub config_sha256: String,
     pub artifacts: BTreeMap<String, String>,
+    /// The built-in migrations' files (names and contents), when the config has them.
+    #[serde(default)]
+    pub migrations_sha256: Option<String>,
+}
+
+/// A hash over the names and contents of the files in a migrations directory; none when it
+/// cannot be read (the deploy itself then reports it).
+fn migrations_hash(dir: &std::path::Path) -> Option<String> {
+    let mut names: Vec<std::path::PathBuf> =
+        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+    names.sort();
+    let mut hasher = sha2::Sha256::new();
+    for path in names {
+        hasher.update(path.file_name()?.as_encoded_bytes());
+        hasher.update([0]);
+        hasher.update(std::fs::read(&path).ok()?);
+        hasher.update([0]);
+    }
+    Some(hex::encode(hasher.finalize()))
 }
 
 impl Fingerprint {
@@ -67,6 +86,9 @@ impl Fingerprint {
     pub fn differs_from(&self, now: &Fingerprint) -> Option<String> {
         if self.config_sha256 != now.config_sha256 {
             return Some("the config changed".into());
+        }
+        if self.migrations_sha256 != now.migrations_sha256 {
+            return Some("the database migrations changed".into());
         }
         let changed: Vec<&str> = self
             .artifacts
@@ -224,9 +246,14 @@ impl Deployer {
             artifacts
                 .insert(service.to_owned(), artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir)?);
         }
+        let migrations = match config.database.as_ref().and_then(|d| d.migrate.as_ref()) {
+            Some(windlass_config::Migrate::Dir(dir)) => migrations_hash(&self.config_dir().join(&dir.value)),
+            _ => None,
+        };
         let fingerprint = Fingerprint {
             config_sha256: hex::encode(sha2::Sha256::digest(source.text().as_bytes())),
             artifacts: artifacts.iter().map(|(service, a)| (service.clone(), a.sha256.clone())).collect(),
+            migrations_sha256: migrations,
         };
         Ok(Checked { source, config, plan, overridden, variables, artifacts, fingerprint })
     }
@@ -238,14 +265,20 @@ impl Deployer {
         if let Some(expected) = &request.expect
             && let Some(change) = expected.differs_from(&fingerprint)
         {
-            return Err(DeployError::Rejected(format!(
+            return Err(DeployError::Conflict(format!(
                 "{change} since the deploy was requested: what would run is not what was approved; request it again"
             )));
         }
-        let state = EnvState::load(&*self.store, &request.environment).await?;
-        let recorded = recorded_after(&state, &artifacts);
         let purpose = format!("deploy requested by {}", request.actor);
         let lease = self.lock(&request.environment, &purpose).await?;
+        // Read under the lock: a deploy that just finished has changed what runs.
+        let recorded = match EnvState::load(&*self.store, &request.environment).await {
+            Ok(state) => recorded_after(&state, &artifacts),
+            Err(err) => {
+                let _ = self.store.release_lease(&lease).await;
+                return Err(err);
+            }
+        };
         let created = self
             .store
             .create_deploy(&NewDeploy {
@@ -351,6 +384,9 @@ impl Deployer {
             },
         };
         heartbeat.abort();
+        // Errors quote what failed (a check's body, an instance's last output): hide secrets once
+        // here, before the record, the audit event and the notification.
+        let error = error.map(|e| run.variables.redact(&e));
         if let Err(err) = self.store.finish_deploy(&prepared.id, status, error.as_deref()).await {
             tracing::error!(%err, deploy = %prepared.id, "cannot record the end of a deploy");
         }
@@ -514,6 +550,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// Whether the environment's deploy lock was lost (broken by someone) while this runs.
+    pub fn lock_lost(&self) -> bool {
+        self.lock_lost.load(Ordering::SeqCst)
+    }
+
     /// Starts a recorded step; its output goes to the returned log until [`Run::end`].
     pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
         if self.lock_lost.load(Ordering::SeqCst) {
@@ -544,7 +585,7 @@ impl Run {
             .await
             .map_err(|e| e.to_string())?;
         // The deploy's error names the step it came from.
-        result.map_err(|problem| format!("step `{}`: {problem}", step.title))
+        result.map_err(|problem| format!("step `{}`: {}", step.title, self.variables.redact(&problem)))
     }
 
     pub async fn skipped(&self, phase: &str, title: &str, why: &str) -> Result<(), String> {
@@ -631,10 +672,7 @@ impl Run {
         .ok_or("the config has no [database]")?;
         let source = target.source.clone().ok_or("[database] has no `migrate`")?;
         let mut stop = crate::database::FullWriteStop {
-            edge: crate::database::EdgeMaintenance {
-                edge: self.deployer.edge.clone(),
-                services: self.routed_services(),
-            },
+            edge: crate::database::EdgeMaintenance::new(self.deployer.edge.clone(), self.routed_services()),
             database: target.database_write_stop(),
         };
         log.line(format!("database {}", target.database.redacted_url()));

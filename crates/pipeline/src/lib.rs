@@ -42,6 +42,9 @@ pub enum DeployError {
     UnknownDeploy(String),
     #[error("{0}")]
     Rejected(String),
+    /// The request conflicts with the state it found (an open approval, a stale one).
+    #[error("{0}")]
+    Conflict(String),
     /// The caller may not do this (approving their own deploy where that is not allowed).
     #[error("{0}")]
     Forbidden(String),

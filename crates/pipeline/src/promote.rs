@@ -106,7 +106,17 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     let overridden = plan::check_window(&config, &request.to, &request.options, jiff::Timestamp::now())
         .map_err(DeployError::Rejected)?;
     let variables = deployer.variables(&config, &request.to).await?;
-    let target_state = EnvState::load(&*deployer.store, &request.to).await?;
+    let source =
+        windlass_config::Source::read(&deployer.config_path).map_err(|e| DeployError::Config(e.to_string()))?;
+    let lease = deployer.lock(&request.to, &format!("promotion requested by {}", request.actor)).await?;
+    // Read under the lock: a deploy that just finished has changed what runs.
+    let target_state = match EnvState::load(&*deployer.store, &request.to).await {
+        Ok(state) => state,
+        Err(err) => {
+            let _ = deployer.store.release_lease(&lease).await;
+            return Err(err);
+        }
+    };
     let artifacts: BTreeMap<String, Artifact> =
         services.iter().map(|p| (p.service.clone(), p.artifact.clone())).collect();
     let mut recorded = recorded_after(&target_state, &artifacts);
@@ -124,9 +134,6 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     if overridden.is_some() {
         why.push_str(" [deploy window overridden]");
     }
-    let lease = deployer.lock(&request.to, &format!("promotion requested by {}", request.actor)).await?;
-    let source =
-        windlass_config::Source::read(&deployer.config_path).map_err(|e| DeployError::Config(e.to_string()))?;
     let created = deployer
         .store
         .create_deploy(&NewDeploy {

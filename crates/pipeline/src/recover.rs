@@ -57,11 +57,13 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
                 .as_ref()
                 .and_then(|c| c.service_in(environment, service))
                 .map_or(0, |s| i64::try_from(s.keep_warm.as_std().as_millis()).unwrap_or(i64::MAX));
+            // Only a color with all the traffic was switched to (blue-green's one weights call, or
+            // a promoted canary). A split is a canary caught between steps: never promoted, so
+            // whichever side has more traffic, the recorded live color keeps the service.
             let routed = edge_state.services.get(service).and_then(|s| {
                 s.pools
                     .iter()
-                    .filter(|(name, pool)| *name != windlass_edge::spec::SECONDARY_POOL && pool.weight > 0)
-                    .max_by_key(|(_, pool)| pool.weight)
+                    .find(|(name, pool)| *name != windlass_edge::spec::SECONDARY_POOL && pool.weight == 100)
                     .map(|(name, _)| name.clone())
             });
             if let Some(routed) = routed
@@ -93,6 +95,7 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
                 recovery.notes.push(format!(
                     "{environment}/{service}: an interrupted canary had part of the traffic; all of it is back on {live}"
                 ));
+                interrupt_canary(deployer, environment, service).await?;
             }
             for (color, recorded) in &mut service_state.colors {
                 if Some(color) != service_state.live.as_ref() && recorded.retire_at_ms.is_none() {
@@ -154,4 +157,19 @@ pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<St
     }
     let _ = deployer.store.release_lease(&lease).await;
     Ok(retired)
+}
+
+/// Marks a canary whose deploy was interrupted as aborted, so `canary status` does not show it
+/// running and nobody can promote it.
+async fn interrupt_canary(deployer: &Deployer, environment: &str, service: &str) -> Result<(), DeployError> {
+    let key = crate::canary::progress_key(environment, service);
+    let Some(text) = deployer.store.setting(&key).await? else { return Ok(()) };
+    let Ok(mut progress) = serde_json::from_str::<crate::canary::Progress>(&text) else { return Ok(()) };
+    if progress.outcome == "running" {
+        progress.outcome = "aborted".into();
+        progress.reason =
+            Some("its deploy was interrupted (the server restarted); traffic went back to the stable color".into());
+        deployer.store.set_setting(&key, &serde_json::to_string(&progress).unwrap_or_default()).await?;
+    }
+    Ok(())
 }

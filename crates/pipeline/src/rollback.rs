@@ -180,7 +180,7 @@ async fn restore_database(run: &Run, target: &Deploy) -> Result<(), String> {
     let step = run.begin("rollback", &format!("restore the database from backup {}", backup.name)).await?;
     let log = &step.log;
     let mut stop = crate::database::FullWriteStop {
-        edge: crate::database::EdgeMaintenance { edge: run.deployer.edge.clone(), services: run.routed_services() },
+        edge: crate::database::EdgeMaintenance::new(run.deployer.edge.clone(), run.routed_services()),
         database: database.database_write_stop(),
     };
     log.line(format!("writes stopped (maintenance mode) while {} is restored", backup.name));

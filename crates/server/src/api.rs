@@ -75,6 +75,7 @@ fn deploy_error(err: DeployError) -> Response {
     let status = match &err {
         DeployError::Locked { .. } => StatusCode::CONFLICT,
         DeployError::Forbidden(_) => StatusCode::FORBIDDEN,
+        DeployError::Conflict(_) => StatusCode::CONFLICT,
         DeployError::UnknownDeploy(_) | DeployError::Plan(PlanError::UnknownEnvironment { .. }) => {
             StatusCode::NOT_FOUND
         }
@@ -778,9 +779,12 @@ struct PromoteBody {
     reason: Option<String>,
     #[serde(default)]
     override_window: bool,
+    #[serde(default)]
+    approve: bool,
 }
 
-/// Deploys to `{env}` the builds that run in `from`.
+/// Deploys to `{env}` the builds that run in `from`; into an environment with approvals, it is
+/// a request like any deploy.
 async fn promote(
     State(state): State<AppState>,
     Extension(Actor(actor)): Extension<Actor>,
@@ -805,6 +809,38 @@ async fn promote(
             ..Default::default()
         },
     };
+    let policy = match approval::policy(&state.deployer, &request.to) {
+        Ok(policy) => policy,
+        Err(err) => return deploy_error(err),
+    };
+    match (policy, body.approve) {
+        (Approval::None, _) | (Approval::Anyone, true) => {}
+        (Approval::Required, true) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "`{}` needs approval by someone other than the requester ({}); leave out --approve",
+                    request.to, request.actor
+                ),
+            );
+        }
+        (Approval::Required | Approval::Anyone, false) => {
+            return match approval::request_promotion(&state.deployer, &request).await {
+                Ok(pending) => {
+                    let message = format!(
+                        "`{}` needs approval: request {} to promote from {} is waiting; {} approves it with `windlass approve {}`",
+                        pending.environment,
+                        pending.id,
+                        request.from,
+                        if policy == Approval::Required { "someone else" } else { "anyone" },
+                        pending.environment
+                    );
+                    (StatusCode::ACCEPTED, Json(json!({ "approval": pending, "message": message }))).into_response()
+                }
+                Err(err) => deploy_error(err),
+            };
+        }
+    }
     match windlass_pipeline::promote::start(&state.deployer, &request).await {
         Ok(prepared) => {
             let id = prepared.id.to_string();

@@ -214,6 +214,22 @@ async fn run_due_database_jobs(deployer: &Deployer, environment: &str) -> Result
         windlass_store::Acquire::Acquired(lease) => lease,
         windlass_store::Acquire::Held(_) => return Ok(()),
     };
+    // Another server sharing the store may have run these while this one waited for the lease.
+    let mut still_due = Vec::new();
+    for (job, name, key) in due {
+        let last = deployer.store.setting(&key).await.map_err(|e| e.to_string())?.and_then(|t| t.parse().ok());
+        let schedule = match job {
+            ScheduledJob::Backup => database.backup.schedule.as_ref(),
+            ScheduledJob::Verify => database.backup.verify.as_ref(),
+        };
+        if let Some(schedule) = schedule.and_then(|s| Schedule::parse(&s.value).ok())
+            && is_due(schedule, last, now)
+        {
+            still_due.push((job, name, key));
+        }
+    }
+    let due = still_due;
+    let names: Vec<&'static str> = due.iter().map(|(_, name, _)| *name).collect();
     let result = async {
         let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
         let target = windlass_pipeline::database::Target::resolve(
@@ -247,6 +263,20 @@ async fn run_due_database_jobs(deployer: &Deployer, environment: &str) -> Result
         Ok::<(), String>(())
     }
     .await;
+    if let Err(problem) = &result {
+        // A job that cannot even start failed too: say so where alerts look.
+        for name in names {
+            let event = windlass_store::NewEvent {
+                actor: "windlass".into(),
+                environment: Some(environment.to_owned()),
+                kind: format!("db.{name}_failed"),
+                subject: None,
+                message: format!("the scheduled {name} could not start: {problem}"),
+                data: "{}".into(),
+            };
+            let _ = deployer.store.record_event(&event).await;
+        }
+    }
     let _ = deployer.store.release_lease(&lease).await;
     result
 }

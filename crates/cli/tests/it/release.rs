@@ -354,3 +354,59 @@ async fn deploys_are_announced_to_slack_and_to_a_signed_webhook() {
     let show = platform.cli(&["deploy", "show", &failed]);
     assert!(!show.stdout.contains("notify.failed"), "{}", show.stdout);
 }
+
+/// Promotion into an environment with approvals is a request like any deploy: it runs when
+/// someone else approves it, and only if staging still runs the builds that were asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promotion_into_production_waits_for_approval() {
+    let database = windlass_testkit::postgres::TestDatabase::create().await;
+    let bin = windlass_testkit::tempdir();
+    let program = bin.path().join("shop-api");
+    std::fs::copy(workspace_bin("windlass-demo"), &program).unwrap();
+    let text = two_environments(&program)
+        .replace("[environments.production]\n", "[environments.production]\napproval = \"required\"\n");
+    let staging = Platform::start_shared(&text, "staging", &database.url, "alice");
+    let production = Platform::start_shared(&text, "production", &database.url, "bob");
+    let carol = production.add_user("carol");
+    let tested = staging.deploy(&[]);
+    let tested_hash = artifact_hash(&staging.json(&["deploy", "show", &tested]), "api");
+
+    let waiting = production
+        .command_as(&production.token, &["promote", "staging", "production", "--reason", "release 42"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut waiting = waiting;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = waiting.try_wait() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut waiting.stderr.take().unwrap(), &mut stderr).unwrap();
+            panic!("the promotion ended before its approval ({status}): {stderr}");
+        }
+        let run = production.cli_as(&carol, &["approve", "production", "--reason", "staging is green"]);
+        if run.code == 0 {
+            break;
+        }
+        assert!(run.stderr.contains("no deploy of `production` awaits approval"), "{}", run.stderr);
+        assert!(std::time::Instant::now() < deadline, "the promotion never asked for approval");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = waiting.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let promoted = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("deploy ").and_then(|r| r.strip_suffix(" started")))
+        .unwrap()
+        .to_owned();
+    let shown = production.json(&["deploy", "show", &promoted]);
+    assert_eq!(artifact_hash(&shown, "api"), tested_hash);
+    assert_eq!(shown["deploy"]["actor"], "bob");
+    let reason = shown["deploy"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("promote from staging") && reason.contains("approved by carol: staging is green"),
+        "{reason}"
+    );
+}
