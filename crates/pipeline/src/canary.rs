@@ -232,6 +232,7 @@ pub async fn run_steps(
             progress.step = index + 1;
             progress.weight = step.weight;
             publish(&progress).await;
+            windlass_failpoint::hit("pipeline.canary.step_set");
             log.line(format!(
                 "{service}: step {}/{}: {}% of traffic on {canary}; holding {:?}",
                 index + 1,

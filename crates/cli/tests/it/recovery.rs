@@ -106,3 +106,39 @@ async fn no_request_fails_through_a_server_kill_and_restart() {
     platform.start_server(&[]);
     assert_eq!(load.await.unwrap(), 0, "requests failed while the server was killed and restarted");
 }
+
+/// A server killed while a canary holds 60% of the traffic: on restart the canary, never
+/// promoted, gives all of it back to the stable color (even though it had the larger share),
+/// is recorded as aborted, and is retired.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_in_the_middle_of_a_canary_the_stable_color_takes_all_traffic_back() {
+    let canary = |version: &str| {
+        config(&demo(), &format!(r#"VERSION = "{version}""#), "0s", "").replace(
+            r#"strategy = "blue-green""#,
+            r#"strategy = { canary = [{ weight = 60, pause = "1h" }, { weight = 100 }] }"#,
+        )
+    };
+    let mut platform = Platform::start(&canary("v1"));
+    platform.deploy(&[]);
+    platform.kill_server();
+    platform.start_server(&[("WINDLASS_FAILPOINTS", "pipeline.canary.step_set=abort")]);
+    platform.rewrite_config(&canary("v2"));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_ne!(run.code, 0, "the server died at the canary's first step: {}{}", run.stdout, run.stderr);
+    platform.kill_server();
+    let recovered = platform.start_server(&[]);
+    assert!(
+        recovered
+            .iter()
+            .any(|l| l.contains("an interrupted canary had part of the traffic; all of it is back on blue")),
+        "{recovered:?}"
+    );
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["live"], "blue", "{status:#}");
+    for _ in 0..20 {
+        assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+    }
+    let progress = platform.json(&["canary", "status", "production"]);
+    assert_eq!(progress["canaries"][0]["outcome"], "aborted", "{progress:#}");
+    wait_for_instances(&platform, 2).await;
+}
