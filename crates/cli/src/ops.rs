@@ -64,22 +64,15 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
             print_plan(&answer, args.output)?;
             return Ok(Outcome::Ok);
         }
-        let id = match answer.get("approval") {
-            Some(request) => {
-                if args.output == OutputFormat::Json && args.detach {
-                    println!("{answer}");
-                    return Ok(Outcome::Ok);
-                }
-                eprintln!("{}", answer["message"].as_str().unwrap_or_default());
-                if args.detach {
-                    return Ok(Outcome::Ok);
-                }
-                match crate::release::await_approval(&client, &args.environment, request).await? {
-                    Some(id) => id,
-                    None => return Ok(Outcome::NotOk),
-                }
+        if args.detach && answer.get("approval").is_some() {
+            match args.output {
+                OutputFormat::Json => println!("{answer}"),
+                OutputFormat::Text => eprintln!("{}", answer["message"].as_str().unwrap_or_default()),
             }
-            None => answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            return Ok(Outcome::Ok);
+        }
+        let Some(id) = crate::release::started_deploy(&client, &args.environment, &answer).await? else {
+            return Ok(Outcome::NotOk);
         };
         if args.output == OutputFormat::Text {
             println!("deploy {id} started");

@@ -177,15 +177,8 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
             "approve": args.approve,
         });
         let answer = client.call("POST", &format!("/environments/{}/promote", args.to), Some(&body)).await?;
-        let id = match answer.get("approval") {
-            Some(request) => {
-                eprintln!("{}", answer["message"].as_str().unwrap_or_default());
-                match await_approval(&client, &args.to, request).await? {
-                    Some(id) => id,
-                    None => return Ok(Outcome::NotOk),
-                }
-            }
-            None => answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        let Some(id) = started_deploy(&client, &args.to, &answer).await? else {
+            return Ok(Outcome::NotOk);
         };
         if args.output == OutputFormat::Text {
             println!("deploy {id} started");
@@ -195,9 +188,19 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// The id of the deploy a request started: at once, or, for an environment with approvals,
+/// once its approval request is decided (none when it was rejected, said on stderr).
+pub async fn started_deploy(client: &Client, environment: &str, answer: &Value) -> anyhow::Result<Option<String>> {
+    let Some(request) = answer.get("approval") else {
+        return Ok(Some(answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()));
+    };
+    eprintln!("{}", answer["message"].as_str().unwrap_or_default());
+    await_approval(client, environment, request).await
+}
+
 /// Waits until the approval request `request` is decided: the id of the deploy it became, or
 /// none when it was rejected (said on stderr).
-pub async fn await_approval(client: &Client, environment: &str, request: &Value) -> anyhow::Result<Option<String>> {
+async fn await_approval(client: &Client, environment: &str, request: &Value) -> anyhow::Result<Option<String>> {
     let id = request["id"].as_str().unwrap_or_default().to_owned();
     eprintln!("waiting for the decision on {id} (Ctrl-C stops waiting; the request stays open)");
     loop {

@@ -271,39 +271,20 @@ impl Deployer {
         }
         let purpose = format!("deploy requested by {}", request.actor);
         let lease = self.lock(&request.environment, &purpose).await?;
-        // Read under the lock: a deploy that just finished has changed what runs.
-        let recorded = match EnvState::load(&*self.store, &request.environment).await {
-            Ok(state) => recorded_after(&state, &artifacts),
-            Err(err) => {
-                let _ = self.store.release_lease(&lease).await;
-                return Err(err);
-            }
+        let recorded = recorded_after(&self.state_under(&lease, &request.environment).await?, &artifacts);
+        let record = NewDeploy {
+            environment: request.environment.clone(),
+            actor: request.actor.clone(),
+            reason: match &overridden {
+                Some(_) => request.options.reason.as_ref().map(|r| format!("{r} [deploy window overridden]")),
+                None => request.options.reason.clone(),
+            },
+            config_snapshot: source.text().to_owned(),
+            artifacts: serde_json::to_string(&recorded).unwrap_or_default(),
+            owner: self.holder.id.clone(),
         };
-        let created = self
-            .store
-            .create_deploy(&NewDeploy {
-                environment: request.environment.clone(),
-                actor: request.actor.clone(),
-                reason: match &overridden {
-                    Some(_) => request.options.reason.as_ref().map(|r| format!("{r} [deploy window overridden]")),
-                    None => request.options.reason.clone(),
-                },
-                config_snapshot: source.text().to_owned(),
-                artifacts: serde_json::to_string(&recorded).unwrap_or_default(),
-                owner: self.holder.id.clone(),
-            })
-            .await;
-        let id = match created {
-            Ok(id) => id,
-            Err(err) => {
-                let _ = self.store.release_lease(&lease).await;
-                return Err(err.into());
-            }
-        };
-        if let Some(overridden) = overridden {
-            self.audit(&request.actor, &request.environment, "deploy.window_overridden", &id, &overridden).await;
-        }
-        self.audit(&request.actor, &request.environment, "deploy.started", &id, &format!("deploy {id} started")).await;
+        let id =
+            self.record_started(&lease, &record, overridden.as_deref(), |id| format!("deploy {id} started")).await?;
         Ok(Prepared {
             id,
             environment: request.environment.clone(),
@@ -314,6 +295,42 @@ impl Deployer {
             variables,
             artifacts,
         })
+    }
+
+    /// The environment's state, read while holding its deploy lock `lease` (a deploy that just
+    /// finished has changed what runs); on failure the lease is released.
+    pub(crate) async fn state_under(&self, lease: &Lease, environment: &str) -> Result<EnvState, DeployError> {
+        match EnvState::load(&*self.store, environment).await {
+            Ok(state) => Ok(state),
+            Err(err) => {
+                let _ = self.store.release_lease(lease).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Records a deploy (of any kind) that holds `lease`, its window override if one was used,
+    /// and `deploy.started` with the message `started` makes; on failure the lease is released,
+    /// so nothing is left half-started.
+    pub(crate) async fn record_started(
+        &self,
+        lease: &Lease,
+        record: &NewDeploy,
+        overridden: Option<&str>,
+        started: impl FnOnce(&DeployId) -> String,
+    ) -> Result<DeployId, DeployError> {
+        let id = match self.store.create_deploy(record).await {
+            Ok(id) => id,
+            Err(err) => {
+                let _ = self.store.release_lease(lease).await;
+                return Err(err.into());
+            }
+        };
+        if let Some(overridden) = overridden {
+            self.audit(&record.actor, &record.environment, "deploy.window_overridden", &id, overridden).await;
+        }
+        self.audit(&record.actor, &record.environment, "deploy.started", &id, &started(&id)).await;
+        Ok(id)
     }
 
     pub(crate) async fn audit(&self, actor: &str, environment: &str, kind: &str, id: &DeployId, message: &str) {

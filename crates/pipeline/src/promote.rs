@@ -109,14 +109,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     let source =
         windlass_config::Source::read(&deployer.config_path).map_err(|e| DeployError::Config(e.to_string()))?;
     let lease = deployer.lock(&request.to, &format!("promotion requested by {}", request.actor)).await?;
-    // Read under the lock: a deploy that just finished has changed what runs.
-    let target_state = match EnvState::load(&*deployer.store, &request.to).await {
-        Ok(state) => state,
-        Err(err) => {
-            let _ = deployer.store.release_lease(&lease).await;
-            return Err(err);
-        }
-    };
+    let target_state = deployer.state_under(&lease, &request.to).await?;
     let artifacts: BTreeMap<String, Artifact> =
         services.iter().map(|p| (p.service.clone(), p.artifact.clone())).collect();
     let mut recorded = recorded_after(&target_state, &artifacts);
@@ -134,28 +127,15 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     if overridden.is_some() {
         why.push_str(" [deploy window overridden]");
     }
-    let created = deployer
-        .store
-        .create_deploy(&NewDeploy {
-            environment: request.to.clone(),
-            actor: request.actor.clone(),
-            reason: Some(why.clone()),
-            config_snapshot: source.text().to_owned(),
-            artifacts: serde_json::to_string(&recorded).unwrap_or_default(),
-            owner: deployer.holder.id.clone(),
-        })
-        .await;
-    let id = match created {
-        Ok(id) => id,
-        Err(err) => {
-            let _ = deployer.store.release_lease(&lease).await;
-            return Err(err.into());
-        }
+    let record = NewDeploy {
+        environment: request.to.clone(),
+        actor: request.actor.clone(),
+        reason: Some(why.clone()),
+        config_snapshot: source.text().to_owned(),
+        artifacts: serde_json::to_string(&recorded).unwrap_or_default(),
+        owner: deployer.holder.id.clone(),
     };
-    if let Some(overridden) = overridden {
-        deployer.audit(&request.actor, &request.to, "deploy.window_overridden", &id, &overridden).await;
-    }
-    deployer.audit(&request.actor, &request.to, "deploy.started", &id, &why).await;
+    let id = deployer.record_started(&lease, &record, overridden.as_deref(), |_| why.clone()).await?;
     deployer
         .audit(&request.actor, &request.from, "deploy.promoted", &id, &format!("promoted to {} as {id}", request.to))
         .await;

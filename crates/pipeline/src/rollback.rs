@@ -78,25 +78,15 @@ pub async fn start(
         Some(reason) => format!("rollback to {}: {reason}", target.id),
         None => format!("rollback to {}", target.id),
     };
-    let created = deployer
-        .store
-        .create_deploy(&NewDeploy {
-            environment: environment.into(),
-            actor: actor.into(),
-            reason: Some(why.clone()),
-            config_snapshot: target.config_snapshot.clone(),
-            artifacts: serde_json::to_string(&services).unwrap_or_default(),
-            owner: deployer.holder.id.clone(),
-        })
-        .await;
-    let id = match created {
-        Ok(id) => id,
-        Err(err) => {
-            let _ = deployer.store.release_lease(&lease).await;
-            return Err(err.into());
-        }
+    let record = NewDeploy {
+        environment: environment.into(),
+        actor: actor.into(),
+        reason: Some(why.clone()),
+        config_snapshot: target.config_snapshot.clone(),
+        artifacts: serde_json::to_string(&services).unwrap_or_default(),
+        owner: deployer.holder.id.clone(),
     };
-    deployer.audit(actor, environment, "deploy.started", &id, &why).await;
+    let id = deployer.record_started(&lease, &record, None, |_| why.clone()).await?;
     Ok(Prepared {
         id,
         environment: environment.into(),

@@ -193,46 +193,13 @@ async fn create_deploy(
             Err(err) => deploy_error(err),
         };
     }
-    let policy = match approval::policy(&state.deployer, &request.environment) {
-        Ok(policy) => policy,
-        Err(err) => return deploy_error(err),
-    };
-    match (policy, request.options.approve) {
-        (Approval::None, _) | (Approval::Anyone, true) => {}
-        (Approval::Required, true) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "`{}` needs approval by someone other than the requester ({}); leave out --approve and ask a colleague to run `windlass approve {}`",
-                    request.environment, request.actor, request.environment
-                ),
-            );
-        }
-        (Approval::Required | Approval::Anyone, false) => {
-            return match approval::request(&state.deployer, &request).await {
-                Ok(pending) => {
-                    let message = format!(
-                        "`{}` needs approval: request {} is waiting; {} approves it with `windlass approve {}`",
-                        pending.environment,
-                        pending.id,
-                        if policy == Approval::Required { "someone else" } else { "anyone" },
-                        pending.environment
-                    );
-                    (StatusCode::ACCEPTED, Json(json!({ "approval": pending, "message": message }))).into_response()
-                }
-                Err(err) => deploy_error(err),
-            };
-        }
+    let ask = || approval::request(&state.deployer, &request);
+    if let Some(response) =
+        approval_gate(&state, &request.environment, &request.actor, request.options.approve, "", ask).await
+    {
+        return response;
     }
-    match state.deployer.start(&request).await {
-        Ok(prepared) => {
-            let id = prepared.id.to_string();
-            let deployer = state.deployer.clone();
-            tokio::spawn(async move { deployer.execute(prepared).await });
-            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
-        }
-        Err(err) => deploy_error(err),
-    }
+    launched(&state, state.deployer.start(&request).await)
 }
 
 #[derive(Deserialize)]
@@ -259,7 +226,7 @@ async fn rollback(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
-    match windlass_pipeline::rollback::start(
+    let started = windlass_pipeline::rollback::start(
         &state.deployer,
         &environment,
         &actor,
@@ -267,16 +234,8 @@ async fn rollback(
         request.reason,
         request.restore_database,
     )
-    .await
-    {
-        Ok(prepared) => {
-            let id = prepared.id.to_string();
-            let deployer = state.deployer.clone();
-            tokio::spawn(async move { deployer.execute(prepared).await });
-            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
-        }
-        Err(err) => deploy_error(err),
-    }
+    .await;
+    launched(&state, started)
 }
 
 #[derive(Deserialize)]
@@ -809,46 +768,72 @@ async fn promote(
             ..Default::default()
         },
     };
-    let policy = match approval::policy(&state.deployer, &request.to) {
-        Ok(policy) => policy,
-        Err(err) => return deploy_error(err),
-    };
-    match (policy, body.approve) {
-        (Approval::None, _) | (Approval::Anyone, true) => {}
-        (Approval::Required, true) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "`{}` needs approval by someone other than the requester ({}); leave out --approve",
-                    request.to, request.actor
-                ),
-            );
-        }
-        (Approval::Required | Approval::Anyone, false) => {
-            return match approval::request_promotion(&state.deployer, &request).await {
-                Ok(pending) => {
-                    let message = format!(
-                        "`{}` needs approval: request {} to promote from {} is waiting; {} approves it with `windlass approve {}`",
-                        pending.environment,
-                        pending.id,
-                        request.from,
-                        if policy == Approval::Required { "someone else" } else { "anyone" },
-                        pending.environment
-                    );
-                    (StatusCode::ACCEPTED, Json(json!({ "approval": pending, "message": message }))).into_response()
-                }
-                Err(err) => deploy_error(err),
-            };
-        }
+    let what = format!(" to promote from {}", request.from);
+    let ask = || approval::request_promotion(&state.deployer, &request);
+    if let Some(response) = approval_gate(&state, &request.to, &request.actor, body.approve, &what, ask).await {
+        return response;
     }
-    match windlass_pipeline::promote::start(&state.deployer, &request).await {
+    launched(&state, windlass_pipeline::promote::start(&state.deployer, &request).await)
+}
+
+/// Starts a prepared deploy in the background; its id.
+fn run_in_background(state: &AppState, prepared: windlass_pipeline::deploy::Prepared) -> String {
+    let id = prepared.id.to_string();
+    let deployer = state.deployer.clone();
+    tokio::spawn(async move { deployer.execute(prepared).await });
+    id
+}
+
+/// 202 with the id of a deploy (or rollback, or promotion) now running, or the error that kept
+/// it from starting.
+fn launched(state: &AppState, started: Result<windlass_pipeline::deploy::Prepared, DeployError>) -> Response {
+    match started {
         Ok(prepared) => {
-            let id = prepared.id.to_string();
-            let deployer = state.deployer.clone();
-            tokio::spawn(async move { deployer.execute(prepared).await });
-            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+            (StatusCode::ACCEPTED, Json(json!({ "id": run_in_background(state, prepared) }))).into_response()
         }
         Err(err) => deploy_error(err),
+    }
+}
+
+/// The environment's approval policy applied to a deploy or promotion by `actor`: none (go
+/// ahead) when it needs no approval or the requester may and does approve it; otherwise the
+/// answer to send: a refusal of self-approval, or the request `ask` records. `what` follows
+/// "request <id>" in the message (" to promote from staging").
+async fn approval_gate<F, Fut>(
+    state: &AppState,
+    environment: &str,
+    actor: &str,
+    approve: bool,
+    what: &str,
+    ask: F,
+) -> Option<Response>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<approval::ApprovalRequest, DeployError>>,
+{
+    let policy = match approval::policy(&state.deployer, environment) {
+        Ok(policy) => policy,
+        Err(err) => return Some(deploy_error(err)),
+    };
+    match (policy, approve) {
+        (Approval::None, _) | (Approval::Anyone, true) => None,
+        (Approval::Required, true) => Some(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{environment}` needs approval by someone other than the requester ({actor}); leave out --approve and ask a colleague to run `windlass approve {environment}`"
+            ),
+        )),
+        (Approval::Required | Approval::Anyone, false) => Some(match ask().await {
+            Ok(pending) => {
+                let message = format!(
+                    "`{environment}` needs approval: request {}{what} is waiting; {} approves it with `windlass approve {environment}`",
+                    pending.id,
+                    if policy == Approval::Required { "someone else" } else { "anyone" },
+                );
+                (StatusCode::ACCEPTED, Json(json!({ "approval": pending, "message": message }))).into_response()
+            }
+            Err(err) => deploy_error(err),
+        }),
     }
 }
 
@@ -896,9 +881,7 @@ async fn decide_approval(
     match body.decision {
         Verdict::Approve => match approval::approve(&state.deployer, &environment, &actor, body.reason).await {
             Ok((request, prepared)) => {
-                let id = prepared.id.to_string();
-                let deployer = state.deployer.clone();
-                tokio::spawn(async move { deployer.execute(prepared).await });
+                let id = run_in_background(&state, prepared);
                 (StatusCode::ACCEPTED, Json(json!({ "id": id, "approval": request }))).into_response()
             }
             Err(err) => deploy_error(err),
