@@ -419,7 +419,7 @@ impl Database {
         let mut command = tokio::process::Command::new(self.tool(tool));
         command.env("PGAPPNAME", lock::application_name(tool)).kill_on_drop(true);
         if let Some(password) = password {
-            command.env("PGPASSWORD", url_decode(&password));
+            command.env("PGPASSWORD", url::percent_decode(&password));
         }
         command
     }
@@ -886,22 +886,4 @@ fn compare(migrations: &[Migration], applied: Vec<Applied>) -> Status {
         })
         .collect();
     Status { applied, pending, mismatched, unknown }
-}
-
-fn url_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
