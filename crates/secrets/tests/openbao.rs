@@ -11,31 +11,15 @@
 use serde_json::{Value, json};
 use windlass_secrets::bao::{BaoBackend, Credentials};
 use windlass_secrets::{Backend, SecretSet, SecretValue, SecretsError};
+use windlass_testkit::tools::{bao_addr, bao_bin, bao_token, unique};
 use zeroize::Zeroizing;
-
-fn addr() -> String {
-    std::env::var("WINDLASS_TEST_BAO_ADDR").expect(
-        "WINDLASS_TEST_BAO_ADDR is not set: start `bao server -dev -dev-root-token-id=root \
-         -dev-listen-address=127.0.0.1:18200` and set WINDLASS_TEST_BAO_ADDR=http://127.0.0.1:18200",
-    )
-}
-
-fn root() -> String {
-    std::env::var("WINDLASS_TEST_BAO_TOKEN")
-        .expect("WINDLASS_TEST_BAO_TOKEN is not set: set it to the dev server's root token (such as `root`)")
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("wtest-{tag}-{}-{nanos}", std::process::id())
-}
 
 /// A raw call with the root token, to set up what a test needs.
 async fn admin(method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = addr();
+    let url = bao_addr();
     let (authority, host, port, _) = windlass_http::split_url(&url).unwrap();
     let address = tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next().unwrap();
-    let token = root();
+    let token = bao_token();
     let reply = windlass_http::send(windlass_http::Request {
         method,
         address,
@@ -51,7 +35,7 @@ async fn admin(method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
 }
 
 fn backend(prefix: &str, env: &str, credentials: Credentials) -> BaoBackend {
-    BaoBackend::new(&addr(), "secret", prefix, env, credentials).unwrap()
+    BaoBackend::new(&bao_addr(), "secret", prefix, env, credentials).unwrap()
 }
 
 fn token(t: &str) -> Credentials {
@@ -60,8 +44,8 @@ fn token(t: &str) -> Credentials {
 
 #[tokio::test]
 async fn set_get_list_remove_and_versions() {
-    let prefix = unique("crud");
-    let b = backend(&prefix, "production", token(&root()));
+    let prefix = unique("wtest-crud");
+    let b = backend(&prefix, "production", token(&bao_token()));
     assert!(b.load_all().await.unwrap().values.is_empty());
     b.set_many(vec![("DATABASE_URL".into(), SecretValue::new("postgres://u:pw-0123456789@db/app"))]).await.unwrap();
     b.set_many(vec![("API_KEY".into(), SecretValue::new("ak_0123456789abcdef"))]).await.unwrap();
@@ -78,15 +62,15 @@ async fn set_get_list_remove_and_versions() {
     assert!(matches!(b.get("API_KEY").await.unwrap_err(), SecretsError::NotFound { .. }));
     assert!(matches!(b.remove("API_KEY").await.unwrap_err(), SecretsError::NotFound { .. }));
     // Another environment under the same prefix is separate.
-    let staging = backend(&prefix, "staging", token(&root()));
+    let staging = backend(&prefix, "staging", token(&bao_token()));
     assert!(staging.load_all().await.unwrap().values.is_empty());
 }
 
 #[tokio::test]
 async fn a_stale_write_is_a_check_and_set_conflict() {
-    let prefix = unique("cas");
-    let a = backend(&prefix, "production", token(&root()));
-    let b = backend(&prefix, "production", token(&root()));
+    let prefix = unique("wtest-cas");
+    let a = backend(&prefix, "production", token(&bao_token()));
+    let b = backend(&prefix, "production", token(&bao_token()));
     a.set_many(vec![("ONE".into(), SecretValue::new("first-value-123"))]).await.unwrap();
     let read_by_a = a.read().await.unwrap();
     let read_by_b = b.read().await.unwrap();
@@ -110,7 +94,7 @@ async fn a_token_without_a_policy_is_permission_denied() {
             .await;
     assert_eq!(status, 200, "{reply}");
     let weak = reply["auth"]["client_token"].as_str().unwrap().to_owned();
-    let prefix = unique("denied");
+    let prefix = unique("wtest-denied");
     let err = backend(&prefix, "production", token(&weak)).load_all().await.unwrap_err();
     assert!(matches!(err, SecretsError::BaoPermissionDenied { .. }), "{err}");
     let message = err.to_string();
@@ -128,11 +112,11 @@ async fn unreachable_https_and_kv_v1_are_clear_errors() {
     let err = BaoBackend::new("https://bao.example.com", "secret", "p", "production", token("x")).unwrap_err();
     assert!(err.to_string().contains("https:// is not supported"), "{err}");
 
-    let mount = unique("kv1");
+    let mount = unique("wtest-kv1");
     let (status, reply) =
         admin("POST", &format!("sys/mounts/{mount}"), Some(json!({"type": "kv", "options": {"version": "1"}}))).await;
     assert!(status == 204 || status == 200, "{reply}");
-    let b = BaoBackend::new(&addr(), &mount, "p", "production", token(&root())).unwrap();
+    let b = BaoBackend::new(&bao_addr(), &mount, "p", "production", token(&bao_token())).unwrap();
     let err = b.load_all().await.unwrap_err();
     admin("DELETE", &format!("sys/mounts/{mount}"), None).await;
     assert!(matches!(err, SecretsError::BaoKvV1 { .. }), "{err}");
@@ -141,7 +125,7 @@ async fn unreachable_https_and_kv_v1_are_clear_errors() {
 
 #[tokio::test]
 async fn approle_login() {
-    let prefix = unique("approle");
+    let prefix = unique("wtest-approle");
     let (status, reply) = admin("POST", "sys/auth/approle", Some(json!({"type": "approle"}))).await;
     assert!(status == 204 || status == 200 || reply.to_string().contains("already in use"), "{reply}");
     let policy = format!(
@@ -167,7 +151,7 @@ async fn approle_login() {
     assert_eq!(b.get("FROM_APPROLE").await.unwrap().expose(), "approle-value-123");
     // Outside its policy the same login is denied.
     let other = backend(
-        &unique("elsewhere"),
+        &unique("wtest-elsewhere"),
         "production",
         Credentials::AppRole { role_id, secret_id: Zeroizing::new("not-the-secret-id".into()) },
     );
@@ -187,10 +171,7 @@ impl Drop for OwnServer {
 
 #[tokio::test]
 async fn a_sealed_server_is_a_clear_error() {
-    let bin = std::env::var("WINDLASS_TEST_BAO_BIN").expect(
-        "WINDLASS_TEST_BAO_BIN is not set: set it to the path of the `bao` (or `vault`) binary \
-         (locally: WINDLASS_TEST_BAO_BIN=$PWD/.venv-tools/bin/bao)",
-    );
+    let bin = bao_bin();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let address = format!("http://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();

@@ -12,13 +12,6 @@ use windlass_secrets::age::{Identity, Recipient};
 use windlass_secrets::sops::{Document, Format};
 use windlass_secrets::{SecretValue, SecretsError};
 
-fn sops_bin() -> PathBuf {
-    PathBuf::from(std::env::var("WINDLASS_TEST_SOPS").expect(
-        "WINDLASS_TEST_SOPS is not set: set it to the path of a real sops 3.x binary \
-         (locally: WINDLASS_TEST_SOPS=$PWD/.venv-tools/bin/sops)",
-    ))
-}
-
 /// A key made by the real `age-keygen`: (keys file, identity).
 fn keygen(dir: &Path, name: &str) -> (PathBuf, Identity) {
     let path = dir.join(name);
@@ -34,7 +27,7 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, Identity) {
 }
 
 fn sops(args: &[&str], key_file: &Path) -> std::process::Output {
-    Command::new(sops_bin())
+    Command::new(windlass_testkit::tools::sops())
         .args(args)
         .env("SOPS_DISABLE_VERSION_CHECK", "1")
         .env("SOPS_AGE_KEY_FILE", key_file)

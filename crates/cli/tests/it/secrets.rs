@@ -11,35 +11,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use windlass_testkit::tools;
+
 use crate::harness::{Run, Windlass};
 
 /// Distinctive values: `+`, `/` and `=` make their URL and base64 forms differ from the plain.
 pub(crate) const PASS: &str = "Canary+Pw/7f3a9c1e=Zq";
 const TOKEN: &str = "tok-canary-0123456789abcdefXYZ";
-
-fn sops_bin() -> String {
-    std::env::var("WINDLASS_TEST_SOPS").expect(
-        "WINDLASS_TEST_SOPS is not set: set it to the path of a real sops 3.x binary \
-         (locally: WINDLASS_TEST_SOPS=$PWD/.venv-tools/bin/sops)",
-    )
-}
-
-fn bao_addr() -> String {
-    std::env::var("WINDLASS_TEST_BAO_ADDR").expect(
-        "WINDLASS_TEST_BAO_ADDR is not set: start `bao server -dev -dev-root-token-id=root \
-         -dev-listen-address=127.0.0.1:18200` and set WINDLASS_TEST_BAO_ADDR=http://127.0.0.1:18200",
-    )
-}
-
-fn bao_token() -> String {
-    std::env::var("WINDLASS_TEST_BAO_TOKEN")
-        .expect("WINDLASS_TEST_BAO_TOKEN is not set: set it to the OpenBao dev server's root token (such as `root`)")
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("wcli-{tag}-{}-{nanos}", std::process::id())
-}
 
 /// A real age key pair from `age-keygen`: (keys file, public key).
 pub(crate) fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
@@ -225,7 +203,7 @@ fn round_trip_with_two_recipients_and_sops_reads_it() {
         );
         ok(&run);
         assert_eq!(run.stdout, format!("{TOKEN}\n"));
-        let out = Command::new(sops_bin())
+        let out = Command::new(tools::sops())
             .args(["decrypt", "secrets/production.enc.env"])
             .current_dir(test.path())
             .env("SOPS_DISABLE_VERSION_CHECK", "1")
@@ -254,7 +232,7 @@ fn round_trip_with_two_recipients_and_sops_reads_it() {
     // Another environment in JSON, also read by sops.
     ok(&cli(&test, &a, &["secrets", "init", "staging", "--format", "json"], None));
     ok(&cli(&test, &a, &["secrets", "set", "staging", "API_TOKEN"], Some("staging-token-123456")));
-    let out = Command::new(sops_bin())
+    let out = Command::new(tools::sops())
         .args(["decrypt", "secrets/staging.enc.json"])
         .current_dir(test.path())
         .env("SOPS_DISABLE_VERSION_CHECK", "1")
@@ -276,7 +254,7 @@ fn a_file_sops_wrote_in_yaml_is_read_and_changed() {
     let (key, public) = keygen(test.path(), "k.txt");
     std::fs::create_dir_all(test.path().join("secrets")).unwrap();
     test.write("plain.yaml", "DATABASE_URL: postgres://app:yaml-secret-42@db/app\nPORT: 5432\n");
-    let out = Command::new(sops_bin())
+    let out = Command::new(tools::sops())
         .args(["encrypt", "--age", &public, "--output", "secrets/staging.enc.yaml", "plain.yaml"])
         .current_dir(test.path())
         .env("SOPS_DISABLE_VERSION_CHECK", "1")
@@ -288,7 +266,7 @@ fn a_file_sops_wrote_in_yaml_is_read_and_changed() {
     ok(&run);
     assert_eq!(run.stdout, "postgres://app:yaml-secret-42@db/app\n");
     ok(&cli(&test, &k, &["secrets", "set", "staging", "NEW_KEY"], Some("a-new-secret-value")));
-    let out = Command::new(sops_bin())
+    let out = Command::new(tools::sops())
         .args(["decrypt", "secrets/staging.enc.yaml"])
         .current_dir(test.path())
         .env("SOPS_DISABLE_VERSION_CHECK", "1")
@@ -444,16 +422,16 @@ fn usage_errors_name_what_is_wrong() {
 #[test]
 fn openbao_backend_from_the_cli() {
     let test = Windlass::new();
-    let prefix = unique("cli");
+    let prefix = tools::unique("wcli-cli");
     test.write(
         "windlass.toml",
         &format!(
             "[project]\nname = \"shop\"\n\n[environments.production]\n\n[secrets]\nbackend = \"openbao\"\n\
              address = \"{}\"\nprefix = \"{prefix}\"\n",
-            bao_addr()
+            tools::bao_addr()
         ),
     );
-    let token = bao_token();
+    let token = tools::bao_token();
     let t = [("BAO_TOKEN", token.as_str())];
     ok(&cli(&test, &t, &["secrets", "set", "production", "DB_PASSWORD"], Some(PASS)));
     let run = cli(&test, &t, &["secrets", "get", "production", "DB_PASSWORD"], None);
