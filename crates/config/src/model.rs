@@ -577,11 +577,15 @@ pub enum FailoverMode {
     Manual,
 }
 
-/// A secondary pool (another host or region) that takes the traffic when the primary fails.
+/// A secondary pool that takes the traffic when the primary fails: either instances that run
+/// elsewhere (another host or region, `secondary`), or standby instances Windlass runs itself
+/// (`instances`), which every deploy updates to the primary's build.
 #[derive(Debug, Clone)]
 pub struct Failover {
-    /// `address:port` of each secondary instance.
+    /// `address:port` of each secondary instance that runs outside Windlass (empty when managed).
     pub secondary: Vec<Spanned<String>>,
+    /// How many secondary instances Windlass runs and deploys itself.
+    pub managed: Option<u32>,
     pub after_failures: u32,
     pub failback_after: u32,
     pub mode: FailoverMode,
@@ -589,11 +593,13 @@ pub struct Failover {
 
 impl Decode for Failover {
     fn expected() -> String {
-        "{ secondary = [\"127.0.0.2:8000\"], after_failures = 3 }".into()
+        "{ secondary = [\"127.0.0.2:8000\"], after_failures = 3 } or { instances = 1 }".into()
     }
     fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
         let mut t = Table::open(cx, value, at)?;
-        let secondary: Option<Vec<Spanned<String>>> = t.required(cx, "secondary");
+        let managed = t.get(cx, "instances").and_then(|v| integer_in(cx, v, &at.key("instances"), 1..=1000));
+        let secondary: Option<Vec<Spanned<String>>> =
+            if managed.is_some() { t.optional(cx, "secondary") } else { t.required(cx, "secondary") };
         let after_failures = count(cx, &mut t, "after_failures", 3);
         let failback_after = count(cx, &mut t, "failback_after", 5);
         let mode = t
@@ -608,17 +614,27 @@ impl Decode for Failover {
             })
             .unwrap_or_default();
         t.finish(cx);
-        let secondary = secondary?;
+        if managed.is_some() && secondary.is_some() {
+            cx.error(value.span(), format!("`{}` has both `secondary` and `instances`", at.path)).help = Some(
+                "`secondary` names instances that run elsewhere; `instances` makes Windlass run and deploy them: choose one"
+                    .into(),
+            );
+            return None;
+        }
+        let secondary = match (managed, secondary) {
+            (Some(_), _) => Vec::new(),
+            (None, secondary) => secondary?,
+        };
         for address in &secondary {
             if address.value.parse::<std::net::SocketAddr>().is_err() {
                 cx.error(address.span.clone(), format!("invalid secondary address `{}`", address.value)).expected =
                     Some("an IP address and port such as \"127.0.0.2:8000\" or \"[::1]:8000\"".into());
             }
         }
-        if secondary.is_empty() {
+        if secondary.is_empty() && managed.is_none() {
             cx.error(value.span(), format!("`{}.secondary` is empty", at.path));
         }
-        Some(Failover { secondary, after_failures, failback_after, mode })
+        Some(Failover { secondary, managed: managed.map(|n| n as u32), after_failures, failback_after, mode })
     }
 }
 
@@ -688,7 +704,7 @@ impl Service {
         let routes = t.get(cx, "route").and_then(|v| decode_routes(cx, v, &at.key("route"))).unwrap_or_default();
         let health = t.optional(cx, "health");
         let depends_on = t.or(cx, "depends_on", Vec::new());
-        let failover = t.optional(cx, "failover");
+        let failover: Option<Failover> = t.optional(cx, "failover");
         let rate_limit = t.optional(cx, "rate_limit");
         let upstreams: Vec<Spanned<String>> = t.or(cx, "upstreams", Vec::new());
         for address in &upstreams {
@@ -703,6 +719,18 @@ impl Service {
                 Some("`run` starts its instances; `upstreams` names instances that run elsewhere".into());
         }
         t.finish(cx);
+        if let Some(failover) = &failover
+            && failover.managed.is_some()
+            && run.is_none()
+        {
+            cx.error(
+                name.span.clone(),
+                format!(
+                    "service `{}` has managed secondary `instances` but no `run` command to start them",
+                    name.value
+                ),
+            );
+        }
         if analysis.is_some() && !matches!(strategy, Strategy::Canary(_)) {
             cx.warning(
                 name.span.clone(),
@@ -1029,6 +1057,37 @@ mod backup_schedule_tests {
         let text: Vec<String> = parsed.diagnostics.iter().map(|d| d.render()).collect();
         assert!(text.join("\n").contains("`nightly` is not a schedule"), "{text:?}");
         assert!(database("{ verify = \"daily 24:00\" }").has_errors());
+    }
+}
+
+#[cfg(test)]
+mod failover_tests {
+    use crate::{Source, parse};
+
+    fn service(body: &str) -> crate::Parsed {
+        let text = format!("[project]\nname = \"shop\"\n[environments.production]\n[services.api]\n{body}\n");
+        parse(&Source::new("windlass.toml", text))
+    }
+
+    fn rendered(parsed: &crate::Parsed) -> String {
+        parsed.diagnostics.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn a_secondary_is_either_static_addresses_or_managed_instances() {
+        let managed = service("run = \"api\"\nfailover = { instances = 2, mode = \"manual\" }");
+        assert!(!managed.has_errors(), "{}", rendered(&managed));
+        let failover = managed.config.services["api"].failover.clone().unwrap();
+        assert_eq!((failover.managed, failover.secondary.len()), (Some(2), 0));
+
+        let both = service("run = \"api\"\nfailover = { instances = 1, secondary = [\"127.0.0.2:80\"] }");
+        assert!(rendered(&both).contains("has both `secondary` and `instances`"), "{}", rendered(&both));
+        let neither = service("run = \"api\"\nfailover = { mode = \"manual\" }");
+        assert!(rendered(&neither).contains("missing key `secondary`"), "{}", rendered(&neither));
+        let unmanaged = service("upstreams = [\"127.0.0.1:9000\"]\nfailover = { instances = 1 }");
+        assert!(rendered(&unmanaged).contains("no `run` command to start them"), "{}", rendered(&unmanaged));
+        let zero = service("run = \"api\"\nfailover = { instances = 0 }");
+        assert!(zero.has_errors(), "0 standby instances is no secondary");
     }
 }
 

@@ -118,6 +118,16 @@ fn decide_failover(shared: &Shared, name: &str) {
     }
     let primary_down = primary.iter().all(|i| i.check_failures.load(Ordering::Relaxed) >= failover.after_failures);
     let primary_back = primary.iter().any(|i| i.check_passes.load(Ordering::Relaxed) >= failover.failback_after);
+    // Failing over to a secondary that has no healthy instance would trade a failing primary for
+    // certain failure (a managed secondary between deploys, or one that is down as well).
+    let secondary_up = service
+        .secondary
+        .and_then(|index| service.pools.get(index))
+        .is_some_and(|pool| pool.instances.iter().any(|i| i.healthy.load(Ordering::Relaxed)));
+    if !service.failed_over && primary_down && !secondary_up {
+        tracing::debug!(service = name, "the primary is down but the secondary has no healthy instance; no failover");
+        return;
+    }
     let (move_to_secondary, reason) = if !service.failed_over && primary_down {
         (true, format!("every primary instance failed {} health checks in a row", failover.after_failures))
     } else if service.failed_over && primary_back {

@@ -9,8 +9,9 @@ use windlass_store::Interrupted;
 
 use crate::DeployError;
 use crate::deploy::Deployer;
-use crate::rollout::retire;
+use crate::rollout::{SECONDARY_CANDIDATE, retire};
 use crate::state::EnvState;
+use windlass_edge::spec::SECONDARY_POOL;
 
 #[derive(Debug, Default)]
 pub struct Recovery {
@@ -97,6 +98,31 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
                 ));
                 interrupt_canary(deployer, environment, service).await?;
             }
+            // A managed secondary: the edge's pool holds exactly the recorded instances (a crash
+            // between recording new instances and the pool swap leaves the old ones there), and a
+            // candidate pool left by an interrupted smoke check goes.
+            let edge_service = edge_state.services.get(service);
+            if let Some(secondary) = &service_state.secondary {
+                let recorded: BTreeSet<std::net::SocketAddr> = secondary.instances.iter().map(|i| i.address).collect();
+                let routed: BTreeSet<std::net::SocketAddr> = edge_service
+                    .and_then(|s| s.pools.get(SECONDARY_POOL))
+                    .map(|p| p.instances.iter().map(|i| i.address).collect())
+                    .unwrap_or_default();
+                if routed != recorded {
+                    let addresses: Vec<std::net::SocketAddr> = recorded.into_iter().collect();
+                    deployer.edge.put_pool(service, SECONDARY_POOL, &addresses).await?;
+                    recovery.notes.push(format!(
+                        "{environment}/{service}: the secondary pool holds the recorded instances of build {} again",
+                        secondary.artifact.short_hash()
+                    ));
+                }
+            }
+            if edge_service.is_some_and(|s| s.pools.contains_key(SECONDARY_CANDIDATE)) {
+                deployer.edge.delete_pool(service, SECONDARY_CANDIDATE).await?;
+                recovery.notes.push(format!(
+                    "{environment}/{service}: a secondary update was interrupted before its smoke checks ended; its candidates are stopped"
+                ));
+            }
             for (color, recorded) in &mut service_state.colors {
                 if Some(color) != service_state.live.as_ref() && recorded.retire_at_ms.is_none() {
                     recovery.notes.push(format!(
@@ -110,7 +136,7 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
         let referenced: BTreeSet<&str> = state
             .services
             .values()
-            .flat_map(|s| s.colors.values())
+            .flat_map(|s| s.colors.values().chain(s.secondary.as_ref()))
             .flat_map(|c| c.instances.iter().map(|i| i.id.as_str()))
             .collect();
         for instance in &instances {

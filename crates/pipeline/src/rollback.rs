@@ -262,6 +262,20 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
         }
         .await;
         run.end(step, switched).await?;
+        let managed = run.config.service_in(&run.environment, service).and_then(|s| s.failover).and_then(|f| f.managed);
+        if managed.is_some() {
+            let step = run.begin("rollback", &format!("bring {service}'s secondary to {want_deploy}")).await?;
+            let synced = async {
+                let config = rollout::config_of(run, &recorded.config_deploy).await?;
+                let spec = config
+                    .service_in(&run.environment, service)
+                    .ok_or_else(|| format!("`{service}` is not in the config of {}", recorded.config_deploy))?;
+                rollout::sync_secondary(run, &step.log, service, &spec, &recorded.artifact, &recorded.config_deploy)
+                    .await
+            }
+            .await;
+            run.end(step, synced).await?;
+        }
     }
     for (service, wanted) in cold {
         let config_deploy = wanted.config_deploy.clone().unwrap_or_else(|| target.id.to_string());

@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use windlass_config::{Config, Service, Source, Strategy};
+use windlass_edge::spec::SECONDARY_POOL;
 use windlass_runtime::{InstanceSpec, InstanceState, LogPolicy, RestartPolicy};
 
 use crate::artifacts::Artifact;
@@ -29,6 +30,8 @@ pub enum Change {
     Rolled { service: String, previous: Option<ColorState> },
     /// A custom step with an `undo` command completed.
     Step { title: String, step: Box<windlass_config::Step> },
+    /// A managed secondary pool was brought to this deploy's build; `previous` is what it ran.
+    Secondary { service: String, previous: Option<ColorState> },
 }
 
 impl Change {
@@ -37,6 +40,7 @@ impl Change {
         match self {
             Change::Switched { service, .. } | Change::Rolled { service, .. } => format!("roll back {service}"),
             Change::Step { title, .. } => format!("undo: {title}"),
+            Change::Secondary { service, .. } => format!("roll back {service}'s secondary"),
         }
     }
 }
@@ -79,11 +83,13 @@ pub async fn roll_out(
     prune_dead(run, log, service).await?;
     log.line(format!("{service}: build {} from {}", artifact.short_hash(), artifact.source.display()));
     match spec.strategy {
-        Strategy::Rolling => rolling(run, log, service, &spec, artifact, config_deploy).await,
+        Strategy::Rolling => rolling(run, log, service, &spec, artifact, config_deploy).await?,
         Strategy::BlueGreen | Strategy::Canary(_) => {
-            blue_green(run, log, service, &spec, artifact, config_deploy).await
+            blue_green(run, log, service, &spec, artifact, config_deploy).await?
         }
     }
+    // After the primary, never before: a build that fails there must not reach the standby.
+    sync_secondary(run, log, service, &spec, artifact, config_deploy).await
 }
 
 /// Creates the service at the edge (routes, health checks, failover pool) if it has none yet.
@@ -119,7 +125,29 @@ async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), Strin
             dead.push(color.clone());
         }
     }
+    let secondary_dead = match &service_state.secondary {
+        Some(secondary) => {
+            let mut alive = false;
+            for instance in &secondary.instances {
+                if let Ok(Some(found)) = deployer.runtime.get(&instance.id).await {
+                    alive |= is_alive(found.state);
+                }
+            }
+            !alive
+        }
+        None => false,
+    };
+    if secondary_dead && let Some(secondary) = service_state.secondary.take() {
+        log.line(format!("{service}: no secondary instance runs any more; it is forgotten"));
+        for instance in secondary.instances {
+            let _ = deployer.runtime.remove(&instance.id).await;
+        }
+        let _ = deployer.edge.put_pool(service, SECONDARY_POOL, &[]).await;
+    }
     if dead.is_empty() {
+        if secondary_dead {
+            state.save(&*deployer.store, &run.environment).await.map_err(|e| e.to_string())?;
+        }
         return Ok(());
     }
     for color in &dead {
@@ -493,6 +521,28 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
             retire(&run.deployer, &run.environment, &service, &to).await
         }
         Change::Step { step, .. } => run.undo_command(&step, log).await,
+        Change::Secondary { service, previous: Some(previous) } => {
+            log.line(format!("{service}: the secondary goes back to build {}", previous.artifact.short_hash()));
+            let config = config_of(run, &previous.config_deploy).await?;
+            let spec = config
+                .service_in(&run.environment, &service)
+                .ok_or_else(|| format!("`{service}` is not in the config of {}", previous.config_deploy))?;
+            let changes_before = run.changes.len();
+            let result = sync_secondary(run, log, &service, &spec, &previous.artifact, &previous.config_deploy).await;
+            run.changes.truncate(changes_before);
+            result
+        }
+        Change::Secondary { service, previous: None } => {
+            edge.put_pool(&service, SECONDARY_POOL, &[]).await.map_err(|e| e.to_string())?;
+            let mut state = load(run).await?;
+            let stopped = state.services.get_mut(&service).and_then(|s| s.secondary.take());
+            save(run, &state).await?;
+            if let Some(stopped) = stopped {
+                stop_instances(run, &stopped.instances).await;
+            }
+            log.line(format!("{service}: no secondary ran before this deploy; its instances are stopped"));
+            Ok(())
+        }
         Change::Rolled { service, previous: Some(previous) } => {
             log.line(format!("{service}: rolling back to build {}", previous.artifact.short_hash()));
             let config = config_of(run, &previous.config_deploy).await?;
@@ -505,6 +555,96 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
             result
         }
     }
+}
+
+/// The edge pool in which a managed secondary's new instances are smoke-checked before they
+/// replace the secondary's members (weight 0: only pinned requests reach it).
+pub const SECONDARY_CANDIDATE: &str = "secondary-next";
+
+/// Brings a managed secondary (`failover.instances`) to `artifact`: new instances are started
+/// behind the health gate, smoke-checked through the edge pinned to a candidate pool, recorded,
+/// then swapped into the secondary pool in one edge call; the old ones stop after. While the
+/// service is failed over, the swap moves its traffic to the new build atomically like a
+/// switch. Nothing to do for services without a managed secondary, or whose secondary already
+/// runs this build with this config.
+///
+/// Crash order: an instance started but not recorded is an orphan (stopped on recovery);
+/// recorded but not yet in the pool, recovery puts the recorded instances in the pool.
+pub async fn sync_secondary(
+    run: &mut Run,
+    log: &StepLog,
+    service: &str,
+    spec: &Service,
+    artifact: &Artifact,
+    config_deploy: &str,
+) -> Result<(), String> {
+    let Some(count) = spec.failover.as_ref().and_then(|f| f.managed) else { return Ok(()) };
+    let count = count as usize;
+    let edge = run.deployer.edge.clone();
+    let previous = load(run).await?.services.get(service).and_then(|s| s.secondary.clone());
+    if let Some(previous) = &previous
+        && previous.artifact.sha256 == artifact.sha256
+        && previous.config_deploy == config_deploy
+        && previous.instances.len() == count
+    {
+        let mut alive = true;
+        for instance in &previous.instances {
+            alive &= matches!(run.deployer.runtime.get(&instance.id).await, Ok(Some(i)) if is_alive(i.state));
+        }
+        if alive {
+            log.line(format!("{service}: the secondary already runs build {}", artifact.short_hash()));
+            return Ok(());
+        }
+    }
+    let instances = start_color(run, log, service, spec, artifact, SECONDARY_POOL, count).await?;
+    let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
+    let hosts = route_hosts(&run.config, &run.environment);
+    let smoke: Vec<_> =
+        run.config.smoke.iter().filter(|c| c.service.as_ref().is_some_and(|s| s.value == service)).collect();
+    if !smoke.is_empty() {
+        edge.put_pool(service, SECONDARY_CANDIDATE, &addresses).await.map_err(|e| e.to_string())?;
+        for check in smoke {
+            let result = checks::smoke(check, &run.variables, &hosts, &*edge, Some(SECONDARY_CANDIDATE)).await;
+            match result {
+                Ok(summary) => {
+                    log.line(format!("{service}: smoke check `{}` on the new secondary: {summary}", check.name))
+                }
+                Err(problem) => {
+                    let _ = edge.delete_pool(service, SECONDARY_CANDIDATE).await;
+                    stop_instances(run, &instances).await;
+                    let kept = previous
+                        .as_ref()
+                        .map_or("nothing".to_owned(), |p| format!("build {}", p.artifact.short_hash()));
+                    return Err(format!(
+                        "{service}: the new secondary failed smoke check `{}`: {problem}; the secondary keeps {kept}",
+                        check.name
+                    ));
+                }
+            }
+        }
+        edge.delete_pool(service, SECONDARY_CANDIDATE).await.map_err(|e| e.to_string())?;
+    }
+    let mut state = load(run).await?;
+    state.services.entry(service.to_owned()).or_default().secondary = Some(ColorState {
+        deploy_id: run.id.to_string(),
+        config_deploy: config_deploy.to_owned(),
+        artifact: artifact.clone(),
+        instances: instances.clone(),
+        retire_at_ms: None,
+    });
+    save(run, &state).await?;
+    windlass_failpoint::hit("pipeline.secondary.recorded");
+    edge.put_pool(service, SECONDARY_POOL, &addresses).await.map_err(|e| e.to_string())?;
+    run.changes.push(Change::Secondary { service: service.to_owned(), previous: previous.clone() });
+    if let Some(previous) = previous {
+        stop_instances(run, &previous.instances).await;
+    }
+    log.line(format!(
+        "{service}: the secondary runs build {} ({count} instance{})",
+        artifact.short_hash(),
+        if count == 1 { "" } else { "s" }
+    ));
+    Ok(())
 }
 
 /// Starts or stops instances of a service's live color until it runs `count`.

@@ -21,6 +21,10 @@ pub struct ServiceState {
     /// The color the edge sends this service's traffic to.
     pub live: Option<String>,
     pub colors: BTreeMap<String, ColorState>,
+    /// The standby instances Windlass runs in the edge's secondary pool (`failover.instances`),
+    /// brought to the live build by every deploy; absent for static or no secondaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<ColorState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -380,7 +380,11 @@ async fn status(State(state): State<AppState>) -> Response {
         let mut services = serde_json::Map::new();
         for (service, service_state) in &env_state.services {
             let mut colors = serde_json::Map::new();
-            for (color, recorded) in &service_state.colors {
+            // A managed secondary is shown like a color: its pool at the edge is `secondary`.
+            let secondary = service_state.secondary.iter().map(|s| ("secondary".to_owned(), s));
+            let pools: Vec<(String, &windlass_pipeline::state::ColorState)> =
+                service_state.colors.iter().map(|(c, s)| (c.clone(), s)).chain(secondary).collect();
+            for (color, recorded) in pools {
                 let mut instances = Vec::new();
                 for instance in &recorded.instances {
                     let found = deployer.runtime.get(&instance.id).await.ok().flatten();
@@ -388,7 +392,7 @@ async fn status(State(state): State<AppState>) -> Response {
                         e.services
                             .get(service)?
                             .pools
-                            .get(color)?
+                            .get(&color)?
                             .instances
                             .iter()
                             .find(|i| i.address == instance.address)
@@ -414,11 +418,6 @@ async fn status(State(state): State<AppState>) -> Response {
                 );
             }
             let edge_service = edge.as_ref().and_then(|e| e.services.get(service));
-            let live_build = service_state
-                .live
-                .as_ref()
-                .and_then(|color| service_state.colors.get(color))
-                .map(|c| c.artifact.short_hash().to_owned());
             services.insert(
                 service.clone(),
                 json!({
@@ -426,7 +425,7 @@ async fn status(State(state): State<AppState>) -> Response {
                     "maintenance": edge_service.map(|s| s.maintenance),
                     "failed_over": edge_service.map(|s| s.failed_over),
                     "colors": colors,
-                    "secondary": secondary_drift(&config, environment, service, live_build.as_deref()),
+                    "secondary": secondary_drift(&config, environment, service, Some(service_state)),
                 }),
             );
         }
@@ -582,9 +581,14 @@ async fn failover(
     let mut message = format!("{service} traffic moved to {}{}", request.to, reason_suffix(&request.reason));
     if request.to == "secondary"
         && let Ok(config) = state.deployer.load_config()
-        && let Some(drift) = secondary_drift(&config, &environment, &service, None)
     {
-        message.push_str(&format!("\nwarning: {}", drift["warning"].as_str().unwrap_or_default()));
+        let env_state = EnvState::load(&*state.store, &environment).await.ok();
+        let service_state = env_state.as_ref().and_then(|s| s.services.get(&service));
+        if let Some(warning) = secondary_drift(&config, &environment, &service, service_state)
+            .and_then(|d| d["warning"].as_str().map(str::to_owned))
+        {
+            message.push_str(&format!("\nwarning: {warning}"));
+        }
     }
     audit(&*state.store, &actor, &environment, "failover", &service, message.clone()).await;
     Json(json!({ "service": service, "to": request.to, "message": message })).into_response()
@@ -893,17 +897,44 @@ async fn decide_approval(
     }
 }
 
-/// A service's secondary pool and how it differs from what Windlass deploys: its instances are
-/// addresses the config names, not instances Windlass runs, so a deploy does not update them and
-/// failing over serves whatever code they run. Said loudly rather than discovered during an
+/// A service's secondary pool and whether failing over would serve the live build. A managed
+/// secondary (`failover.instances`) is deployed with the primary, so it drifts only when its
+/// update failed; a static one (addresses the config names) is never updated by Windlass, and
+/// failing over serves whatever code it runs. Said loudly rather than discovered during an
 /// outage.
 fn secondary_drift(
     config: &windlass_config::Config,
     environment: &str,
     service: &str,
-    live_build: Option<&str>,
+    service_state: Option<&windlass_pipeline::state::ServiceState>,
 ) -> Option<Value> {
     let failover = config.service_in(environment, service)?.failover?;
+    let live = service_state.and_then(|s| s.live.as_ref().and_then(|color| s.colors.get(color)));
+    let live_build = live.map(|c| c.artifact.short_hash().to_owned());
+    if failover.managed.is_some() {
+        let secondary = service_state.and_then(|s| s.secondary.as_ref());
+        let in_step = matches!((secondary, live), (Some(s), Some(l)) if s.artifact.sha256 == l.artifact.sha256);
+        let warning = match (secondary, live) {
+            (None, Some(_)) => Some(
+                "the secondary runs no instance: failing over would serve nothing until the next deploy starts it"
+                    .to_owned(),
+            ),
+            (Some(s), Some(l)) if !in_step => Some(format!(
+                "the secondary runs build {} but the primary runs build {}: failing over serves other code until the next deploy",
+                s.artifact.short_hash(),
+                l.artifact.short_hash()
+            )),
+            _ => None,
+        };
+        return Some(json!({
+            "deployed_by_windlass": true,
+            "build": secondary.map(|s| s.artifact.short_hash()),
+            "deploy": secondary.map(|s| s.deploy_id.as_str()),
+            "in_step": in_step,
+            "warning": warning,
+        }));
+    }
+    let live_build = live_build.as_deref();
     let addresses: Vec<&str> = failover.secondary.iter().map(|a| a.value.as_str()).collect();
     let warning = format!(
         "the secondary ({}) is not deployed by Windlass: deploys do not update it, and failing over serves the code it runs{}",

@@ -142,3 +142,30 @@ async fn killed_in_the_middle_of_a_canary_the_stable_color_takes_all_traffic_bac
     assert_eq!(progress["canaries"][0]["outcome"], "aborted", "{progress:#}");
     wait_for_instances(&platform, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_recording_a_new_secondary_and_the_pool_swap_the_pool_gets_the_recorded_one() {
+    let with_secondary = |version: &str| {
+        let env = format!(r#"VERSION = "{version}""#);
+        config(&demo(), &env, "10m", "\n[services.api.failover]\ninstances = 1\nmode = \"manual\"\n")
+    };
+    let mut platform = Platform::start(&with_secondary("v1"));
+    platform.deploy(&[]);
+    platform.kill_server();
+    platform.start_server(&[("WINDLASS_FAILPOINTS", "pipeline.secondary.recorded=abort")]);
+    platform.rewrite_config(&with_secondary("v2"));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_ne!(run.code, 0, "the server died mid-deploy: {}{}", run.stdout, run.stderr);
+    platform.kill_server();
+    let recovered = platform.start_server(&[]);
+    assert!(recovered.iter().any(|l| l.contains("the secondary pool holds the recorded instances")), "{recovered:?}");
+    // The v1 standby, no longer recorded, is stopped: 2 green, 2 warm blue, the v2 standby.
+    wait_for_instances(&platform, 5).await;
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["live"], "green", "{status:#}");
+    assert_eq!(status["services"]["api"]["secondary"]["in_step"], true, "{status:#}");
+    let instance = &status["services"]["api"]["colors"]["secondary"]["instances"][0];
+    assert_eq!(instance["healthy"], true, "the recorded standby is the one routed: {status:#}");
+    assert_eq!(platform.cli(&["failover", "production", "api", "--to", "secondary"]).code, 0);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v2");
+}

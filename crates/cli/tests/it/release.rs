@@ -410,3 +410,100 @@ async fn a_promotion_into_production_waits_for_approval() {
         "{reason}"
     );
 }
+
+/// `api` with a managed secondary: one standby instance Windlass runs and deploys itself.
+fn with_managed_secondary(version: &str) -> String {
+    config(
+        &demo(),
+        &format!(r#"VERSION = "{version}""#),
+        "1m",
+        "\n[services.api.failover]\ninstances = 1\nmode = \"manual\"\n",
+    )
+}
+
+/// What a client gets from the api through the edge: (version, color).
+async fn served(platform: &Platform) -> (String, String) {
+    let reply = platform.get("api.shop.localhost", "/version").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = body_json(&reply);
+    (body["version"].as_str().unwrap().to_owned(), body["color"].as_str().unwrap().to_owned())
+}
+
+/// Fails over by hand, checks what the secondary serves, and fails back.
+async fn served_by_secondary(platform: &Platform) -> (String, String) {
+    let run = platform.cli(&["failover", "production", "api", "--to", "secondary"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("warning"), "an in-step secondary gives no warning: {}", run.stdout);
+    let answer = served(platform).await;
+    let run = platform.cli(&["failover", "production", "api", "--to", "primary"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_and_rollbacks_bring_a_managed_secondary_to_the_live_build() {
+    let platform = Platform::start(&with_managed_secondary("v1"));
+    let first = platform.deploy(&[]);
+    let status = platform.status();
+    let api = &status["services"]["api"];
+    let blue = api["colors"]["blue"]["build"].as_str().unwrap().to_owned();
+    assert_eq!(api["colors"]["secondary"]["build"], blue.as_str(), "{status:#}");
+    assert_eq!(api["colors"]["secondary"]["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(api["secondary"]["in_step"], true, "{status:#}");
+    assert!(api["secondary"]["warning"].is_null(), "{status:#}");
+    assert_eq!(served(&platform).await, ("v1".to_owned(), "blue".to_owned()));
+    assert_eq!(served_by_secondary(&platform).await, ("v1".to_owned(), "secondary".to_owned()));
+
+    // A new version: the secondary follows the primary, after it, in the same deploy.
+    platform.rewrite_config(&with_managed_secondary("v2"));
+    let second = platform.deploy(&[]);
+    let shown = platform.json(&["deploy", "show", &second]);
+    let output: String =
+        shown["steps"].as_array().unwrap().iter().filter_map(|s| s["output"].as_str()).collect::<Vec<_>>().join("\n");
+    let switched = output.find("traffic switched to green").expect(&output);
+    let secondary = output.find("api: the secondary runs build").expect(&output);
+    assert!(switched < secondary, "the secondary is updated after the primary: {output}");
+    let old_secondary = status["services"]["api"]["colors"]["secondary"]["instances"][0]["id"].as_str().unwrap();
+    let status = platform.status();
+    let api = &status["services"]["api"];
+    let green = api["colors"]["green"]["build"].as_str().unwrap().to_owned();
+    assert_eq!(api["colors"]["secondary"]["build"], green.as_str(), "{status:#}");
+    assert_eq!(api["colors"]["secondary"]["deploy"], second.as_str());
+    assert_eq!(api["secondary"]["in_step"], true);
+    assert_ne!(api["colors"]["secondary"]["instances"][0]["id"].as_str().unwrap(), old_secondary);
+    assert_eq!(served_by_secondary(&platform).await, ("v2".to_owned(), "secondary".to_owned()));
+    assert_eq!(served(&platform).await, ("v2".to_owned(), "green".to_owned()));
+    // 2 green + 2 warm blue + 1 secondary: the old standby was stopped.
+    assert_eq!(platform.alive_instances(), 5);
+
+    // A rollback switches the primary back at once, then brings the secondary back too.
+    let run = platform.cli(&["rollback", "production", &first]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("bring api's secondary to"), "{}", run.stdout);
+    assert_eq!(served(&platform).await, ("v1".to_owned(), "blue".to_owned()));
+    assert_eq!(served_by_secondary(&platform).await, ("v1".to_owned(), "secondary".to_owned()));
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["secondary"]["in_step"], true, "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_failing_after_the_secondary_was_updated_takes_it_back_to_the_old_build() {
+    let platform = Platform::start(&with_managed_secondary("v1"));
+    platform.deploy(&[]);
+    let blue = platform.status()["services"]["api"]["colors"]["blue"]["build"].as_str().unwrap().to_owned();
+    let failing = "\n[[phases.traffic.steps]]\nname = \"purge the CDN\"\nrun = \"exit 3\"\n";
+    platform.rewrite_config(&format!("{}{failing}", with_managed_secondary("v2")));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let shown = platform.json(&["deploy", "show", &crate::platform::deploy_id(&run)]);
+    let statuses = step_statuses(&shown);
+    let position = |name: &str| statuses.iter().position(|(n, _)| n == name).unwrap_or_else(|| panic!("{statuses:?}"));
+    assert_eq!(statuses[position("roll back api's secondary")].1, "succeeded", "{statuses:?}");
+    assert!(position("roll back api's secondary") < position("roll back api"), "newest change first: {statuses:?}");
+    let status = platform.status();
+    let api = &status["services"]["api"];
+    assert_eq!(api["live"], "blue", "{status:#}");
+    assert_eq!(api["colors"]["secondary"]["build"], blue.as_str(), "{status:#}");
+    assert_eq!(api["secondary"]["in_step"], true, "{status:#}");
+    assert_eq!(served_by_secondary(&platform).await, ("v1".to_owned(), "secondary".to_owned()));
+}

@@ -100,6 +100,38 @@ async fn failover_after_three_failed_checks_and_failback() {
     edge.stop();
 }
 
+/// A secondary with no instance (a managed one before its first deploy) takes no traffic: the
+/// edge fails over only once the secondary has a healthy instance.
+#[tokio::test]
+async fn no_failover_to_an_empty_secondary() {
+    let (primary, secondary) = (Demo::start("primary"), Demo::start("secondary"));
+    let mut api = service("api.localhost", vec![("blue", pool(&[&primary], 100)), ("secondary", pool(&[], 0))]);
+    api.health = Some(HealthSpec {
+        path: "/health".into(),
+        interval_ms: 100,
+        timeout_ms: 500,
+        healthy_after: 1,
+        unhealthy_after: 3,
+    });
+    api.failover = Some(FailoverSpec { after_failures: 3, failback_after: 2, automatic: true });
+    let edge = start_edge(spec(vec![("api", api)]), settings(), None);
+    primary.faults(r#"{"health_failing": true}"#).await;
+    // Unhealthy means 3 failed checks: the failover decision has been taken (and refused).
+    eventually("the primary is unhealthy", || async {
+        state(&edge).await["services"]["api"]["pools"]["blue"]["instances"][0]["healthy"] == false
+    })
+    .await;
+    assert_eq!(state(&edge).await["services"]["api"]["failed_over"], false);
+    let body = format!(r#"{{"instances": ["{}"]}}"#, secondary.address);
+    assert_eq!(admin(&edge, "PUT", "/edge/services/api/pools/secondary", &body).await.status, 200);
+    eventually("traffic is on the secondary", || async {
+        state(&edge).await["services"]["api"]["failed_over"] == true
+    })
+    .await;
+    assert_eq!(version_of(&get(&edge, "api.localhost", "/version", &[]).await), "secondary");
+    edge.stop();
+}
+
 #[tokio::test]
 async fn manual_failover_through_the_admin_api() {
     let (primary, secondary) = (Demo::start("primary"), Demo::start("secondary"));
