@@ -99,18 +99,33 @@ pub async fn start(
     })
 }
 
+/// The name of the rollback step that runs the undo of step `title` of `deploy`.
+fn undo_step_name(title: &str, deploy: &DeployId) -> String {
+    format!("undo: {title} (from {deploy})")
+}
+
 /// The custom steps with an `undo` command that completed in the successful deploys after
 /// `target`, newest first: what a rollback to `target` undoes before it moves any traffic.
+/// A step an earlier rollback already undid is not undone twice.
 async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, String, Step)>, String> {
     let store = &*run.deployer.store;
-    let newer: Vec<Deploy> = store
+    let after: Vec<Deploy> = store
         .deploys(&run.environment, 500)
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
         .take_while(|d| d.id != target.id)
-        .filter(|d| d.status == DeployStatus::Succeeded && d.id != run.id)
+        .filter(|d| d.id != run.id)
         .collect();
+    let mut undone = std::collections::BTreeSet::new();
+    for deploy in &after {
+        for step in store.steps(&deploy.id).await.map_err(|e| e.to_string())? {
+            if step.phase == "rollback" && step.status == StepStatus::Succeeded && step.name.starts_with("undo: ") {
+                undone.insert(step.name);
+            }
+        }
+    }
+    let newer = after.into_iter().filter(|d| d.status == DeployStatus::Succeeded);
     let mut undo = Vec::new();
     for deploy in newer {
         let Ok(config) = parse_config(&Source::new(run.deployer.config_path.clone(), deploy.config_snapshot.clone()))
@@ -125,7 +140,9 @@ async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, Stri
                 let name = step.name.clone().unwrap_or_else(|| format!("{} step {}", record.phase, index + 1));
                 name == record.name && step.undo.is_some()
             });
-            if let Some((_, step)) = found {
+            if let Some((_, step)) = found
+                && !undone.contains(&undo_step_name(&record.name, &deploy.id))
+            {
                 undo.push((deploy.id.clone(), record.name.clone(), step.clone()));
             }
         }
@@ -195,7 +212,7 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
     }
     let mut failed_undo = Vec::new();
     for (deploy, title, step) in steps_to_undo(run, target).await? {
-        let open = run.begin("rollback", &format!("undo: {title} (from {deploy})")).await?;
+        let open = run.begin("rollback", &undo_step_name(&title, &deploy)).await?;
         let result = run.undo_command(&step, &open.log).await;
         if run.end(open, result).await.is_err() {
             failed_undo.push(title);

@@ -116,6 +116,10 @@ async fn a_rollback_undoes_the_completed_steps_of_the_deploys_it_leaves_behind()
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(std::fs::read_to_string(&journal).unwrap(), "A\nB\nundo-B\nundo-A\n");
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+    // Rolling back past the same deploy again does not undo its steps a second time.
+    let run = platform.cli(&["rollback", "production", &first]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "A\nB\nundo-B\nundo-A\n");
 }
 
 /// Staging and production of one shop, each served by its own edge and server, sharing one
