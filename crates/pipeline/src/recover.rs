@@ -83,20 +83,21 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
             }
             // A canary interrupted between its steps still has a share of the traffic: it was
             // never promoted, so the live color takes it all back before the canary retires.
-            let split = edge_state.services.get(service).is_some_and(|s| {
-                s.pools.iter().any(|(name, pool)| {
-                    name != windlass_edge::spec::SECONDARY_POOL
-                        && pool.weight > 0
-                        && Some(name) != service_state.live.as_ref()
-                })
-            });
+            let split =
+                edge_state.services.get(service).is_some_and(|s| has_stray_weight(s, service_state.live.as_ref()));
             if let (true, Some(live)) = (split, service_state.live.clone()) {
                 let weights = std::collections::BTreeMap::from([(live.clone(), 100u8)]);
                 deployer.edge.set_weights(service, &weights).await?;
                 recovery.notes.push(format!(
                     "{environment}/{service}: an interrupted canary had part of the traffic; all of it is back on {live}"
                 ));
-                interrupt_canary(deployer, environment, service).await?;
+                interrupt_canary(
+                    deployer,
+                    environment,
+                    service,
+                    "its deploy was interrupted (the server restarted); traffic went back to the stable color",
+                )
+                .await?;
             }
             // A managed secondary: the edge's pool holds exactly the recorded instances (a crash
             // between recording new instances and the pool swap leaves the old ones there), and a
@@ -185,16 +186,90 @@ pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<St
     Ok(retired)
 }
 
-/// Marks a canary whose deploy was interrupted as aborted, so `canary status` does not show it
-/// running and nobody can promote it.
-async fn interrupt_canary(deployer: &Deployer, environment: &str, service: &str) -> Result<(), DeployError> {
+/// Whether a pool other than the live color (the secondary aside) still gets new clients.
+fn has_stray_weight(edge_service: &crate::edge::ServiceState, live: Option<&String>) -> bool {
+    edge_service.pools.iter().any(|(name, pool)| name != SECONDARY_POOL && pool.weight > 0 && Some(name) != live)
+}
+
+/// Outside deploys, the edge sends each service's traffic to its live color only. A split left
+/// behind — a canary abort whose weight reset failed even after its retries, or weights changed
+/// at the edge around the control plane — is returned to the live color, its canary marked
+/// aborted, and the move recorded as an `edge.traffic_returned` event. Runs under the
+/// environment's lock, so a deploy's own canary steps are never touched.
+pub async fn return_stray_traffic(deployer: &Deployer, environment: &str) -> Result<Vec<String>, DeployError> {
+    let edge_state = deployer.edge.state().await?;
+    let state = EnvState::load(&*deployer.store, environment).await?;
+    let stray = |edge_state: &crate::edge::EdgeState, state: &EnvState| -> Vec<(String, String)> {
+        state
+            .services
+            .iter()
+            .filter_map(|(service, s)| {
+                let live = s.live.clone()?;
+                edge_state
+                    .services
+                    .get(service)
+                    .is_some_and(|e| has_stray_weight(e, Some(&live)))
+                    .then(|| (service.clone(), live))
+            })
+            .collect()
+    };
+    if stray(&edge_state, &state).is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease = match deployer.lock(environment, "returning stray traffic to the live colors").await {
+        Ok(lease) => lease,
+        Err(DeployError::Locked { .. }) => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    // Read again under the lock: a deploy that just ended may have changed both.
+    let result = async {
+        let edge_state = deployer.edge.state().await?;
+        let state = EnvState::load(&*deployer.store, environment).await?;
+        let mut returned = Vec::new();
+        for (service, live) in stray(&edge_state, &state) {
+            let weights = std::collections::BTreeMap::from([(live.clone(), 100u8)]);
+            deployer.edge.set_weights(&service, &weights).await?;
+            let message =
+                format!("{service}: traffic outside a deploy on other pools than {live}; all of it is back on {live}");
+            interrupt_canary(
+                deployer,
+                environment,
+                &service,
+                "its traffic was returned to the stable color after the deploy",
+            )
+            .await?;
+            let event = windlass_store::NewEvent {
+                actor: "windlass".into(),
+                environment: Some(environment.to_owned()),
+                kind: "edge.traffic_returned".into(),
+                subject: Some(service.clone()),
+                message: message.clone(),
+                data: serde_json::json!({ "service": service, "live": live }).to_string(),
+            };
+            deployer.store.record_event(&event).await?;
+            returned.push(message);
+        }
+        Ok::<_, DeployError>(returned)
+    }
+    .await;
+    let _ = deployer.store.release_lease(&lease).await;
+    result
+}
+
+/// Marks a canary that no longer runs as aborted, so `canary status` does not show it running
+/// and nobody can promote it.
+async fn interrupt_canary(
+    deployer: &Deployer,
+    environment: &str,
+    service: &str,
+    reason: &str,
+) -> Result<(), DeployError> {
     let key = crate::canary::progress_key(environment, service);
     let Some(text) = deployer.store.setting(&key).await? else { return Ok(()) };
     let Ok(mut progress) = serde_json::from_str::<crate::canary::Progress>(&text) else { return Ok(()) };
     if progress.outcome == "running" {
         progress.outcome = "aborted".into();
-        progress.reason =
-            Some("its deploy was interrupted (the server restarted); traffic went back to the stable color".into());
+        progress.reason = Some(reason.to_owned());
         deployer.store.set_setting(&key, &serde_json::to_string(&progress).unwrap_or_default()).await?;
     }
     Ok(())

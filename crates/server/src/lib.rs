@@ -148,7 +148,8 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     Ok(ServerHandle { address, recovery: recovery.notes, deployer, task })
 }
 
-/// Stops warm colors whose keep-warm time is over, once a second.
+/// Once a second: stops warm colors whose keep-warm time is over, and returns traffic left on
+/// other pools than the live color outside a deploy.
 async fn retire_warm_colors(deployer: Arc<Deployer>, environments: Vec<String>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -160,6 +161,14 @@ async fn retire_warm_colors(deployer: Arc<Deployer>, environments: Vec<String>) 
                     }
                 }
                 Err(err) => tracing::warn!(%err, environment, "cannot retire warm colors"),
+            }
+            match windlass_pipeline::recover::return_stray_traffic(&deployer, environment).await {
+                Ok(returned) => {
+                    for what in returned {
+                        tracing::warn!("{what}");
+                    }
+                }
+                Err(err) => tracing::debug!(%err, environment, "cannot check the edge's weights"),
             }
         }
     }

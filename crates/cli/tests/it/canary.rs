@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use windlass_testkit::workspace_bin;
 
-use crate::platform::{Platform, body_json, deploy_id};
+use crate::platform::{Platform, body_json, config, demo, deploy_id};
 
 /// `api` as a canary: two steps below 100% and one-second analysis intervals. `api_env` is
 /// spliced into the service's env, `analysis` into its analysis table.
@@ -203,4 +203,41 @@ async fn a_running_canary_can_be_promoted_by_hand_and_bad_requests_are_refused()
     let run = platform.cli(&["canary", "abort", "production", "api"]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("has no running canary"), "{}", run.stderr);
+}
+
+/// Outside a deploy the edge sends traffic to the live color only: a split left behind (a
+/// canary abort whose reset failed, or weights set at the edge around the control plane) is
+/// returned by the server, and recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_left_on_a_non_live_color_outside_a_deploy_is_returned_to_the_live_one() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "10m", ""));
+    platform.deploy(&[]);
+    platform.rewrite_config(&config(&demo(), r#"VERSION = "v2""#, "10m", ""));
+    platform.deploy(&[]);
+    let authorization = format!("Bearer {}", crate::platform::EDGE_TOKEN);
+    let weights = |body: &'static str| {
+        let authorization = authorization.clone();
+        async move {
+            let headers = [("authorization", authorization.as_str())];
+            windlass_testkit::http::request("PUT", platform.edge_admin, "/edge/services/api/weights", &headers, body)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(weights(r#"{"blue": 50, "green": 50}"#).await.status, 200);
+    let mut returned = false;
+    for _ in 0..100 {
+        let state = windlass_testkit::http::get(platform.edge_admin, "/edge/state").await.unwrap();
+        let state: Value = serde_json::from_str(&state.body).unwrap();
+        let pools = &state["services"]["api"]["pools"];
+        if pools["green"]["weight"] == 100 && pools["blue"]["weight"] == 0 {
+            returned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(returned, "the split was not returned to green");
+    let events = platform.cli(&["events", "production", "--kind", "edge.traffic_returned"]);
+    assert!(events.stdout.contains("all of it is back on green"), "{}{}", events.stdout, events.stderr);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v2");
 }

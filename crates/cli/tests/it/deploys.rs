@@ -3,11 +3,7 @@
 use serde_json::Value;
 use windlass_testkit::workspace_bin;
 
-use crate::platform::{Platform, body_json, config};
-
-fn demo() -> String {
-    workspace_bin("windlass-demo").display().to_string()
-}
+use crate::platform::{Platform, body_json, config, demo};
 
 fn live(status: &Value, service: &str) -> String {
     status["services"][service]["live"].as_str().unwrap_or("none").to_owned()

@@ -28,6 +28,11 @@ pub struct Platform {
     pub database: Option<String>,
 }
 
+/// The demo service's binary, as a `run` command.
+pub fn demo() -> String {
+    workspace_bin("windlass-demo").display().to_string()
+}
+
 /// A small platform: `api` (blue-green, VERSION from the config), with a smoke check through
 /// the edge. `api_env` and `extra` are spliced into the config.
 pub fn config(api_run: &str, api_env: &str, keep_warm: &str, extra: &str) -> String {

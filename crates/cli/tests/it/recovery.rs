@@ -3,13 +3,8 @@
 //! the instances the state records still run. The edge and the instances serve throughout.
 
 use serde_json::Value;
-use windlass_testkit::workspace_bin;
 
-use crate::platform::{Platform, body_json, config};
-
-fn demo() -> String {
-    workspace_bin("windlass-demo").display().to_string()
-}
+use crate::platform::{Platform, body_json, config, demo};
 
 fn instance_count(platform: &Platform) -> usize {
     platform.alive_instances()
@@ -62,9 +57,16 @@ async fn killed_before_the_switch_green_is_retired_and_blue_serves() {
     let (platform, recovered, _) = crash_at("pipeline.before_switch").await;
     assert!(recovered.iter().any(|l| l.contains("never took traffic; it is retired")), "{recovered:?}");
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
-    // The warm-color reaper stops green within a second or so.
+    // The warm-color reaper stops green within a second or so, then forgets it.
     wait_for_instances(&platform, 2).await;
-    let status = platform.status();
+    let mut status = platform.status();
+    for _ in 0..100 {
+        if status["services"]["api"]["colors"].get("green").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = platform.status();
+    }
     assert_eq!(status["services"]["api"]["live"], "blue");
     assert!(status["services"]["api"]["colors"].get("green").is_none(), "{status:#}");
 }

@@ -3,11 +3,7 @@
 
 use windlass_testkit::workspace_bin;
 
-use crate::platform::{Platform, body_json, config};
-
-fn demo() -> String {
-    workspace_bin("windlass-demo").display().to_string()
-}
+use crate::platform::{Platform, body_json, config, demo};
 
 /// A weekday name `days` days from today (UTC), for windows that are certainly closed today.
 fn weekday_in(days: i64) -> &'static str {
