@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploys under steady load: failed requests through the edge during a blue-green deploy, a
-# rolling deploy, a warm rollback and a server kill -9 + restart; and the time from
-# `windlass rollback` (to a warm color) to its recorded end (p50 of 10).
+# rolling deploy, a warm rollback and a server kill -9 + restart; the time from
+# `windlass rollback` (to a warm color) to its recorded end (p50 of 10); and Windlass's own
+# overhead in a whole deploy of the example (total minus waiting on the services).
 #
 #   bench/deploys.sh            # release build (cargo build --release --workspace first)
 #   PROFILE=debug bench/deploys.sh
@@ -32,6 +33,23 @@ trap '"$BIN/windlass" status >/dev/null 2>&1; cleanup_instances; cleanup' EXIT
 cleanup_instances() { pkill -f "windlass-shim $STATE" 2>/dev/null || true; }
 
 "$BIN/windlass" deploy staging >/dev/null
+# Windlass's own overhead in a whole deploy of the example: the command's wall time, and the
+# server's account of the deploy (the deploy.succeeded event's data), minus the time spent
+# waiting on services (instance start to health gate passed, concurrent waits counted once).
+overheads=()
+for _ in $(seq 5); do
+  start=$(date +%s%N); "$BIN/windlass" deploy staging >/dev/null; end=$(date +%s%N)
+  data=$("$BIN/windlass" events staging --kind deploy.succeeded --output json)
+  overheads+=("$(python3 -c "
+import json, sys
+event = json.loads(sys.argv[1])['events'][0]
+d = event['data']
+wall = ($end - $start) // 1000000
+print(wall, d['elapsed_ms'], d['service_waits_ms'], d['overhead_ms'], wall - d['service_waits_ms'])
+" "$data")")
+done
+printf '%s\n' "${overheads[@]}" | sort -n -k4 | awk '{w[NR]=$1; e[NR]=$2; s[NR]=$3; o[NR]=$4; c[NR]=$5}
+  END {m=int((NR+1)/2); print "whole deploy of the example (5 runs, median by overhead): command " w[m] " ms; server " e[m] " ms, of which waiting on services " s[m] " ms; Windlass overhead " o[m] " ms in the server, " c[m] " ms as the command sees it (max " o[NR] " ms)"}'
 # Rollback timing first, while only api changes between deploys: a rollback across the rolling
 # ai-worker deploy below would also re-roll ai-worker, and be timed as a redeploy.
 times=()

@@ -334,13 +334,25 @@ impl Deployer {
     }
 
     pub(crate) async fn audit(&self, actor: &str, environment: &str, kind: &str, id: &DeployId, message: &str) {
+        self.audit_with(actor, environment, kind, id, message, serde_json::json!({})).await;
+    }
+
+    async fn audit_with(
+        &self,
+        actor: &str,
+        environment: &str,
+        kind: &str,
+        id: &DeployId,
+        message: &str,
+        data: serde_json::Value,
+    ) {
         let event = NewEvent {
             actor: actor.into(),
             environment: Some(environment.into()),
             kind: kind.into(),
             subject: Some(id.to_string()),
             message: message.into(),
-            data: "{}".into(),
+            data: data.to_string(),
         };
         if let Err(err) = self.store.record_event(&event).await {
             tracing::warn!(%err, "cannot record an audit event");
@@ -359,7 +371,9 @@ impl Deployer {
             variables: prepared.variables.clone(),
             changes: Vec::new(),
             lock_lost: lost,
+            service_waits: Default::default(),
         };
+        let began = std::time::Instant::now();
         let what = match &prepared.kind {
             Kind::Deploy { .. } => "deploy".to_owned(),
             Kind::Rollback { target, .. } => format!("rollback to {}", target.id),
@@ -401,6 +415,15 @@ impl Deployer {
             },
         };
         heartbeat.abort();
+        let elapsed = began.elapsed();
+        let waited = run.service_wait_total();
+        let (elapsed_ms, waited_ms) = (elapsed.as_millis() as u64, waited.as_millis() as u64);
+        let timing = serde_json::json!({
+            "elapsed_ms": elapsed_ms,
+            "service_waits_ms": waited_ms,
+            "overhead_ms": elapsed_ms.saturating_sub(waited_ms),
+        });
+        tracing::info!(deploy = %prepared.id, %timing, "deploy ran");
         // Errors quote what failed (a check's body, an instance's last output): hide secrets once
         // here, before the record, the audit event and the notification.
         let error = error.map(|e| run.variables.redact(&e));
@@ -414,11 +437,43 @@ impl Deployer {
             Some(error) => format!("deploy {} {status}: {error}", prepared.id),
             None => format!("deploy {} {status}", prepared.id),
         };
-        self.audit(&prepared.actor, &prepared.environment, &format!("deploy.{status}"), &prepared.id, &message).await;
+        self.audit_with(
+            &prepared.actor,
+            &prepared.environment,
+            &format!("deploy.{status}"),
+            &prepared.id,
+            &message,
+            timing,
+        )
+        .await;
         let text = error.clone().unwrap_or_else(|| format!("{what} {} {status}", prepared.id));
         notify(&format!("deploy.{status}"), format!("{what} {} {status}", prepared.id), text);
         status
     }
+}
+
+type Spans = std::sync::Mutex<Vec<(std::time::Instant, std::time::Instant)>>;
+
+/// The time the spans cover together, overlaps counted once.
+fn union_of(waits: &Spans) -> std::time::Duration {
+    let mut spans = waits.lock().map(|w| w.clone()).unwrap_or_default();
+    spans.sort();
+    let mut total = std::time::Duration::ZERO;
+    let mut current: Option<(std::time::Instant, std::time::Instant)> = None;
+    for (from, to) in spans {
+        current = match current {
+            Some((start, end)) if from <= end => Some((start, end.max(to))),
+            Some((start, end)) => {
+                total += end - start;
+                Some((from, to))
+            }
+            None => Some((from, to)),
+        };
+    }
+    if let Some((start, end)) = current {
+        total += end - start;
+    }
+    total
 }
 
 /// `windlass scale`: the live color of `service` made to run `count` instances, under the
@@ -453,6 +508,7 @@ pub async fn scale(
         variables,
         changes: Vec::new(),
         lock_lost: Arc::new(AtomicBool::new(false)),
+        service_waits: Default::default(),
     };
     let (log, mut lines) = StepLog::detached();
     let result = rollout::scale(&run, &log, service, count).await;
@@ -564,9 +620,25 @@ pub struct Run {
     /// What this deploy changed so far, newest last: what to undo if it fails.
     pub changes: Vec<Change>,
     lock_lost: Arc<AtomicBool>,
+    /// When this deploy waited on services: from asking the runtime for an instance to its
+    /// passing the health gate. What is left of the deploy's time is Windlass's own overhead.
+    service_waits: Arc<Spans>,
 }
 
 impl Run {
+    /// Records a span of time spent waiting on a service (instances start concurrently: spans
+    /// may overlap, and are counted once).
+    pub fn record_service_wait(&self, from: std::time::Instant, to: std::time::Instant) {
+        if let Ok(mut waits) = self.service_waits.lock() {
+            waits.push((from, to));
+        }
+    }
+
+    /// The time covered by the recorded waits, overlaps counted once.
+    pub fn service_wait_total(&self) -> std::time::Duration {
+        union_of(&self.service_waits)
+    }
+
     /// Whether the environment's deploy lock was lost (broken by someone) while this runs.
     pub fn lock_lost(&self) -> bool {
         self.lock_lost.load(Ordering::SeqCst)
@@ -830,4 +902,25 @@ pub fn route_hosts(config: &Config, environment: &str) -> Vec<String> {
         .filter_map(|name| config.service_in(environment, name))
         .flat_map(|s| s.routes.into_iter().filter_map(|r| r.host))
         .collect()
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use std::time::{Duration, Instant};
+
+    /// The union of spans, as `Run::service_wait_total` computes it.
+    fn union(spans: &[(u64, u64)]) -> Duration {
+        let zero = Instant::now();
+        let at = |ms: u64| zero + Duration::from_millis(ms);
+        let waits = std::sync::Mutex::new(spans.iter().map(|(a, b)| (at(*a), at(*b))).collect::<Vec<_>>());
+        super::union_of(&waits)
+    }
+
+    #[test]
+    fn overlapping_waits_count_once_and_gaps_do_not_count() {
+        assert_eq!(union(&[]), Duration::ZERO);
+        assert_eq!(union(&[(0, 100), (50, 150)]), Duration::from_millis(150));
+        assert_eq!(union(&[(200, 300), (0, 100)]), Duration::from_millis(200));
+        assert_eq!(union(&[(0, 500), (100, 200), (300, 400)]), Duration::from_millis(500));
+    }
 }

@@ -222,6 +222,7 @@ pub async fn start_instance(
         restart: RestartPolicy::default(),
         log: LogPolicy::default(),
     };
+    let asked = std::time::Instant::now();
     let started = runtime.start(&instance_spec).await.map_err(|e| e.to_string())?;
     let address: SocketAddr =
         *started.addresses.get("http").ok_or_else(|| format!("instance {id} reported no address"))?;
@@ -231,6 +232,7 @@ pub async fn start_instance(
         let _ = runtime.remove(&id).await;
         return Err(problem);
     }
+    run.record_service_wait(asked, std::time::Instant::now());
     log.line(format!("{service}: {id} is healthy"));
     Ok(InstanceRef { id, address })
 }

@@ -975,6 +975,7 @@ async fn list_events(State(state): State<AppState>, Query(query): Query<EventQue
                 "kind": e.kind,
                 "subject": e.subject,
                 "message": e.message,
+                "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
             })
         })
         .collect();

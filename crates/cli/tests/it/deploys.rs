@@ -30,6 +30,13 @@ async fn maily_deploys_whole_then_one_phase_then_rolls_back_warm() {
     let output = migrate["output"].as_str().unwrap();
     assert!(output.contains("backup ") && output.contains(&first), "named after the deploy: {output}");
     assert!(output.contains("applied 0001 users"), "{output}");
+    // The deploy's end says where its time went: waiting on services, and Windlass's own share.
+    let events = platform.json(&["events", "staging", "--kind", "deploy.succeeded"]);
+    let timing = &events["events"][0]["data"];
+    let (elapsed, waits, overhead) =
+        (timing["elapsed_ms"].as_u64(), timing["service_waits_ms"].as_u64(), timing["overhead_ms"].as_u64());
+    let (elapsed, waits, overhead) = (elapsed.unwrap(), waits.unwrap(), overhead.unwrap());
+    assert!(waits > 0 && waits <= elapsed && overhead == elapsed - waits, "{timing}");
     // The api's failover secondary is an address Windlass does not deploy: said, not hidden.
     let build = status["services"]["api"]["colors"]["blue"]["build"].as_str().unwrap().to_owned();
     let text = platform.cli(&["status", "staging"]).stdout;
