@@ -18,6 +18,7 @@ pub(crate) fn check(cx: &mut Cx, config: &Config, base_dir: &Path) {
     check_alerts(cx, config);
     check_variable_references(cx, config);
     check_paths(cx, config, base_dir);
+    crate::probes::check(cx, config);
 }
 
 /// Reports `name` as unknown among `known`, with the nearest known name as a suggestion.

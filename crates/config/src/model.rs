@@ -32,6 +32,7 @@ pub struct Config {
     pub alerts: Alerts,
     pub edge: Edge,
     pub secrets: SecretsBackend,
+    pub probes: IndexMap<String, crate::probes::Probe>,
 }
 
 impl Config {
@@ -63,6 +64,7 @@ impl Config {
         let alerts = section(cx, "alerts").and_then(|v| Alerts::decode(cx, v, &at.key("alerts")));
         let edge = section(cx, "edge").and_then(|v| Edge::decode(cx, v, &at.key("edge")));
         let secrets = section(cx, "secrets").and_then(|v| SecretsBackend::decode(cx, v, &at.key("secrets")));
+        let probes = section(cx, "probes").map(|v| crate::probes::decode_probes(cx, v, &at.key("probes")));
         if let Some(top) = top {
             top.finish(cx);
         }
@@ -85,6 +87,7 @@ impl Config {
             alerts: alerts.unwrap_or_default(),
             edge: edge.unwrap_or_default(),
             secrets: secrets.unwrap_or_default(),
+            probes: probes.unwrap_or_default(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct Reply {
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
     pub elapsed: Duration,
+    /// For `https://`: the server's leaf certificate (DER) as the TLS handshake saw it.
+    pub peer_certificate: Option<Bytes>,
 }
 
 impl Reply {
@@ -134,11 +136,7 @@ pub async fn send_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
 async fn exchange_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
     let url = request.url;
     let started = Instant::now();
-    let address = tokio::net::lookup_host((url.host.as_str(), url.port))
-        .await
-        .map_err(|err| HttpError::Resolve { host: url.host.clone(), message: err.to_string() })?
-        .next()
-        .ok_or_else(|| HttpError::Resolve { host: url.host.clone(), message: "no address".into() })?;
+    let address = resolve(&url.host, url.port).await?;
     let stream =
         tokio::net::TcpStream::connect(address).await.map_err(|source| HttpError::Connect { address, source })?;
     let ca_file = request.ca_file;
@@ -159,7 +157,28 @@ async fn exchange_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
     let name = rustls_pki_types::ServerName::try_from(url.host.clone()).map_err(|e| tls(e.to_string()))?;
     let stream =
         tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| tls(e.to_string()))?;
-    exchange_on(stream, plain, started).await
+    let leaf =
+        stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|c| Bytes::copy_from_slice(c));
+    let mut reply = exchange_on(stream, plain, started).await?;
+    reply.peer_certificate = leaf;
+    Ok(reply)
+}
+
+/// The first address of `host`: `localhost` and names under `.localhost` are loopback (RFC 6761)
+/// even where the system resolver does not know them; anything else asks the resolver.
+pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, HttpError> {
+    let lower = host.to_ascii_lowercase();
+    if lower == "localhost" || lower.ends_with(".localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|err| HttpError::Resolve { host: host.to_owned(), message: err.to_string() })?
+        .next()
+        .ok_or_else(|| HttpError::Resolve { host: host.to_owned(), message: "no address".into() })
 }
 
 /// Where CA certificates are read from: `SSL_CERT_FILE`, or Debian's bundle.
@@ -217,7 +236,7 @@ where
         .await
         .map_err(|err| protocol(format!("reading the body: {err}")))?
         .to_bytes();
-    Ok(Reply { status, headers, body, elapsed: started.elapsed() })
+    Ok(Reply { status, headers, body, elapsed: started.elapsed(), peer_certificate: None })
 }
 
 /// Parses `http://host[:port]/path?query` into (host with port as written, host name, port,
@@ -285,5 +304,14 @@ mod tests {
         assert_eq!((query.host.as_str(), query.path.as_str()), ("hooks.test", "/?token=s3cret"));
         let v6 = super::Url::parse("http://[::1]/x").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 80));
+    }
+
+    #[tokio::test]
+    async fn names_under_localhost_are_loopback() {
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
+        assert_eq!(super::resolve("api.shop.localhost", 8080).await.unwrap(), loopback);
+        assert_eq!(super::resolve("LOCALHOST", 8080).await.unwrap(), loopback);
+        assert_eq!(super::resolve("::1", 80).await.unwrap().to_string(), "[::1]:80");
+        assert!(matches!(super::resolve("no-such-host.invalid", 80).await, Err(super::HttpError::Resolve { .. })));
     }
 }
