@@ -30,6 +30,10 @@ pub struct DeployArgs {
     /// Approve your own deploy (only where the environment's approval is "anyone").
     #[arg(long)]
     approve: bool,
+    /// Roll SERVICE out at VERSION (repeatable): given to it as WINDLASS_VERSION and usable in
+    /// its `run` as ${WINDLASS_VERSION}; it keeps that version until another is named.
+    #[arg(long = "version", value_name = "SERVICE=VERSION")]
+    versions: Vec<String>,
     /// Start the deploy and return its id without following it.
     #[arg(long)]
     detach: bool,
@@ -49,9 +53,19 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
             UsageError(format!("unexpected argument `{extra}`; did you mean `windlass deploy show {extra}`?")).into()
         );
     }
+    let mut versions = serde_json::Map::new();
+    for pair in &args.versions {
+        let Some((service, version)) = pair.split_once('=') else {
+            return Err(UsageError(format!("`--version {pair}`: write SERVICE=VERSION, such as api=v2")).into());
+        };
+        if versions.insert(service.to_owned(), Value::from(version)).is_some() {
+            return Err(UsageError(format!("`--version`: `{service}` is named twice")).into());
+        }
+    }
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
         let body = json!({
+            "versions": versions,
             "skip": args.skip,
             "only": args.only,
             "dry_run": args.dry_run,
@@ -333,8 +347,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
             }
             for (color, recorded) in state["colors"].as_object().into_iter().flatten() {
                 let warm = recorded["retire_at"].as_str().map(|t| format!(", warm until {t}")).unwrap_or_default();
+                let version = recorded["version"].as_str().map(|v| format!(" version {v}")).unwrap_or_default();
                 println!(
-                    "    {color}: deploy {} build {}{warm}",
+                    "    {color}: deploy {} build {}{version}{warm}",
                     recorded["deploy"].as_str().unwrap_or(""),
                     recorded["build"].as_str().unwrap_or("")
                 );

@@ -8,8 +8,15 @@ use crate::decode::{At, Cx, Decode, Spanned, Table, Value};
 
 /// Variables that Windlass itself provides to every command and service, so `${PORT}` needs no
 /// declaration in `[env]`.
-pub const BUILTIN_VARS: [&str; 6] =
-    ["PORT", "WINDLASS_ENV", "WINDLASS_SERVICE", "WINDLASS_INSTANCE", "WINDLASS_COLOR", "WINDLASS_DEPLOY_ID"];
+pub const BUILTIN_VARS: [&str; 7] = [
+    "PORT",
+    "WINDLASS_ENV",
+    "WINDLASS_SERVICE",
+    "WINDLASS_INSTANCE",
+    "WINDLASS_COLOR",
+    "WINDLASS_DEPLOY_ID",
+    "WINDLASS_VERSION",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {

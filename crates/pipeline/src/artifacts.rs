@@ -20,6 +20,10 @@ pub struct Artifact {
     /// The frozen copy that instances run.
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// The version the deploy named (`--version api=v2`), kept until another is named; given
+    /// to the service as `WINDLASS_VERSION` and usable in `run` as `${WINDLASS_VERSION}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl Artifact {
@@ -138,7 +142,7 @@ pub fn snapshot(command: &str, config_dir: &Path, store_dir: &Path) -> Result<Ar
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(io(&temp))?;
         std::fs::rename(&temp, &frozen).map_err(io(&frozen))?;
     }
-    Ok(Artifact { command: command.into(), source, sha256, program: frozen, args: args.to_vec() })
+    Ok(Artifact { command: command.into(), source, sha256, program: frozen, args: args.to_vec(), version: None })
 }
 
 #[cfg(test)]

@@ -236,15 +236,37 @@ impl Deployer {
         let overridden = plan::check_window(&config, &request.environment, &request.options, jiff::Timestamp::now())
             .map_err(DeployError::Rejected)?;
         let variables = self.variables(&config, &request.environment).await?;
+        // A service keeps the version it runs until a deploy names another.
+        let state = EnvState::load(&*self.store, &request.environment).await?;
         let mut artifacts = BTreeMap::new();
         for service in plan.services() {
             let Some(spec) = config.service_in(&request.environment, service) else { continue };
             let Some(run) = &spec.run else { continue };
+            let version = request
+                .options
+                .versions
+                .get(service)
+                .cloned()
+                .or_else(|| state.live(service).and_then(|(_, live)| live.artifact.version.clone()));
+            let uses_version = run.vars().any(|v| v == "WINDLASS_VERSION")
+                || spec.env.values().any(|setting| {
+                    matches!(setting, windlass_config::template::Setting::Text(t) if t.vars().any(|v| v == "WINDLASS_VERSION"))
+                });
+            if uses_version && version.is_none() {
+                return Err(DeployError::Rejected(format!(
+                    "service `{service}` uses ${{WINDLASS_VERSION}} and runs no version yet: name one with `--version {service}=<version>`"
+                )));
+            }
+            let lookup = |name: &str| match name {
+                "WINDLASS_VERSION" => version.clone(),
+                _ => variables.get(name),
+            };
             let command = run
-                .render(|name| variables.get(name))
+                .render(lookup)
                 .map_err(|err| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}")))?;
-            artifacts
-                .insert(service.to_owned(), artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir)?);
+            let mut artifact = artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir)?;
+            artifact.version = version;
+            artifacts.insert(service.to_owned(), artifact);
         }
         let migrations = match config.database.as_ref().and_then(|d| d.migrate.as_ref()) {
             Some(windlass_config::Migrate::Dir(dir)) => migrations_hash(&self.config_dir().join(&dir.value)),

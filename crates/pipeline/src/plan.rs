@@ -17,6 +17,9 @@ pub struct DeployOptions {
     pub override_window: bool,
     /// The requester approves their own deploy (only where `approval = "anyone"`).
     pub approve: bool,
+    /// `--version api=v2`: the version each named service rolls out at.
+    #[serde(default)]
+    pub versions: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,6 +91,8 @@ pub enum PlanError {
     UnknownPhase { flag: &'static str, name: String, phases: String, suggestion: Option<String> },
     #[error("phase `{0}` is given to both --skip and --only")]
     SkipAndOnly(String),
+    #[error("`--version {service}={version}`: {problem}")]
+    BadVersion { service: String, version: String, problem: String },
 }
 
 fn suggest(suggestion: &Option<String>) -> String {
@@ -225,7 +230,43 @@ pub fn plan(config: &Config, environment: &str, options: &DeployOptions) -> Resu
         }
         planned.push(PhasePlan { name: phase.to_owned(), skipped, steps });
     }
-    Ok(Plan { environment: environment.into(), phases: planned })
+    let plan = Plan { environment: environment.into(), phases: planned };
+    check_versions(config, environment, &plan, &options.versions)?;
+    Ok(plan)
+}
+
+/// A version names a service this deploy rolls out, in a form safe to put in a path or an
+/// environment variable.
+fn check_versions(
+    config: &Config,
+    environment: &str,
+    plan: &Plan,
+    versions: &std::collections::BTreeMap<String, String>,
+) -> Result<(), PlanError> {
+    for (service, version) in versions {
+        let bad =
+            |problem: String| PlanError::BadVersion { service: service.clone(), version: version.clone(), problem };
+        let Some(spec) = config.service_in(environment, service) else {
+            let known: Vec<&str> = config.services.keys().map(String::as_str).collect();
+            let hint = windlass_config::did_you_mean(service, known.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(bad(format!("no service `{service}` runs in `{environment}`{hint}")));
+        };
+        let valid = !version.is_empty()
+            && version.len() <= 64
+            && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'));
+        if !valid {
+            return Err(bad("a version is 1 to 64 letters, digits, `.`, `-`, `_` or `+`".into()));
+        }
+        if !plan.services().any(|s| s == service) {
+            return Err(bad(format!(
+                "this deploy does not roll out `{service}` (its phase `{}` does not run)",
+                spec.phase.value
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The seeds' spellings: `--skip-backend` is `--skip backend`. Returns the arguments rewritten.

@@ -81,7 +81,8 @@ pub async fn roll_out(
         .ok_or_else(|| format!("service `{service}` is not in the config of {config_deploy}"))?;
     ensure_edge_service(run, &config, service).await?;
     prune_dead(run, log, service).await?;
-    log.line(format!("{service}: build {} from {}", artifact.short_hash(), artifact.source.display()));
+    let version = artifact.version.as_ref().map(|v| format!(" version {v}")).unwrap_or_default();
+    log.line(format!("{service}: build {}{version} from {}", artifact.short_hash(), artifact.source.display()));
     match spec.strategy {
         Strategy::Rolling => rolling(run, log, service, &spec, artifact, config_deploy).await?,
         Strategy::BlueGreen | Strategy::Canary(_) => {
@@ -199,6 +200,9 @@ pub async fn start_instance(
     builtins.insert("WINDLASS_SERVICE".into(), service.into());
     builtins.insert("WINDLASS_COLOR".into(), color.into());
     builtins.insert("WINDLASS_INSTANCE".into(), id.clone());
+    if let Some(version) = &artifact.version {
+        builtins.insert("WINDLASS_VERSION".into(), version.clone());
+    }
     for (name, setting) in &spec.env {
         env.insert(name.clone(), run.variables.render(setting, &builtins)?);
     }

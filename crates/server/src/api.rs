@@ -411,6 +411,7 @@ async fn status(State(state): State<AppState>) -> Response {
                     json!({
                         "deploy": recorded.deploy_id,
                         "build": recorded.artifact.short_hash(),
+                        "version": recorded.artifact.version,
                         "command": recorded.artifact.command,
                         "retire_at": recorded.retire_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()).map(|t| t.to_string()),
                         "instances": instances,

@@ -253,3 +253,45 @@ async fn the_api_wants_a_valid_token_and_well_formed_bodies() {
     assert_eq!(unknown.status, 400, "{}", unknown.body);
     assert!(platform.status()["services"].as_object().is_none_or(|s| s.is_empty()), "nothing started");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_names_a_service_version_which_sticks_until_another_is_named() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "${WINDLASS_VERSION}""#, "1m", ""));
+    // The config uses the version, and none is known yet: the deploy says how to name one.
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("name one with `--version api=<version>`"), "{}", run.stderr);
+
+    platform.deploy(&["--version", "api=2.1.0"]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "2.1.0");
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["colors"]["blue"]["version"], "2.1.0", "{status:#}");
+    assert!(platform.cli(&["status"]).stdout.contains("version 2.1.0"));
+
+    // A later deploy that names no version keeps the one the service runs.
+    platform.deploy(&[]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "2.1.0");
+    let second = platform.deploy(&["--version", "api=2.2.0-rc.1"]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "2.2.0-rc.1");
+    let shown = platform.json(&["deploy", "show", &second]);
+    assert_eq!(shown["deploy"]["artifacts"]["services"]["api"]["artifact"]["version"], "2.2.0-rc.1");
+
+    // Back to the deploy before: the version comes back with the build.
+    let run = platform.cli(&["rollback", "production"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "2.1.0");
+
+    for (args, expected) in [
+        (vec!["--version", "apx=3"], "no service `apx` runs in `production`; did you mean `api`?"),
+        (vec!["--version", "api=3 beta"], "a version is 1 to 64 letters"),
+        (vec!["--version", "api"], "write SERVICE=VERSION"),
+        (vec!["--version", "api=3", "--only", "verification"], "this deploy does not roll out `api`"),
+    ] {
+        let mut all = vec!["deploy", "production"];
+        all.extend(args);
+        let run = platform.cli(&all);
+        assert_eq!(run.code, 2, "{all:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(expected), "{all:?}: {}", run.stderr);
+    }
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "2.1.0");
+}
