@@ -1,7 +1,8 @@
 //! What a deploy runs, frozen: each service's executable is copied into the state directory under
 //! its content hash, so that a rollback starts the old code, not today's binary with an old
 //! setting. The snapshot is the executable a command resolves to (its first word); arguments
-//! stay as the config wrote them.
+//! stay as the config wrote them. A service with a `dir` (a Python or Node app, say) has its whole
+//! directory frozen too, under a hash of its tree, and runs inside that copy.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,12 @@ pub struct Artifact {
     /// The frozen copy that instances run.
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// The frozen copy of the service's `dir`, where its instances run; none without a `dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    /// The hash of that directory's tree (paths, executable bits, contents, symlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_sha256: Option<String>,
     /// The version the deploy named (`--version api=v2`), kept until another is named; given
     /// to the service as `WINDLASS_VERSION` and usable in `run` as `${WINDLASS_VERSION}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,6 +48,137 @@ pub enum ArtifactError {
     NotFound { command: String, program: String },
     #[error("cannot snapshot {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("the service directory {path} {problem}")]
+    Directory { path: PathBuf, problem: String },
+}
+
+/// Directories larger than this are refused: a deploy copies them whole.
+const MAX_TREE_FILES: usize = 100_000;
+const MAX_TREE_BYTES: u64 = 4 << 30;
+/// Not part of what a service runs: version control and Windlass's own state.
+const SKIPPED: [&str; 2] = [".git", ".windlass"];
+
+#[derive(Debug)]
+enum Entry {
+    File { rel: PathBuf, executable: bool },
+    Link { rel: PathBuf, target: PathBuf },
+}
+
+/// Every file and symlink under `root` (not following links), sorted by path.
+fn walk(root: &Path) -> Result<Vec<Entry>, ArtifactError> {
+    let problem = |problem: String| ArtifactError::Directory { path: root.to_owned(), problem };
+    let meta = std::fs::metadata(root).map_err(|e| problem(format!("cannot be read: {e}")))?;
+    if !meta.is_dir() {
+        return Err(problem("is not a directory".into()));
+    }
+    let (mut entries, mut stack, mut bytes) = (Vec::new(), vec![PathBuf::new()], 0u64);
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let read = std::fs::read_dir(&dir).map_err(|source| ArtifactError::Io { path: dir.clone(), source })?;
+        for item in read {
+            let item = item.map_err(|source| ArtifactError::Io { path: dir.clone(), source })?;
+            let name = item.file_name();
+            if rel.as_os_str().is_empty() && SKIPPED.iter().any(|s| name == *s) {
+                continue;
+            }
+            let path = rel.join(&name);
+            let kind = item.file_type().map_err(|source| ArtifactError::Io { path: root.join(&path), source })?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(root.join(&path))
+                    .map_err(|source| ArtifactError::Io { path: path.clone(), source })?;
+                entries.push(Entry::Link { rel: path, target });
+            } else if kind.is_file() {
+                use std::os::unix::fs::PermissionsExt as _;
+                let meta = item.metadata().map_err(|source| ArtifactError::Io { path: root.join(&path), source })?;
+                bytes += meta.len();
+                entries.push(Entry::File { rel: path, executable: meta.permissions().mode() & 0o111 != 0 });
+            }
+            if entries.len() > MAX_TREE_FILES || bytes > MAX_TREE_BYTES {
+                return Err(problem(format!(
+                    "is too large to freeze for a deploy (more than {MAX_TREE_FILES} files or {} GiB)",
+                    MAX_TREE_BYTES >> 30
+                )));
+            }
+        }
+    }
+    entries.sort_by(|a, b| entry_path(a).cmp(entry_path(b)));
+    Ok(entries)
+}
+
+fn entry_path(entry: &Entry) -> &Path {
+    match entry {
+        Entry::File { rel, .. } | Entry::Link { rel, .. } => rel,
+    }
+}
+
+/// Freezes the directory `source` under `<store_dir>/dirs/<tree hash>` (once per content) and
+/// returns the copy and the hash. The copy is made beside and renamed into place, so a crash
+/// never leaves half a tree under a hash.
+fn freeze_dir(source: &Path, store_dir: &Path) -> Result<(PathBuf, String), ArtifactError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let entries = walk(source)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ArtifactError::Io { path, source }
+    };
+    let mut tree = Sha256::new();
+    for entry in &entries {
+        match entry {
+            Entry::File { rel, executable } => {
+                let bytes = std::fs::read(source.join(rel)).map_err(io(&source.join(rel)))?;
+                tree.update(if *executable { b"x " } else { b"f " });
+                tree.update(rel.as_os_str().as_bytes());
+                tree.update(b"\0");
+                tree.update(Sha256::digest(&bytes));
+            }
+            Entry::Link { rel, target } => {
+                tree.update(b"l ");
+                tree.update(rel.as_os_str().as_bytes());
+                tree.update(b"\0");
+                tree.update(target.as_os_str().as_bytes());
+                tree.update(b"\0");
+            }
+        }
+    }
+    let hash = hex::encode(tree.finalize());
+    let dirs = store_dir.join("dirs");
+    let frozen = dirs.join(&hash);
+    if frozen.is_dir() {
+        return Ok((frozen, hash));
+    }
+    let temp = dirs.join(format!(".{hash}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&temp);
+    std::fs::create_dir_all(&temp).map_err(io(&temp))?;
+    for entry in &entries {
+        let rel = entry_path(entry);
+        let to = temp.join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        match entry {
+            Entry::File { rel, .. } => {
+                std::fs::copy(source.join(rel), &to).map_err(io(&to))?;
+            }
+            Entry::Link { target, .. } => std::os::unix::fs::symlink(target, &to).map_err(io(&to))?,
+        }
+    }
+    // The files' contents reach the disk before the tree is named by its hash.
+    for entry in &entries {
+        if let Entry::File { rel, .. } = entry {
+            std::fs::File::open(temp.join(rel)).and_then(|f| f.sync_all()).map_err(io(&temp.join(rel)))?;
+        }
+    }
+    match std::fs::rename(&temp, &frozen) {
+        Ok(()) => Ok((frozen, hash)),
+        // Another deploy froze the same tree first: theirs is identical.
+        Err(_) if frozen.is_dir() => {
+            let _ = std::fs::remove_dir_all(&temp);
+            Ok((frozen, hash))
+        }
+        Err(source) => Err(ArtifactError::Io { path: frozen, source }),
+    }
 }
 
 /// Splits a command line into words: whitespace separates, single and double quotes group,
@@ -113,15 +251,58 @@ pub fn resolve_program(program: &str, config_dir: &Path) -> Option<PathBuf> {
     on_path.into_iter().chain(beside_us).find(|p| is_file(p))
 }
 
-/// Snapshots the executable of `command` into `<store_dir>/<sha256>/<name>` (once per content).
-pub fn snapshot(command: &str, config_dir: &Path, store_dir: &Path) -> Result<Artifact, ArtifactError> {
+/// Snapshots what `command` runs: its executable into `<store_dir>/<sha256>/<name>` (once per
+/// content), and with a `service_dir` (relative to the config's directory) that whole directory,
+/// in which the program is then looked up first. A program inside the directory runs from the
+/// frozen tree; one outside it (an interpreter on PATH) is frozen on its own. The artifact's
+/// hash then covers both.
+pub fn snapshot(
+    command: &str,
+    config_dir: &Path,
+    store_dir: &Path,
+    service_dir: Option<&str>,
+) -> Result<Artifact, ArtifactError> {
     let words =
         split_command(command).map_err(|message| ArtifactError::BadCommand { command: command.into(), message })?;
     let (program, args) = words
         .split_first()
         .ok_or_else(|| ArtifactError::BadCommand { command: command.into(), message: "the command is empty".into() })?;
+    let Some(service_dir) = service_dir else { return snapshot_program(command, program, args, config_dir, store_dir) };
+    let source_dir = std::path::absolute(config_dir.join(service_dir)).unwrap_or_else(|_| config_dir.join(service_dir));
+    let (workdir, tree) = freeze_dir(&source_dir, store_dir)?;
+    let inside = program.contains('/').then(|| source_dir.join(program)).filter(|p| p.is_file());
+    let mut artifact = match inside.as_ref().and_then(|p| p.strip_prefix(&source_dir).ok()) {
+        Some(rel) => {
+            let bytes = std::fs::read(source_dir.join(rel))
+                .map_err(|source| ArtifactError::Io { path: source_dir.join(rel), source })?;
+            Artifact {
+                command: command.into(),
+                source: source_dir.join(rel),
+                sha256: hex::encode(Sha256::digest(&bytes)),
+                program: workdir.join(rel),
+                args: args.to_vec(),
+                workdir: None,
+                tree_sha256: None,
+                version: None,
+            }
+        }
+        None => snapshot_program(command, program, args, config_dir, store_dir)?,
+    };
+    artifact.sha256 = hex::encode(Sha256::digest(format!("{}:{tree}", artifact.sha256)));
+    artifact.workdir = Some(workdir);
+    artifact.tree_sha256 = Some(tree);
+    Ok(artifact)
+}
+
+fn snapshot_program(
+    command: &str,
+    program: &str,
+    args: &[String],
+    config_dir: &Path,
+    store_dir: &Path,
+) -> Result<Artifact, ArtifactError> {
     let source = resolve_program(program, config_dir)
-        .ok_or_else(|| ArtifactError::NotFound { command: command.into(), program: program.clone() })?;
+        .ok_or_else(|| ArtifactError::NotFound { command: command.into(), program: program.to_owned() })?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ArtifactError::Io { path, source }
@@ -142,7 +323,16 @@ pub fn snapshot(command: &str, config_dir: &Path, store_dir: &Path) -> Result<Ar
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(io(&temp))?;
         std::fs::rename(&temp, &frozen).map_err(io(&frozen))?;
     }
-    Ok(Artifact { command: command.into(), source, sha256, program: frozen, args: args.to_vec(), version: None })
+    Ok(Artifact {
+        command: command.into(),
+        source,
+        sha256,
+        program: frozen,
+        args: args.to_vec(),
+        workdir: None,
+        tree_sha256: None,
+        version: None,
+    })
 }
 
 #[cfg(test)]

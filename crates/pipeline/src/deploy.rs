@@ -264,7 +264,8 @@ impl Deployer {
             let command = run
                 .render(lookup)
                 .map_err(|err| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}")))?;
-            let mut artifact = artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir)?;
+            let mut artifact =
+                artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir, spec.dir.as_deref())?;
             artifact.version = version;
             artifacts.insert(service.to_owned(), artifact);
         }

@@ -219,7 +219,7 @@ pub async fn start_instance(
         program: artifact.program.clone(),
         args: artifact.args.clone(),
         env,
-        working_dir: run.config_dir(),
+        working_dir: artifact.workdir.clone().unwrap_or_else(|| run.config_dir()),
         sockets: vec!["http".into()],
         listen_host: Ipv4Addr::LOCALHOST.into(),
         stop_grace: spec.stop_timeout.as_std(),

@@ -295,3 +295,42 @@ async fn a_deploy_names_a_service_version_which_sticks_until_another_is_named() 
     }
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "2.1.0");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_directory_is_frozen_so_a_cold_rollback_runs_the_old_files() {
+    let text =
+        config("sh start.sh", "", "0s", "").replace("run = \"sh start.sh\"", "run = \"sh start.sh\"\ndir = \"app\"");
+    let platform = Platform::start(&text);
+    let app = platform.path().join("app");
+    std::fs::create_dir_all(app.join(".git")).unwrap();
+    std::fs::write(app.join(".git/HEAD"), "ignored").unwrap();
+    std::fs::write(app.join("start.sh"), format!("VERSION=$(cat version.txt) exec {}\n", demo())).unwrap();
+    std::fs::write(app.join("version.txt"), "one").unwrap();
+    let first = platform.deploy(&[]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "one");
+    let build_one = platform.status()["services"]["api"]["colors"]["blue"]["build"].as_str().unwrap().to_owned();
+
+    // A change to a data file is a new build, though the program (sh) is the same.
+    std::fs::write(app.join("version.txt"), "two").unwrap();
+    let second = platform.deploy(&[]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "two");
+    let status = platform.status();
+    assert_ne!(status["services"]["api"]["colors"]["green"]["build"].as_str().unwrap(), build_one);
+    // Only .git changed: the same tree.
+    std::fs::write(app.join(".git/HEAD"), "moved").unwrap();
+    let third = platform.deploy(&[]);
+    let tree = |id: &str| {
+        let shown = platform.json(&["deploy", "show", id]);
+        shown["deploy"]["artifacts"]["services"]["api"]["artifact"]["tree_sha256"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(tree(&second), tree(&third));
+    assert_ne!(tree(&first), tree(&second));
+
+    // Nothing stays warm (keep_warm 0s): the rollback redeploys blue from the frozen tree, which
+    // still says "one" although the directory now says "two".
+    let run = platform.cli(&["rollback", "production", &first]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("redeploy api"), "{}", run.stdout);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "one");
+    assert_eq!(std::fs::read_to_string(app.join("version.txt")).unwrap(), "two", "the source is untouched");
+}
