@@ -10,6 +10,7 @@ pub mod http;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
+pub mod smtp;
 pub mod tools;
 
 pub use tempfile::TempDir;
