@@ -203,17 +203,11 @@ fn check_alerts(cx: &mut Cx, config: &Config) {
             unknown(cx, environment, "environment", &environments);
         }
     }
+    // Every receiver type takes deploy notifications (PagerDuty as Change Events), so a name
+    // only has to exist.
     for receiver in &config.pipeline.notify {
-        match config.alerts.receivers.get(&receiver.value).map(|r| &r.kind) {
-            None => unknown(cx, receiver, "receiver", &receivers),
-            Some(crate::model::ReceiverKind::Slack { .. } | crate::model::ReceiverKind::Webhook { .. }) => {}
-            Some(_) => {
-                cx.error(
-                    receiver.span.clone(),
-                    format!("receiver `{}` cannot take deploy notifications", receiver.value),
-                )
-                .help = Some("`pipeline.notify` takes receivers of type \"slack\" or \"webhook\"".into());
-            }
+        if !config.alerts.receivers.contains_key(&receiver.value) {
+            unknown(cx, receiver, "receiver", &receivers);
         }
     }
     let mut previous: Option<&Spanned<crate::units::Duration>> = None;

@@ -1,27 +1,48 @@
 //! Notifications that leave Windlass: deploy started/succeeded/failed, rollbacks, canary aborts,
-//! approval requests (and, later, the monitor's alerts).
+//! approval requests, and the monitor's alerts (triggered, acknowledged, resolved).
 //!
-//! One trait, [`Receiver`], with two kinds:
+//! One trait, [`Receiver`], with four kinds, one module each:
 //! - [`Slack`]: an incoming webhook, `text` (the fallback shown in notifications) plus `blocks`;
 //! - [`Webhook`]: JSON to any URL, signed when a secret is set: `X-Windlass-Timestamp` (Unix
 //!   seconds) and `X-Windlass-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, so
-//!   the receiver can check both the sender and the freshness (see [`verify_signature`]).
+//!   the receiver can check both the sender and the freshness (see [`verify_signature`]);
+//! - [`PagerDuty`]: alerts through the Events API v2 (`trigger`, `acknowledge`, `resolve` under
+//!   one `dedup_key`), deploy messages as Change Events; [`verify_pagerduty_webhook`] checks and
+//!   reads PagerDuty's v3 webhooks, so an acknowledgement made in PagerDuty reaches Windlass;
+//! - [`Email`]: SMTP with STARTTLS (or implicit TLS), a plain-text body.
 //!
-//! Delivery retries with doubling back-off on 5xx, timeouts, connection errors **and 429**
+//! Deploy notifications are [`Message`]s ([`Receiver::deliver`]); alerts are [`AlertEvent`]s
+//! ([`Receiver::alert`]), which every receiver but PagerDuty renders as a message.
+//!
+//! HTTP delivery retries with doubling back-off on 5xx, timeouts, connection errors **and 429**
 //! (waiting what `Retry-After` asks), and never on another 4xx: a 400 or 404 will not heal by
-//! repetition, it needs a person to fix the URL or payload.
+//! repetition, it needs a person to fix the URL or payload. SMTP retries on 4xx replies and
+//! connection failures, never on 5xx replies. A TLS failure is never retried.
 
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Value, json};
-use windlass_http::{HttpError, Url, UrlRequest};
+use serde_json::Value;
+
+mod email;
+mod http;
+mod pagerduty;
+mod slack;
+mod webhook;
+
+pub use email::{Email, SmtpSecurity};
+pub use pagerduty::{
+    PAGERDUTY_EU_URL, PAGERDUTY_SIGNATURE_HEADER, PAGERDUTY_URL, PagerDuty, PagerDutyWebhookError,
+    PagerDutyWebhookEvent, pagerduty_dedup_key, pagerduty_severity, parse_pagerduty_webhook, verify_pagerduty_webhook,
+};
+pub use slack::Slack;
+pub use webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Webhook, signature, verify_signature};
 
 /// What happened, in a form every receiver can render.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     /// `deploy.started`, `deploy.succeeded`, `deploy.failed`, `deploy.rolled_back`,
-    /// `canary.aborted`, `deploy.approval_requested`, ...
+    /// `canary.aborted`, `deploy.approval_requested`, `alert.triggered`, ...
     pub event: String,
     pub environment: String,
     /// One line: "maily production: deploy production-20261123-101500 failed".
@@ -33,6 +54,138 @@ pub struct Message {
     pub deploy_id: Option<String>,
     /// RFC 3339.
     pub at: String,
+}
+
+/// What an alert notification asks of the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertAction {
+    /// A problem was detected (again): open the alert, or add to the open one.
+    Trigger,
+    /// Someone is working on it: stop escalating.
+    Acknowledge,
+    /// The problem is gone.
+    Resolve,
+}
+
+impl AlertAction {
+    /// `trigger`, `acknowledge`, `resolve`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertAction::Trigger => "trigger",
+            AlertAction::Acknowledge => "acknowledge",
+            AlertAction::Resolve => "resolve",
+        }
+    }
+
+    /// The past tense used in message events: `triggered`, `acknowledged`, `resolved`.
+    pub fn past(self) -> &'static str {
+        match self {
+            AlertAction::Trigger => "triggered",
+            AlertAction::Acknowledge => "acknowledged",
+            AlertAction::Resolve => "resolved",
+        }
+    }
+}
+
+/// Windlass's alert severities (`[alerts]` routes by these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+    /// A business metric out of its range (sign-ups, conversions): someone should look, but it is
+    /// not an outage. PagerDuty has no such level; see [`pagerduty_severity`].
+    Business,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+            Severity::Business => "business",
+        }
+    }
+}
+
+/// A link shown with an alert (a dashboard, a runbook, the deploy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub href: String,
+    pub text: String,
+}
+
+/// One alert notification: the same `dedup_key` ties a trigger to its acknowledgement and
+/// resolution (and to the incident a receiver like PagerDuty opens for it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    pub action: AlertAction,
+    /// Stable for one alert: the same key on every trigger, ack and resolve of it.
+    pub dedup_key: String,
+    /// One line: "api production: availability 97.1% < 99.9% over 1h".
+    pub summary: String,
+    /// Where the problem is: a host, an instance, a probe target.
+    pub source: String,
+    pub severity: Severity,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    /// The rule that fired (`slo.burn_rate`, `probe.http`), PagerDuty's `class`.
+    pub class: Option<String>,
+    /// Anything else worth seeing (a JSON object is shown field by field).
+    pub details: Value,
+    pub links: Vec<Link>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl AlertEvent {
+    /// The alert as a deploy-style message, for receivers without a native alert form.
+    pub fn to_message(&self) -> Message {
+        let label = match self.action {
+            AlertAction::Trigger => self.severity.as_str().to_uppercase(),
+            AlertAction::Acknowledge => "ACKNOWLEDGED".to_owned(),
+            AlertAction::Resolve => "RESOLVED".to_owned(),
+        };
+        let mut fields = vec![("severity".to_owned(), self.severity.as_str().to_owned())];
+        if let Some(service) = &self.service {
+            fields.push(("service".into(), service.clone()));
+        }
+        fields.push(("source".into(), self.source.clone()));
+        if let Some(class) = &self.class {
+            fields.push(("rule".into(), class.clone()));
+        }
+        fields.push(("alert".into(), self.dedup_key.clone()));
+        let mut text = String::new();
+        if let Value::Object(details) = &self.details {
+            for (name, value) in details {
+                let value = match value {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                text.push_str(&format!("{name}: {value}\n"));
+            }
+        } else if !self.details.is_null() {
+            text.push_str(&format!("{}\n", self.details));
+        }
+        for link in &self.links {
+            text.push_str(&format!("{}: {}\n", if link.text.is_empty() { "link" } else { &link.text }, link.href));
+        }
+        if text.is_empty() {
+            text = self.summary.clone();
+        }
+        Message {
+            event: format!("alert.{}", self.action.past()),
+            environment: self.environment.clone().unwrap_or_default(),
+            title: format!("[{label}] {}", self.summary),
+            text: text.trim_end().to_owned(),
+            fields,
+            deploy_id: None,
+            at: self.at.clone(),
+        }
+    }
 }
 
 /// How deliveries are retried.
@@ -60,7 +213,7 @@ impl Default for RetryPolicy {
 pub enum NotifyError {
     #[error("receiver `{receiver}`: {message}")]
     BadUrl { receiver: String, message: String },
-    /// A 4xx other than 429: not retried.
+    /// A refusal that repeating will not change (an HTTP 4xx other than 429, an SMTP 5xx reply).
     #[error("receiver `{receiver}` refused the notification with {status}: {body}")]
     Refused { receiver: String, status: u16, body: String },
     #[error("receiver `{receiver}` did not take the notification after {attempts} attempts: {last}")]
@@ -72,230 +225,25 @@ pub enum NotifyError {
 pub struct Delivered {
     pub receiver: String,
     pub attempts: u32,
+    /// The HTTP status, or the SMTP reply code of the accepted message.
     pub status: u16,
+    /// The key the receiver files the alert under, when it has one (PagerDuty's `dedup_key`,
+    /// which is the alert's own key or, past 255 characters, [`pagerduty_dedup_key`] of it).
+    pub dedup_key: Option<String>,
 }
 
 #[async_trait::async_trait]
 pub trait Receiver: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
+
+    /// Sends a deploy notification.
     async fn deliver(&self, message: &Message, retry: &RetryPolicy) -> Result<Delivered, NotifyError>;
-}
 
-/// A Slack incoming webhook.
-#[derive(Debug, Clone)]
-pub struct Slack {
-    name: String,
-    url: Url,
-}
-
-impl Slack {
-    pub fn new(name: &str, url: &str) -> Result<Self, NotifyError> {
-        Ok(Slack { name: name.to_owned(), url: parse(name, url)? })
+    /// Sends an alert notification; by default rendered as a [`Message`] by
+    /// [`AlertEvent::to_message`].
+    async fn alert(&self, alert: &AlertEvent, retry: &RetryPolicy) -> Result<Delivered, NotifyError> {
+        self.deliver(&alert.to_message(), retry).await
     }
-
-    /// The payload Slack's incoming webhooks take: `text` and Block Kit `blocks`.
-    pub fn payload(message: &Message) -> Value {
-        let mut blocks = vec![
-            json!({ "type": "header", "text": { "type": "plain_text", "text": truncate(&message.title, 150) } }),
-            json!({ "type": "section", "text": { "type": "mrkdwn", "text": truncate(&message.text, 3000) } }),
-        ];
-        if !message.fields.is_empty() {
-            let fields: Vec<Value> = message
-                .fields
-                .iter()
-                .take(10)
-                .map(|(name, value)| json!({ "type": "mrkdwn", "text": truncate(&format!("*{name}*\n{value}"), 2000) }))
-                .collect();
-            blocks.push(json!({ "type": "section", "fields": fields }));
-        }
-        blocks.push(json!({
-            "type": "context",
-            "elements": [{ "type": "mrkdwn", "text": format!("{} · {} · {}", message.event, message.environment, message.at) }],
-        }));
-        json!({ "text": format!("{}\n{}", message.title, message.text), "blocks": blocks })
-    }
-}
-
-#[async_trait::async_trait]
-impl Receiver for Slack {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn deliver(&self, message: &Message, retry: &RetryPolicy) -> Result<Delivered, NotifyError> {
-        let body = Slack::payload(message).to_string();
-        post(&self.name, &self.url, None, retry, |_| (body.clone(), Vec::new())).await
-    }
-}
-
-/// JSON to any URL, signed with HMAC-SHA256 when a secret is set.
-#[derive(Clone)]
-pub struct Webhook {
-    name: String,
-    url: Url,
-    secret: Option<String>,
-    ca_file: Option<std::path::PathBuf>,
-}
-
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook").field("name", &self.name).field("url", &self.url.authority).finish_non_exhaustive()
-    }
-}
-
-pub const TIMESTAMP_HEADER: &str = "x-windlass-timestamp";
-pub const SIGNATURE_HEADER: &str = "x-windlass-signature";
-
-/// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut signed = format!("{timestamp}.").into_bytes();
-    signed.extend_from_slice(body);
-    format!("v1={}", hex::encode(ring::hmac::sign(&key, &signed).as_ref()))
-}
-
-/// What a receiver of our webhooks does: checks the signature in constant time and that the
-/// timestamp is within `tolerance` of `now` (a replayed old request fails).
-pub fn verify_signature(
-    secret: &str,
-    timestamp: &str,
-    body: &[u8],
-    signature_header: &str,
-    now: i64,
-    tolerance: Duration,
-) -> Result<(), String> {
-    let timestamp: i64 = timestamp.parse().map_err(|_| format!("`{timestamp}` is not a Unix time"))?;
-    if (now - timestamp).unsigned_abs() > tolerance.as_secs() {
-        return Err(format!("timestamp {timestamp} is more than {}s from now ({now}): a replay?", tolerance.as_secs()));
-    }
-    let given = signature_header.strip_prefix("v1=").ok_or("the signature does not start with `v1=`")?;
-    let given = hex::decode(given).map_err(|_| "the signature is not hex")?;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut signed = format!("{timestamp}.").into_bytes();
-    signed.extend_from_slice(body);
-    ring::hmac::verify(&key, &signed, &given).map_err(|_| "the signature does not match".to_owned())
-}
-
-impl Webhook {
-    pub fn new(name: &str, url: &str, secret: Option<String>) -> Result<Self, NotifyError> {
-        Ok(Webhook { name: name.to_owned(), url: parse(name, url)?, secret, ca_file: None })
-    }
-
-    /// Trusts the CA certificates in `path` instead of the system's (a private CA).
-    pub fn with_ca_file(mut self, path: std::path::PathBuf) -> Self {
-        self.ca_file = Some(path);
-        self
-    }
-}
-
-#[async_trait::async_trait]
-impl Receiver for Webhook {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn deliver(&self, message: &Message, retry: &RetryPolicy) -> Result<Delivered, NotifyError> {
-        let body = serde_json::to_string(message).unwrap_or_default();
-        let secret = self.secret.clone();
-        post(&self.name, &self.url, self.ca_file.as_deref(), retry, move |now| {
-            let headers = match &secret {
-                Some(secret) => vec![
-                    (TIMESTAMP_HEADER, now.to_string()),
-                    (SIGNATURE_HEADER, signature(secret, now, body.as_bytes())),
-                ],
-                None => Vec::new(),
-            };
-            (body.clone(), headers)
-        })
-        .await
-    }
-}
-
-fn parse(receiver: &str, url: &str) -> Result<Url, NotifyError> {
-    Url::parse(url).map_err(|message| NotifyError::BadUrl { receiver: receiver.to_owned(), message })
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max - 1).collect();
-    cut.push('…');
-    cut
-}
-
-/// How long a 429 asks us to wait: `Retry-After` in seconds or as an HTTP date.
-fn retry_after(reply: &windlass_http::Reply, now: jiff::Timestamp) -> Option<Duration> {
-    let value = reply.headers.get("retry-after")?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    Some(Duration::from_millis(u64::try_from(at.duration_since(now).as_millis()).unwrap_or(0)))
-}
-
-/// POSTs the body `build` makes for each attempt (given the attempt's Unix time, so signatures
-/// are fresh), retrying as [`RetryPolicy`] says.
-async fn post(
-    receiver: &str,
-    url: &Url,
-    ca_file: Option<&std::path::Path>,
-    retry: &RetryPolicy,
-    build: impl Fn(i64) -> (String, Vec<(&'static str, String)>) + Send + Sync,
-) -> Result<Delivered, NotifyError> {
-    let mut delay = retry.first_delay;
-    let mut last = String::new();
-    let attempts = retry.attempts.max(1);
-    for attempt in 1..=attempts {
-        let now = jiff::Timestamp::now();
-        let (body, extra) = build(now.as_second());
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("user-agent", "windlass")];
-        headers.extend(extra.iter().map(|(name, value)| (*name, value.as_str())));
-        let sent = windlass_http::send_url(UrlRequest {
-            method: "POST",
-            url,
-            headers: &headers,
-            body: Some(body.into_bytes()),
-            timeout: retry.timeout,
-            ca_file,
-        })
-        .await;
-        let mut wait = delay;
-        match sent {
-            Ok(reply) if (200..300).contains(&reply.status) => {
-                return Ok(Delivered { receiver: receiver.to_owned(), attempts: attempt, status: reply.status });
-            }
-            Ok(reply) if reply.status == 429 => {
-                last = format!("429 Too Many Requests: {}", reply.text().trim());
-                if let Some(asked) = retry_after(&reply, now) {
-                    wait = asked;
-                }
-            }
-            Ok(reply) if reply.status >= 500 => last = format!("{}: {}", reply.status, reply.text().trim()),
-            Ok(reply) => {
-                return Err(NotifyError::Refused {
-                    receiver: receiver.to_owned(),
-                    status: reply.status,
-                    body: truncate(reply.text().trim(), 500),
-                });
-            }
-            Err(err @ HttpError::Tls { .. }) | Err(err @ HttpError::BadUrl(_)) => {
-                // A certificate that does not verify will not verify on the next try either.
-                return Err(NotifyError::GaveUp {
-                    receiver: receiver.to_owned(),
-                    attempts: attempt,
-                    last: err.to_string(),
-                });
-            }
-            Err(err) => last = err.to_string(),
-        }
-        if attempt < attempts {
-            tracing::warn!(receiver, attempt, %last, "notification not delivered; retrying in {wait:?}");
-            tokio::time::sleep(wait.min(retry.max_delay)).await;
-            delay = (delay * 2).min(retry.max_delay);
-        }
-    }
-    Err(NotifyError::GaveUp { receiver: receiver.to_owned(), attempts, last })
 }
 
 /// Sends one message to every receiver at once; each outcome is returned (none is fatal).
@@ -309,6 +257,26 @@ pub async fn broadcast(
         let (receiver, message, retry) = (receiver.clone(), message.clone(), *retry);
         tasks.push(tokio::spawn(async move { receiver.deliver(&message, &retry).await }));
     }
+    join(tasks).await
+}
+
+/// Sends one alert to every receiver at once; each outcome is returned (none is fatal).
+pub async fn broadcast_alert(
+    receivers: &[std::sync::Arc<dyn Receiver>],
+    alert: &AlertEvent,
+    retry: &RetryPolicy,
+) -> Vec<Result<Delivered, NotifyError>> {
+    let mut tasks = Vec::new();
+    for receiver in receivers {
+        let (receiver, alert, retry) = (receiver.clone(), alert.clone(), *retry);
+        tasks.push(tokio::spawn(async move { receiver.alert(&alert, &retry).await }));
+    }
+    join(tasks).await
+}
+
+async fn join(
+    tasks: Vec<tokio::task::JoinHandle<Result<Delivered, NotifyError>>>,
+) -> Vec<Result<Delivered, NotifyError>> {
     let mut outcomes = Vec::new();
     for task in tasks {
         match task.await {
@@ -319,42 +287,51 @@ pub async fn broadcast(
     outcomes
 }
 
+/// At most `max` characters, the last one `…` when cut (always on a character boundary).
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn signatures_verify_and_old_or_forged_ones_do_not() {
-        let body = br#"{"event":"deploy.failed"}"#;
-        let signed = signature("s3cret-signing-key", 1_700_000_000, body);
-        let tolerance = Duration::from_secs(300);
-        assert_eq!(
-            verify_signature("s3cret-signing-key", "1700000000", body, &signed, 1_700_000_100, tolerance),
-            Ok(())
-        );
-        let replay = verify_signature("s3cret-signing-key", "1700000000", body, &signed, 1_700_001_000, tolerance);
-        assert!(replay.unwrap_err().contains("replay"));
-        let forged = verify_signature("another-key", "1700000000", body, &signed, 1_700_000_100, tolerance);
-        assert!(forged.unwrap_err().contains("does not match"));
-        let tampered = verify_signature("s3cret-signing-key", "1700000000", b"{}", &signed, 1_700_000_100, tolerance);
-        assert!(tampered.is_err());
+    fn alert(action: AlertAction) -> AlertEvent {
+        AlertEvent {
+            action,
+            dedup_key: "slo/api/production/availability".into(),
+            summary: "api production: availability 97.1% < 99.9%".into(),
+            source: "edge".into(),
+            severity: Severity::Critical,
+            service: Some("api".into()),
+            environment: Some("production".into()),
+            class: Some("slo.burn_rate".into()),
+            details: serde_json::json!({ "burn_rate": 14.6, "window": "1h" }),
+            links: vec![Link { href: "https://grafana.example/d/api".into(), text: "dashboard".into() }],
+            at: "2026-11-23T10:15:00Z".into(),
+        }
     }
 
     #[test]
-    fn slack_payload_keeps_within_block_kit_limits() {
-        let message = Message {
-            event: "deploy.failed".into(),
-            environment: "production".into(),
-            title: "t".repeat(400),
-            text: "x".repeat(5000),
-            fields: (0..12).map(|i| (format!("f{i}"), "v".into())).collect(),
-            deploy_id: None,
-            at: "2026-11-23T10:00:00Z".into(),
-        };
-        let payload = Slack::payload(&message);
-        let blocks = payload["blocks"].as_array().unwrap();
-        assert_eq!(blocks[0]["text"]["text"].as_str().unwrap().chars().count(), 150);
-        assert_eq!(blocks[1]["text"]["text"].as_str().unwrap().chars().count(), 3000);
-        assert_eq!(blocks[2]["fields"].as_array().unwrap().len(), 10);
+    fn an_alert_renders_as_a_message_naming_its_action_and_key() {
+        let triggered = alert(AlertAction::Trigger).to_message();
+        assert_eq!(triggered.event, "alert.triggered");
+        assert_eq!(triggered.title, "[CRITICAL] api production: availability 97.1% < 99.9%");
+        assert!(triggered.text.contains("burn_rate: 14.6"), "{}", triggered.text);
+        assert!(triggered.text.contains("dashboard: https://grafana.example/d/api"));
+        assert!(triggered.fields.contains(&("alert".into(), "slo/api/production/availability".into())));
+        let resolved = alert(AlertAction::Resolve).to_message();
+        assert_eq!((resolved.event.as_str(), resolved.title.starts_with("[RESOLVED]")), ("alert.resolved", true));
+    }
+
+    #[test]
+    fn truncation_counts_characters_not_bytes() {
+        assert_eq!(truncate("ééééé", 3), "éé…");
+        assert_eq!(truncate("abc", 3), "abc");
     }
 }

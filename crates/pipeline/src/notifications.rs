@@ -1,18 +1,20 @@
 //! Deploy notifications: the receivers `[pipeline] notify` names are told when a deploy starts
-//! and ends, when a canary aborts and when a deploy awaits approval. Delivery runs in the
-//! background (a slow or broken receiver never holds up a deploy); a delivery that fails is
-//! recorded as a `notify.failed` event. Everything sent passes through the deploy's redactor.
+//! and ends, when a canary aborts and when a deploy awaits approval. Slack, webhook and email
+//! receivers get the message; a PagerDuty receiver gets it as a Change Event (on the service's
+//! timeline, paging nobody). Delivery runs in the background (a slow or broken receiver never
+//! holds up a deploy); a delivery that fails is recorded as a `notify.failed` event. Everything
+//! sent passes through the deploy's redactor.
 
 use std::sync::Arc;
 
 use windlass_config::{Config, ReceiverKind};
-use windlass_notify::{Message, Receiver, RetryPolicy, Slack, Webhook};
+use windlass_notify::{Email, Message, PagerDuty, Receiver, RetryPolicy, Slack, Webhook};
 use windlass_store::{NewEvent, Store};
 
 use crate::vars::Variables;
 
-/// The receivers of `[pipeline] notify`, their URLs and signing secrets rendered; a receiver
-/// that cannot be built is reported, not fatal.
+/// The receivers of `[pipeline] notify`, their URLs, keys and secrets rendered; a receiver that
+/// cannot be built is reported, not fatal.
 pub fn receivers(config: &Config, variables: &Variables) -> (Vec<Arc<dyn Receiver>>, Vec<String>) {
     let builtins = Default::default();
     let mut built: Vec<Arc<dyn Receiver>> = Vec::new();
@@ -34,7 +36,16 @@ pub fn receivers(config: &Config, variables: &Variables) -> (Vec<Arc<dyn Receive
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 }
             }
-            _ => continue,
+            ReceiverKind::PagerDuty { routing_key } => variables
+                .render(routing_key, &builtins)
+                .and_then(|key| PagerDuty::new(name, &key).map_err(|e| e.to_string()))
+                .map(|r| Arc::new(r) as Arc<dyn Receiver>),
+            ReceiverKind::Email { to, from, smtp_url } => smtp_url
+                .as_ref()
+                .map(|url| variables.render(url, &builtins))
+                .transpose()
+                .and_then(|url| Email::new(name, to, from.as_deref(), url.as_deref()).map_err(|e| e.to_string()))
+                .map(|r| Arc::new(r) as Arc<dyn Receiver>),
         };
         match made {
             Ok(receiver) => built.push(receiver),
@@ -93,5 +104,69 @@ pub fn message(
         fields,
         deploy_id: deploy_id.map(str::to_owned),
         at: jiff::Timestamp::now().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(receivers: &str) -> Config {
+        let text = format!(
+            "[project]\nname = \"maily\"\n\n[environments.production]\n\n[pipeline]\nphases = []\nnotify = [\"slack\", \"pagerduty\", \"email\"]\n\n{receivers}"
+        );
+        let parsed = windlass_config::parse(&windlass_config::Source::new("windlass.toml", text));
+        assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics.iter().map(|d| d.render()).collect::<Vec<_>>());
+        parsed.config
+    }
+
+    #[test]
+    fn pagerduty_and_email_receivers_take_deploy_notifications() {
+        let config = config(
+            r#"
+[alerts.receivers.slack]
+type = "slack"
+webhook_url = "https://hooks.slack.example/services/T0/B0/X"
+
+[alerts.receivers.pagerduty]
+type = "pagerduty"
+routing_key = "R0ut1ngKeyF0rTests0123456789abcd"
+
+[alerts.receivers.email]
+type = "email"
+to = ["devops@maily.example"]
+from = "alerts@maily.example"
+smtp_url = "smtps://mail.maily.example"
+"#,
+        );
+        let (receivers, problems) = receivers(&config, &Variables::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        let names: Vec<&str> = receivers.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["slack", "pagerduty", "email"]);
+    }
+
+    #[test]
+    fn a_receiver_that_cannot_be_built_is_reported_without_its_secret() {
+        let config = config(
+            r#"
+[alerts.receivers.slack]
+type = "slack"
+webhook_url = "https://hooks.slack.example/services/T0/B0/X"
+
+[alerts.receivers.pagerduty]
+type = "pagerduty"
+routing_key = "too-short-key"
+
+[alerts.receivers.email]
+type = "email"
+to = ["devops@maily.example"]
+smtp_url = "smtp://ops:hunter22@mail.maily.example?tls=none"
+"#,
+        );
+        let (receivers, problems) = receivers(&config, &Variables::default());
+        assert_eq!(receivers.len(), 1);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("receiver `pagerduty`") && !problems[0].contains("too-short-key"), "{problems:?}");
+        assert!(problems[1].contains("loopback") && !problems[1].contains("hunter22"), "{problems:?}");
     }
 }

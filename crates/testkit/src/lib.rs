@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod redis;
+pub mod smtp;
 pub mod tools;
 
 pub use tempfile::TempDir;

@@ -124,3 +124,20 @@ max_header_bytes = "64 parsecs"
 fn a_config_without_project_or_environments() {
     assert_snapshot!(problems("[services.api]\nrun = \"api\"\n"));
 }
+
+#[test]
+fn deploy_notifications_go_to_any_declared_receiver() {
+    let receivers = r#"
+[alerts.receivers.pager]
+type = "pagerduty"
+routing_key = "R0ut1ngKeyF0rTests0123456789abcd"
+
+[alerts.receivers.mail]
+type = "email"
+to = ["devops@maily.example"]
+"#;
+    let accepted = parse_text(&format!("{MINIMAL}\n[pipeline]\nnotify = [\"pager\", \"mail\"]\n{receivers}"));
+    assert!(!accepted.has_errors(), "{}", rendered(&accepted));
+    let unknown = problems(&format!("{MINIMAL}\n[pipeline]\nnotify = [\"pagr\"]\n{receivers}"));
+    assert!(unknown.contains("unknown receiver `pagr`") && unknown.contains("did you mean `pager`?"), "{unknown}");
+}

@@ -1,38 +1,10 @@
-//! Deliveries to real HTTP servers on loopback that check what the service they stand for
-//! checks: Slack's payload shape, our webhook signature and its freshness. Retries are driven by
-//! the answers the servers give (5xx, 429 with Retry-After, 400, no answer at all).
+//! Slack and signed webhooks, plain and over TLS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
-use windlass_notify::{Message, NotifyError, Receiver, RetryPolicy, Slack, Webhook};
+use windlass_notify::{NotifyError, Receiver, Slack, Webhook};
 use windlass_testkit::receiver::{Answer, serve, signed_with, slack_shape};
-
-fn message() -> Message {
-    Message {
-        event: "deploy.failed".into(),
-        environment: "production".into(),
-        title: "shop production: deploy production-20261123-101500 failed".into(),
-        text: "smoke check `api answers` failed: 503; every service it changed was rolled back".into(),
-        fields: vec![("actor".into(), "alice".into()), ("reason".into(), "weekly release".into())],
-        deploy_id: Some("production-20261123-101500".into()),
-        at: "2026-11-23T10:15:00Z".into(),
-    }
-}
-
-fn quick(attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        attempts,
-        first_delay: Duration::from_millis(50),
-        max_delay: Duration::from_secs(2),
-        timeout: Duration::from_millis(500),
-    }
-}
 
 const SECRET: &str = "whsec-test-0123456789abcdef";
 
@@ -40,7 +12,7 @@ const SECRET: &str = "whsec-test-0123456789abcdef";
 async fn slack_receives_a_payload_it_accepts() {
     let server = serve(vec![Answer::Check(Arc::new(slack_shape))], None).await;
     let slack = Slack::new("slack", &server.url("http", "/services/T000/B000/XXXX")).unwrap();
-    let delivered = slack.deliver(&message(), &quick(1)).await.unwrap();
+    let delivered = slack.deliver(&super::message(), &super::quick(1)).await.unwrap();
     assert_eq!((delivered.status, delivered.attempts), (200, 1));
     let requests = server.requests();
     let payload: Value = serde_json::from_slice(&requests[0].1).unwrap();
@@ -52,12 +24,12 @@ async fn webhooks_are_signed_and_a_forged_secret_is_refused_by_the_receiver() {
     let server = serve(vec![Answer::Check(signed_with(SECRET))], None).await;
     let url = server.url("http", "/hooks/windlass");
     let signed = Webhook::new("ops", &url, Some(SECRET.into())).unwrap();
-    assert_eq!(signed.deliver(&message(), &quick(1)).await.unwrap().status, 200);
+    assert_eq!(signed.deliver(&super::message(), &super::quick(1)).await.unwrap().status, 200);
     let body: Value = serde_json::from_slice(&server.requests()[0].1).unwrap();
     assert_eq!((body["event"].as_str(), body["environment"].as_str()), (Some("deploy.failed"), Some("production")));
 
     let forged = Webhook::new("ops", &url, Some("not-the-secret".into())).unwrap();
-    match forged.deliver(&message(), &quick(3)).await {
+    match forged.deliver(&super::message(), &super::quick(3)).await {
         Err(NotifyError::Refused { status: 401, .. }) => {}
         other => panic!("expected a 401 refusal: {other:?}"),
     }
@@ -73,7 +45,7 @@ async fn server_errors_and_429_are_retried_honouring_retry_after_and_signatures_
     ];
     let server = serve(script, None).await;
     let hook = Webhook::new("ops", &server.url("http", "/hooks"), Some(SECRET.into())).unwrap();
-    let delivered = hook.deliver(&message(), &quick(5)).await.unwrap();
+    let delivered = hook.deliver(&super::message(), &super::quick(5)).await.unwrap();
     assert_eq!((delivered.attempts, delivered.status), (3, 200));
     let requests = server.requests();
     assert_eq!(requests.len(), 3);
@@ -86,48 +58,29 @@ async fn server_errors_and_429_are_retried_honouring_retry_after_and_signatures_
 async fn a_400_is_not_retried_and_a_hanging_receiver_is_given_up_on() {
     let server = serve(vec![Answer::Status(400, &[])], None).await;
     let hook = Webhook::new("ops", &server.url("http", "/"), None).unwrap();
-    assert!(matches!(hook.deliver(&message(), &quick(4)).await, Err(NotifyError::Refused { status: 400, .. })));
+    assert!(matches!(
+        hook.deliver(&super::message(), &super::quick(4)).await,
+        Err(NotifyError::Refused { status: 400, .. })
+    ));
     assert_eq!(server.requests().len(), 1);
 
     let hanging = serve(vec![Answer::Hang], None).await;
     let hook = Webhook::new("ops", &hanging.url("http", "/"), None).unwrap();
-    match hook.deliver(&message(), &quick(2)).await {
+    match hook.deliver(&super::message(), &super::quick(2)).await {
         Err(NotifyError::GaveUp { attempts: 2, last, .. }) => assert!(last.contains("no answer"), "{last}"),
         other => panic!("expected to give up: {other:?}"),
     }
     assert_eq!(hanging.requests().len(), 2);
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A test CA and a certificate for 127.0.0.1 signed by it, made by the real `openssl`.
-fn certificates(dir: &Path) -> Arc<rustls::ServerConfig> {
+/// A rustls server configuration with a certificate for 127.0.0.1 from a test CA (made by the
+/// real `openssl`).
+fn certificates(dir: &std::path::Path) -> Arc<rustls::ServerConfig> {
     use rustls_pki_types::pem::PemObject;
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend(["-days", "2", "-subj", "/CN=notify-test-ca", "-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&ca, dir);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend(["-subj", "/CN=127.0.0.1", "-keyout", "leaf.key", "-out", "leaf.csr"]);
-    openssl(&csr, dir);
-    std::fs::write(dir.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    openssl(
-        &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
-            .into_iter()
-            .chain(["-extfile", "leaf.ext", "-out", "leaf.pem"])
-            .collect::<Vec<_>>(),
-        dir,
-    );
-    let chain = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("leaf.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let made = windlass_testkit::smtp::certificates(dir);
+    let chain =
+        rustls_pki_types::CertificateDer::pem_file_iter(&made.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&made.key).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -145,13 +98,29 @@ async fn https_receivers_are_verified_against_the_trusted_certificates() {
     let server = serve(vec![Answer::Check(signed_with(SECRET))], Some(config)).await;
     let url = server.url("https", "/hooks");
     let trusted = Webhook::new("ops", &url, Some(SECRET.into())).unwrap().with_ca_file(dir.path().join("ca.pem"));
-    assert_eq!(trusted.deliver(&message(), &quick(1)).await.unwrap().status, 200);
+    assert_eq!(trusted.deliver(&super::message(), &super::quick(1)).await.unwrap().status, 200);
 
     // Against the system's CAs the test CA is unknown: refused at once, never retried.
     let untrusted = Webhook::new("ops", &url, Some(SECRET.into())).unwrap();
-    match untrusted.deliver(&message(), &quick(3)).await {
+    match untrusted.deliver(&super::message(), &super::quick(3)).await {
         Err(NotifyError::GaveUp { attempts: 1, last, .. }) => assert!(last.contains("TLS"), "{last}"),
         other => panic!("expected a TLS failure: {other:?}"),
     }
     assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_alert_reaches_a_webhook_signed_with_its_action_and_key() {
+    let server = serve(vec![Answer::Check(signed_with(SECRET))], None).await;
+    let hook = Webhook::new("ops", &server.url("http", "/hooks"), Some(SECRET.into())).unwrap();
+    let alert = super::alert(windlass_notify::AlertAction::Resolve, "slo/api/production/availability");
+    let delivered = hook.alert(&alert, &super::quick(1)).await.unwrap();
+    assert_eq!((delivered.status, delivered.dedup_key.as_deref()), (200, Some("slo/api/production/availability")));
+    let body: Value = serde_json::from_slice(&server.requests()[0].1).unwrap();
+    assert_eq!(body["event"], "alert.resolved");
+    assert_eq!(
+        (body["alert"]["action"].as_str(), body["alert"]["severity"].as_str()),
+        (Some("resolve"), Some("critical"))
+    );
+    assert_eq!(body["alert"]["dedup_key"], "slo/api/production/availability");
 }
