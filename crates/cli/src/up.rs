@@ -7,11 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use serde_json::json;
-use windlass_runtime::{ProcessRuntime, Runtime};
+use windlass_runtime::{DockerRuntime, ProcessRuntime, Runtime, Runtimes};
 use windlass_server::tokens;
 
 use crate::client::{self, Client, Connection};
@@ -213,7 +213,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 
 async fn stop_instances(state_dir: &Path) -> anyhow::Result<()> {
     let Some(shim) = windlass_runtime::default_shim_program() else { return Ok(()) };
-    let runtime = ProcessRuntime::new(state_dir.join("instances"), shim);
+    let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(state_dir.join("instances"), shim));
+    let runtime = Runtimes::new(process, Some(DockerRuntime::for_state_dir(state_dir)));
     for instance in runtime.list().await? {
         runtime.stop(&instance.id).await?;
     }

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use windlass_config::{Config, Service, Source, Strategy};
+use windlass_config::{Config, Service, ServiceRuntime, Source, Strategy};
 use windlass_edge::spec::SECONDARY_POOL;
-use windlass_runtime::{InstanceSpec, InstanceState, LogPolicy, RestartPolicy};
+use windlass_runtime::{InstanceSpec, InstanceState, LogPolicy, RestartPolicy, RuntimeKind};
 
 use crate::artifacts::Artifact;
 use crate::deploy::{Deployer, Run, StepLog, parse_config, route_hosts};
@@ -225,6 +225,10 @@ pub async fn start_instance(
         stop_grace: spec.stop_timeout.as_std(),
         restart: RestartPolicy::default(),
         log: LogPolicy::default(),
+        runtime: match spec.runtime {
+            ServiceRuntime::Process => RuntimeKind::Process,
+            ServiceRuntime::Docker => RuntimeKind::Docker,
+        },
     };
     let asked = std::time::Instant::now();
     let started = runtime.start(&instance_spec).await.map_err(|e| e.to_string())?;

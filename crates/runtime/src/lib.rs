@@ -42,7 +42,14 @@
 //! Ids are `[a-z0-9-]{1,100}` and checked before any path is built from them.
 //!
 //! Linux only (`/proc`, `prctl`).
+//!
+//! # Other runtimes
+//!
+//! [`DockerRuntime`] runs instances as containers of the local Docker Engine (see [`docker`]).
+//! [`Runtimes`] puts both behind one [`Runtime`]: it starts each instance on the runtime its spec
+//! names ([`InstanceSpec::runtime`]) and finds every other call's instance wherever it runs.
 
+pub mod docker;
 mod files;
 mod logfile;
 mod process;
@@ -50,13 +57,16 @@ pub mod shim;
 mod spec;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use docker::{DockerError, DockerRuntime};
 pub use process::ProcessRuntime;
 pub use spec::{
-    ExitInfo, Instance, InstanceSpec, InstanceState, LogPolicy, MAX_ID_LEN, MAX_SOCKETS, RestartPolicy, validate_id,
+    ExitInfo, Instance, InstanceSpec, InstanceState, LogPolicy, MAX_ID_LEN, MAX_SOCKETS, RestartPolicy, RuntimeKind,
+    validate_id,
 };
 
 /// Runs and supervises service instances.
@@ -104,6 +114,125 @@ pub enum RuntimeError {
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+impl RuntimeError {
+    /// Whether this says the Docker Engine cannot be reached at all.
+    fn is_docker_unreachable(&self) -> bool {
+        matches!(self, RuntimeError::Docker(err) if err.is_unreachable())
+    }
+}
+
+/// The runtimes of one server behind one [`Runtime`]: an instance starts on the runtime its
+/// spec names; `stop`, `remove`, `get` and `logs` find the instance on whichever runtime has it
+/// (the process runtime's files first, then the Docker Engine); `list` merges both.
+///
+/// Docker is only reached when asked about an instance the process runtime does not have, or to
+/// list; a Docker Engine that cannot be reached (no socket, not running, no permission) simply
+/// has no containers of ours: a platform without docker services never needs a daemon.
+#[derive(Debug, Clone)]
+pub struct Runtimes {
+    process: Arc<dyn Runtime>,
+    docker: Option<DockerRuntime>,
+}
+
+impl Runtimes {
+    /// `docker: None` refuses docker instances with a clear error.
+    pub fn new(process: Arc<dyn Runtime>, docker: Option<DockerRuntime>) -> Self {
+        Runtimes { process, docker }
+    }
+
+    pub fn docker(&self) -> Option<&DockerRuntime> {
+        self.docker.as_ref()
+    }
+
+    /// The docker runtime's answer, or `absent` when the Docker Engine cannot be reached.
+    async fn on_docker<T, F>(&self, absent: Result<T, RuntimeError>, call: F) -> Result<T, RuntimeError>
+    where
+        F: AsyncFnOnce(&DockerRuntime) -> Result<T, RuntimeError>,
+    {
+        let Some(docker) = &self.docker else { return absent };
+        match call(docker).await {
+            Err(err) if err.is_docker_unreachable() => {
+                // No daemon, or none this user may use: no container of ours runs there either.
+                tracing::debug!("docker is not reachable; only process instances are considered: {err}");
+                absent
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for Runtimes {
+    fn kind(&self) -> &'static str {
+        "runtimes"
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance, RuntimeError> {
+        validate_id(&spec.id)?;
+        // One id runs on one runtime.
+        let elsewhere = match spec.runtime {
+            RuntimeKind::Process => self.on_docker(Ok(None), async |d| d.get(&spec.id).await).await?,
+            RuntimeKind::Docker => self.process.get(&spec.id).await?,
+        };
+        if elsewhere.is_some_and(|instance| !instance.state.is_final()) {
+            return Err(RuntimeError::AlreadyRunning { id: spec.id.clone(), shim_pid: None });
+        }
+        match spec.runtime {
+            RuntimeKind::Process => self.process.start(spec).await,
+            RuntimeKind::Docker => match &self.docker {
+                Some(docker) => docker.start(spec).await,
+                None => Err(RuntimeError::InvalidSpec {
+                    id: spec.id.clone(),
+                    reason: "it asks for the docker runtime, which this server does not offer".into(),
+                }),
+            },
+        }
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.process.stop(id).await {
+            Err(RuntimeError::NotFound(_)) => {
+                self.on_docker(Err(RuntimeError::NotFound(id.to_owned())), async |d| d.stop(id).await).await
+            }
+            other => other,
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.process.remove(id).await {
+            Err(RuntimeError::NotFound(_)) => {
+                self.on_docker(Err(RuntimeError::NotFound(id.to_owned())), async |d| d.remove(id).await).await
+            }
+            other => other,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
+        let mut instances = self.process.list().await?;
+        instances.extend(self.on_docker(Ok(Vec::new()), async |d| d.list().await).await?);
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(instances)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Instance>, RuntimeError> {
+        match self.process.get(id).await? {
+            Some(instance) => Ok(Some(instance)),
+            None => self.on_docker(Ok(None), async |d| d.get(id).await).await,
+        }
+    }
+
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
+        match self.process.logs(id, tail).await {
+            Err(RuntimeError::NotFound(_)) => {
+                self.on_docker(Err(RuntimeError::NotFound(id.to_owned())), async |d| d.logs(id, tail).await).await
+            }
+            other => other,
+        }
+    }
 }
 
 /// `windlass-shim` next to the running executable, if it is there.

@@ -37,11 +37,41 @@ pub struct InstanceSpec {
     pub stop_grace: Duration,
     pub restart: RestartPolicy,
     pub log: LogPolicy,
+    /// Which runtime runs it; [`crate::Runtimes`] dispatches on this. Specs written before the
+    /// field existed read as [`RuntimeKind::Process`].
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+}
+
+/// Where an instance runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// A local process under a shim ([`crate::ProcessRuntime`]).
+    #[default]
+    Process,
+    /// A container on the local Docker Engine ([`crate::DockerRuntime`]).
+    Docker,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl InstanceSpec {
     /// A spec with defaults: no labels, arguments, environment or sockets, working directory `/`,
-    /// sockets on 127.0.0.1, 10 s stop grace, default restart and log policies.
+    /// sockets on 127.0.0.1, 10 s stop grace, default restart and log policies, the process runtime.
     pub fn new(id: impl Into<String>, program: impl Into<PathBuf>) -> Self {
         InstanceSpec {
             id: id.into(),
@@ -55,6 +85,7 @@ impl InstanceSpec {
             stop_grace: Duration::from_secs(10),
             restart: RestartPolicy::default(),
             log: LogPolicy::default(),
+            runtime: RuntimeKind::Process,
         }
     }
 

@@ -104,7 +104,10 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         .clone()
         .or_else(windlass_runtime::default_shim_program)
         .ok_or_else(|| ServerError::Setup("cannot find windlass-shim beside this executable".into()))?;
-    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(options.state_dir.join("instances"), shim));
+    let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(options.state_dir.join("instances"), shim));
+    // Docker is reached only when a service runs there (or an id is not a process instance).
+    let docker = windlass_runtime::DockerRuntime::for_state_dir(&options.state_dir);
+    let runtime: Arc<dyn Runtime> = Arc::new(windlass_runtime::Runtimes::new(process, Some(docker)));
     let edge: Arc<dyn EdgeControl> = Arc::new(EdgeClient {
         admin: options.edge_admin,
         public: options.edge_public,

@@ -5,6 +5,7 @@
 mod canary;
 mod db;
 mod deploys;
+mod docker;
 mod harness;
 mod init;
 mod platform;
