@@ -12,6 +12,7 @@ mod ops;
 mod release;
 mod secrets;
 mod server;
+mod slo;
 mod up;
 mod validate;
 
@@ -74,6 +75,8 @@ enum Command {
     Secrets(secrets::Args),
     /// Database migrations, backups, restore and verification.
     Db(db::Args),
+    /// Service-level objectives: SLI, error budget left, burn rates, latency, burn alerts.
+    Slo(slo::Args),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
         Command::Promote(args) => release::promote(args),
         Command::Secrets(args) => secrets::run(args),
         Command::Db(args) => db::run(args),
+        Command::Slo(args) => slo::run(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

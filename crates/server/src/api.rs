@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{env}/promote", post(promote))
         .route("/environments/{env}/approval", get(show_approval).post(decide_approval))
         .route("/environments/{env}/services/{service}/canary", post(canary_decide))
+        .route("/slo/{env}", get(crate::slo::report))
         .route("/events", get(list_events))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))

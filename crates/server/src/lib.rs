@@ -6,6 +6,7 @@
 //! who. On start the server recovers from whatever stopped it before ([`windlass_pipeline::recover`]).
 
 mod api;
+mod slo;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -142,6 +143,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let app = api::router(api::AppState { deployer: deployer.clone(), store, managed: environments.clone() });
     tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));
+    tokio::spawn(slo::collect(deployer.clone(), environments.clone(), options.edge_admin));
     tokio::spawn(database_schedules(deployer.clone(), environments));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

@@ -22,10 +22,13 @@ mod sql;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use sql::SqlStore;
+pub use sql::rollups::{RollupRow, SloCursor};
 
 /// Everything the control plane records.
 #[async_trait::async_trait]
@@ -77,6 +80,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Settings.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // SLO rollups (`rollups.rs`).
+    /// Writes (replacing) rollup rows and, in the same transaction, the collector's cursor.
+    async fn put_rollups(&self, rows: &[RollupRow], cursor: Option<&SloCursor>) -> Result<()>;
+    async fn slo_cursor(&self, environment: &str) -> Result<Option<SloCursor>>;
+    /// The rows of one span (60 or 3600 seconds; `None`: both) starting in `from..to`, of one
+    /// service or all, by span, time and service.
+    async fn rollups(
+        &self,
+        environment: &str,
+        service: Option<&str>,
+        span_secs: Option<i64>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<RollupRow>>;
+    /// The start of the first row of this span starting at `from` or later.
+    async fn first_rollup(&self, environment: &str, span_secs: i64, from: Timestamp) -> Result<Option<Timestamp>>;
+    /// The start of the last row of this span.
+    async fn last_rollup(&self, environment: &str, span_secs: i64) -> Result<Option<Timestamp>>;
+    /// In one transaction: deletes the rows of this span starting before `before`, and writes
+    /// `replacements` (the downsampled rows). Returns how many rows were deleted.
+    async fn replace_rollups(
+        &self,
+        environment: &str,
+        span_secs: i64,
+        before: Timestamp,
+        replacements: &[RollupRow],
+    ) -> Result<u64>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

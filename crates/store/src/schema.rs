@@ -85,6 +85,34 @@ CREATE TABLE tokens (
 );
 ";
 
+/// SLO rollups: per service, one row per minute (`span_secs` 60) of the edge's answers, with the
+/// latency histogram of that minute (sparse, encoded by the monitor); minutes older than a week
+/// are merged into hourly rows (`span_secs` 3600). Keyed by time first so that a window of all
+/// services is one range scan. `slo_cursors` keeps the edge's counters as last read, per
+/// environment, written in the same transaction as the rows they produced.
+const SLO_ROLLUPS_COLUMNS: &str = "
+    environment TEXT NOT NULL,
+    span_secs BIGINT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    service TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    client_errors BIGINT NOT NULL,
+    maintenance BIGINT NOT NULL,
+    rate_limited BIGINT NOT NULL,
+    latency_sum_micros BIGINT NOT NULL,
+    histogram TEXT NOT NULL,
+    PRIMARY KEY (environment, span_secs, start_ms, service)
+)";
+
+const SLO_CURSORS_V3: &str = "
+CREATE TABLE slo_cursors (
+    environment TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    data TEXT NOT NULL
+);
+";
+
 /// Every migration, oldest first. Built once from the shared parts above, so that the two
 /// dialects cannot drift apart.
 pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
@@ -99,6 +127,12 @@ pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
             ),
         },
         Migration { version: 2, sqlite: TOKENS_V2.to_owned(), postgres: TOKENS_V2.to_owned() },
+        Migration {
+            version: 3,
+            // Without a rowid the primary key is the table: a row costs its bytes once.
+            sqlite: format!("CREATE TABLE slo_rollups ({SLO_ROLLUPS_COLUMNS} WITHOUT ROWID;{SLO_CURSORS_V3}"),
+            postgres: format!("CREATE TABLE slo_rollups ({SLO_ROLLUPS_COLUMNS};{SLO_CURSORS_V3}"),
+        },
     ]
 });
 

@@ -15,6 +15,10 @@ use crate::error::{QueryContext, Result, StoreError};
 use crate::model::*;
 use crate::schema::{MIGRATIONS, latest_version};
 use crate::{Backend, Clock, Store};
+use rollups::{RollupRow, SloCursor};
+
+#[path = "rollups.rs"]
+pub(crate) mod rollups;
 
 // Column lists as macros, so that every query is one static string built at compile time.
 macro_rules! lease_columns {
@@ -688,6 +692,43 @@ impl Store for SqlStore {
         .during("writing a setting")?;
         committed();
         Ok(())
+    }
+
+    async fn put_rollups(&self, rows: &[RollupRow], cursor: Option<&SloCursor>) -> Result<()> {
+        self.put_rollups_impl(rows, cursor).await
+    }
+
+    async fn slo_cursor(&self, environment: &str) -> Result<Option<SloCursor>> {
+        self.slo_cursor_impl(environment).await
+    }
+
+    async fn rollups(
+        &self,
+        environment: &str,
+        service: Option<&str>,
+        span_secs: Option<i64>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<RollupRow>> {
+        self.rollups_impl(environment, service, span_secs, from, to).await
+    }
+
+    async fn first_rollup(&self, environment: &str, span_secs: i64, from: Timestamp) -> Result<Option<Timestamp>> {
+        self.first_rollup_impl(environment, span_secs, from).await
+    }
+
+    async fn last_rollup(&self, environment: &str, span_secs: i64) -> Result<Option<Timestamp>> {
+        self.last_rollup_impl(environment, span_secs).await
+    }
+
+    async fn replace_rollups(
+        &self,
+        environment: &str,
+        span_secs: i64,
+        before: Timestamp,
+        replacements: &[RollupRow],
+    ) -> Result<u64> {
+        self.replace_rollups_impl(environment, span_secs, before, replacements).await
     }
 }
 

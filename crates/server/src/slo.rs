@@ -1,0 +1,121 @@
+//! SLO accounting in the server: the collector loop (one minute row per service from the edge's
+//! counters, under the lease `slo-collector/<env>` so one server collects an environment at a
+//! time) and `GET /api/v1/slo/{env}`, the report `windlass slo <env>` prints.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use windlass_monitor::slo::collector::{Collector, CollectorSettings};
+use windlass_monitor::slo::report::{self, Objective};
+use windlass_pipeline::Deployer;
+use windlass_pipeline::state::EnvState;
+use windlass_store::{Acquire, Clock, Lease, StoreError, SystemClock};
+
+use crate::api::AppState;
+
+/// How long the collector's lease lives without a renewal (renewed every minute).
+const LEASE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Hours of minute rows merged into hour rows per collection, so a long-stopped server catches
+/// up without one long pause.
+const DOWNSAMPLE_HOURS_PER_RUN: u32 = 48;
+
+fn lease_name(environment: &str) -> String {
+    format!("slo-collector/{environment}")
+}
+
+/// Collects every managed environment once a minute, for as long as the server runs.
+pub(crate) async fn collect(deployer: Arc<Deployer>, environments: Vec<String>, edge_admin: SocketAddr) {
+    let settings = CollectorSettings::default();
+    let mut leases: BTreeMap<String, Lease> = BTreeMap::new();
+    loop {
+        for environment in &environments {
+            if let Err(err) = collect_once(&deployer, environment, edge_admin, &settings, &mut leases).await {
+                tracing::warn!(%err, environment, "SLO collection");
+            }
+        }
+        tokio::time::sleep(settings.interval).await;
+    }
+}
+
+async fn collect_once(
+    deployer: &Deployer,
+    environment: &str,
+    edge_admin: SocketAddr,
+    settings: &CollectorSettings,
+    leases: &mut BTreeMap<String, Lease>,
+) -> Result<(), String> {
+    let store = &deployer.store;
+    // Keep the lease from one minute to the next; a lost one is given up, not fought for.
+    if let Some(lease) = leases.get(environment) {
+        match store.renew_lease(lease).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost { .. }) => {
+                leases.remove(environment);
+            }
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    if !leases.contains_key(environment) {
+        let name = lease_name(environment);
+        match store.acquire_lease(&name, &deployer.holder, "SLO collection", LEASE_TTL).await {
+            Ok(Acquire::Acquired(lease)) => {
+                leases.insert(environment.to_owned(), lease);
+            }
+            Ok(Acquire::Held(info)) => {
+                // Our own lease from before a restart, or another server's that stopped
+                // renewing: broken by token (audited), then taken next minute.
+                if info.holder.id == deployer.holder.id || info.stale {
+                    let reason = "the SLO collector's previous holder stopped renewing it";
+                    store
+                        .break_lease(&name, info.token, &deployer.holder.id, reason)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok(());
+            }
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    let services: Vec<String> =
+        EnvState::load(&**store, environment).await.map_err(|e| e.to_string())?.services.into_keys().collect();
+    let collector = Collector {
+        store: store.clone(),
+        edge: deployer.edge.clone(),
+        clock: Arc::new(SystemClock),
+        environment: environment.to_owned(),
+        settings: settings.clone(),
+        edge_admin: Some(edge_admin),
+    };
+    collector.collect(&services).await.map_err(|e| e.to_string())?;
+    collector.downsample(DOWNSAMPLE_HOURS_PER_RUN).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+/// `GET /api/v1/slo/{env}`: every `[slo.<service>]` objective's figures now.
+pub(crate) async fn report(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
+    let config = match state.deployer.load_config() {
+        Ok(config) => config,
+        Err(err) => return error(StatusCode::UNPROCESSABLE_ENTITY, err),
+    };
+    if let Err(err) = windlass_pipeline::plan::check_environment(&config, &environment) {
+        return error(StatusCode::NOT_FOUND, err);
+    }
+    let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
+    // Probe samples join here once the probe module records them.
+    let settings = report::Settings::default();
+    match report::load_report(&*state.store, &environment, &objectives, &[], SystemClock.now(), &settings).await {
+        Ok(report) => Json(report).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
