@@ -9,6 +9,7 @@ mod db;
 mod edge;
 mod init;
 mod ops;
+mod probes;
 mod release;
 mod secrets;
 mod server;
@@ -77,6 +78,8 @@ enum Command {
     Db(db::Args),
     /// Service-level objectives: SLI, error budget left, burn rates, latency, burn alerts.
     Slo(slo::Args),
+    /// What the monitor's probes see now; exits 1 while one is down.
+    Probes(probes::Args),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -166,6 +169,7 @@ fn main() -> ExitCode {
         Command::Secrets(args) => secrets::run(args),
         Command::Db(args) => db::run(args),
         Command::Slo(args) => slo::run(args),
+        Command::Probes(args) => probes::run(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The environments this server manages (others may be another server's, on a shared store).
     pub managed: Vec<String>,
+    /// The monitor's probes, per managed environment.
+    pub probes: crate::probes::Probes,
 }
 
 /// Who is calling: the name of the token presented.
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{env}/approval", get(show_approval).post(decide_approval))
         .route("/environments/{env}/services/{service}/canary", post(canary_decide))
         .route("/slo/{env}", get(crate::slo::report))
+        .route("/environments/{env}/probes", get(list_probes))
         .route("/events", get(list_events))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))
@@ -944,6 +947,23 @@ fn secondary_drift(
         live_build.map(|b| format!(", not build {b}")).unwrap_or_default()
     );
     Some(json!({ "addresses": addresses, "deployed_by_windlass": false, "warning": warning }))
+}
+
+/// The latest state of an environment's probes.
+async fn list_probes(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    match state.probes.statuses(&environment) {
+        Some(statuses) => {
+            let probes: Vec<Value> = statuses.iter().map(crate::probes::status_json).collect();
+            Json(json!({ "environment": environment, "probes": probes })).into_response()
+        }
+        None => error(
+            StatusCode::CONFLICT,
+            format!("`{environment}` is not probed by this server yet (probes start within seconds of the server)"),
+        ),
+    }
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 //! who. On start the server recovers from whatever stopped it before ([`windlass_pipeline::recover`]).
 
 mod api;
+mod probes;
 mod slo;
 pub mod tokens;
 
@@ -141,7 +142,14 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         .await
         .map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
-    let app = api::router(api::AppState { deployer: deployer.clone(), store, managed: environments.clone() });
+    let probes = probes::Probes::default();
+    let app = api::router(api::AppState {
+        deployer: deployer.clone(),
+        store: store.clone(),
+        managed: environments.clone(),
+        probes: probes.clone(),
+    });
+    tokio::spawn(probes::run(deployer.clone(), store, environments.clone(), probes));
     tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));
     tokio::spawn(slo::collect(deployer.clone(), environments.clone(), options.edge_admin));
     tokio::spawn(database_schedules(deployer.clone(), environments));

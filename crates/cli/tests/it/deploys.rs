@@ -334,3 +334,50 @@ async fn a_service_directory_is_frozen_so_a_cold_rollback_runs_the_old_files() {
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "one");
     assert_eq!(std::fs::read_to_string(app.join("version.txt")).unwrap(), "two", "the source is untouched");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_runs_the_configured_probes_and_records_a_probe_going_down() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_address = closed.local_addr().unwrap();
+    drop(closed);
+    let probes = format!(
+        r#"
+[probes.cache]
+type = "tcp"
+address = "{closed_address}"
+interval = "1s"
+failure_threshold = 2
+service = "api"
+"#
+    );
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &probes));
+    platform.deploy(&[]);
+    let mut answer = Value::Null;
+    for _ in 0..100 {
+        // Exits 1 once a probe is down: read the JSON whatever the exit code.
+        answer = serde_json::from_str(&platform.cli(&["probes", "production", "--output", "json"]).stdout).unwrap();
+        let all = answer["probes"].as_array().cloned().unwrap_or_default();
+        let cache_down = all.iter().any(|p| p["name"] == "cache" && p["health"] == "down");
+        let instances = all.iter().filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("health/api/127.")));
+        if cache_down && instances.count() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let all = answer["probes"].as_array().unwrap();
+    let cache = all.iter().find(|p| p["name"] == "cache").expect("the configured probe runs");
+    assert_eq!(cache["health"], "down", "{answer:#}");
+    assert!(cache["last_reason"].as_str().unwrap().contains("connection refused"), "{cache:#}");
+    // The live instances' health endpoints are probed too, one probe per instance.
+    let health: Vec<&Value> =
+        all.iter().filter(|p| p["name"].as_str().unwrap().starts_with("health/api/127.0.0.1:")).collect();
+    assert_eq!(health.len(), 2, "{answer:#}");
+
+    let run = platform.cli(&["probes", "production"]);
+    assert_eq!(run.code, 1, "a probe is down: {}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("cache") && run.stdout.contains("failed: connect"), "{}", run.stdout);
+    let events = platform.cli(&["events", "production", "--kind", "probe.down"]);
+    assert!(events.stdout.contains("cache is down after 2 failed checks"), "{}{}", events.stdout, events.stderr);
+    // Rebuilding the probes for the deploy's instances did not record the same news twice.
+    assert_eq!(events.stdout.matches("cache is down").count(), 1, "{}", events.stdout);
+}

@@ -1,0 +1,186 @@
+//! The monitor's probes inside the server: for each managed environment, the `[probes]` of the
+//! config plus a health probe of every live instance (`windlass_monitor::probe::probes_for`),
+//! rebuilt when a deploy changes the instances or the config changes. A probe turning down (or
+//! back up) is recorded as a `probe.down` / `probe.up` event, which alerting routes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use windlass_monitor::probe::{Health, ProbeSpec, ProbeStatus, Prober, Transition, probes_for};
+use windlass_pipeline::Deployer;
+use windlass_pipeline::state::EnvState;
+use windlass_store::SystemClock;
+use windlass_store::{NewEvent, Store};
+
+/// How often the wanted probes are recomputed (a deploy's new instances are probed this soon).
+const RECONCILE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The probers running now, by environment.
+#[derive(Clone, Default)]
+pub struct Probes {
+    running: Arc<Mutex<BTreeMap<String, Running>>>,
+}
+
+struct Running {
+    prober: Prober,
+    /// What the probes were built from (the config's text and the live instances); a change
+    /// rebuilds them.
+    fingerprint: String,
+    /// Dropping it stops the prober's loop.
+    _stop: watch::Sender<bool>,
+}
+
+impl Probes {
+    /// The latest state of an environment's probes (none: not probed by this server).
+    pub fn statuses(&self, environment: &str) -> Option<Vec<ProbeStatus>> {
+        let running = self.running.lock().ok()?;
+        running.get(environment).map(|r| r.prober.statuses())
+    }
+}
+
+/// Each live instance's address, by service.
+fn live_instances(state: &EnvState) -> BTreeMap<String, Vec<SocketAddr>> {
+    state
+        .services
+        .iter()
+        .filter_map(|(service, s)| {
+            let (_, live) = s.live.as_ref().and_then(|color| s.colors.get_key_value(color))?;
+            Some((service.clone(), live.instances.iter().map(|i| i.address).collect()))
+        })
+        .collect()
+}
+
+/// Keeps every managed environment's probes matching the config and the live instances.
+pub async fn run(deployer: Arc<Deployer>, store: Arc<dyn Store>, environments: Vec<String>, probes: Probes) {
+    loop {
+        for environment in &environments {
+            if let Err(problem) = reconcile(&deployer, &store, environment, &probes).await {
+                tracing::warn!(environment, "probes: {problem}");
+            }
+        }
+        tokio::time::sleep(RECONCILE).await;
+    }
+}
+
+async fn reconcile(
+    deployer: &Deployer,
+    store: &Arc<dyn Store>,
+    environment: &str,
+    probes: &Probes,
+) -> Result<(), String> {
+    // The probes follow from the config and the live instances: unchanged, nothing to do (and
+    // no secrets backend asked for the variables every few seconds).
+    let text = std::fs::read_to_string(&deployer.config_path).map_err(|e| e.to_string())?;
+    let state = EnvState::load(&*deployer.store, environment).await.map_err(|e| e.to_string())?;
+    let instances = live_instances(&state);
+    let fingerprint = format!("{text}\n{instances:?}");
+    let current = probes.running.lock().ok().and_then(|r| r.get(environment).map(|r| r.fingerprint.clone()));
+    if current.as_deref() == Some(fingerprint.as_str()) {
+        return Ok(());
+    }
+    let config = deployer.load_config().map_err(|e| e.to_string())?;
+    let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
+    let builtins = BTreeMap::from([("WINDLASS_ENV".to_owned(), environment.to_owned())]);
+    let list = probes_for(&config, environment, &instances, &|setting| variables.render(setting, &builtins));
+    for problem in &list.problems {
+        tracing::warn!(environment, "probe not started: {}", variables.redact(problem));
+    }
+    let count = list.probes.len();
+    // A rebuilt prober starts from "unknown": what the old one knew decides what is news.
+    let known: BTreeMap<String, Health> = probes
+        .running
+        .lock()
+        .ok()
+        .and_then(|r| r.get(environment).map(|r| r.prober.statuses()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.name, s.health))
+        .collect();
+    let running = start(list.probes, store.clone(), environment, known)?;
+    if let Ok(mut all) = probes.running.lock() {
+        all.insert(environment.to_owned(), Running { fingerprint, ..running });
+    }
+    tracing::info!(environment, probes = count, "probes (re)started");
+    Ok(())
+}
+
+fn start(
+    specs: Vec<ProbeSpec>,
+    store: Arc<dyn Store>,
+    environment: &str,
+    known: BTreeMap<String, Health>,
+) -> Result<Running, String> {
+    let (prober, mut transitions) = Prober::new(specs, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+    let (stop, stopped) = watch::channel(false);
+    let looping = prober.clone();
+    tokio::spawn(async move { looping.run(stopped).await });
+    let environment = environment.to_owned();
+    tokio::spawn(async move {
+        while let Some(mut transition) = transitions.recv().await {
+            if transition.from == Health::Unknown
+                && let Some(before) = known.get(&transition.probe)
+            {
+                transition.from = *before;
+            }
+            record(&*store, &environment, &transition).await;
+        }
+    });
+    Ok(Running { prober, fingerprint: String::new(), _stop: stop })
+}
+
+/// A probe that went down, or came back up after being down, as an audit event. A probe's first
+/// verdict (unknown → up) is not news, nor is a verdict the probe had before a rebuild.
+async fn record(store: &dyn Store, environment: &str, transition: &Transition) {
+    let kind = match (transition.from, transition.to) {
+        (Health::Down, Health::Down) => return,
+        (_, Health::Down) => "probe.down",
+        (Health::Down, Health::Up) => "probe.up",
+        _ => return,
+    };
+    let message = match transition.to {
+        Health::Down => {
+            format!("{} is down after {} failed checks: {}", transition.probe, transition.after, transition.reason)
+        }
+        _ => format!("{} is up again after {} passed checks", transition.probe, transition.after),
+    };
+    let event = NewEvent {
+        actor: "windlass".into(),
+        environment: Some(transition.environment.clone().unwrap_or_else(|| environment.to_owned())),
+        kind: kind.into(),
+        subject: Some(transition.probe.clone()),
+        message,
+        data: json!({
+            "probe": transition.probe,
+            "service": transition.service,
+            "severity": format!("{:?}", transition.severity).to_lowercase(),
+            "reason": transition.reason,
+            "at": transition.at.to_string(),
+        })
+        .to_string(),
+    };
+    if let Err(err) = store.record_event(&event).await {
+        tracing::warn!(%err, "cannot record a probe's change");
+    }
+}
+
+/// One probe's state as the API shows it.
+pub fn status_json(status: &ProbeStatus) -> Value {
+    json!({
+        "name": status.name,
+        "kind": status.kind,
+        "health": status.health.as_str(),
+        "since": status.since.map(|t| t.to_string()),
+        "service": status.service,
+        "last_checked": status.last_checked.map(|t| t.to_string()),
+        "last_ok": status.last_ok,
+        "last_reason": status.last_reason,
+        "last_latency_ms": status.last_latency_ms,
+        "cert_days_left": status.cert_days_left,
+        "consecutive_failures": status.consecutive_failures,
+        "failure_threshold": status.failure_threshold,
+        "checks": status.checks,
+    })
+}
