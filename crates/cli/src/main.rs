@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (deployable), 1 the thing checked is not in order, 2 usage error
 //! (bad arguments, unreadable files, unknown environment).
 
+mod alerts;
 mod client;
 mod db;
 mod edge;
@@ -74,6 +75,14 @@ enum Command {
     Secrets(secrets::Args),
     /// Database migrations, backups, restore and verification.
     Db(db::Args),
+    /// Acknowledge a firing alert: its escalation and repeats stop.
+    Ack(alerts::AckArgs),
+    /// Firing alerts (`--all`: resolved ones too).
+    Alerts(alerts::AlertsArgs),
+    /// Silences: add, list, expire.
+    Silence(alerts::SilenceArgs),
+    /// Incidents: list, show, note, resolve, postmortem, stats (MTTR, MTBF).
+    Incident(alerts::IncidentArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -162,6 +171,10 @@ fn main() -> ExitCode {
         Command::Promote(args) => release::promote(args),
         Command::Secrets(args) => secrets::run(args),
         Command::Db(args) => db::run(args),
+        Command::Ack(args) => alerts::ack(args),
+        Command::Alerts(args) => alerts::alerts(args),
+        Command::Silence(args) => alerts::silence(args),
+        Command::Incident(args) => alerts::incident(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

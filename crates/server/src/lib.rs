@@ -5,6 +5,7 @@
 //! Every API call needs a personal token (`Authorization: Bearer wl_...`), so every record says
 //! who. On start the server recovers from whatever stopped it before ([`windlass_pipeline::recover`]).
 
+pub mod alerts;
 mod api;
 pub mod tokens;
 
@@ -137,7 +138,9 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         .await
         .map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
-    let app = api::router(api::AppState { deployer: deployer.clone(), store, managed: environments.clone() });
+    let alerting = alerts::open(store.clone(), &config).await?;
+    tokio::spawn(alerts::run(alerting.clone()));
+    let app = api::router(api::AppState { deployer: deployer.clone(), store, managed: environments.clone(), alerting });
     tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));
     tokio::spawn(database_schedules(deployer.clone(), environments));
     let task = tokio::spawn(async move {

@@ -13,6 +13,7 @@
 //!
 //! This crate knows nothing of how deploys run; it records what it is told.
 
+mod alerts;
 mod clock;
 mod error;
 mod model;
@@ -22,6 +23,7 @@ mod sql;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use alerts::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, StoreError};
 pub use model::*;
@@ -29,7 +31,7 @@ pub use sql::SqlStore;
 
 /// Everything the control plane records.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: AlertStore + Send + Sync + std::fmt::Debug {
     /// Which database holds the state: `sqlite` or `postgresql`.
     fn backend(&self) -> Backend;
 

@@ -4,6 +4,8 @@
 
 use std::sync::LazyLock;
 
+use crate::alerts::ALERTS_V3;
+
 pub(crate) struct Migration {
     pub version: i64,
     pub sqlite: String,
@@ -99,6 +101,7 @@ pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
             ),
         },
         Migration { version: 2, sqlite: TOKENS_V2.to_owned(), postgres: TOKENS_V2.to_owned() },
+        Migration { version: 3, sqlite: ALERTS_V3.to_owned(), postgres: ALERTS_V3.to_owned() },
     ]
 });
 
