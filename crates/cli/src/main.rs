@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (deployable), 1 the thing checked is not in order, 2 usage error
 //! (bad arguments, unreadable files, unknown environment).
 
+mod alerts;
 mod client;
 mod db;
 mod edge;
@@ -80,6 +81,14 @@ enum Command {
     Slo(slo::Args),
     /// What the monitor's probes see now; exits 1 while one is down.
     Probes(probes::Args),
+    /// Acknowledge a firing alert: its escalation and repeats stop.
+    Ack(alerts::AckArgs),
+    /// Firing alerts (`--all`: resolved ones too).
+    Alerts(alerts::AlertsArgs),
+    /// Silences: add, list, expire.
+    Silence(alerts::SilenceArgs),
+    /// Incidents: list, show, note, resolve, postmortem, stats (MTTR, MTBF).
+    Incident(alerts::IncidentArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -170,6 +179,10 @@ fn main() -> ExitCode {
         Command::Db(args) => db::run(args),
         Command::Slo(args) => slo::run(args),
         Command::Probes(args) => probes::run(args),
+        Command::Ack(args) => alerts::ack(args),
+        Command::Alerts(args) => alerts::alerts(args),
+        Command::Silence(args) => alerts::silence(args),
+        Command::Incident(args) => alerts::incident(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

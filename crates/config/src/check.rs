@@ -22,7 +22,7 @@ pub(crate) fn check(cx: &mut Cx, config: &Config, base_dir: &Path) {
 }
 
 /// Reports `name` as unknown among `known`, with the nearest known name as a suggestion.
-fn unknown(cx: &mut Cx, name: &Spanned<String>, what: &str, known: &[&str]) {
+pub(crate) fn unknown(cx: &mut Cx, name: &Spanned<String>, what: &str, known: &[&str]) {
     let diagnostic = cx.error(name.span.clone(), format!("unknown {what} `{}`", name.value));
     diagnostic.expected = Some(if known.is_empty() {
         format!("a {what}, but none is declared")
@@ -187,11 +187,6 @@ fn check_alerts(cx: &mut Cx, config: &Config) {
     let services: Vec<&str> = config.services.keys().map(String::as_str).collect();
     let environments: Vec<&str> = config.environments.keys().map(String::as_str).collect();
     for route in &config.alerts.routes {
-        for receiver in &route.to {
-            if !receivers.contains(&receiver.value.as_str()) {
-                unknown(cx, receiver, "receiver", &receivers);
-            }
-        }
         if let Some(service) = &route.service
             && !services.contains(&service.value.as_str())
         {
@@ -210,26 +205,7 @@ fn check_alerts(cx: &mut Cx, config: &Config) {
             unknown(cx, receiver, "receiver", &receivers);
         }
     }
-    let mut previous: Option<&Spanned<crate::units::Duration>> = None;
-    for level in &config.alerts.escalation {
-        for receiver in &level.notify {
-            if !receivers.contains(&receiver.value.as_str()) {
-                unknown(cx, receiver, "receiver", &receivers);
-            }
-        }
-        if let Some(previous) = previous
-            && level.after.value <= previous.value
-        {
-            cx.error(
-                level.after.span.clone(),
-                format!(
-                    "escalation levels must come later and later: {} is not after {}",
-                    level.after.value, previous.value
-                ),
-            );
-        }
-        previous = Some(&level.after);
-    }
+    crate::oncall::check(cx, config);
 }
 
 fn check_variable_references(cx: &mut Cx, config: &Config) {

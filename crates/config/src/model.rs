@@ -30,6 +30,7 @@ pub struct Config {
     pub database: Option<Database>,
     pub slo: IndexMap<String, Slo>,
     pub alerts: Alerts,
+    pub oncall: crate::oncall::OnCall,
     pub edge: Edge,
     pub secrets: SecretsBackend,
     pub probes: IndexMap<String, crate::probes::Probe>,
@@ -62,6 +63,7 @@ impl Config {
             .map(|v| named_entries(cx, v, &at.key("slo"), "<service>", Slo::decode))
             .unwrap_or_default();
         let alerts = section(cx, "alerts").and_then(|v| Alerts::decode(cx, v, &at.key("alerts")));
+        let oncall = section(cx, "oncall").and_then(|v| crate::oncall::OnCall::decode(cx, v, &at.key("oncall")));
         let edge = section(cx, "edge").and_then(|v| Edge::decode(cx, v, &at.key("edge")));
         let secrets = section(cx, "secrets").and_then(|v| SecretsBackend::decode(cx, v, &at.key("secrets")));
         let probes = section(cx, "probes").map(|v| crate::probes::decode_probes(cx, v, &at.key("probes")));
@@ -86,6 +88,7 @@ impl Config {
             database,
             slo,
             alerts: alerts.unwrap_or_default(),
+            oncall: oncall.unwrap_or_default(),
             edge: edge.unwrap_or_default(),
             secrets: secrets.unwrap_or_default(),
             probes: probes.unwrap_or_default(),
@@ -1386,7 +1389,15 @@ pub struct AlertRoute {
     pub severity: Option<AlertSeverity>,
     pub service: Option<Spanned<String>>,
     pub environment: Option<Spanned<String>>,
+    /// Only in business hours or only off-hours (`[oncall] business_hours`).
+    pub hours: Option<crate::oncall::Hours>,
+    /// Receivers, people or schedules.
     pub to: Vec<Spanned<String>>,
+    /// Matching goes on with the next routes after this one.
+    pub continue_: bool,
+    /// The `[oncall.policies.<policy>]` unacknowledged alerts of this route climb.
+    pub escalation: Option<Spanned<String>>,
+    pub span: std::ops::Range<usize>,
 }
 
 fn decode_severity(cx: &mut Cx, value: &Value, at: &At) -> Option<AlertSeverity> {
@@ -1403,9 +1414,12 @@ impl Decode for AlertRoute {
         let severity = t.get(cx, "severity").and_then(|v| decode_severity(cx, v, &at.key("severity")));
         let service = t.optional(cx, "service");
         let environment = t.optional(cx, "environment");
+        let hours = t.optional(cx, "hours");
         let to = t.required(cx, "to");
+        let continue_ = t.or(cx, "continue", false);
+        let escalation = t.optional(cx, "escalation");
         t.finish(cx);
-        Some(AlertRoute { severity, service, environment, to: to? })
+        Some(AlertRoute { severity, service, environment, hours, to: to?, continue_, escalation, span: value.span() })
     }
 }
 

@@ -38,11 +38,13 @@ pub struct AppState {
     pub managed: Vec<String>,
     /// The monitor's probes, per managed environment.
     pub probes: crate::probes::Probes,
+    /// Alerting: routing, silences, escalation, incidents.
+    pub alerting: Arc<windlass_monitor::alert::persist::Alerting>,
 }
 
 /// Who is calling: the name of the token presented.
 #[derive(Clone)]
-struct Actor(String);
+pub(crate) struct Actor(pub(crate) String);
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -63,15 +65,17 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(list_events))
         .route("/deploys/{id}", get(show_deploy))
         .route("/deploys/{id}/events", get(deploy_events))
+        .merge(crate::alerts::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .nest("/api/v1", api)
+        .merge(crate::alerts::public_routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API path; the API lives under /api/v1") })
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
@@ -114,7 +118,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 }
 
 /// A JSON body, or 400 saying what is wrong with it. An empty body reads as `{}`.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
     serde_json::from_slice(text).map_err(|err| error(StatusCode::BAD_REQUEST, format!("invalid request body: {err}")))
 }
@@ -533,6 +537,7 @@ async fn maintenance(
     if let Err(err) = state.deployer.edge.maintenance(request.service.as_deref(), request.enabled).await {
         return edge_error(err);
     }
+    crate::alerts::maintenance(&state, &environment, request.service.as_deref(), request.enabled, &actor).await;
     let what = request.service.clone().unwrap_or_else(|| "every service".into());
     let switched = if request.enabled { "on" } else { "off" };
     let message = format!("maintenance {switched} for {what}{}", reason_suffix(&request.reason));

@@ -5,6 +5,7 @@
 //! Every API call needs a personal token (`Authorization: Bearer wl_...`), so every record says
 //! who. On start the server recovers from whatever stopped it before ([`windlass_pipeline::recover`]).
 
+pub mod alerts;
 mod api;
 mod probes;
 mod slo;
@@ -142,12 +143,15 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         .await
         .map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
+    let alerting = alerts::open(store.clone(), &config).await?;
+    tokio::spawn(alerts::run(alerting.clone()));
     let probes = probes::Probes::default();
     let app = api::router(api::AppState {
         deployer: deployer.clone(),
         store: store.clone(),
         managed: environments.clone(),
         probes: probes.clone(),
+        alerting,
     });
     tokio::spawn(probes::run(deployer.clone(), store, environments.clone(), probes));
     tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));

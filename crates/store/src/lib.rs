@@ -13,6 +13,7 @@
 //!
 //! This crate knows nothing of how deploys run; it records what it is told.
 
+mod alerts;
 mod clock;
 mod error;
 mod model;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+pub use alerts::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, StoreError};
 pub use model::*;
@@ -32,7 +34,7 @@ pub use sql::rollups::{RollupRow, SloCursor};
 
 /// Everything the control plane records.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: AlertStore + Send + Sync + std::fmt::Debug {
     /// Which database holds the state: `sqlite` or `postgresql`.
     fn backend(&self) -> Backend;
 

@@ -4,6 +4,8 @@
 
 use std::sync::LazyLock;
 
+use crate::alerts::ALERTS_V4;
+
 pub(crate) struct Migration {
     pub version: i64,
     pub sqlite: String,
@@ -133,6 +135,7 @@ pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
             sqlite: format!("CREATE TABLE slo_rollups ({SLO_ROLLUPS_COLUMNS} WITHOUT ROWID;{SLO_CURSORS_V3}"),
             postgres: format!("CREATE TABLE slo_rollups ({SLO_ROLLUPS_COLUMNS};{SLO_CURSORS_V3}"),
         },
+        Migration { version: 4, sqlite: ALERTS_V4.to_owned(), postgres: ALERTS_V4.to_owned() },
     ]
 });
 

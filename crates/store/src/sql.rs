@@ -44,9 +44,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x5749_4E44_4C41_5353; // "WINDLASS"
 
 #[derive(Debug)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 /// Splits a location into the URL sqlx connects to and the backend it names.

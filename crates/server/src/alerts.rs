@@ -1,0 +1,541 @@
+//! Alerts, silences, acknowledgements and incidents over `/api/v1`, the signed acknowledgement
+//! links (`/ack/<token>`, outside the token-authenticated API: the link is its own proof), and
+//! the once-a-second tick of the alert engine.
+//!
+//! The engine decides what to send; [`deliver`] is where its dispatches leave the server (today:
+//! logged; the notify crate's alert sender plugs in there).
+
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use windlass_config::Config;
+use windlass_monitor::alert::persist::{Alerting, PersistError, incident_from};
+use windlass_monitor::alert::{AckVia, AlertError, Dispatch, Matchers, NewSilence, severity};
+use windlass_monitor::incident::{human, postmortem};
+use windlass_store::{Clock, NewEvent, Store, SystemClock};
+
+use crate::api::{Actor, AppState, body, error};
+
+/// The setting that holds the server's secret for acknowledgement links.
+const LINK_SECRET: &str = "alerts.link_secret";
+
+/// Opens the engine over the store (resuming its firing alerts).
+pub(crate) async fn open(store: Arc<dyn Store>, config: &Config) -> Result<Arc<Alerting>, crate::ServerError> {
+    let alerting = Alerting::open(store, Arc::new(SystemClock), &config.alerts, &config.oncall)
+        .await
+        .map_err(|err| crate::ServerError::Setup(format!("cannot resume alerting: {err}")))?;
+    Ok(Arc::new(alerting))
+}
+
+/// The server's secret for acknowledgement links, made on first use and kept in the store.
+pub(crate) async fn link_secret(store: &dyn Store) -> Result<Vec<u8>, String> {
+    if let Some(secret) = store.setting(LINK_SECRET).await.map_err(|e| e.to_string())? {
+        return hex::decode(secret.trim()).map_err(|_| format!("the setting {LINK_SECRET} is not hex"));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|err| format!("no randomness for the link secret: {err}"))?;
+    store.set_setting(LINK_SECRET, &hex::encode(bytes)).await.map_err(|e| e.to_string())?;
+    Ok(bytes.to_vec())
+}
+
+/// Hands the engine's decisions to the receivers. The lead wires `windlass-notify` here; until
+/// then every dispatch is logged.
+pub(crate) fn deliver(dispatches: Vec<Dispatch>) {
+    for dispatch in dispatches {
+        let alerts: Vec<&str> = dispatch.alerts.iter().map(|a| a.name.as_str()).collect();
+        tracing::info!(
+            to = %dispatch.to,
+            action = ?dispatch.action,
+            group = %dispatch.group,
+            level = ?dispatch.level,
+            alerts = ?alerts,
+            "alert notification"
+        );
+    }
+}
+
+/// Once a second: group waits, repeats and escalations that time has made due.
+pub(crate) async fn run(alerting: Arc<Alerting>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match alerting.with(|engine, now| engine.tick(now)).await {
+            Ok(dispatches) => deliver(dispatches),
+            Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
+        }
+    }
+}
+
+/// Tells the engine the edge put a service (or every service) in maintenance or out of it.
+pub(crate) async fn maintenance(state: &AppState, environment: &str, service: Option<&str>, on: bool, actor: &str) {
+    let result = state.alerting.with(|engine, now| engine.maintenance(environment, service, on, actor, now)).await;
+    if let Err(err) = result {
+        tracing::warn!(%err, "alerting: cannot record the maintenance window");
+    }
+}
+
+/// The routes under `/api/v1` (behind the token check).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/alerts", get(list_alerts))
+        .route("/alerts/{id}/ack", post(ack))
+        .route("/silences", get(list_silences).post(add_silence))
+        .route("/silences/{id}", delete(expire_silence))
+        .route("/incidents", get(list_incidents))
+        .route("/reliability", get(reliability))
+        .route("/incidents/{id}", get(show_incident))
+        .route("/incidents/{id}/notes", post(add_note))
+        .route("/incidents/{id}/resolve", post(resolve_incident))
+        .route("/incidents/{id}/postmortem", get(show_postmortem))
+}
+
+/// The signed-link routes, outside the API's token check.
+pub(crate) fn public_routes() -> Router<AppState> {
+    Router::new().route("/ack/{token}", get(ack_page).post(ack_link))
+}
+
+fn persist_error(err: PersistError) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, err)
+}
+
+fn alert_error(err: AlertError) -> Response {
+    let status = match err {
+        AlertError::UnknownAlert(_) | AlertError::UnknownSilence(_) | AlertError::UnknownIncident(_) => {
+            StatusCode::NOT_FOUND
+        }
+        AlertError::AlreadyResolved { .. }
+        | AlertError::AlreadyAcknowledged { .. }
+        | AlertError::IncidentAlreadyResolved { .. }
+        | AlertError::LinkForEarlierFiring(_) => StatusCode::CONFLICT,
+        AlertError::BadLink(_) | AlertError::LinkExpired => StatusCode::FORBIDDEN,
+        AlertError::SilenceMatchesEverything | AlertError::SilenceEndsBeforeStart => StatusCode::BAD_REQUEST,
+    };
+    error(status, err)
+}
+
+async fn audit(store: &dyn Store, actor: &str, environment: Option<&str>, kind: &str, subject: &str, message: String) {
+    let event = NewEvent {
+        actor: actor.into(),
+        environment: environment.map(str::to_owned),
+        kind: kind.into(),
+        subject: Some(subject.into()),
+        message,
+        data: "{}".into(),
+    };
+    if let Err(err) = store.record_event(&event).await {
+        tracing::warn!(%err, "cannot record an audit event");
+    }
+}
+
+#[derive(Deserialize)]
+struct EnvQuery {
+    environment: Option<String>,
+    /// `firing` (the default), `resolved` or `all`.
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_alerts(State(state): State<AppState>, Query(query): Query<EnvQuery>) -> Response {
+    let wanted = query.status.as_deref().unwrap_or("firing");
+    if !matches!(wanted, "firing" | "resolved" | "all") {
+        return error(StatusCode::BAD_REQUEST, "status is one of firing, resolved, all");
+    }
+    let alerts = state
+        .alerting
+        .with(|engine, _| {
+            let mut alerts: Vec<Value> = engine
+                .alerts()
+                .filter(|a| query.environment.as_deref().is_none_or(|e| e == a.environment))
+                .filter(|a| wanted == "all" || (wanted == "firing") == a.is_firing())
+                .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+                .collect();
+            alerts.sort_by(|a, b| b["fired_at"].as_str().cmp(&a["fired_at"].as_str()));
+            alerts
+        })
+        .await;
+    match alerts {
+        Ok(alerts) => Json(json!({ "alerts": alerts })).into_response(),
+        Err(err) => persist_error(err),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    note: Option<String>,
+    /// `cli` when the CLI asks; `api` otherwise.
+    via: Option<String>,
+}
+
+async fn ack(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let request: AckRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let via = if request.via.as_deref() == Some("cli") { AckVia::Cli } else { AckVia::Api };
+    let note = request.note.clone();
+    let result = state
+        .alerting
+        .with(|engine, now| {
+            engine.acknowledge(&id, &actor, via, note.as_deref(), now).map(|dispatches| {
+                let alert = engine.alert(&id).map(|a| (a.environment.clone(), a.name.clone()));
+                (dispatches, alert)
+            })
+        })
+        .await;
+    match result {
+        Err(err) => persist_error(err),
+        Ok(Err(err)) => alert_error(err),
+        Ok(Ok((dispatches, alert))) => {
+            deliver(dispatches);
+            let (environment, name) = alert.unwrap_or_default();
+            let message = format!("acknowledged alert {name}{}", note.map(|n| format!(": {n}")).unwrap_or_default());
+            audit(&*state.store, &actor, Some(&environment), "alert.ack", &id, message.clone()).await;
+            Json(json!({ "alert": id, "acknowledged_by": actor, "message": message })).into_response()
+        }
+    }
+}
+
+/// A page with a button: following a link (or a chat client previewing it) acknowledges
+/// nothing; the button's POST does.
+async fn ack_page(Path(token): Path<String>) -> Response {
+    let token = token.replace(['"', '<', '>', '&'], "");
+    let page = format!(
+        "<!doctype html><title>Acknowledge alert</title>\
+         <form method=\"post\" action=\"/ack/{token}\"><button>Acknowledge this alert</button></form>"
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+async fn ack_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let secret = match link_secret(&*state.store).await {
+        Ok(secret) => secret,
+        Err(problem) => return error(StatusCode::INTERNAL_SERVER_ERROR, problem),
+    };
+    let by = "signed link";
+    let result = state.alerting.with(|engine, now| engine.acknowledge_link(&secret, &token, by, now)).await;
+    match result {
+        Err(err) => persist_error(err),
+        Ok(Err(err)) => alert_error(err),
+        Ok(Ok(dispatches)) => {
+            let id = token.split('.').next().unwrap_or_default().to_owned();
+            deliver(dispatches);
+            audit(&*state.store, by, None, "alert.ack", &id, format!("acknowledged alert {id} by a signed link")).await;
+            Json(json!({ "alert": id, "acknowledged_by": by })).into_response()
+        }
+    }
+}
+
+/// A link for notifications to carry: acknowledges this firing of the alert until it expires.
+pub async fn ack_link_for(
+    store: &dyn Store,
+    alert: &str,
+    fired_at: jiff::Timestamp,
+    valid: Duration,
+) -> Result<String, String> {
+    let secret = link_secret(store).await?;
+    let expires = SystemClock.now() + valid;
+    Ok(format!("/ack/{}", windlass_monitor::alert::ack_token(&secret, alert, fired_at, expires)))
+}
+
+async fn list_silences(State(state): State<AppState>, Query(query): Query<EnvQuery>) -> Response {
+    let result = state
+        .alerting
+        .with(|engine, now| {
+            engine
+                .silences()
+                .filter(|s| {
+                    query
+                        .environment
+                        .as_deref()
+                        .is_none_or(|e| s.matchers.environment.as_deref().is_none_or(|m| m == e))
+                })
+                .map(|s| {
+                    let mut value = serde_json::to_value(s).unwrap_or(Value::Null);
+                    value["active"] = json!(s.is_active(now));
+                    value
+                })
+                .collect::<Vec<Value>>()
+        })
+        .await;
+    match result {
+        Ok(silences) => Json(json!({ "silences": silences })).into_response(),
+        Err(err) => persist_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceRequest {
+    environment: Option<String>,
+    service: Option<String>,
+    name: Option<String>,
+    severity: Option<String>,
+    /// How long, such as `2h`.
+    #[serde(rename = "for")]
+    duration: String,
+    reason: String,
+}
+
+async fn add_silence(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    bytes: Bytes,
+) -> Response {
+    let request: SilenceRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let duration = match windlass_config::units::Duration::parse(&request.duration) {
+        Ok(duration) => duration.as_std(),
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("`for`: {problem}")),
+    };
+    let severity = match request.severity.as_deref().map(|s| severity::parse(s).ok_or(s)) {
+        None => None,
+        Some(Ok(severity)) => Some(severity),
+        Some(Err(word)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown severity `{word}`: critical, warning, info, business"),
+            );
+        }
+    };
+    if request.reason.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "a silence needs a reason");
+    }
+    let matchers = Matchers {
+        name: request.name.clone(),
+        service: request.service.clone(),
+        environment: request.environment.clone(),
+        severity,
+    };
+    let reason = request.reason.clone();
+    let author = actor.clone();
+    let result = state
+        .alerting
+        .with(|engine, now| {
+            let ends_at = now + duration;
+            engine.add_silence(NewSilence { matchers, starts_at: now, ends_at, author, reason })
+        })
+        .await;
+    match result {
+        Err(err) => persist_error(err),
+        Ok(Err(err)) => alert_error(err),
+        Ok(Ok(silence)) => {
+            let message = format!("silenced alerts for {}: {}", request.duration, request.reason);
+            audit(&*state.store, &actor, request.environment.as_deref(), "silence.add", &silence.id, message).await;
+            (StatusCode::CREATED, Json(serde_json::to_value(&silence).unwrap_or(Value::Null))).into_response()
+        }
+    }
+}
+
+async fn expire_silence(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = state.alerting.with(|engine, now| engine.expire_silence(&id, now)).await;
+    match result {
+        Err(err) => persist_error(err),
+        Ok(Err(err)) => alert_error(err),
+        Ok(Ok(silence)) => {
+            let environment = silence.matchers.environment.clone();
+            audit(
+                &*state.store,
+                &actor,
+                environment.as_deref(),
+                "silence.expire",
+                &id,
+                format!("expired silence {id}"),
+            )
+            .await;
+            Json(serde_json::to_value(&silence).unwrap_or(Value::Null)).into_response()
+        }
+    }
+}
+
+async fn list_incidents(State(state): State<AppState>, Query(query): Query<EnvQuery>) -> Response {
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let records = match state.store.incident_records(query.environment.as_deref(), limit).await {
+        Ok(records) => records,
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    };
+    let mut incidents = Vec::new();
+    for record in &records {
+        match incident_from(record) {
+            Ok(mut incident) => {
+                incident.timeline.clear();
+                incidents.push(serde_json::to_value(&incident).unwrap_or(Value::Null));
+            }
+            Err(err) => return persist_error(err),
+        }
+    }
+    Json(json!({ "incidents": incidents })).into_response()
+}
+
+async fn find_incident(state: &AppState, id: &str) -> Result<windlass_monitor::incident::Incident, Response> {
+    let number: i64 =
+        id.parse().map_err(|_| error(StatusCode::BAD_REQUEST, format!("`{id}` is not an incident number")))?;
+    match state.store.incident_record(number).await {
+        Ok(Some(record)) => incident_from(&record).map_err(persist_error),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no incident {id}"))),
+        Err(err) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, err)),
+    }
+}
+
+async fn show_incident(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match find_incident(&state, &id).await {
+        Ok(incident) => Json(serde_json::to_value(&incident).unwrap_or(Value::Null)).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn show_postmortem(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match find_incident(&state, &id).await {
+        Ok(incident) => {
+            let markdown = postmortem(&incident, SystemClock.now());
+            Json(json!({ "incident": incident.id, "markdown": markdown })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteRequest {
+    text: Option<String>,
+    note: Option<String>,
+}
+
+fn incident_number(id: &str) -> Result<u64, Response> {
+    id.parse().map_err(|_| error(StatusCode::BAD_REQUEST, format!("`{id}` is not an incident number")))
+}
+
+async fn add_note(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let request: NoteRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let Some(text) = request.text.or(request.note).filter(|t| !t.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "a note needs `text`");
+    };
+    let number = match incident_number(&id) {
+        Ok(number) => number,
+        Err(response) => return response,
+    };
+    match state.alerting.with(|engine, now| engine.note(number, &actor, &text, now)).await {
+        Err(err) => persist_error(err),
+        Ok(Err(AlertError::UnknownIncident(_))) => match find_incident(&state, &id).await {
+            // Resolved incidents are not kept in memory: notes go to open incidents.
+            Ok(incident) => error(
+                StatusCode::CONFLICT,
+                format!("incident {id} is {}: notes go to open incidents", incident.status.as_str()),
+            ),
+            Err(response) => response,
+        },
+        Ok(Err(err)) => alert_error(err),
+        Ok(Ok(())) => Json(json!({ "incident": number, "note": text })).into_response(),
+    }
+}
+
+async fn resolve_incident(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let request: NoteRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let number = match incident_number(&id) {
+        Ok(number) => number,
+        Err(response) => return response,
+    };
+    let note = request.note.or(request.text);
+    let result = state
+        .alerting
+        .with(|engine, now| {
+            engine.resolve_incident(number, &actor, note.as_deref(), now).map(|i| i.environment.clone())
+        })
+        .await;
+    match result {
+        Err(err) => persist_error(err),
+        Ok(Err(AlertError::UnknownIncident(_))) => match find_incident(&state, &id).await {
+            // Resolved incidents are not kept in memory: say so from the store.
+            Ok(incident) => {
+                error(StatusCode::CONFLICT, format!("incident {id} is already {}", incident.status.as_str()))
+            }
+            Err(response) => response,
+        },
+        Ok(Err(err)) => alert_error(err),
+        Ok(Ok(environment)) => {
+            audit(
+                &*state.store,
+                &actor,
+                Some(&environment),
+                "incident.resolve",
+                &id,
+                format!("resolved incident {id}"),
+            )
+            .await;
+            Json(json!({ "incident": number, "status": "resolved" })).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReliabilityQuery {
+    environment: String,
+    service: String,
+    /// The period: the last this many days (default 30).
+    days: Option<u32>,
+}
+
+/// MTTR and MTBF of a service over the last `days`.
+async fn reliability(State(state): State<AppState>, Query(query): Query<ReliabilityQuery>) -> Response {
+    let days = query.days.unwrap_or(30).clamp(1, 3650);
+    let records = match state.store.incident_records(Some(&query.environment), 10_000).await {
+        Ok(records) => records,
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    };
+    let incidents: Vec<_> = match records.iter().map(incident_from).collect::<Result<_, _>>() {
+        Ok(incidents) => incidents,
+        Err(err) => return persist_error(err),
+    };
+    let to = SystemClock.now();
+    let from = to - Duration::from_secs(u64::from(days) * 86_400);
+    let stats = windlass_monitor::incident::reliability(&incidents, &query.environment, &query.service, from, to);
+    Json(json!({
+        "environment": query.environment,
+        "service": query.service,
+        "from": from.to_string(),
+        "to": to.to_string(),
+        "incidents": stats.incidents,
+        "mttr_seconds": stats.mttr.map(|d| d.as_secs()),
+        "mtbf_seconds": stats.mtbf.map(|d| d.as_secs()),
+        "downtime_seconds": stats.downtime.as_secs(),
+        "mttr": stats.mttr.map(human),
+        "mtbf": stats.mtbf.map(human),
+    }))
+    .into_response()
+}
