@@ -1317,10 +1317,23 @@ pub enum AlertSeverity {
 
 #[derive(Debug, Clone)]
 pub enum ReceiverKind {
-    Slack { webhook_url: Setting },
-    PagerDuty { routing_key: Setting },
-    Email { to: Vec<String>, from: Option<String>, smtp_url: Option<Setting> },
-    Webhook { url: Setting, signing_secret: Option<Setting> },
+    Slack {
+        webhook_url: Setting,
+    },
+    /// `url`: the Events API's base (EU accounts: `https://events.eu.pagerduty.com`).
+    PagerDuty {
+        routing_key: Setting,
+        url: Option<Setting>,
+    },
+    Email {
+        to: Vec<String>,
+        from: Option<String>,
+        smtp_url: Option<Setting>,
+    },
+    Webhook {
+        url: Setting,
+        signing_secret: Option<Setting>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1363,7 +1376,7 @@ impl Receiver {
             }
             1 => {
                 need(cx, "routing_key", routing_key.is_some());
-                ReceiverKind::PagerDuty { routing_key: routing_key? }
+                ReceiverKind::PagerDuty { routing_key: routing_key?, url }
             }
             2 => {
                 need(cx, "to", to.is_some());
@@ -1451,6 +1464,10 @@ pub struct Alerts {
     pub group_wait: Duration,
     pub group_interval: Duration,
     pub repeat_interval: Duration,
+    /// The secret of PagerDuty's v3 webhook subscription: its acknowledgements stop escalation.
+    pub pagerduty_webhook_secret: Option<Setting>,
+    /// Where people reach the server, for acknowledgement links in notifications.
+    pub public_url: Option<String>,
 }
 
 impl Default for Alerts {
@@ -1462,6 +1479,8 @@ impl Default for Alerts {
             group_wait: Duration::from_secs(30),
             group_interval: Duration::from_secs(300),
             repeat_interval: Duration::from_secs(4 * 3600),
+            pagerduty_webhook_secret: None,
+            public_url: None,
         }
     }
 }
@@ -1484,6 +1503,8 @@ impl Decode for Alerts {
             group_wait: t.or(cx, "group_wait", defaults.group_wait),
             group_interval: t.or(cx, "group_interval", defaults.group_interval),
             repeat_interval: t.or(cx, "repeat_interval", defaults.repeat_interval),
+            pagerduty_webhook_secret: t.optional(cx, "pagerduty_webhook_secret"),
+            public_url: t.optional(cx, "public_url"),
         };
         t.finish(cx);
         Some(alerts)

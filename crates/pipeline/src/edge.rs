@@ -44,6 +44,15 @@ pub struct ServiceState {
     pub pools: BTreeMap<String, PoolState>,
 }
 
+/// Something the edge did (a failover, a weights change), as `GET /edge/events` lists it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct EdgeEvent {
+    pub at_unix_ms: u64,
+    pub service: String,
+    pub kind: String,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 pub struct EdgeState {
     pub maintenance_all: bool,
@@ -53,6 +62,8 @@ pub struct EdgeState {
 #[async_trait::async_trait]
 pub trait EdgeControl: Send + Sync + std::fmt::Debug {
     async fn state(&self) -> Result<EdgeState, EdgeError>;
+    /// The edge's recent events, oldest first.
+    async fn events(&self) -> Result<Vec<EdgeEvent>, EdgeError>;
     /// Creates or replaces a service's whole spec (routes, pools, health...).
     async fn put_service(&self, service: &str, spec: &ServiceSpec) -> Result<(), EdgeError>;
     /// Sets a pool's members, creating it with weight 0 if new.
@@ -110,6 +121,17 @@ impl EdgeControl for EdgeClient {
         let reply = self.call("GET", "/edge/state", None).await?;
         serde_json::from_slice(&reply.body)
             .map_err(|err| EdgeError::Unreadable { call: "GET /edge/state".into(), message: err.to_string() })
+    }
+
+    async fn events(&self) -> Result<Vec<EdgeEvent>, EdgeError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            events: Vec<EdgeEvent>,
+        }
+        let reply = self.call("GET", "/edge/events", None).await?;
+        serde_json::from_slice::<Answer>(&reply.body)
+            .map(|a| a.events)
+            .map_err(|err| EdgeError::Unreadable { call: "GET /edge/events".into(), message: err.to_string() })
     }
 
     async fn put_service(&self, service: &str, spec: &ServiceSpec) -> Result<(), EdgeError> {

@@ -16,43 +16,56 @@ use crate::vars::Variables;
 /// The receivers of `[pipeline] notify`, their URLs, keys and secrets rendered; a receiver that
 /// cannot be built is reported, not fatal.
 pub fn receivers(config: &Config, variables: &Variables) -> (Vec<Arc<dyn Receiver>>, Vec<String>) {
-    let builtins = Default::default();
     let mut built: Vec<Arc<dyn Receiver>> = Vec::new();
     let mut problems = Vec::new();
     for name in &config.pipeline.notify {
         let name = name.value.as_str();
         let Some(receiver) = config.alerts.receivers.get(name) else { continue };
-        let made: Result<Arc<dyn Receiver>, String> = match &receiver.kind {
-            ReceiverKind::Slack { webhook_url } => variables
-                .render(webhook_url, &builtins)
-                .and_then(|url| Slack::new(name, &url).map_err(|e| e.to_string()))
-                .map(|r| Arc::new(r) as Arc<dyn Receiver>),
-            ReceiverKind::Webhook { url, signing_secret } => {
-                let secret = signing_secret.as_ref().map(|s| variables.render(s, &builtins)).transpose();
-                match (variables.render(url, &builtins), secret) {
-                    (Ok(url), Ok(secret)) => Webhook::new(name, &url, secret)
-                        .map(|r| Arc::new(r) as Arc<dyn Receiver>)
-                        .map_err(|e| e.to_string()),
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                }
-            }
-            ReceiverKind::PagerDuty { routing_key } => variables
-                .render(routing_key, &builtins)
-                .and_then(|key| PagerDuty::new(name, &key).map_err(|e| e.to_string()))
-                .map(|r| Arc::new(r) as Arc<dyn Receiver>),
-            ReceiverKind::Email { to, from, smtp_url } => smtp_url
-                .as_ref()
-                .map(|url| variables.render(url, &builtins))
-                .transpose()
-                .and_then(|url| Email::new(name, to, from.as_deref(), url.as_deref()).map_err(|e| e.to_string()))
-                .map(|r| Arc::new(r) as Arc<dyn Receiver>),
-        };
-        match made {
+        match build(name, &receiver.kind, variables) {
             Ok(receiver) => built.push(receiver),
-            Err(problem) => problems.push(variables.redact(&format!("receiver `{name}`: {problem}"))),
+            Err(problem) => problems.push(problem),
         }
     }
     (built, problems)
+}
+
+/// One receiver of `[alerts.receivers]`, its settings rendered with `variables`. The error names
+/// the receiver and never shows a secret.
+pub fn build(name: &str, kind: &ReceiverKind, variables: &Variables) -> Result<Arc<dyn Receiver>, String> {
+    let builtins = Default::default();
+    let made: Result<Arc<dyn Receiver>, String> = match kind {
+        ReceiverKind::Slack { webhook_url } => variables
+            .render(webhook_url, &builtins)
+            .and_then(|url| Slack::new(name, &url).map_err(|e| e.to_string()))
+            .map(|r| Arc::new(r) as Arc<dyn Receiver>),
+        ReceiverKind::Webhook { url, signing_secret } => {
+            let secret = signing_secret.as_ref().map(|s| variables.render(s, &builtins)).transpose();
+            match (variables.render(url, &builtins), secret) {
+                (Ok(url), Ok(secret)) => Webhook::new(name, &url, secret)
+                    .map(|r| Arc::new(r) as Arc<dyn Receiver>)
+                    .map_err(|e| e.to_string()),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+        ReceiverKind::PagerDuty { routing_key, url } => {
+            let base = url.as_ref().map(|u| variables.render(u, &builtins)).transpose();
+            variables
+                .render(routing_key, &builtins)
+                .and_then(|key| PagerDuty::new(name, &key).map_err(|e| e.to_string()))
+                .and_then(|receiver| match base? {
+                    Some(base) => receiver.with_base_url(&base).map_err(|e| e.to_string()),
+                    None => Ok(receiver),
+                })
+                .map(|r| Arc::new(r) as Arc<dyn Receiver>)
+        }
+        ReceiverKind::Email { to, from, smtp_url } => smtp_url
+            .as_ref()
+            .map(|url| variables.render(url, &builtins))
+            .transpose()
+            .and_then(|url| Email::new(name, to, from.as_deref(), url.as_deref()).map_err(|e| e.to_string()))
+            .map(|r| Arc::new(r) as Arc<dyn Receiver>),
+    };
+    made.map_err(|problem| variables.redact(&format!("receiver `{name}`: {problem}")))
 }
 
 /// Sends `message` to the config's deploy receivers in the background.

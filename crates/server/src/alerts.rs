@@ -2,8 +2,7 @@
 //! links (`/ack/<token>`, outside the token-authenticated API: the link is its own proof), and
 //! the once-a-second tick of the alert engine.
 //!
-//! The engine decides what to send; [`deliver`] is where its dispatches leave the server (today:
-//! logged; the notify crate's alert sender plugs in there).
+//! The engine decides what to send; `crate::courier` sends it.
 
 #![allow(clippy::result_large_err)]
 
@@ -20,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use windlass_config::Config;
 use windlass_monitor::alert::persist::{Alerting, PersistError, incident_from};
-use windlass_monitor::alert::{AckVia, AlertError, Dispatch, Matchers, NewSilence, severity};
+use windlass_monitor::alert::{AckVia, AlertError, Matchers, NewSilence, severity};
 use windlass_monitor::incident::{human, postmortem};
 use windlass_store::{Clock, NewEvent, Store, SystemClock};
 
@@ -48,28 +47,12 @@ pub(crate) async fn link_secret(store: &dyn Store) -> Result<Vec<u8>, String> {
     Ok(bytes.to_vec())
 }
 
-/// Hands the engine's decisions to the receivers. The lead wires `windlass-notify` here; until
-/// then every dispatch is logged.
-pub(crate) fn deliver(dispatches: Vec<Dispatch>) {
-    for dispatch in dispatches {
-        let alerts: Vec<&str> = dispatch.alerts.iter().map(|a| a.name.as_str()).collect();
-        tracing::info!(
-            to = %dispatch.to,
-            action = ?dispatch.action,
-            group = %dispatch.group,
-            level = ?dispatch.level,
-            alerts = ?alerts,
-            "alert notification"
-        );
-    }
-}
-
 /// Once a second: group waits, repeats and escalations that time has made due.
-pub(crate) async fn run(alerting: Arc<Alerting>) {
+pub(crate) async fn run(courier: Arc<crate::courier::Courier>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        match alerting.with(|engine, now| engine.tick(now)).await {
-            Ok(dispatches) => deliver(dispatches),
+        match courier.alerting.with(|engine, now| engine.tick(now)).await {
+            Ok(dispatches) => courier.deliver(dispatches),
             Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
         }
     }
@@ -98,9 +81,65 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/incidents/{id}/postmortem", get(show_postmortem))
 }
 
-/// The signed-link routes, outside the API's token check.
+/// The signed-link routes and PagerDuty's webhook, outside the API's token check: each carries
+/// its own proof (the link's HMAC, PagerDuty's signature).
 pub(crate) fn public_routes() -> Router<AppState> {
-    Router::new().route("/ack/{token}", get(ack_page).post(ack_link))
+    Router::new().route("/ack/{token}", get(ack_page).post(ack_link)).route("/hooks/pagerduty", post(pagerduty_hook))
+}
+
+/// PagerDuty's v3 webhook: an incident acknowledged in PagerDuty acknowledges the alert whose
+/// `dedup_key` opened it, so escalation stops here too. The signature is checked against
+/// `alerts.pagerduty_webhook_secret` as each managed environment resolves it; a webhook no
+/// secret verifies is refused (401) and changes nothing.
+async fn pagerduty_hook(State(state): State<AppState>, headers: axum::http::HeaderMap, bytes: Bytes) -> Response {
+    let Ok(config) = state.deployer.load_config() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the config cannot be read");
+    };
+    let Some(secret) = config.alerts.pagerduty_webhook_secret.as_ref() else {
+        return error(StatusCode::NOT_FOUND, "no alerts.pagerduty_webhook_secret is configured");
+    };
+    let signature = headers.get("x-pagerduty-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let mut verified = None;
+    let mut last_error = String::from("no environment resolves alerts.pagerduty_webhook_secret");
+    for environment in &state.managed {
+        let Ok(variables) = state.deployer.variables(&config, environment).await else { continue };
+        let Ok(secret) = variables.render(secret, &Default::default()) else { continue };
+        match windlass_notify::verify_pagerduty_webhook(&secret, signature, &bytes) {
+            Ok(event) => {
+                verified = Some(event);
+                break;
+            }
+            Err(err) => last_error = err.to_string(),
+        }
+    }
+    let Some(event) = verified else {
+        tracing::warn!(problem = %last_error, "a PagerDuty webhook was refused");
+        return error(StatusCode::UNAUTHORIZED, last_error);
+    };
+    if event.action() != Some(windlass_notify::AlertAction::Acknowledge) {
+        return (StatusCode::ACCEPTED, Json(json!({ "ignored": event.event_type }))).into_response();
+    }
+    let Some(id) = event.incident_key.clone() else {
+        return (StatusCode::ACCEPTED, Json(json!({ "ignored": "an incident without an incident_key" })))
+            .into_response();
+    };
+    let by = event.agent.clone().unwrap_or_else(|| "PagerDuty".to_owned());
+    let via = AckVia::External("pagerduty".into());
+    let result = state.alerting.with(|engine, now| engine.acknowledge(&id, &by, via, None, now)).await;
+    match result {
+        Err(err) => persist_error(err),
+        // PagerDuty echoes acknowledgements Windlass sent itself: already done is fine.
+        Ok(Err(AlertError::AlreadyAcknowledged { .. })) => {
+            (StatusCode::OK, Json(json!({ "alert": id, "already_acknowledged": true }))).into_response()
+        }
+        Ok(Err(err)) => alert_error(err),
+        Ok(Ok(dispatches)) => {
+            state.courier.deliver(dispatches);
+            let message = format!("alert {id} acknowledged in PagerDuty by {by}");
+            audit(&*state.store, &by, None, "alert.ack", &id, message.clone()).await;
+            Json(json!({ "alert": id, "acknowledged_by": by, "message": message })).into_response()
+        }
+    }
 }
 
 fn persist_error(err: PersistError) -> Response {
@@ -201,7 +240,7 @@ async fn ack(
         Err(err) => persist_error(err),
         Ok(Err(err)) => alert_error(err),
         Ok(Ok((dispatches, alert))) => {
-            deliver(dispatches);
+            state.courier.deliver(dispatches);
             let (environment, name) = alert.unwrap_or_default();
             let message = format!("acknowledged alert {name}{}", note.map(|n| format!(": {n}")).unwrap_or_default());
             audit(&*state.store, &actor, Some(&environment), "alert.ack", &id, message.clone()).await;
@@ -233,7 +272,7 @@ async fn ack_link(State(state): State<AppState>, Path(token): Path<String>) -> R
         Ok(Err(err)) => alert_error(err),
         Ok(Ok(dispatches)) => {
             let id = token.split('.').next().unwrap_or_default().to_owned();
-            deliver(dispatches);
+            state.courier.deliver(dispatches);
             audit(&*state.store, by, None, "alert.ack", &id, format!("acknowledged alert {id} by a signed link")).await;
             Json(json!({ "alert": id, "acknowledged_by": by })).into_response()
         }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub probes: crate::probes::Probes,
     /// Alerting: routing, silences, escalation, incidents.
     pub alerting: Arc<windlass_monitor::alert::persist::Alerting>,
+    /// Sends what alerting decides.
+    pub courier: Arc<crate::courier::Courier>,
 }
 
 /// Who is calling: the name of the token presented.

@@ -7,7 +7,9 @@
 
 pub mod alerts;
 mod api;
+mod courier;
 mod probes;
+mod signals;
 mod slo;
 pub mod tokens;
 
@@ -144,7 +146,10 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         .map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let alerting = alerts::open(store.clone(), &config).await?;
-    tokio::spawn(alerts::run(alerting.clone()));
+    let courier =
+        Arc::new(courier::Courier { deployer: deployer.clone(), store: store.clone(), alerting: alerting.clone() });
+    tokio::spawn(alerts::run(courier.clone()));
+    tokio::spawn(signals::run(courier.clone(), environments.clone()));
     let probes = probes::Probes::default();
     let app = api::router(api::AppState {
         deployer: deployer.clone(),
@@ -152,10 +157,11 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         managed: environments.clone(),
         probes: probes.clone(),
         alerting,
+        courier: courier.clone(),
     });
-    tokio::spawn(probes::run(deployer.clone(), store, environments.clone(), probes));
+    tokio::spawn(probes::run(deployer.clone(), store, environments.clone(), probes, courier.clone()));
     tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));
-    tokio::spawn(slo::collect(deployer.clone(), environments.clone(), options.edge_admin));
+    tokio::spawn(slo::collect(deployer.clone(), environments.clone(), options.edge_admin, courier.clone()));
     tokio::spawn(database_schedules(deployer.clone(), environments));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

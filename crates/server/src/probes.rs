@@ -1,7 +1,7 @@
 //! The monitor's probes inside the server: for each managed environment, the `[probes]` of the
 //! config plus a health probe of every live instance (`windlass_monitor::probe::probes_for`),
 //! rebuilt when a deploy changes the instances or the config changes. A probe turning down (or
-//! back up) is recorded as a `probe.down` / `probe.up` event, which alerting routes.
+//! back up) is recorded as a `probe.down` / `probe.up` event and handed to the alert engine.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use windlass_monitor::probe::{Health, ProbeSpec, ProbeStatus, Prober, Transition, probes_for};
 use windlass_pipeline::Deployer;
+
+use crate::courier::Courier;
 use windlass_pipeline::state::EnvState;
 use windlass_store::SystemClock;
 use windlass_store::{NewEvent, Store};
@@ -54,10 +56,16 @@ fn live_instances(state: &EnvState) -> BTreeMap<String, Vec<SocketAddr>> {
 }
 
 /// Keeps every managed environment's probes matching the config and the live instances.
-pub async fn run(deployer: Arc<Deployer>, store: Arc<dyn Store>, environments: Vec<String>, probes: Probes) {
+pub(crate) async fn run(
+    deployer: Arc<Deployer>,
+    store: Arc<dyn Store>,
+    environments: Vec<String>,
+    probes: Probes,
+    courier: Arc<Courier>,
+) {
     loop {
         for environment in &environments {
-            if let Err(problem) = reconcile(&deployer, &store, environment, &probes).await {
+            if let Err(problem) = reconcile(&deployer, &store, environment, &probes, &courier).await {
                 tracing::warn!(environment, "probes: {problem}");
             }
         }
@@ -70,6 +78,7 @@ async fn reconcile(
     store: &Arc<dyn Store>,
     environment: &str,
     probes: &Probes,
+    courier: &Arc<Courier>,
 ) -> Result<(), String> {
     // The probes follow from the config and the live instances: unchanged, nothing to do (and
     // no secrets backend asked for the variables every few seconds).
@@ -99,7 +108,7 @@ async fn reconcile(
         .into_iter()
         .map(|s| (s.name, s.health))
         .collect();
-    let running = start(list.probes, store.clone(), environment, known)?;
+    let running = start(list.probes, store.clone(), environment, known, courier.clone())?;
     if let Ok(mut all) = probes.running.lock() {
         all.insert(environment.to_owned(), Running { fingerprint, ..running });
     }
@@ -112,6 +121,7 @@ fn start(
     store: Arc<dyn Store>,
     environment: &str,
     known: BTreeMap<String, Health>,
+    courier: Arc<Courier>,
 ) -> Result<Running, String> {
     let (prober, mut transitions) = Prober::new(specs, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     let (stop, stopped) = watch::channel(false);
@@ -125,7 +135,14 @@ fn start(
             {
                 transition.from = *before;
             }
+            transition.environment.get_or_insert_with(|| environment.clone());
             record(&*store, &environment, &transition).await;
+            // The alert engine de-duplicates: a probe found down again after a rebuild does not
+            // page twice.
+            match courier.alerting.with(|engine, _| engine.observe(&transition)).await {
+                Ok(dispatches) => courier.deliver(dispatches),
+                Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
+            }
         }
     });
     Ok(Running { prober, fingerprint: String::new(), _stop: stop })

@@ -31,13 +31,30 @@ fn lease_name(environment: &str) -> String {
 }
 
 /// Collects every managed environment once a minute, for as long as the server runs.
-pub(crate) async fn collect(deployer: Arc<Deployer>, environments: Vec<String>, edge_admin: SocketAddr) {
+pub(crate) async fn collect(
+    deployer: Arc<Deployer>,
+    environments: Vec<String>,
+    edge_admin: SocketAddr,
+    courier: Arc<crate::courier::Courier>,
+) {
     let settings = CollectorSettings::default();
     let mut leases: BTreeMap<String, Lease> = BTreeMap::new();
     loop {
         for environment in &environments {
             if let Err(err) = collect_once(&deployer, environment, edge_admin, &settings, &mut leases).await {
                 tracing::warn!(%err, environment, "SLO collection");
+            }
+            // The collecting server (the lease holder) turns burn-rate alerts into alerts.
+            if leases.contains_key(environment)
+                && let Ok(config) = deployer.load_config()
+            {
+                let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
+                let settings = report::Settings::default();
+                let now = SystemClock.now();
+                match report::load_report(&*deployer.store, environment, &objectives, &[], now, &settings).await {
+                    Ok(report) => crate::signals::burn_alerts(&courier, &report).await,
+                    Err(err) => tracing::warn!(%err, environment, "SLO report"),
+                }
             }
         }
         tokio::time::sleep(settings.interval).await;

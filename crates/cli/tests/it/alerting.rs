@@ -1,0 +1,134 @@
+//! The monitor end to end, through the real binaries: a probe goes down, the alert engine routes
+//! it to Slack and PagerDuty (real local servers that check each vendor's payload rules), and an
+//! acknowledgement made in PagerDuty comes back through its signed webhook and reaches Slack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use windlass_testkit::receiver::{Answer, PagerDutyEvents, serve, slack_shape};
+
+use crate::platform::{Platform, config, demo};
+
+const PD_WEBHOOK_SECRET: &str = "pd-webhook-secret-for-windlass-tests";
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdefABCDEF";
+
+/// What PagerDuty's v3 webhook sends when someone acknowledges the incident `incident_key`.
+fn acknowledged_in_pagerduty(incident_key: &str) -> Vec<u8> {
+    json!({ "event": {
+        "id": "01DEN1HNLBC1VITK192ETJ1MPJ",
+        "event_type": "incident.acknowledged",
+        "resource_type": "incident",
+        "occurred_at": "2026-11-29T10:17:00.000Z",
+        "agent": { "id": "PXPGF42", "summary": "Alice Oncall", "type": "user_reference" },
+        "data": { "id": "PGR0VU2", "type": "incident", "status": "acknowledged", "incident_key": incident_key }
+    }})
+    .to_string()
+    .into_bytes()
+}
+
+fn signed(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("v1={}", hex::encode(ring::hmac::sign(&key, body).as_ref()))
+}
+
+async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..150 {
+        if let Some(found) = probe() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_down_pages_slack_and_pagerduty_and_a_pagerduty_ack_stops_it() {
+    let slack = serve(vec![Answer::Check(Arc::new(slack_shape))], None).await;
+    let pagerduty = PagerDutyEvents::new();
+    let pd_server = serve(vec![pagerduty.answer()], None).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let extra = format!(
+        r#"
+[probes.cache]
+type = "tcp"
+address = "{closed}"
+interval = "1s"
+failure_threshold = 2
+service = "api"
+severity = "critical"
+
+[alerts]
+group_wait = "1s"
+pagerduty_webhook_secret = "{PD_WEBHOOK_SECRET}"
+public_url = "https://windlass.shop.example"
+routes = [{{ severity = "critical", to = ["slack", "pagerduty"] }}]
+
+[alerts.receivers.slack]
+type = "slack"
+webhook_url = "{slack_url}"
+
+[alerts.receivers.pagerduty]
+type = "pagerduty"
+routing_key = "{ROUTING_KEY}"
+url = "{pd_url}"
+"#,
+        slack_url = slack.url("http", "/services/T0/B0/XYZ"),
+        pd_url = pd_server.url("http", ""),
+    );
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &extra));
+    platform.deploy(&[]);
+
+    // The probe goes down: one alert, sent to both receivers.
+    let listed = eventually("the alert", || {
+        let run = platform.cli(&["alerts", "production", "--output", "json"]);
+        let value: Value = serde_json::from_str(&run.stdout).ok()?;
+        let alerts = value["alerts"].as_array()?.clone();
+        alerts.into_iter().find(|a| a["name"].as_str().is_some_and(|n| n.contains("cache")))
+    })
+    .await;
+    let id = listed["id"].as_str().unwrap().to_owned();
+    let incident = eventually("a PagerDuty incident", || pagerduty.incidents(&id).into_iter().next()).await;
+    assert_eq!(incident.status, "triggered", "{incident:?}");
+    assert_eq!(incident.opened_by["payload"]["severity"], "critical", "{:#}", incident.opened_by);
+    let to_slack = eventually("a Slack message", || {
+        let bodies: Vec<String> =
+            slack.requests().iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
+        bodies.into_iter().find(|b| b.contains("cache"))
+    })
+    .await;
+    assert!(to_slack.contains("https://windlass.shop.example/ack/"), "a signed ack link: {to_slack}");
+
+    // A forged acknowledgement changes nothing.
+    let body = acknowledged_in_pagerduty(&id);
+    let hook = format!("{}/hooks/pagerduty", platform.server_url);
+    let forged = signed("not-the-secret", &body);
+    let answer = post_pagerduty_webhook(&hook, &forged, &body).await;
+    assert_eq!(answer.0, 401, "{}", answer.1);
+    // PagerDuty's own acknowledgement, signed with the subscription's secret, acknowledges it.
+    let answer = post_pagerduty_webhook(&hook, &signed(PD_WEBHOOK_SECRET, &body), &body).await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert!(answer.1.contains("Alice Oncall"), "{}", answer.1);
+    let run = platform.cli(&["alerts", "production", "--output", "json"]);
+    let value: Value = serde_json::from_str(&run.stdout).unwrap();
+    let alert = value["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(alert["ack"]["by"], "Alice Oncall", "{alert:#}");
+    // Slack hears of the acknowledgement; acking again from the CLI is refused as already done.
+    eventually("the acknowledgement on Slack", || {
+        slack.requests().iter().any(|(_, b)| String::from_utf8_lossy(b).contains("ACKNOWLEDGED")).then_some(())
+    })
+    .await;
+    let run = platform.cli(&["ack", &id]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("already acknowledged"), "{}", run.stderr);
+}
+
+/// POSTs a PagerDuty webhook to the server; (status, body).
+async fn post_pagerduty_webhook(url: &str, signature: &str, body: &[u8]) -> (u16, String) {
+    let address: std::net::SocketAddr = url.trim_start_matches("http://").split('/').next().unwrap().parse().unwrap();
+    let path = format!("/{}", url.trim_start_matches("http://").split_once('/').unwrap().1);
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    let headers = [("x-pagerduty-signature", signature), ("content-type", "application/json")];
+    let reply = windlass_testkit::http::request("POST", address, &path, &headers, &body).await.unwrap();
+    (reply.status, reply.body)
+}

@@ -1,0 +1,242 @@
+//! Where the alert engine's decisions leave the server. The engine decides (`Dispatch`: who, what
+//! action, which alerts); the courier renders each dispatch for its receiver and sends it with
+//! `windlass-notify`, in the background, so a slow receiver never holds the engine up.
+//!
+//! - PagerDuty gets one Events API v2 event per alert, under the alert's id as `dedup_key`, so
+//!   trigger, acknowledge and resolve land on one PagerDuty incident (and PagerDuty's own
+//!   acknowledgement webhook names it back).
+//! - Slack, webhooks and email get one notification per dispatch: a group's alerts together.
+//! - A person's own email address goes through the config's email receiver's SMTP settings.
+//! - A receiver that fails raises its own alert (`receiver <name> failing`), which the engine
+//!   routes like any other, so the other receivers hear of it; it resolves at its next success.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use windlass_config::{AlertSeverity, Config, ReceiverKind};
+use windlass_monitor::alert::persist::Alerting;
+use windlass_monitor::alert::{Action, AlertView, Dispatch, Signal};
+use windlass_monitor::oncall::{Recipient, email_receiver};
+use windlass_notify::{AlertAction, AlertEvent, Link, Receiver, RetryPolicy, Severity};
+use windlass_pipeline::Deployer;
+use windlass_pipeline::vars::Variables;
+use windlass_store::{NewEvent, Store};
+
+/// How long an acknowledgement link in a notification stays valid.
+const LINK_VALID: Duration = Duration::from_secs(24 * 3600);
+
+pub(crate) struct Courier {
+    pub deployer: Arc<Deployer>,
+    pub store: Arc<dyn Store>,
+    pub alerting: Arc<Alerting>,
+}
+
+impl Courier {
+    /// Sends `dispatches` in the background.
+    pub(crate) fn deliver(self: &Arc<Self>, dispatches: Vec<Dispatch>) {
+        if dispatches.is_empty() {
+            return;
+        }
+        let courier = self.clone();
+        tokio::spawn(async move { courier.send_all(dispatches).await });
+    }
+
+    async fn send_all(self: Arc<Self>, dispatches: Vec<Dispatch>) {
+        let config = match self.deployer.load_config() {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::error!(%err, "alert notifications not sent: the config cannot be read");
+                return;
+            }
+        };
+        let mut variables: BTreeMap<String, Variables> = BTreeMap::new();
+        for dispatch in dispatches {
+            if !variables.contains_key(&dispatch.environment) {
+                match self.deployer.variables(&config, &dispatch.environment).await {
+                    Ok(found) => {
+                        variables.insert(dispatch.environment.clone(), found);
+                    }
+                    Err(err) => {
+                        let problem = format!("the variables of `{}`: {err}", dispatch.environment);
+                        self.failed(&dispatch.to.to_string(), &dispatch.environment, problem).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(vars) = variables.get(&dispatch.environment) else { continue };
+            self.send(&config, vars, &dispatch).await;
+        }
+    }
+
+    async fn send(self: &Arc<Self>, config: &Config, variables: &Variables, dispatch: &Dispatch) {
+        let (name, receiver, per_alert) = match receiver_for(config, variables, &dispatch.to) {
+            Ok(found) => found,
+            Err(problem) => return self.failed(&dispatch.to.to_string(), &dispatch.environment, problem).await,
+        };
+        let link_base = config.alerts.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned());
+        let mut events = Vec::new();
+        if per_alert {
+            for alert in &dispatch.alerts {
+                events.push(self.event(dispatch, std::slice::from_ref(alert), link_base.as_deref()).await);
+            }
+        } else {
+            events.push(self.event(dispatch, &dispatch.alerts, link_base.as_deref()).await);
+        }
+        for event in events {
+            if let Err(err) = receiver.alert(&event, &RetryPolicy::default()).await {
+                let problem = variables.redact(&err.to_string());
+                return self.failed(&name, &dispatch.environment, problem).await;
+            }
+        }
+        self.receiver_ok(&name, &dispatch.environment).await;
+    }
+
+    /// One notification for `alerts` (one alert, or a group's).
+    async fn event(&self, dispatch: &Dispatch, alerts: &[AlertView], link_base: Option<&str>) -> AlertEvent {
+        let action = match dispatch.action {
+            Action::Trigger | Action::Repeat | Action::Escalate => AlertAction::Trigger,
+            Action::Acknowledge => AlertAction::Acknowledge,
+            Action::Resolve => AlertAction::Resolve,
+        };
+        let prefix = match (dispatch.action, dispatch.level) {
+            (Action::Repeat, _) => "still firing: ".to_owned(),
+            (Action::Escalate, Some(level)) => format!("escalated to level {level}: "),
+            _ => String::new(),
+        };
+        let summary = match alerts {
+            [one] => format!("{prefix}{}", one.summary),
+            many => format!(
+                "{prefix}{} alerts for {} in {}: {}",
+                many.len(),
+                dispatch.service,
+                dispatch.environment,
+                many.iter().map(|a| a.summary.as_str()).collect::<Vec<_>>().join("; ")
+            ),
+        };
+        let worst = alerts.iter().map(|a| a.severity).min().unwrap_or(AlertSeverity::Warning);
+        let first = alerts.first();
+        let mut links = Vec::new();
+        if let (Some(base), AlertAction::Trigger) = (link_base, action) {
+            for alert in alerts.iter().filter(|a| a.ack.is_none()) {
+                match crate::alerts::ack_link_for(&*self.store, &alert.id, alert.fired_at, LINK_VALID).await {
+                    Ok(path) => {
+                        links.push(Link { href: format!("{base}{path}"), text: format!("Acknowledge {}", alert.name) })
+                    }
+                    Err(err) => tracing::warn!(%err, "no acknowledgement link"),
+                }
+            }
+        }
+        AlertEvent {
+            action,
+            dedup_key: match alerts {
+                [one] => one.dedup_key.clone(),
+                _ => dispatch.group.clone(),
+            },
+            summary,
+            source: first.map_or_else(|| "windlass".to_owned(), |a| format!("{}/{}", a.source, a.name)),
+            severity: severity(worst),
+            service: Some(dispatch.service.clone()),
+            environment: Some(dispatch.environment.clone()),
+            class: first.map(|a| a.source.clone()),
+            details: json!({
+                "alerts": alerts.iter().map(|a| json!({
+                    "id": a.id,
+                    "name": a.name,
+                    "summary": a.summary,
+                    "fired_at": a.fired_at.to_string(),
+                    "status": a.status,
+                })).collect::<Vec<_>>(),
+                "group": dispatch.group,
+                "level": dispatch.level,
+                "to": dispatch.to.to_string(),
+            }),
+            links,
+            at: jiff::Timestamp::now().to_string(),
+        }
+    }
+
+    /// A receiver that could not be reached: recorded, and alerted on through the others.
+    async fn failed(self: &Arc<Self>, receiver: &str, environment: &str, problem: String) {
+        tracing::warn!(receiver, environment, %problem, "an alert notification was not delivered");
+        let event = NewEvent {
+            actor: "windlass".into(),
+            environment: Some(environment.to_owned()),
+            kind: "notify.failed".into(),
+            subject: Some(receiver.to_owned()),
+            message: format!("alert notification to {receiver} not delivered: {problem}"),
+            data: "{}".into(),
+        };
+        if let Err(err) = self.store.record_event(&event).await {
+            tracing::warn!(%err, "cannot record a failed notification");
+        }
+        let signal = receiver_signal(receiver, environment, &problem);
+        match self.alerting.with(|engine, now| engine.fire(&signal, now)).await {
+            Ok(dispatches) => self.deliver(dispatches),
+            Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
+        }
+    }
+
+    async fn receiver_ok(self: &Arc<Self>, receiver: &str, environment: &str) {
+        let id = receiver_signal(receiver, environment, "").fingerprint();
+        let firing = self.alerting.with(|engine, _| engine.alert(&id).is_some_and(|a| a.is_firing())).await;
+        if !matches!(firing, Ok(true)) {
+            return;
+        }
+        match self.alerting.with(|engine, now| engine.resolve_id(&id, now)).await {
+            Ok(dispatches) => self.deliver(dispatches),
+            Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
+        }
+    }
+}
+
+fn receiver_signal(receiver: &str, environment: &str, problem: &str) -> Signal {
+    Signal {
+        source: "notify".into(),
+        name: format!("receiver {receiver} failing"),
+        service: "windlass".into(),
+        environment: environment.to_owned(),
+        severity: AlertSeverity::Warning,
+        summary: format!("notifications to {receiver} fail: {problem}"),
+    }
+}
+
+fn severity(severity: AlertSeverity) -> Severity {
+    match severity {
+        AlertSeverity::Critical => Severity::Critical,
+        AlertSeverity::Warning => Severity::Warning,
+        AlertSeverity::Info => Severity::Info,
+        AlertSeverity::Business => Severity::Business,
+    }
+}
+
+/// The receiver a recipient names, its name for messages, and whether it takes one event per
+/// alert (PagerDuty) rather than one per dispatch.
+fn receiver_for(
+    config: &Config,
+    variables: &Variables,
+    to: &Recipient,
+) -> Result<(String, Arc<dyn Receiver>, bool), String> {
+    match to {
+        Recipient::Receiver { name, .. } => {
+            let receiver = config
+                .alerts
+                .receivers
+                .get(name)
+                .ok_or_else(|| format!("no receiver `{name}` in [alerts.receivers]"))?;
+            let per_alert = matches!(receiver.kind, ReceiverKind::PagerDuty { .. });
+            Ok((name.clone(), windlass_pipeline::notifications::build(name, &receiver.kind, variables)?, per_alert))
+        }
+        Recipient::Email { person, address } => {
+            let via = email_receiver(&config.alerts)
+                .ok_or_else(|| format!("{person} is reached by email, but no receiver has type = \"email\""))?;
+            let ReceiverKind::Email { from, smtp_url, .. } = &config.alerts.receivers[via].kind else {
+                return Err(format!("receiver `{via}` is not an email receiver"));
+            };
+            let kind =
+                ReceiverKind::Email { to: vec![address.clone()], from: from.clone(), smtp_url: smtp_url.clone() };
+            Ok((format!("{via} ({person})"), windlass_pipeline::notifications::build(via, &kind, variables)?, false))
+        }
+    }
+}
