@@ -273,6 +273,9 @@ pub struct Pipeline {
     /// Receivers (of `[alerts.receivers]`, Slack or webhook) told when deploys start and end,
     /// roll back, canaries abort and approvals are requested.
     pub notify: Vec<Spanned<String>>,
+    /// Critical alerts of a service, fired after a deploy started, stop that deploy (and undo
+    /// it), or roll it back while its previous color is still warm.
+    pub auto_rollback: bool,
 }
 
 impl Default for Pipeline {
@@ -280,6 +283,7 @@ impl Default for Pipeline {
         Pipeline {
             phases: DEFAULT_PHASES.iter().map(|p| Spanned::new((*p).to_owned(), 0..0)).collect(),
             notify: Vec::new(),
+            auto_rollback: true,
         }
     }
 }
@@ -292,6 +296,7 @@ impl Decode for Pipeline {
         let mut t = Table::open(cx, value, at)?;
         let phases: Option<Vec<Spanned<String>>> = t.optional(cx, "phases");
         let notify: Vec<Spanned<String>> = t.optional(cx, "notify").unwrap_or_default();
+        let auto_rollback = t.or(cx, "auto_rollback", true);
         t.finish(cx);
         let phases = phases.unwrap_or_else(|| Pipeline::default().phases);
         for (i, phase) in phases.iter().enumerate() {
@@ -299,7 +304,7 @@ impl Decode for Pipeline {
                 cx.error(phase.span.clone(), format!("phase `{}` is listed twice in `pipeline.phases`", phase.value));
             }
         }
-        Some(Pipeline { phases, notify })
+        Some(Pipeline { phases, notify, auto_rollback })
     }
 }
 

@@ -394,8 +394,10 @@ impl Deployer {
             variables: prepared.variables.clone(),
             changes: Vec::new(),
             lock_lost: lost,
+            stop: Default::default(),
             service_waits: Default::default(),
         };
+        let stop_watch = tokio::spawn(watch_stop(self.store.clone(), prepared.id.clone(), run.stop.clone()));
         let began = std::time::Instant::now();
         let what = match &prepared.kind {
             Kind::Deploy { .. } => "deploy".to_owned(),
@@ -438,6 +440,7 @@ impl Deployer {
             },
         };
         heartbeat.abort();
+        stop_watch.abort();
         let elapsed = began.elapsed();
         let waited = run.service_wait_total();
         let (elapsed_ms, waited_ms) = (elapsed.as_millis() as u64, waited.as_millis() as u64);
@@ -531,6 +534,7 @@ pub async fn scale(
         variables,
         changes: Vec::new(),
         lock_lost: Arc::new(AtomicBool::new(false)),
+        stop: Default::default(),
         service_waits: Default::default(),
     };
     let (log, mut lines) = StepLog::detached();
@@ -564,6 +568,33 @@ pub(crate) fn recorded_after(state: &EnvState, artifacts: &BTreeMap<String, Arti
             .insert(service.clone(), RecordedService { artifact: artifact.clone(), deploy: None, config_deploy: None });
     }
     recorded
+}
+
+fn stop_key(id: &DeployId) -> String {
+    format!("deploy-stop/{id}")
+}
+
+/// Asks the running deploy `id` to stop before its next step, saying why; it then undoes what
+/// it changed, like any failed deploy. Idempotent: the first reason stays.
+pub async fn request_stop(store: &dyn Store, id: &DeployId, reason: &str) -> Result<bool, DeployError> {
+    if store.setting(&stop_key(id)).await?.is_some() {
+        return Ok(false);
+    }
+    store.set_setting(&stop_key(id), reason).await?;
+    Ok(true)
+}
+
+/// Polls for a stop request while the deploy runs.
+async fn watch_stop(store: Arc<dyn Store>, id: DeployId, stop: Arc<std::sync::Mutex<Option<String>>>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(Some(reason)) = store.setting(&stop_key(&id)).await {
+            if let Ok(mut slot) = stop.lock() {
+                *slot = Some(reason);
+            }
+            return;
+        }
+    }
 }
 
 async fn renew(store: Arc<dyn Store>, lease: Lease, lost: Arc<AtomicBool>) {
@@ -643,6 +674,8 @@ pub struct Run {
     /// What this deploy changed so far, newest last: what to undo if it fails.
     pub changes: Vec<Change>,
     lock_lost: Arc<AtomicBool>,
+    /// Why the deploy must stop (an alert fired), when someone asked it to.
+    stop: Arc<std::sync::Mutex<Option<String>>>,
     /// When this deploy waited on services: from asking the runtime for an instance to its
     /// passing the health gate. What is left of the deploy's time is Windlass's own overhead.
     service_waits: Arc<Spans>,
@@ -667,10 +700,18 @@ impl Run {
         self.lock_lost.load(Ordering::SeqCst)
     }
 
+    /// Why this deploy was asked to stop ([`request_stop`]), if it was.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stop.lock().ok().and_then(|s| s.clone())
+    }
+
     /// Starts a recorded step; its output goes to the returned log until [`Run::end`].
     pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
         if self.lock_lost.load(Ordering::SeqCst) {
             return Err("the deploy lock was broken while this deploy ran; stopping here".into());
+        }
+        if let Some(reason) = self.stop_reason() {
+            return Err(format!("stopped before `{title}`: {reason}"));
         }
         let store = self.deployer.store.clone();
         let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;

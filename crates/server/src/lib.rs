@@ -150,6 +150,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         Arc::new(courier::Courier { deployer: deployer.clone(), store: store.clone(), alerting: alerting.clone() });
     tokio::spawn(alerts::run(courier.clone()));
     tokio::spawn(signals::run(courier.clone(), environments.clone()));
+    tokio::spawn(signals::guard(courier.clone(), environments.clone()));
     let probes = probes::Probes::default();
     let app = api::router(api::AppState {
         deployer: deployer.clone(),

@@ -223,3 +223,136 @@ async fn edge_events(courier: &Arc<Courier>, environments: &[String]) -> Result<
     }
     store.set_setting(EDGE_CURSOR, &newest.to_string()).await.map_err(|e| e.to_string())
 }
+
+/// Automatic rollback (`[pipeline] auto_rollback`): every two seconds, a critical alert of a
+/// service that fired after a deploy of it started stops that deploy while it runs (it then
+/// undoes its changes), or, once it has succeeded and while the service's previous color is
+/// still warm, rolls the environment back to the deploy before. Each deploy is acted on once.
+pub(crate) async fn guard(courier: Arc<Courier>, environments: Vec<String>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for environment in &environments {
+            if let Err(problem) = guard_once(&courier, environment).await {
+                tracing::warn!(environment, %problem, "automatic rollback");
+            }
+        }
+    }
+}
+
+/// The critical alerts of `environment` firing now: (service, name, fired at).
+async fn critical_alerts(
+    store: &dyn windlass_store::Store,
+    environment: &str,
+) -> Result<Vec<(String, String, Timestamp)>, String> {
+    let records = store.alert_records(Some(environment)).await.map_err(|e| e.to_string())?;
+    Ok(records
+        .into_iter()
+        .filter(|r| r.status == "firing")
+        .filter_map(|r| {
+            let data: serde_json::Value = serde_json::from_str(&r.data).ok()?;
+            (data["severity"] == "critical" && data["source"] != "notify")
+                .then(|| (r.service.clone(), data["name"].as_str().unwrap_or("an alert").to_owned(), r.fired_at))
+        })
+        .collect())
+}
+
+async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), String> {
+    let deployer = &courier.deployer;
+    let config = deployer.load_config().map_err(|e| e.to_string())?;
+    if !config.pipeline.auto_rollback {
+        return Ok(());
+    }
+    let store = &*courier.store;
+    let alerts = critical_alerts(store, environment).await?;
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let Some(last) = store.deploys(environment, 1).await.map_err(|e| e.to_string())?.into_iter().next() else {
+        return Ok(());
+    };
+    let services = windlass_pipeline::rollback::recorded(&last).map_err(|e| e.to_string())?.services;
+    let Some((service, alert, fired_at)) = alerts
+        .into_iter()
+        .find(|(service, _, fired_at)| services.contains_key(service) && *fired_at >= last.started_at)
+    else {
+        return Ok(());
+    };
+    let why = format!("critical alert `{alert}` of {service} fired at {fired_at}, after deploy {} started", last.id);
+    match last.status {
+        windlass_store::DeployStatus::Running => {
+            let asked = windlass_pipeline::deploy::request_stop(store, &last.id, &why).await;
+            if asked.map_err(|e| e.to_string())? {
+                let message = format!("deploy {} stopped: {why}", last.id);
+                audit(store, environment, "deploy.auto_abort", last.id.as_str(), message).await;
+            }
+        }
+        windlass_store::DeployStatus::Succeeded => {
+            // A rollback is not rolled back in turn; and only while the old color is warm.
+            if last.reason.as_deref().is_some_and(|r| r.starts_with("rollback to ")) {
+                return Ok(());
+            }
+            let keep_warm = config.service_in(environment, &service).map(|s| s.keep_warm.as_std()).unwrap_or_default();
+            let finished = last.finished_at.unwrap_or(last.started_at);
+            let warm_until = finished.checked_add(keep_warm).unwrap_or(finished);
+            if jiff::Timestamp::now() > warm_until {
+                return Ok(());
+            }
+            let marker = format!("auto-rollback/{}", last.id);
+            if store.setting(&marker).await.map_err(|e| e.to_string())?.is_some() {
+                return Ok(());
+            }
+            store.set_setting(&marker, &why).await.map_err(|e| e.to_string())?;
+            let started = windlass_pipeline::rollback::start(
+                deployer,
+                environment,
+                "windlass",
+                None,
+                Some(format!("automatic: {why}")),
+                false,
+            )
+            .await;
+            match started {
+                Ok(prepared) => {
+                    let id = prepared.id.to_string();
+                    audit(
+                        store,
+                        environment,
+                        "deploy.auto_rollback",
+                        &last.id.to_string(),
+                        format!("rollback {id} started: {why}"),
+                    )
+                    .await;
+                    let deployer = deployer.clone();
+                    tokio::spawn(async move { deployer.execute(prepared).await });
+                }
+                Err(err) => {
+                    audit(
+                        store,
+                        environment,
+                        "deploy.auto_rollback_failed",
+                        &last.id.to_string(),
+                        format!("{why}; the rollback could not start: {err}"),
+                    )
+                    .await;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn audit(store: &dyn windlass_store::Store, environment: &str, kind: &str, subject: &str, message: String) {
+    tracing::warn!(environment, kind, "{message}");
+    let event = NewEvent {
+        actor: "windlass".into(),
+        environment: Some(environment.to_owned()),
+        kind: kind.into(),
+        subject: Some(subject.to_owned()),
+        message,
+        data: "{}".into(),
+    };
+    if let Err(err) = store.record_event(&event).await {
+        tracing::warn!(%err, "cannot record an automatic rollback");
+    }
+}

@@ -132,3 +132,52 @@ async fn post_pagerduty_webhook(url: &str, signature: &str, body: &[u8]) -> (u16
     let reply = windlass_testkit::http::request("POST", address, &path, &headers, &body).await.unwrap();
     (reply.status, reply.body)
 }
+
+/// `api` without the smoke check (a build that fails only under real traffic passes it), with
+/// `api_env`, and a critical probe of `/echo` through the edge at `edge`.
+fn failing_after_release(api_env: &str, edge: std::net::SocketAddr) -> String {
+    let probe = format!(
+        "\n[probes.api-echo]\ntype = \"http\"\nurl = \"http://api.shop.localhost:{}/echo\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nfailure_threshold = 2\nservice = \"api\"\nseverity = \"critical\"\n",
+        edge.port()
+    );
+    let text = config(&demo(), api_env, "1m", &probe);
+    let smoke_start = text.find("[[smoke]]").unwrap();
+    let smoke_end = text[smoke_start..].find("\n\n").unwrap() + smoke_start + 2;
+    format!("{}{}", &text[..smoke_start], &text[smoke_end..])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_whose_new_version_starts_failing_is_rolled_back_automatically() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    platform.rewrite_config(&failing_after_release(r#"VERSION = "v1""#, platform.edge_address));
+    let first = platform.deploy(&[]);
+    let version = || async { crate::platform::body_json(&platform.get("api.shop.localhost", "/version").await) };
+    assert_eq!(version().await["version"], "v1");
+
+    // v2 answers its health checks but fails every real request: it passes the health gate and
+    // takes the traffic, then the probe through the edge fires a critical alert.
+    platform.rewrite_config(&failing_after_release(r#"VERSION = "v2", FAULT_ERROR_RATE = "1""#, platform.edge_address));
+    let run = platform.cli(&["deploy", "production"]);
+    let second = crate::platform::deploy_id(&run);
+    let served_by_v1 = eventually("v1 to serve again", || {
+        let reply = block_on(platform.get("api.shop.localhost", "/version"));
+        (reply.status == 200 && crate::platform::body_json(&reply)["version"] == "v1").then_some(())
+    });
+    served_by_v1.await;
+    // Whether the alert came while the deploy ran (stopped and undone) or after it (rolled back
+    // to the warm v1), it is recorded with the alert that caused it.
+    let events = platform.json(&["events", "production", "--kind", "deploy.auto"]);
+    let event = &events["events"][0];
+    assert_eq!(event["subject"], second.as_str(), "{events:#}");
+    assert!(event["message"].as_str().unwrap().contains("critical alert `"), "{events:#}");
+    assert!(event["message"].as_str().unwrap().contains("api-echo"), "{events:#}");
+    let deploys = platform.json(&["deploys", "production"]);
+    let reasons: Vec<String> =
+        deploys["deploys"].as_array().unwrap().iter().map(|d| format!("{} {}", d["id"], d["status"])).collect();
+    assert!(reasons.iter().any(|r| r.contains(&first)), "{reasons:?}");
+}
+
+/// Runs a future to completion from synchronous test code inside the runtime.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
