@@ -181,3 +181,50 @@ async fn a_deploy_whose_new_version_starts_failing_is_rolled_back_automatically(
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_fails_raises_its_own_alert_through_the_others() {
+    use windlass_testkit::receiver::signed_with;
+    const SIGNING: &str = "whsec-windlass-alerting-test";
+    // Slack refuses everything (a revoked webhook answers 4xx); the ops webhook works.
+    let slack = serve(vec![Answer::Status(404, &[])], None).await;
+    let ops = serve(vec![Answer::Check(signed_with(SIGNING))], None).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let extra = format!(
+        r#"
+[probes.cache]
+type = "tcp"
+address = "{closed}"
+interval = "1s"
+failure_threshold = 2
+service = "api"
+severity = "critical"
+
+[alerts]
+group_wait = "1s"
+routes = [{{ severity = "critical", to = ["slack"] }}, {{ severity = "warning", to = ["ops"] }}]
+
+[alerts.receivers.slack]
+type = "slack"
+webhook_url = "{slack_url}"
+
+[alerts.receivers.ops]
+type = "webhook"
+url = "{ops_url}"
+signing_secret = "{SIGNING}"
+"#,
+        slack_url = slack.url("http", "/services/T0/B0/XYZ"),
+        ops_url = ops.url("http", "/alerts"),
+    );
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &extra));
+    platform.deploy(&[]);
+    let told = eventually("the ops webhook to hear that Slack fails", || {
+        let bodies: Vec<Value> = ops.requests().iter().filter_map(|(_, b)| serde_json::from_slice(b).ok()).collect();
+        bodies.into_iter().find(|b| b.to_string().contains("receiver slack failing"))
+    })
+    .await;
+    assert_eq!(told["alert"]["action"], "trigger", "{told:#}");
+    assert!(!slack.requests().is_empty(), "Slack was tried");
+    let events = platform.cli(&["events", "production", "--kind", "notify.failed"]);
+    assert!(events.stdout.contains("not delivered"), "{}{}", events.stdout, events.stderr);
+}
