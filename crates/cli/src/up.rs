@@ -147,6 +147,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 
     let mut server_command = Command::new(&exe);
     server_command.arg("server").arg("--config").arg(&config_path).arg("--state").arg(&state_dir);
+    // The edge serves this one environment's routes: the server manages just that one.
+    server_command.arg("--env").arg(&args.environment);
     server_command.arg("--listen").arg(args.listen.to_string());
     server_command.arg("--edge-admin").arg(&edge_admin).arg("--edge-listen").arg(&edge_listen);
     server_command.arg("--edge-token-file").arg(&edge_token_file);

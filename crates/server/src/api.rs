@@ -203,6 +203,9 @@ async fn create_deploy(
             Err(err) => deploy_error(err),
         };
     }
+    if let Err(response) = shared_edge_conflict(&state, &request.environment).await {
+        return response;
+    }
     let ask = || approval::request(&state.deployer, &request);
     if let Some(response) =
         approval_gate(&state, &request.environment, &request.actor, request.options.approve, "", ask).await
@@ -234,6 +237,9 @@ async fn rollback(
         Err(response) => return response,
     };
     if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    if let Err(response) = shared_edge_conflict(&state, &environment).await {
         return response;
     }
     let started = windlass_pipeline::rollback::start(
@@ -773,6 +779,9 @@ async fn promote(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
+    if let Err(response) = shared_edge_conflict(&state, &environment).await {
+        return response;
+    }
     let request = windlass_pipeline::promote::PromoteRequest {
         from: body.from,
         to: environment,
@@ -954,6 +963,31 @@ fn secondary_drift(
         live_build.map(|b| format!(", not build {b}")).unwrap_or_default()
     );
     Some(json!({ "addresses": addresses, "deployed_by_windlass": false, "warning": warning }))
+}
+
+/// One edge serves every environment this server manages, and the edge knows services by name:
+/// two environments running a service of the same name would share one edge service (routes,
+/// pools, weights). Refused, before anything changes, until each environment has its own edge and
+/// server (`--env`).
+async fn shared_edge_conflict(state: &AppState, environment: &str) -> Result<(), Response> {
+    if state.managed.len() < 2 {
+        return Ok(());
+    }
+    let Ok(config) = state.deployer.load_config() else { return Ok(()) };
+    let ours: Vec<&String> = config.services.keys().filter(|s| config.service_in(environment, s).is_some()).collect();
+    for other in state.managed.iter().filter(|e| e.as_str() != environment) {
+        let Ok(theirs) = EnvState::load(&*state.store, other).await else { continue };
+        let taken = theirs.services.iter().find(|(name, s)| s.live.is_some() && ours.contains(name));
+        if let Some((service, _)) = taken {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!(
+                    "`{service}` of `{other}` runs behind this server's edge, which knows services by name: a deploy to `{environment}` would take it over. Give each environment its own edge and server (`windlass edge --env {environment}`, `windlass server --env {environment}`)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The latest state of an environment's probes.

@@ -381,3 +381,18 @@ service = "api"
     // Rebuilding the probes for the deploy's instances did not record the same news twice.
     assert_eq!(events.stdout.matches("cache is down").count(), 1, "{}", events.stdout);
 }
+
+#[test]
+fn two_environments_behind_one_edge_may_not_share_a_service_name() {
+    let text = config(&demo(), r#"VERSION = "v1""#, "1m", "")
+        .replace("[environments.production]\n", "[environments.staging]\n\n[environments.production]\n");
+    let platform = Platform::start(&text);
+    platform.deploy(&[]);
+    let run = platform.cli(&["deploy", "staging"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`api` of `production` runs behind this server's edge"), "{}", run.stderr);
+    assert!(run.stderr.contains("windlass server --env staging"), "{}", run.stderr);
+    // Nothing changed for production.
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["live"], "blue", "{status:#}");
+}
