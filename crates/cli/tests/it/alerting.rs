@@ -228,3 +228,55 @@ signing_secret = "{SIGNING}"
     let events = platform.cli(&["events", "production", "--kind", "notify.failed"]);
     assert!(events.stdout.contains("not delivered"), "{}{}", events.stdout, events.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incidents_silences_and_acks_from_the_command_line() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let extra = format!(
+        "\n[probes.cache]\ntype = \"tcp\"\naddress = \"{closed}\"\ninterval = \"1s\"\nfailure_threshold = 2\nservice = \"api\"\nseverity = \"critical\"\n"
+    );
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &extra));
+    platform.deploy(&[]);
+    // A critical alert opens an incident for its service.
+    let incident = eventually("an incident", || {
+        let value: Value =
+            serde_json::from_str(&platform.cli(&["incident", "list", "--output", "json"]).stdout).ok()?;
+        value["incidents"].as_array()?.first().cloned()
+    })
+    .await;
+    let id = incident["id"].to_string();
+    let run = platform.cli(&["incident", "note", &id, "the cache host is rebooting"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = platform.cli(&["incident", "resolve", &id, "--note", "cache is back"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let postmortem = platform.cli(&["incident", "postmortem", &id]);
+    assert_eq!(postmortem.code, 0, "{}", postmortem.stderr);
+    let text = postmortem.stdout;
+    assert!(text.starts_with("# "), "Markdown: {text}");
+    for expected in ["cache", "the cache host is rebooting", "cache is back", "api", "production"] {
+        assert!(text.contains(expected), "`{expected}` in the post-mortem:\n{text}");
+    }
+    let again = platform.cli(&["incident", "resolve", &id]);
+    assert_ne!(again.code, 0, "resolving twice is refused: {}", again.stdout);
+
+    // Silences: added with an expiry, listed as active, ended by hand.
+    let run =
+        platform.cli(&["silence", "add", "production", "--service", "api", "--for", "2h", "--reason", "db migration"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let silence = run.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let listed = platform.cli(&["silence", "list", "--output", "json"]);
+    assert!(listed.stdout.contains("db migration"), "{}", listed.stdout);
+    let run = platform.cli(&["silence", "expire", &silence]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let listed = platform.cli(&["silence", "list", "--output", "json"]);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["silences"][0]["active"], false, "{listed:#}");
+    let run = platform.cli(&["silence", "add", "production", "--service", "api", "--for", "forever", "--reason", "x"]);
+    assert_ne!(run.code, 0, "a duration that is not one is refused: {}", run.stdout);
+    assert!(run.stderr.contains("forever"), "{}", run.stderr);
+
+    // Acknowledging an alert that does not exist is an error that says so.
+    let run = platform.cli(&["ack", "0123456789abcdef"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("0123456789abcdef"), "{}", run.stderr);
+}
