@@ -15,6 +15,7 @@ pub mod dotenv;
 pub mod env_check;
 pub mod formats;
 mod model;
+pub mod monitor;
 pub mod oncall;
 pub mod probes;
 pub mod source;

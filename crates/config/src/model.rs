@@ -31,6 +31,8 @@ pub struct Config {
     pub slo: IndexMap<String, Slo>,
     pub alerts: Alerts,
     pub oncall: crate::oncall::OnCall,
+    /// `[monitor]`: burn-rate alerts and the fewest requests a window needs.
+    pub monitor: crate::monitor::Monitor,
     pub edge: Edge,
     pub secrets: SecretsBackend,
     pub probes: IndexMap<String, crate::probes::Probe>,
@@ -64,6 +66,7 @@ impl Config {
             .unwrap_or_default();
         let alerts = section(cx, "alerts").and_then(|v| Alerts::decode(cx, v, &at.key("alerts")));
         let oncall = section(cx, "oncall").and_then(|v| crate::oncall::OnCall::decode(cx, v, &at.key("oncall")));
+        let monitor = section(cx, "monitor").and_then(|v| crate::monitor::Monitor::decode(cx, v, &at.key("monitor")));
         let edge = section(cx, "edge").and_then(|v| Edge::decode(cx, v, &at.key("edge")));
         let secrets = section(cx, "secrets").and_then(|v| SecretsBackend::decode(cx, v, &at.key("secrets")));
         let probes = section(cx, "probes").map(|v| crate::probes::decode_probes(cx, v, &at.key("probes")));
@@ -89,6 +92,7 @@ impl Config {
             slo,
             alerts: alerts.unwrap_or_default(),
             oncall: oncall.unwrap_or_default(),
+            monitor: monitor.unwrap_or_default(),
             edge: edge.unwrap_or_default(),
             secrets: secrets.unwrap_or_default(),
             probes: probes.unwrap_or_default(),
@@ -1418,7 +1422,7 @@ pub struct AlertRoute {
     pub span: std::ops::Range<usize>,
 }
 
-fn decode_severity(cx: &mut Cx, value: &Value, at: &At) -> Option<AlertSeverity> {
+pub(crate) fn decode_severity(cx: &mut Cx, value: &Value, at: &At) -> Option<AlertSeverity> {
     use AlertSeverity::*;
     one_of(cx, value, at, &[("critical", Critical), ("warning", Warning), ("info", Info), ("business", Business)])
 }

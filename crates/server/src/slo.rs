@@ -49,7 +49,7 @@ pub(crate) async fn collect(
                 && let Ok(config) = deployer.load_config()
             {
                 let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
-                let settings = report::Settings::default();
+                let settings = report::Settings::from_config(&config.monitor);
                 let now = SystemClock.now();
                 match report::load_report(&*deployer.store, environment, &objectives, &[], now, &settings).await {
                     Ok(report) => crate::signals::burn_alerts(&courier, &report).await,
@@ -130,7 +130,7 @@ pub(crate) async fn report(State(state): State<AppState>, Path(environment): Pat
     }
     let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
     // Probe samples join here once the probe module records them.
-    let settings = report::Settings::default();
+    let settings = report::Settings::from_config(&config.monitor);
     match report::load_report(&*state.store, &environment, &objectives, &[], SystemClock.now(), &settings).await {
         Ok(report) => Json(report).into_response(),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),

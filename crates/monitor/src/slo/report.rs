@@ -66,6 +66,26 @@ const DAY: u64 = 86_400;
 
 /// The workbook's table: 2% of a 30-day budget in an hour, 5% in six hours (pages), 10% in
 /// three days (ticket).
+impl Settings {
+    /// The settings `[monitor]` asks for (the windows shown stay the defaults).
+    pub fn from_config(monitor: &windlass_config::monitor::Monitor) -> Self {
+        let rules = monitor
+            .burn_alerts
+            .iter()
+            .map(|rule| BurnRule {
+                long: rule.long.value.as_std(),
+                short: rule.short.value.as_std(),
+                factor: rule.factor,
+                severity: match rule.severity {
+                    windlass_config::AlertSeverity::Critical => Severity::Critical,
+                    _ => Severity::Warning,
+                },
+            })
+            .collect();
+        Settings { min_samples: u64::from(monitor.min_requests), rules, ..Settings::default() }
+    }
+}
+
 pub fn default_rules() -> Vec<BurnRule> {
     let rule = |long: u64, short: u64, factor: f64, severity| BurnRule {
         long: Duration::from_secs(long),
