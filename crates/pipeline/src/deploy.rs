@@ -705,13 +705,20 @@ impl Run {
         self.stop.lock().ok().and_then(|s| s.clone())
     }
 
-    /// Starts a recorded step; its output goes to the returned log until [`Run::end`].
+    /// Starts a recorded step; its output goes to the returned log until [`Run::end`]. Refused
+    /// once the deploy lost its lock or was asked to stop.
     pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
-        if self.lock_lost.load(Ordering::SeqCst) {
-            return Err("the deploy lock was broken while this deploy ran; stopping here".into());
-        }
         if let Some(reason) = self.stop_reason() {
             return Err(format!("stopped before `{title}`: {reason}"));
+        }
+        self.open_step(phase, title).await
+    }
+
+    /// A step that undoes a change: it runs even when the deploy was asked to stop (stopping is
+    /// why it runs), never without the lock.
+    async fn open_step(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
+        if self.lock_lost.load(Ordering::SeqCst) {
+            return Err("the deploy lock was broken while this deploy ran; stopping here".into());
         }
         let store = self.deployer.store.clone();
         let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;
@@ -895,7 +902,7 @@ impl Run {
         let mut result = Ok(());
         for change in changes.into_iter().rev() {
             let title = change.undo_title();
-            let step = self.begin("rollback", &title).await?;
+            let step = self.open_step("rollback", &title).await?;
             let undone = rollout::undo(self, &step.log, change).await;
             let outcome = self.end(step, undone).await;
             if let Err(err) = outcome {

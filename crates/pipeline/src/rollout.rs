@@ -533,14 +533,7 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
         Change::Step { step, .. } => run.undo_command(&step, log).await,
         Change::Secondary { service, previous: Some(previous) } => {
             log.line(format!("{service}: the secondary goes back to build {}", previous.artifact.short_hash()));
-            let config = config_of(run, &previous.config_deploy).await?;
-            let spec = config
-                .service_in(&run.environment, &service)
-                .ok_or_else(|| format!("`{service}` is not in the config of {}", previous.config_deploy))?;
-            let changes_before = run.changes.len();
-            let result = sync_secondary(run, log, &service, &spec, &previous.artifact, &previous.config_deploy).await;
-            run.changes.truncate(changes_before);
-            result
+            back_to(run, log, &service, &previous, Target::Secondary).await
         }
         Change::Secondary { service, previous: None } => {
             edge.put_pool(&service, SECONDARY_POOL, &[]).await.map_err(|e| e.to_string())?;
@@ -555,16 +548,41 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
         }
         Change::Rolled { service, previous: Some(previous) } => {
             log.line(format!("{service}: rolling back to build {}", previous.artifact.short_hash()));
-            let config = config_of(run, &previous.config_deploy).await?;
-            let spec = config
-                .service_in(&run.environment, &service)
-                .ok_or_else(|| format!("`{service}` is not in the config of {}", previous.config_deploy))?;
-            let changes_before = run.changes.len();
-            let result = rolling(run, log, &service, &spec, &previous.artifact, &previous.config_deploy).await;
-            run.changes.truncate(changes_before);
-            result
+            back_to(run, log, &service, &previous, Target::Primary).await
         }
     }
+}
+
+/// Which instances an undo brings back to an earlier build.
+enum Target {
+    /// A rolling service's own instances.
+    Primary,
+    /// Its managed secondary.
+    Secondary,
+}
+
+/// Rolls `target` of `service` back to `previous`'s build, configured as its deploy recorded. An
+/// undo is not itself a change to undo: what it records is dropped.
+async fn back_to(
+    run: &mut Run,
+    log: &StepLog,
+    service: &str,
+    previous: &ColorState,
+    target: Target,
+) -> Result<(), String> {
+    let config = config_of(run, &previous.config_deploy).await?;
+    let spec = config
+        .service_in(&run.environment, service)
+        .ok_or_else(|| format!("`{service}` is not in the config of {}", previous.config_deploy))?;
+    let changes_before = run.changes.len();
+    let result = match target {
+        Target::Primary => rolling(run, log, service, &spec, &previous.artifact, &previous.config_deploy).await,
+        Target::Secondary => {
+            sync_secondary(run, log, service, &spec, &previous.artifact, &previous.config_deploy).await
+        }
+    };
+    run.changes.truncate(changes_before);
+    result
 }
 
 /// The edge pool in which a managed secondary's new instances are smoke-checked before they

@@ -98,17 +98,12 @@ async fn reconcile(
         tracing::warn!(environment, "probe not started: {}", variables.redact(problem));
     }
     let count = list.probes.len();
-    // A rebuilt prober starts from "unknown": what the old one knew decides what is news.
-    let known: BTreeMap<String, Health> = probes
-        .running
-        .lock()
-        .ok()
-        .and_then(|r| r.get(environment).map(|r| r.prober.statuses()))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| (s.name, s.health))
-        .collect();
-    let running = start(list.probes, store.clone(), environment, known, courier.clone())?;
+    // A rebuilt prober carries on from the old one's states (a deploy's new instances do not
+    // reset the counts of every other probe), and what the old one knew decides what is news.
+    let previous: Vec<ProbeStatus> =
+        probes.running.lock().ok().and_then(|r| r.get(environment).map(|r| r.prober.statuses())).unwrap_or_default();
+    let known: BTreeMap<String, Health> = previous.iter().map(|s| (s.name.clone(), s.health)).collect();
+    let running = start(list.probes, store.clone(), environment, known, courier.clone(), &previous)?;
     if let Ok(mut all) = probes.running.lock() {
         all.insert(environment.to_owned(), Running { fingerprint, ..running });
     }
@@ -122,8 +117,10 @@ fn start(
     environment: &str,
     known: BTreeMap<String, Health>,
     courier: Arc<Courier>,
+    previous: &[ProbeStatus],
 ) -> Result<Running, String> {
     let (prober, mut transitions) = Prober::new(specs, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+    prober.carry_over(previous);
     let (stop, stopped) = watch::channel(false);
     let looping = prober.clone();
     tokio::spawn(async move { looping.run(stopped).await });

@@ -277,6 +277,10 @@ async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), Str
     else {
         return Ok(());
     };
+    // A rollback is never stopped or rolled back in turn: it is the way back.
+    if last.reason.as_deref().is_some_and(|r| r.starts_with("rollback to ")) {
+        return Ok(());
+    }
     let why = format!("critical alert `{alert}` of {service} fired at {fired_at}, after deploy {} started", last.id);
     match last.status {
         windlass_store::DeployStatus::Running => {
@@ -287,10 +291,7 @@ async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), Str
             }
         }
         windlass_store::DeployStatus::Succeeded => {
-            // A rollback is not rolled back in turn; and only while the old color is warm.
-            if last.reason.as_deref().is_some_and(|r| r.starts_with("rollback to ")) {
-                return Ok(());
-            }
+            // Only while the old color is warm.
             let keep_warm = config.service_in(environment, &service).map(|s| s.keep_warm.as_std()).unwrap_or_default();
             let finished = last.finished_at.unwrap_or(last.started_at);
             let warm_until = finished.checked_add(keep_warm).unwrap_or(finished);

@@ -32,6 +32,20 @@ fn signed(secret: &str, body: &[u8]) -> String {
     format!("v1={}", hex::encode(ring::hmac::sign(&key, body).as_ref()))
 }
 
+/// The shop with `extra`, its deploys not stopped by alerts (the probes here are down from the
+/// start, which is not what a deploy should answer for).
+fn shop(extra: &str) -> String {
+    config(&demo(), r#"VERSION = "v1""#, "1m", extra).replace("[pipeline]\n", "[pipeline]\nauto_rollback = false\n")
+}
+
+/// A critical probe of `api` that fails at once (a closed port) and goes down after two checks.
+fn cache_probe() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    format!(
+        "\n[probes.cache]\ntype = \"tcp\"\naddress = \"{closed}\"\ninterval = \"1s\"\nfailure_threshold = 2\nservice = \"api\"\nseverity = \"critical\"\n"
+    )
+}
+
 async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     for _ in 0..150 {
         if let Some(found) = probe() {
@@ -47,17 +61,8 @@ async fn a_probe_down_pages_slack_and_pagerduty_and_a_pagerduty_ack_stops_it() {
     let slack = serve(vec![Answer::Check(Arc::new(slack_shape))], None).await;
     let pagerduty = PagerDutyEvents::new();
     let pd_server = serve(vec![pagerduty.answer()], None).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let extra = format!(
-        r#"
-[probes.cache]
-type = "tcp"
-address = "{closed}"
-interval = "1s"
-failure_threshold = 2
-service = "api"
-severity = "critical"
-
+        r#"{cache}
 [alerts]
 group_wait = "1s"
 pagerduty_webhook_secret = "{PD_WEBHOOK_SECRET}"
@@ -73,10 +78,11 @@ type = "pagerduty"
 routing_key = "{ROUTING_KEY}"
 url = "{pd_url}"
 "#,
+        cache = cache_probe(),
         slack_url = slack.url("http", "/services/T0/B0/XYZ"),
         pd_url = pd_server.url("http", ""),
     );
-    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &extra));
+    let platform = Platform::start(&shop(&extra));
     platform.deploy(&[]);
 
     // The probe goes down: one alert, sent to both receivers.
@@ -189,17 +195,8 @@ async fn a_receiver_that_fails_raises_its_own_alert_through_the_others() {
     // Slack refuses everything (a revoked webhook answers 4xx); the ops webhook works.
     let slack = serve(vec![Answer::Status(404, &[])], None).await;
     let ops = serve(vec![Answer::Check(signed_with(SIGNING))], None).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let extra = format!(
-        r#"
-[probes.cache]
-type = "tcp"
-address = "{closed}"
-interval = "1s"
-failure_threshold = 2
-service = "api"
-severity = "critical"
-
+        r#"{cache}
 [alerts]
 group_wait = "1s"
 routes = [{{ severity = "critical", to = ["slack"] }}, {{ severity = "warning", to = ["ops"] }}]
@@ -213,10 +210,11 @@ type = "webhook"
 url = "{ops_url}"
 signing_secret = "{SIGNING}"
 "#,
+        cache = cache_probe(),
         slack_url = slack.url("http", "/services/T0/B0/XYZ"),
         ops_url = ops.url("http", "/alerts"),
     );
-    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &extra));
+    let platform = Platform::start(&shop(&extra));
     platform.deploy(&[]);
     let told = eventually("the ops webhook to hear that Slack fails", || {
         let bodies: Vec<Value> = ops.requests().iter().filter_map(|(_, b)| serde_json::from_slice(b).ok()).collect();
@@ -231,11 +229,7 @@ signing_secret = "{SIGNING}"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn incidents_silences_and_acks_from_the_command_line() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let extra = format!(
-        "\n[probes.cache]\ntype = \"tcp\"\naddress = \"{closed}\"\ninterval = \"1s\"\nfailure_threshold = 2\nservice = \"api\"\nseverity = \"critical\"\n"
-    );
-    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &extra));
+    let platform = Platform::start(&shop(&cache_probe()));
     platform.deploy(&[]);
     // A critical alert opens an incident for its service.
     let incident = eventually("an incident", || {
@@ -279,4 +273,30 @@ async fn incidents_silences_and_acks_from_the_command_line() {
     let run = platform.cli(&["ack", "0123456789abcdef"]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("0123456789abcdef"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_during_a_deploy_stops_it_and_it_undoes_itself() {
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    platform.rewrite_config(&failing_after_release(r#"VERSION = "v1""#, platform.edge_address));
+    platform.deploy(&[]);
+    // The traffic phase waits long enough for the probe to fail twice through the edge.
+    let waiting = "\n[[phases.traffic.steps]]\nname = \"purge the CDN\"\nrun = \"sleep 6\"\n\n[[phases.traffic.steps]]\nname = \"warm the caches\"\nrun = \"true\"\n";
+    let text = failing_after_release(r#"VERSION = "v2", FAULT_ERROR_RATE = "1""#, platform.edge_address);
+    platform.rewrite_config(&format!("{text}{waiting}"));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let id = crate::platform::deploy_id(&run);
+    let shown = platform.json(&["deploy", "show", &id]);
+    assert_eq!(shown["deploy"]["status"], "rolled_back", "{shown:#}");
+    let error = shown["deploy"]["error"].as_str().unwrap();
+    assert!(error.contains("stopped before `warm the caches`: critical alert `api-echo`"), "{error}");
+    let statuses: Vec<(String, String)> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(statuses.contains(&("roll back api".to_owned(), "succeeded".to_owned())), "{statuses:?}");
+    assert_eq!(crate::platform::body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
 }

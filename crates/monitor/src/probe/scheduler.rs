@@ -90,6 +90,25 @@ impl Prober {
         Ok((Prober { inner: Arc::new(inner) }, receiver))
     }
 
+    /// Starts each probe from the state a probe of the same name and kind had in `previous` (an
+    /// earlier prober of the same probes, rebuilt because something else changed), so its
+    /// thresholds keep counting instead of starting over. Call before [`Prober::run`].
+    pub fn carry_over(&self, previous: &[ProbeStatus]) {
+        let Ok(mut states) = self.inner.states.lock() else { return };
+        for state in states.iter_mut() {
+            if let Some(old) = previous.iter().find(|p| p.name == state.name && p.kind == state.kind) {
+                // The counts, the verdict and the last result carry on; what the spec says
+                // (thresholds, service, severity) is the new spec's.
+                let fresh = std::mem::replace(state, old.clone());
+                state.failure_threshold = fresh.failure_threshold;
+                state.success_threshold = fresh.success_threshold;
+                state.service = fresh.service;
+                state.environment = fresh.environment;
+                state.severity = fresh.severity;
+            }
+        }
+    }
+
     /// Runs one probe now, outside its schedule, and records the result like a scheduled run.
     /// `None` for an unknown name.
     pub async fn check_now(&self, name: &str) -> Option<(Outcome, Option<Transition>)> {
