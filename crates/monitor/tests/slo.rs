@@ -413,6 +413,21 @@ async fn the_store_keeps_rollups_and_the_cursor(place: Place) {
     let left = store.rollups(ENV, None, None, at(0), at(60)).await.unwrap();
     assert_eq!(left.iter().map(|r| (r.span_secs, r.start)).collect::<Vec<_>>(), vec![(MINUTE, at(5)), (HOUR, at(0))]);
     assert_eq!(Counts::from_row(&left[1]).unwrap(), synthetic(4));
+
+    // Probe samples add up per service and minute, and old ones expire.
+    let sample = |service: &str, m: i64, successes, failures| windlass_store::ProbeSampleRow {
+        service: service.into(),
+        minute: at(m),
+        successes,
+        failures,
+    };
+    store.add_probe_samples(ENV, &[sample("api", 0, 3, 1), sample("web", 0, 2, 0)]).await.unwrap();
+    store.add_probe_samples(ENV, &[sample("api", 0, 1, 1), sample("api", 1, 4, 0)]).await.unwrap();
+    let samples = store.probe_samples(ENV, at(0), at(60)).await.unwrap();
+    assert_eq!(samples, vec![sample("api", 0, 4, 2), sample("web", 0, 2, 0), sample("api", 1, 4, 0)]);
+    assert!(store.probe_samples("staging", at(0), at(60)).await.unwrap().is_empty());
+    assert_eq!(store.forget_probe_samples(ENV, at(1)).await.unwrap(), 2);
+    assert_eq!(store.probe_samples(ENV, at(0), at(60)).await.unwrap(), vec![sample("api", 1, 4, 0)]);
 }
 
 mod sqlite {

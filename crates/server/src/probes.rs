@@ -63,14 +63,53 @@ pub(crate) async fn run(
     probes: Probes,
     courier: Arc<Courier>,
 ) {
+    let mut counted = Counted::new();
     loop {
         for environment in &environments {
             if let Err(problem) = reconcile(&deployer, &store, environment, &probes, &courier).await {
                 tracing::warn!(environment, "probes: {problem}");
             }
+            if let Err(err) = record_samples(&*store, environment, &probes, &mut counted).await {
+                tracing::warn!(environment, %err, "probes: cannot record their results");
+            }
         }
         tokio::time::sleep(RECONCILE).await;
     }
+}
+
+/// Per (environment, probe): the checks and failures already recorded as samples.
+type Counted = BTreeMap<(String, String), (u64, u64)>;
+
+/// Adds the results each service's probes took since the last call to the current minute's
+/// sample in the store: an idle service's SLO counts them (`windlass_monitor::slo`).
+async fn record_samples(
+    store: &dyn Store,
+    environment: &str,
+    probes: &Probes,
+    counted: &mut Counted,
+) -> Result<(), windlass_store::StoreError> {
+    let Some(statuses) = probes.statuses(environment) else { return Ok(()) };
+    let minute = windlass_monitor::slo::floor_to(jiff::Timestamp::now(), 60);
+    let mut by_service: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for status in statuses {
+        let Some(service) = status.service.clone() else { continue };
+        let key = (environment.to_owned(), status.name.clone());
+        let (checks, failures) = counted.get(&key).copied().unwrap_or((0, 0));
+        // A probe that started over (a new spec) counts from zero.
+        let (checks, failures) = if status.checks < checks { (0, 0) } else { (checks, failures) };
+        let new_checks = status.checks - checks;
+        let new_failures = status.failures.saturating_sub(failures).min(new_checks);
+        counted.insert(key, (status.checks, status.failures));
+        let entry = by_service.entry(service).or_default();
+        entry.0 += new_checks - new_failures;
+        entry.1 += new_failures;
+    }
+    let samples: Vec<windlass_store::ProbeSampleRow> = by_service
+        .into_iter()
+        .filter(|(_, (ok, failed))| ok + failed > 0)
+        .map(|(service, (successes, failures))| windlass_store::ProbeSampleRow { service, minute, successes, failures })
+        .collect();
+    store.add_probe_samples(environment, &samples).await
 }
 
 async fn reconcile(

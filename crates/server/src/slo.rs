@@ -51,7 +51,8 @@ pub(crate) async fn collect(
                 let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
                 let settings = report::Settings::from_config(&config.monitor);
                 let now = SystemClock.now();
-                match report::load_report(&*deployer.store, environment, &objectives, &[], now, &settings).await {
+                let samples = probe_samples(&*deployer.store, environment, &objectives, now).await;
+                match report::load_report(&*deployer.store, environment, &objectives, &samples, now, &settings).await {
                     Ok(report) => crate::signals::burn_alerts(&courier, &report).await,
                     Err(err) => tracing::warn!(%err, environment, "SLO report"),
                 }
@@ -115,6 +116,37 @@ async fn collect_once(
     Ok(())
 }
 
+/// The probe results the report may count for idle services: the longest window any objective
+/// (or the 30-day budget view) needs. Older samples are deleted here too.
+async fn probe_samples(
+    store: &dyn windlass_store::Store,
+    environment: &str,
+    objectives: &[Objective],
+    now: jiff::Timestamp,
+) -> Vec<windlass_monitor::slo::ProbeSample> {
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    let longest = objectives.iter().map(|o| o.window).max().unwrap_or(month).max(month);
+    let from = now.checked_sub(longest).unwrap_or(now);
+    if let Err(err) = store.forget_probe_samples(environment, from).await {
+        tracing::warn!(%err, environment, "cannot expire old probe samples");
+    }
+    match store.probe_samples(environment, from, now).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| windlass_monitor::slo::ProbeSample {
+                service: r.service,
+                minute: r.minute,
+                successes: r.successes,
+                failures: r.failures,
+            })
+            .collect(),
+        Err(err) => {
+            tracing::warn!(%err, environment, "cannot read probe samples");
+            Vec::new()
+        }
+    }
+}
+
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
@@ -129,9 +161,10 @@ pub(crate) async fn report(State(state): State<AppState>, Path(environment): Pat
         return error(StatusCode::NOT_FOUND, err);
     }
     let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
-    // Probe samples join here once the probe module records them.
     let settings = report::Settings::from_config(&config.monitor);
-    match report::load_report(&*state.store, &environment, &objectives, &[], SystemClock.now(), &settings).await {
+    let now = SystemClock.now();
+    let samples = probe_samples(&*state.store, &environment, &objectives, now).await;
+    match report::load_report(&*state.store, &environment, &objectives, &samples, now, &settings).await {
         Ok(report) => Json(report).into_response(),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }

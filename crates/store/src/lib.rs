@@ -30,7 +30,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use sql::SqlStore;
-pub use sql::rollups::{RollupRow, SloCursor};
+pub use sql::rollups::{ProbeSampleRow, RollupRow, SloCursor};
 
 /// Everything the control plane records.
 #[async_trait::async_trait]
@@ -82,6 +82,15 @@ pub trait Store: AlertStore + Send + Sync + std::fmt::Debug {
     // Settings.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // Probe results per service and minute (`rollups.rs`), for idle services' SLOs.
+    /// Adds to the samples of each (service, minute).
+    async fn add_probe_samples(&self, environment: &str, samples: &[ProbeSampleRow]) -> Result<()>;
+    /// The samples of minutes in `[from, before)`, oldest first.
+    async fn probe_samples(&self, environment: &str, from: Timestamp, before: Timestamp)
+    -> Result<Vec<ProbeSampleRow>>;
+    /// Deletes the samples of minutes before `before`; returns how many rows went.
+    async fn forget_probe_samples(&self, environment: &str, before: Timestamp) -> Result<u64>;
 
     // SLO rollups (`rollups.rs`).
     /// Writes (replacing) rollup rows and, in the same transaction, the collector's cursor.

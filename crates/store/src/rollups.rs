@@ -50,6 +50,16 @@ macro_rules! rollup_columns {
     };
 }
 
+/// One service's probe results in one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSampleRow {
+    pub service: String,
+    /// The start of the minute.
+    pub minute: Timestamp,
+    pub successes: u64,
+    pub failures: u64,
+}
+
 fn rollup_from_row(row: &AnyRow) -> Result<RollupRow> {
     Ok(RollupRow {
         environment: get(row, "environment")?,
@@ -120,6 +130,72 @@ impl SqlStore {
         tx.commit().await.during("writing rollups")?;
         committed();
         Ok(())
+    }
+
+    pub(super) async fn add_probe_samples_impl(&self, environment: &str, samples: &[ProbeSampleRow]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.during("writing probe samples")?;
+        for sample in samples {
+            sqlx::query(
+                "INSERT INTO probe_samples (environment, service, minute_ms, successes, failures)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (environment, service, minute_ms) DO UPDATE SET
+                   successes = probe_samples.successes + excluded.successes,
+                   failures = probe_samples.failures + excluded.failures",
+            )
+            .bind(environment)
+            .bind(&sample.service)
+            .bind(millis(sample.minute))
+            .bind(i64::try_from(sample.successes).unwrap_or(i64::MAX))
+            .bind(i64::try_from(sample.failures).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .during("writing a probe sample")?;
+        }
+        tx.commit().await.during("writing probe samples")?;
+        committed();
+        Ok(())
+    }
+
+    pub(super) async fn probe_samples_impl(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        before: Timestamp,
+    ) -> Result<Vec<ProbeSampleRow>> {
+        let rows = sqlx::query(
+            "SELECT service, minute_ms, successes, failures FROM probe_samples
+             WHERE environment = $1 AND minute_ms >= $2 AND minute_ms < $3 ORDER BY minute_ms, service",
+        )
+        .bind(environment)
+        .bind(millis(from))
+        .bind(millis(before))
+        .fetch_all(&self.pool)
+        .await
+        .during("reading probe samples")?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProbeSampleRow {
+                    service: get(row, "service")?,
+                    minute: timestamp(get(row, "minute_ms")?)?,
+                    successes: u64::try_from(get::<i64>(row, "successes")?).unwrap_or(0),
+                    failures: u64::try_from(get::<i64>(row, "failures")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn forget_probe_samples_impl(&self, environment: &str, before: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM probe_samples WHERE environment = $1 AND minute_ms < $2")
+            .bind(environment)
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await
+            .during("expiring probe samples")?;
+        committed();
+        Ok(done.rows_affected())
     }
 
     pub(super) async fn slo_cursor_impl(&self, environment: &str) -> Result<Option<SloCursor>> {

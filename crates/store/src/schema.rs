@@ -107,6 +107,18 @@ const SLO_ROLLUPS_COLUMNS: &str = "
     PRIMARY KEY (environment, span_secs, start_ms, service)
 )";
 
+/// The monitor's probe results per service and minute: an idle service's SLO counts these.
+const PROBE_SAMPLES_V5: &str = "
+CREATE TABLE probe_samples (
+    environment TEXT NOT NULL,
+    service TEXT NOT NULL,
+    minute_ms BIGINT NOT NULL,
+    successes BIGINT NOT NULL,
+    failures BIGINT NOT NULL,
+    PRIMARY KEY (environment, service, minute_ms)
+);
+";
+
 const SLO_CURSORS_V3: &str = "
 CREATE TABLE slo_cursors (
     environment TEXT PRIMARY KEY,
@@ -136,6 +148,7 @@ pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
             postgres: format!("CREATE TABLE slo_rollups ({SLO_ROLLUPS_COLUMNS};{SLO_CURSORS_V3}"),
         },
         Migration { version: 4, sqlite: ALERTS_V4.to_owned(), postgres: ALERTS_V4.to_owned() },
+        Migration { version: 5, sqlite: PROBE_SAMPLES_V5.to_owned(), postgres: PROBE_SAMPLES_V5.to_owned() },
     ]
 });
 

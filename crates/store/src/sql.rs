@@ -15,7 +15,7 @@ use crate::error::{QueryContext, Result, StoreError};
 use crate::model::*;
 use crate::schema::{MIGRATIONS, latest_version};
 use crate::{Backend, Clock, Store};
-use rollups::{RollupRow, SloCursor};
+use rollups::{ProbeSampleRow, RollupRow, SloCursor};
 
 #[path = "rollups.rs"]
 pub(crate) mod rollups;
@@ -692,6 +692,23 @@ impl Store for SqlStore {
         .during("writing a setting")?;
         committed();
         Ok(())
+    }
+
+    async fn add_probe_samples(&self, environment: &str, samples: &[ProbeSampleRow]) -> Result<()> {
+        self.add_probe_samples_impl(environment, samples).await
+    }
+
+    async fn probe_samples(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        before: Timestamp,
+    ) -> Result<Vec<ProbeSampleRow>> {
+        self.probe_samples_impl(environment, from, before).await
+    }
+
+    async fn forget_probe_samples(&self, environment: &str, before: Timestamp) -> Result<u64> {
+        self.forget_probe_samples_impl(environment, before).await
     }
 
     async fn put_rollups(&self, rows: &[RollupRow], cursor: Option<&SloCursor>) -> Result<()> {

@@ -300,3 +300,21 @@ async fn an_alert_during_a_deploy_stops_it_and_it_undoes_itself() {
     assert!(statuses.contains(&("roll back api".to_owned(), "succeeded".to_owned())), "{statuses:?}");
     assert_eq!(crate::platform::body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_service_slo_counts_its_probes() {
+    let extra = format!("{}\n[slo.api]\navailability = \"99.9%\"\n\n[monitor]\nmin_requests = 3\n", cache_probe());
+    let platform = Platform::start(&shop(&extra));
+    platform.deploy(&[]);
+    // No request reaches api through the edge: its SLO is judged on its probe's results.
+    let report = eventually("the probes to count", || {
+        let run = platform.cli(&["slo", "production", "--output", "json"]);
+        let report: Value = serde_json::from_str(&run.stdout).ok()?;
+        let api = report["services"].as_array()?.iter().find(|s| s["objective"]["service"] == "api")?.clone();
+        (api["window"]["source"] == "probes" && api["window"]["bad"].as_u64()? >= 3).then_some(api)
+    })
+    .await;
+    assert_eq!(report["window"]["total"], report["window"]["bad"], "every probe failed: {report:#}");
+    let text = platform.cli(&["slo", "production"]);
+    assert_eq!(text.code, 1, "a burn alert fires: {}{}", text.stdout, text.stderr);
+}

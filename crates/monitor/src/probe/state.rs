@@ -60,6 +60,8 @@ pub struct ProbeStatus {
     pub last_latency_ms: u64,
     pub cert_days_left: Option<i64>,
     pub checks: u64,
+    /// How many of the checks failed (with `checks`, what an idle service's SLO counts).
+    pub failures: u64,
     pub failure_threshold: u32,
     pub success_threshold: u32,
     pub service: Option<String>,
@@ -82,6 +84,7 @@ impl ProbeStatus {
             last_latency_ms: 0,
             cert_days_left: None,
             checks: 0,
+            failures: 0,
             failure_threshold: spec.failure_threshold.max(1),
             success_threshold: spec.success_threshold.max(1),
             service: spec.service.clone(),
@@ -93,6 +96,9 @@ impl ProbeStatus {
     /// Records one result taken at `at`; returns the change it caused, if any.
     pub fn observe(&mut self, outcome: &Outcome, at: Timestamp) -> Option<Transition> {
         self.checks += 1;
+        if !outcome.ok {
+            self.failures += 1;
+        }
         self.last_checked = Some(at);
         self.last_ok = Some(outcome.ok);
         self.last_reason = outcome.reason.clone();
