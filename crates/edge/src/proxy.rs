@@ -5,7 +5,9 @@
 //! forward on this connection's own upstream connection (a failed *connect* is retried once on
 //! another instance) → record status and latency for the service and pool → answer.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -45,13 +47,57 @@ pub struct Connection {
     /// The client's address as a header value, made once per connection.
     client_header: HeaderValue,
     upstreams: Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>,
+    /// The upstream timeout's timer, kept from one request to the next (see [`Connection::deadline`]).
+    deadline: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+}
+
+/// When the upstream timeout fires: between the timeout and this much later. Rearming a timer
+/// costs a timer-wheel removal and insertion; with this slack, a connection's timer is rearmed
+/// at most once per slack interval rather than on every request.
+const DEADLINE_SLACK_DIVISOR: u32 = 16;
+
+/// The timer of one request's upstream timeout (ready once it has passed).
+struct Deadline(Pin<Box<tokio::time::Sleep>>);
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 impl Connection {
     pub fn new(client: SocketAddr, scheme: &'static str) -> Self {
         let client_header =
             HeaderValue::from_str(&client.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Connection { client, scheme, client_header, upstreams: Mutex::new(Vec::new()) }
+        Connection { client, scheme, client_header, upstreams: Mutex::new(Vec::new()), deadline: Mutex::new(None) }
+    }
+
+    /// A timer that fires between `timeout` and `timeout` plus a sixteenth after `started`: this
+    /// connection's timer from its previous request when it fires late enough but not too late
+    /// (then nothing is rearmed), else a rearmed or new one. Concurrent requests (HTTP/2) each
+    /// get their own.
+    fn deadline(&self, started: Instant, timeout: std::time::Duration) -> Deadline {
+        let earliest = tokio::time::Instant::from_std(started) + timeout;
+        let latest = earliest + timeout / DEADLINE_SLACK_DIVISOR;
+        let kept = self.deadline.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match kept {
+            Some(sleep) if sleep.deadline() >= earliest && sleep.deadline() <= latest => Deadline(sleep),
+            Some(mut sleep) => {
+                sleep.as_mut().reset(latest);
+                Deadline(sleep)
+            }
+            None => Deadline(Box::pin(tokio::time::sleep_until(latest))),
+        }
+    }
+
+    /// Keeps a request's timer for the next request on this connection.
+    fn keep_deadline(&self, deadline: Deadline) {
+        let mut kept = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_none() {
+            *kept = Some(deadline.0);
+        }
     }
 
     fn take(&self, address: SocketAddr) -> Option<SendRequest<Incoming>> {
@@ -129,7 +175,12 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let given = request.headers().get(&X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 200).cloned();
+    let seen = Seen::of(request.headers());
+    let given = if seen.request_id {
+        request.headers().get(&X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 200).cloned()
+    } else {
+        None
+    };
     let request_id = match given {
         Some(id) => Some(id),
         None => shared.settings.hot_path.request_id.then(new_request_id),
@@ -139,7 +190,8 @@ pub async fn handle(
         let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         (request.method().clone(), host, request.uri().path().to_owned())
     });
-    let mut response = route_and_forward(&shared, &connection, request, request_id.as_ref(), started).await;
+    let arrival = Arrival { seen, request_id: request_id.as_ref(), started };
+    let mut response = route_and_forward(&shared, &connection, request, arrival).await;
     if let (Some(log), Some((method, host, path))) = (&shared.access_log, logged) {
         log.write(&crate::access_log::Entry {
             time_unix_ms: crate::shared::unix_millis(),
@@ -162,13 +214,13 @@ async fn route_and_forward(
     shared: &Arc<Shared>,
     connection: &Arc<Connection>,
     request: Request<Incoming>,
-    request_id: Option<&HeaderValue>,
-    started: Instant,
+    arrival: Arrival<'_>,
 ) -> Response<Body> {
+    let Arrival { seen, started, .. } = arrival;
     // RFC 9112 §6.1: a request with both is a smuggling attempt or a broken client; refuse it
     // rather than guess which framing an upstream would believe.
     let headers = request.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
+    if seen.hop_by_hop & TRANSFER_ENCODING_BIT != 0 && headers.contains_key(header::CONTENT_LENGTH) {
         let mut response = text(StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding are set".into());
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
@@ -187,7 +239,7 @@ async fn route_and_forward(
         return maintenance_answer(shared, &request);
     }
     if let Some(limiter) = &service.rate_limiter
-        && let Err(retry_after) = limiter.check(client_ip, Instant::now())
+        && let Err(retry_after) = limiter.check(client_ip, started)
     {
         service.edge_metrics.record_rate_limited();
         let mut response = text(StatusCode::TOO_MANY_REQUESTS, "too many requests".into());
@@ -195,11 +247,11 @@ async fn route_and_forward(
         return response;
     }
 
-    let choice = choose_pool(shared, service, &request);
+    let choice = choose_pool(shared, service, &request, seen);
     let Some(pool) = choice.pool.and_then(|p| service.pools.get(p)) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("service `{}` has no pool taking traffic", service.name));
     };
-    let mut response = forward(shared, connection, &service.name, pool, request, request_id).await;
+    let mut response = forward(shared, connection, &service.name, pool, request, arrival).await;
     if shared.settings.hot_path.metrics {
         pool.metrics.record(response.status().as_u16(), elapsed_micros(started));
     }
@@ -214,20 +266,29 @@ fn elapsed_micros(started: Instant) -> u64 {
 }
 
 /// The host a request is for: the URI's authority (HTTP/2, absolute form) or the Host header,
-/// lowercase and without a port.
-fn request_host(request: &Request<Incoming>) -> Option<String> {
+/// lowercase and without a port. Borrowed unless it has to be lowercased.
+fn request_host(request: &Request<Incoming>) -> Option<Cow<'_, str>> {
     let raw = match request.uri().host() {
-        Some(host) => host.to_owned(),
+        Some(host) => host,
         None => {
             let value = request.headers().get(header::HOST)?.to_str().ok()?;
             if value.starts_with('[') {
-                value.split_once(']').map(|(h, _)| format!("{h}]"))?
+                // `[::1]:8080`: the brackets stay.
+                let end = value.find(']')?;
+                &value[..=end]
             } else {
-                value.split(':').next()?.to_owned()
+                value.split(':').next()?
             }
         }
     };
-    (!raw.is_empty()).then(|| raw.to_ascii_lowercase())
+    if raw.is_empty() {
+        return None;
+    }
+    Some(if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(raw)
+    })
 }
 
 struct PoolChoice {
@@ -238,9 +299,11 @@ struct PoolChoice {
 /// Which pool serves this request. In order: a pinning header with a valid token; the secondary
 /// when failed over; the client's cohort cookie if its pool still takes traffic; a new cohort
 /// drawn by weight.
-fn choose_pool(shared: &Shared, service: &Service, request: &Request<Incoming>) -> PoolChoice {
+fn choose_pool(shared: &Shared, service: &Service, request: &Request<Incoming>, seen: Seen) -> PoolChoice {
     let headers = request.headers();
-    if let (Some(pool), Some(token)) = (headers.get(POOL_HEADER), headers.get(TOKEN_HEADER))
+    if seen.pinning
+        && let Some(pool) = headers.get(POOL_HEADER)
+        && let Some(token) = headers.get(TOKEN_HEADER)
         && shared.token_is_valid(token.as_bytes())
         && let Some(index) = service.pools.iter().position(|p| p.name.as_bytes() == pool.as_bytes())
     {
@@ -353,15 +416,16 @@ fn maintenance_answer(shared: &Shared, request: &Request<Incoming>) -> Response<
 
 /// Picks the less busy of two random usable instances, avoiding `exclude`.
 fn choose_instance(pool: &Pool, now_ms: u64, exclude: Option<SocketAddr>) -> Option<Arc<Instance>> {
-    let usable: Vec<&Arc<Instance>> =
-        pool.instances.iter().filter(|i| i.usable(now_ms) && Some(i.address) != exclude).collect();
-    match usable.len() {
+    // Counted, then indexed: no list is built on the hot path.
+    let usable = |instance: &&Arc<Instance>| instance.usable(now_ms) && Some(instance.address) != exclude;
+    let nth = |n: usize| pool.instances.iter().filter(usable).nth(n);
+    match pool.instances.iter().filter(usable).count() {
         0 => None,
-        1 => Some(usable[0].clone()),
+        1 => nth(0).cloned(),
         n => {
             let random = fast_random();
-            let first = usable[(random % n as u64) as usize];
-            let second = usable[((random >> 32) % n as u64) as usize];
+            let first = nth((random % n as u64) as usize)?;
+            let second = nth(((random >> 32) % n as u64) as usize)?;
             let load = |i: &Instance| i.outstanding.load(Ordering::Relaxed);
             Some(if load(second) < load(first) { second.clone() } else { first.clone() })
         }
@@ -373,16 +437,16 @@ async fn forward(
     connection: &Arc<Connection>,
     service_name: &str,
     pool: &Pool,
-    request: Request<Incoming>,
-    request_id: Option<&HeaderValue>,
+    mut request: Request<Incoming>,
+    arrival: Arrival<'_>,
 ) -> Response<Body> {
-    let now_ms = shared.now_ms();
+    let Arrival { seen, request_id, started } = arrival;
+    let now_ms = shared.ms_at(started);
     let Some(mut instance) = choose_instance(pool, now_ms, None) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("no healthy instance in pool `{}`", pool.name));
     };
-    let upgrade = is_upgrade(&request);
-    let mut request =
-        prepare_request(request, connection, request_id, upgrade, shared.settings.hot_path.forwarded_headers);
+    let upgrade = seen.hop_by_hop & UPGRADE_BIT != 0 && is_upgrade(&request);
+    prepare_request(&mut request, seen, connection, request_id, upgrade, shared.settings.hot_path.forwarded_headers);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
     // A failed connect is retried once, on another instance: nothing was sent yet.
@@ -407,13 +471,19 @@ async fn forward(
         }
     };
     let in_flight = InFlight::new(instance.clone());
-    let sent = tokio::time::timeout(
-        shared.settings.upstream_timeout,
-        send(shared, sender, request, connection, &instance, fresh, upgrade),
-    )
-    .await;
+    let mut deadline = connection.deadline(started, shared.settings.upstream_timeout);
+    let sent = {
+        let send = send(shared, sender, request, connection, &instance, fresh, upgrade);
+        let mut send = std::pin::pin!(send);
+        std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Ok(result)),
+            Poll::Pending => Pin::new(&mut deadline).poll(cx).map(Err),
+        })
+        .await
+    };
+    connection.keep_deadline(deadline);
     let mut response = match sent {
-        Err(_) => {
+        Err(()) => {
             note_error(shared, &instance);
             return text(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -528,7 +598,9 @@ async fn connection_to(
             }
         }
     }
-    Ok((open(shared, instance.address).await?, true))
+    // Boxed: connecting is rare on keep-alive connections, and its future would otherwise make
+    // every request's future larger (and costlier to move).
+    Ok((Box::pin(open(shared, instance.address)).await?, true))
 }
 
 /// A new HTTP/1 connection to an upstream (with upgrades, for WebSockets), bounded by the connect
@@ -562,7 +634,7 @@ async fn send(
         // send it once on a new connection.
         Err(mut err) if !fresh => match err.take_message() {
             Some(request) => {
-                sender = open(shared, instance.address).await?;
+                sender = Box::pin(open(shared, instance.address)).await?;
                 sender.send_request(request).await?
             }
             None => return Err(err.into_error().into()),
@@ -588,22 +660,23 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
 /// Rewrites the request for the upstream: hop-by-hop headers out (RFC 9110 §7.6.1), pinning
 /// headers out, `X-Forwarded-For/-Proto` and `X-Request-Id` in, origin-form URI.
 fn prepare_request(
-    request: Request<Incoming>,
+    request: &mut Request<Incoming>,
+    seen: Seen,
     connection: &Connection,
     request_id: Option<&HeaderValue>,
     upgrade: bool,
     forwarded_headers: bool,
-) -> Request<Incoming> {
-    let (mut parts, body) = request.into_parts();
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
-    // Rarely present: look before removing (a removal hashes the custom name even when absent).
-    if headers.keys().any(|name| name == POOL_HEADER || name == TOKEN_HEADER) {
+) {
+    let headers = request.headers_mut();
+    strip_present_hop_by_hop(headers, upgrade, seen.hop_by_hop);
+    // Rarely present (a removal hashes the custom name even when absent).
+    if seen.pinning {
         headers.remove(POOL_HEADER);
         headers.remove(TOKEN_HEADER);
     }
     if forwarded_headers {
-        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        let previous = if seen.forwarded_for { headers.get(&X_FORWARDED_FOR) } else { None };
+        let forwarded_for = match previous.and_then(|v| v.to_str().ok()) {
             Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", connection.client.ip())).ok(),
             None => Some(connection.client_header.clone()),
         };
@@ -615,59 +688,145 @@ fn prepare_request(
     if let Some(id) = request_id {
         headers.insert(X_REQUEST_ID, id.clone());
     }
-    if !headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
+    if !seen.host
+        && let Some(authority) = request.uri().authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
-        headers.insert(header::HOST, value);
+        request.headers_mut().insert(header::HOST, value);
     }
-    if let Some(path) = parts.uri.path_and_query().cloned() {
-        parts.uri = hyper::Uri::from(path);
+    // Origin form (`/path?query`) for the upstream; an HTTP/1 request has it already.
+    if request.uri().scheme().is_some()
+        && let Some(path) = request.uri().path_and_query().cloned()
+    {
+        *request.uri_mut() = hyper::Uri::from(path);
     }
-    parts.version = hyper::Version::HTTP_11;
-    Request::from_parts(parts, body)
+    *request.version_mut() = hyper::Version::HTTP_11;
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), which apply to one connection and are never forwarded.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHORIZATION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which apply to one connection and are never forwarded,
+/// in the order of [`hop_by_hop_index`].
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
+const CONNECTION_BIT: u8 = 1 << 0;
+const TRANSFER_ENCODING_BIT: u8 = 1 << 3;
+const UPGRADE_BIT: u8 = 1 << 4;
+
+/// What the edge learnt of a request as it came in.
+#[derive(Debug, Clone, Copy)]
+struct Arrival<'a> {
+    seen: Seen,
+    /// The client's or a generated one (none when the feature is off).
+    request_id: Option<&'a HeaderValue>,
+    started: Instant,
+}
+
+/// Which of the names the edge looks at a request carries, found in one pass over its header
+/// names: a lookup by name hashes the name, present or not, and most are absent.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen {
+    /// Bits by index in [`HOP_BY_HOP`].
+    hop_by_hop: u8,
+    host: bool,
+    request_id: bool,
+    forwarded_for: bool,
+    /// `X-Windlass-Pool` or `X-Windlass-Token`.
+    pinning: bool,
+}
+
+impl Seen {
+    fn of(headers: &HeaderMap) -> Seen {
+        let mut seen = Seen::default();
+        for name in headers.keys() {
+            let name = name.as_str().as_bytes();
+            if let Some(index) = hop_by_hop_index(name) {
+                seen.hop_by_hop |= 1 << index;
+                continue;
+            }
+            match name.len() {
+                4 => seen.host |= name == b"host",
+                12 => seen.request_id |= name == b"x-request-id",
+                15 => {
+                    seen.forwarded_for |= name == b"x-forwarded-for";
+                    seen.pinning |= name == POOL_HEADER.as_str().as_bytes();
+                }
+                16 => seen.pinning |= name == TOKEN_HEADER.as_str().as_bytes(),
+                _ => {}
+            }
+        }
+        seen
+    }
+}
+
+/// The index in [`HOP_BY_HOP`] of a header name (in any case), found by its length first: most
+/// names are compared with at most two others.
+fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        2 => is(b"te").then_some(1),
+        7 if is(b"trailer") => Some(2),
+        7 => is(b"upgrade").then_some(4),
+        10 if is(b"connection") => Some(0),
+        10 => is(b"keep-alive").then_some(6),
+        16 => is(b"proxy-connection").then_some(7),
+        17 => is(b"transfer-encoding").then_some(3),
+        19 => is(b"proxy-authorization").then_some(5),
+        _ => None,
+    }
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names first: most messages carry none of these, and removing an absent
-    // header still costs a hash lookup each.
-    if headers.keys().any(is_hop_by_hop) {
+    // One pass over the names finds which hop-by-hop headers are there: removing a header hashes
+    // its name, present or not, and most messages carry one of these at most (`Connection`).
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(index) = hop_by_hop_index(name.as_str().as_bytes()) {
+            present |= 1 << index;
+        }
+    }
+    strip_present_hop_by_hop(headers, keep_upgrade, present);
+}
+
+/// [`strip_hop_by_hop`] when the hop-by-hop names present are known (bits by index in
+/// [`HOP_BY_HOP`]).
+fn strip_present_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, mut present: u8) {
+    if keep_upgrade {
+        present &= !UPGRADE_BIT;
+    }
+    if present & CONNECTION_BIT != 0 {
+        // Other names the Connection header lists are hop-by-hop too. The usual tokens
+        // (`keep-alive`, `close`, `upgrade`) name nothing more, so this seldom allocates.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            // The usual values whole, without splitting them into tokens.
+            .filter(|value| {
+                !(value.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+                    || value.as_bytes().eq_ignore_ascii_case(b"close"))
+            })
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|token| {
+                !token.is_empty() && !token.eq_ignore_ascii_case(b"close") && hop_by_hop_index(token).is_none()
+            })
+            .filter_map(|token| {
+                headers.keys().find(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token)).cloned()
+            })
             .collect();
         for name in listed {
             headers.remove(name);
         }
-        for name in [
-            header::CONNECTION,
-            header::TE,
-            header::TRAILER,
-            header::TRANSFER_ENCODING,
-            header::PROXY_AUTHORIZATION,
-            KEEP_ALIVE,
-            PROXY_CONNECTION,
-        ] {
+    }
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
             headers.remove(name);
-        }
-        if !keep_upgrade {
-            headers.remove(header::UPGRADE);
         }
     }
     if keep_upgrade {
@@ -743,5 +902,17 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-kept"));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, X-Hop"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers, true);
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["connection", "upgrade", "x-kept"]);
+        assert_eq!(headers[header::CONNECTION], "upgrade");
     }
 }

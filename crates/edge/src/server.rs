@@ -2,8 +2,11 @@
 //! `SO_REUSEPORT` socket and serving its connections start to finish with no cross-thread
 //! wakeups (the design `../shared/EDGE-PERF.md` measured fastest here).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -73,6 +76,74 @@ pub fn start_workers(
         .collect()
 }
 
+/// hyper's timer, for the header read timeout, which hyper arms anew for every request on a
+/// connection (a new timer, inserted into and removed from tokio's timer wheel each time). Here
+/// the timers are recycled per worker thread: one whose deadline lies within
+/// [`RECYCLED_SLACK`] after the one asked for is reused as it is, without touching the wheel, so
+/// a timeout fires up to that much late.
+#[derive(Debug, Clone, Copy)]
+struct RecyclingTimer;
+
+/// How much later than asked a recycled timer may fire.
+const RECYCLED_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Timers kept per worker thread.
+const RECYCLED_KEPT: usize = 64;
+
+thread_local! {
+    static RECYCLED: std::cell::RefCell<Vec<Pin<Box<tokio::time::Sleep>>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl hyper::rt::Timer for RecyclingTimer {
+    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let earliest = tokio::time::Instant::from_std(deadline);
+        let latest = earliest + RECYCLED_SLACK;
+        let sleep = match RECYCLED.with(|kept| kept.borrow_mut().pop()) {
+            Some(sleep) if sleep.deadline() >= earliest && sleep.deadline() <= latest => sleep,
+            Some(mut sleep) => {
+                sleep.as_mut().reset(latest);
+                sleep
+            }
+            None => Box::pin(tokio::time::sleep_until(latest)),
+        };
+        Box::pin(RecycledSleep(Some(sleep)))
+    }
+}
+
+/// A timer handed to hyper, given back to its thread's pool when hyper drops it.
+struct RecycledSleep(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Future for RecycledSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl hyper::rt::Sleep for RecycledSleep {}
+
+impl Drop for RecycledSleep {
+    fn drop(&mut self) {
+        if let Some(sleep) = self.0.take() {
+            // Outside a worker's runtime (or when the pool is full) it is simply dropped.
+            let _ = RECYCLED.try_with(|kept| {
+                if let Ok(mut kept) = kept.try_borrow_mut()
+                    && kept.len() < RECYCLED_KEPT
+                {
+                    kept.push(sleep);
+                }
+            });
+        }
+    }
+}
+
 /// The number of request headers hyper accepts unless told otherwise.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -98,7 +169,7 @@ async fn accept_loop(
     builder
         .http1()
         .max_buf_size(settings.max_header_bytes.max(8192))
-        .timer(hyper_util::rt::TokioTimer::new())
+        .timer(RecyclingTimer)
         .header_read_timeout(std::time::Duration::from_secs(30));
     // hyper's own limit is 100 headers; naming it explicitly makes hyper allocate and fill a
     // header index array on every parse (measured: ~1,700 instructions a request), so it is

@@ -171,7 +171,12 @@ impl Shared {
 
     /// Milliseconds since the edge started (the clock of ejections).
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(Instant::now())
+    }
+
+    /// [`Shared::now_ms`] at a moment already read from the clock (a request's start).
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn spec(&self) -> EdgeSpec {
