@@ -188,11 +188,32 @@ fn ca_bundle() -> std::path::PathBuf {
         .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into())
 }
 
+/// TLS settings per CA bundle, with the bundle's modification time: built once, not for every
+/// request (the system bundle holds over a hundred certificates), and again when the file changes.
+type ConfigCache =
+    std::collections::HashMap<std::path::PathBuf, (std::time::SystemTime, std::sync::Arc<rustls::ClientConfig>)>;
+static CLIENT_CONFIGS: std::sync::LazyLock<std::sync::Mutex<ConfigCache>> = std::sync::LazyLock::new(Default::default);
+
 fn client_config(ca_file: Option<&std::path::Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
     let bundle = ca_file.map(std::path::Path::to_owned).unwrap_or_else(ca_bundle);
+    let modified = std::fs::metadata(&bundle).and_then(|m| m.modified()).ok();
+    if let (Some(modified), Ok(cache)) = (modified, CLIENT_CONFIGS.lock())
+        && let Some((when, config)) = cache.get(&bundle)
+        && *when == modified
+    {
+        return Ok(config.clone());
+    }
+    let config = build_client_config(&bundle)?;
+    if let (Some(modified), Ok(mut cache)) = (modified, CLIENT_CONFIGS.lock()) {
+        cache.insert(bundle, (modified, config.clone()));
+    }
+    Ok(config)
+}
+
+fn build_client_config(bundle: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let certificates = rustls_pki_types::CertificateDer::pem_file_iter(&bundle)
+    let certificates = rustls_pki_types::CertificateDer::pem_file_iter(bundle)
         .map_err(|err| format!("cannot read CA certificates from {} ({err}); set SSL_CERT_FILE", bundle.display()))?;
     for certificate in certificates.flatten() {
         let _ = roots.add(certificate);

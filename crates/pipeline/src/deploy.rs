@@ -44,6 +44,16 @@ pub struct Deployer {
     pub holder: Holder,
     /// An env file to use instead of each environment's own (`windlass server --env-file`).
     pub env_file: Option<PathBuf>,
+    /// The config as last parsed, with the text it was parsed from: the server's loops read the
+    /// config every few seconds, and a large one (thousands of probes) costs tens of
+    /// milliseconds to parse.
+    pub parsed: ConfigCache,
+}
+
+/// The last parse of the config file, reused while the file's text is unchanged.
+#[derive(Debug, Default)]
+pub struct ConfigCache {
+    last: std::sync::Mutex<Option<(String, Arc<Config>)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,8 +187,23 @@ pub fn parse_config(source: &Source) -> Result<Config, DeployError> {
 
 impl Deployer {
     pub fn load_config(&self) -> Result<Config, DeployError> {
+        self.shared_config().map(|config| (*config).clone())
+    }
+
+    /// The config as the file says now, parsed again only when its text changed.
+    pub fn shared_config(&self) -> Result<Arc<Config>, DeployError> {
         let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
-        parse_config(&source)
+        if let Ok(last) = self.parsed.last.lock()
+            && let Some((text, config)) = last.as_ref()
+            && text == source.text()
+        {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(parse_config(&source)?);
+        if let Ok(mut last) = self.parsed.last.lock() {
+            *last = Some((source.text().to_owned(), config.clone()));
+        }
+        Ok(config)
     }
 
     pub fn config_dir(&self) -> PathBuf {

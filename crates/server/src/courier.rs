@@ -44,7 +44,7 @@ impl Courier {
     }
 
     async fn send_all(self: Arc<Self>, dispatches: Vec<Dispatch>) {
-        let config = match self.deployer.load_config() {
+        let config = match self.deployer.shared_config() {
             Ok(config) => config,
             Err(err) => {
                 tracing::error!(%err, "alert notifications not sent: the config cannot be read");

@@ -126,6 +126,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         artifacts_dir: options.state_dir.join("artifacts"),
         holder: Holder::this_process(id),
         env_file: options.env_file.clone(),
+        parsed: Default::default(),
     });
     let config = deployer.load_config()?;
     for environment in &options.environments {
@@ -217,7 +218,7 @@ async fn database_schedules(deployer: Arc<Deployer>, environments: Vec<String>) 
 async fn run_due_database_jobs(deployer: &Deployer, environment: &str) -> Result<(), String> {
     use windlass_db::schedule::{Schedule, is_due};
     use windlass_db::{BackupPolicy, ScheduledJob};
-    let config = deployer.load_config().map_err(|e| e.to_string())?;
+    let config = deployer.shared_config().map_err(|e| e.to_string())?;
     let Some(database) = &config.database else { return Ok(()) };
     let jobs = [
         (ScheduledJob::Backup, "backup", database.backup.schedule.as_ref()),

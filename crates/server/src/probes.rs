@@ -129,7 +129,7 @@ async fn reconcile(
     if current.as_deref() == Some(fingerprint.as_str()) {
         return Ok(());
     }
-    let config = deployer.load_config().map_err(|e| e.to_string())?;
+    let config = deployer.shared_config().map_err(|e| e.to_string())?;
     let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
     let builtins = BTreeMap::from([("WINDLASS_ENV".to_owned(), environment.to_owned())]);
     let list = probes_for(&config, environment, &instances, &|setting| variables.render(setting, &builtins));

@@ -258,7 +258,7 @@ async fn critical_alerts(
 
 async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), String> {
     let deployer = &courier.deployer;
-    let config = deployer.load_config().map_err(|e| e.to_string())?;
+    let config = deployer.shared_config().map_err(|e| e.to_string())?;
     if !config.pipeline.auto_rollback {
         return Ok(());
     }

@@ -46,7 +46,7 @@ pub(crate) async fn collect(
             }
             // The collecting server (the lease holder) turns burn-rate alerts into alerts.
             if leases.contains_key(environment)
-                && let Ok(config) = deployer.load_config()
+                && let Ok(config) = deployer.shared_config()
             {
                 let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
                 let settings = report::Settings::from_config(&config.monitor);
