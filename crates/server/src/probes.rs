@@ -162,7 +162,14 @@ fn start(
     prober.carry_over(previous);
     let (stop, stopped) = watch::channel(false);
     let looping = prober.clone();
-    tokio::spawn(async move { looping.run(stopped).await });
+    // The probes run on a thread of their own with a single-threaded runtime: thousands of
+    // checks a minute then wake no other thread (a multi-thread runtime hands each check
+    // between workers, and the futex and timer wake-ups cost more than the checks).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("windlass-probes".into())
+        .spawn(move || runtime.block_on(looping.run(stopped)))
+        .map_err(|e| format!("cannot start the probes' thread: {e}"))?;
     let environment = environment.to_owned();
     tokio::spawn(async move {
         while let Some(mut transition) = transitions.recv().await {
