@@ -191,18 +191,19 @@ impl Deployer {
     }
 
     /// The config as the file says now, parsed again only when its text changed.
+    ///
+    /// The parse happens under the cache's lock: the server's loops all start at once, and a
+    /// large config parsed by each of them side by side costs its peak memory several times.
     pub fn shared_config(&self) -> Result<Arc<Config>, DeployError> {
         let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
-        if let Ok(last) = self.parsed.last.lock()
-            && let Some((text, config)) = last.as_ref()
+        let mut last = self.parsed.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((text, config)) = last.as_ref()
             && text == source.text()
         {
             return Ok(config.clone());
         }
         let config = Arc::new(parse_config(&source)?);
-        if let Ok(mut last) = self.parsed.last.lock() {
-            *last = Some((source.text().to_owned(), config.clone()));
-        }
+        *last = Some((source.text().to_owned(), config.clone()));
         Ok(config)
     }
 
@@ -733,7 +734,13 @@ impl Run {
     /// Starts a recorded step; its output goes to the returned log until [`Run::end`]. Refused
     /// once the deploy lost its lock or was asked to stop.
     pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
-        if let Some(reason) = self.stop_reason() {
+        // The watcher notices a stop within a moment; a step about to start asks the store too,
+        // so a stop requested before it is never missed.
+        let asked = match self.stop_reason() {
+            Some(reason) => Some(reason),
+            None => self.deployer.store.setting(&stop_key(&self.id)).await.ok().flatten(),
+        };
+        if let Some(reason) = asked {
             return Err(format!("stopped before `{title}`: {reason}"));
         }
         self.open_step(phase, title).await

@@ -280,11 +280,29 @@ async fn an_alert_during_a_deploy_stops_it_and_it_undoes_itself() {
     let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
     platform.rewrite_config(&failing_after_release(r#"VERSION = "v1""#, platform.edge_address));
     platform.deploy(&[]);
-    // The traffic phase waits long enough for the probe to fail twice through the edge.
-    let waiting = "\n[[phases.traffic.steps]]\nname = \"purge the CDN\"\nrun = \"sleep 6\"\n\n[[phases.traffic.steps]]\nname = \"warm the caches\"\nrun = \"true\"\n";
+    // The traffic phase's first step lasts until the test lets it end: after the alert fired
+    // and the guard asked the deploy to stop.
+    let released = platform.path().join("released");
+    let waiting = format!(
+        "\n[[phases.traffic.steps]]\nname = \"purge the CDN\"\nrun = \"until [ -e {} ]; do sleep 0.1; done\"\ntimeout = \"60s\"\n\n[[phases.traffic.steps]]\nname = \"warm the caches\"\nrun = \"true\"\n",
+        released.display()
+    );
     let text = failing_after_release(r#"VERSION = "v2", FAULT_ERROR_RATE = "1""#, platform.edge_address);
     platform.rewrite_config(&format!("{text}{waiting}"));
-    let run = platform.cli(&["deploy", "production"]);
+    let mut deploy = platform.command_as(&platform.token, &["deploy", "production"]);
+    let deploy = deploy.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    eventually("the guard to stop the deploy", || {
+        let events = platform.cli(&["events", "production", "--kind", "deploy.auto_abort"]);
+        events.stdout.contains("stopped").then_some(())
+    })
+    .await;
+    std::fs::write(&released, "").unwrap();
+    let output = deploy.wait_with_output().unwrap();
+    let run = crate::harness::Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     let id = crate::platform::deploy_id(&run);
     let shown = platform.json(&["deploy", "show", &id]);
