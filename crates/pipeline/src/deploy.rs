@@ -420,10 +420,8 @@ impl Deployer {
             variables: prepared.variables.clone(),
             changes: Vec::new(),
             lock_lost: lost,
-            stop: Default::default(),
             service_waits: Default::default(),
         };
-        let stop_watch = tokio::spawn(watch_stop(self.store.clone(), prepared.id.clone(), run.stop.clone()));
         let began = std::time::Instant::now();
         let what = match &prepared.kind {
             Kind::Deploy { .. } => "deploy".to_owned(),
@@ -466,7 +464,6 @@ impl Deployer {
             },
         };
         heartbeat.abort();
-        stop_watch.abort();
         let elapsed = began.elapsed();
         let waited = run.service_wait_total();
         let (elapsed_ms, waited_ms) = (elapsed.as_millis() as u64, waited.as_millis() as u64);
@@ -560,7 +557,6 @@ pub async fn scale(
         variables,
         changes: Vec::new(),
         lock_lost: Arc::new(AtomicBool::new(false)),
-        stop: Default::default(),
         service_waits: Default::default(),
     };
     let (log, mut lines) = StepLog::detached();
@@ -608,19 +604,6 @@ pub async fn request_stop(store: &dyn Store, id: &DeployId, reason: &str) -> Res
     }
     store.set_setting(&stop_key(id), reason).await?;
     Ok(true)
-}
-
-/// Polls for a stop request while the deploy runs.
-async fn watch_stop(store: Arc<dyn Store>, id: DeployId, stop: Arc<std::sync::Mutex<Option<String>>>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(Some(reason)) = store.setting(&stop_key(&id)).await {
-            if let Ok(mut slot) = stop.lock() {
-                *slot = Some(reason);
-            }
-            return;
-        }
-    }
 }
 
 async fn renew(store: Arc<dyn Store>, lease: Lease, lost: Arc<AtomicBool>) {
@@ -700,8 +683,6 @@ pub struct Run {
     /// What this deploy changed so far, newest last: what to undo if it fails.
     pub changes: Vec<Change>,
     lock_lost: Arc<AtomicBool>,
-    /// Why the deploy must stop (an alert fired), when someone asked it to.
-    stop: Arc<std::sync::Mutex<Option<String>>>,
     /// When this deploy waited on services: from asking the runtime for an instance to its
     /// passing the health gate. What is left of the deploy's time is Windlass's own overhead.
     service_waits: Arc<Spans>,
@@ -726,21 +707,12 @@ impl Run {
         self.lock_lost.load(Ordering::SeqCst)
     }
 
-    /// Why this deploy was asked to stop ([`request_stop`]), if it was.
-    pub fn stop_reason(&self) -> Option<String> {
-        self.stop.lock().ok().and_then(|s| s.clone())
-    }
-
     /// Starts a recorded step; its output goes to the returned log until [`Run::end`]. Refused
     /// once the deploy lost its lock or was asked to stop.
     pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
-        // The watcher notices a stop within a moment; a step about to start asks the store too,
-        // so a stop requested before it is never missed.
-        let asked = match self.stop_reason() {
-            Some(reason) => Some(reason),
-            None => self.deployer.store.setting(&stop_key(&self.id)).await.ok().flatten(),
-        };
-        if let Some(reason) = asked {
+        // Asked of the store as each step starts ([`request_stop`]): a stop requested before a
+        // step is never missed.
+        if let Some(reason) = self.deployer.store.setting(&stop_key(&self.id)).await.ok().flatten() {
             return Err(format!("stopped before `{title}`: {reason}"));
         }
         self.open_step(phase, title).await

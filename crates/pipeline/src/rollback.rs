@@ -11,7 +11,7 @@ use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus};
 
 use crate::DeployError;
 use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, parse_config};
-use crate::rollout::{self, Change, is_alive};
+use crate::rollout::{self, Change, alive_count};
 use crate::state::EnvState;
 
 /// The deploy a rollback returns to: the one named, or the last successful one before the
@@ -46,6 +46,14 @@ pub async fn target(deployer: &Deployer, environment: &str, named: Option<&str>)
     })
 }
 
+/// How a rollback's recorded reason starts (the record has no kind of its own).
+const ROLLBACK_REASON: &str = "rollback to ";
+
+/// Whether a recorded deploy is a rollback.
+pub fn is_rollback(deploy: &Deploy) -> bool {
+    deploy.reason.as_deref().is_some_and(|r| r.starts_with(ROLLBACK_REASON))
+}
+
 /// What a deploy recorded, with "this deploy" spelled out as its id.
 pub fn recorded(deploy: &Deploy) -> Result<Recorded, DeployError> {
     let mut recorded: Recorded = serde_json::from_str(&deploy.artifacts).map_err(|err| {
@@ -75,8 +83,8 @@ pub async fn start(
     let variables = deployer.variables(&config, environment).await?;
     let lease = deployer.lock(environment, &format!("rollback requested by {actor}")).await?;
     let why = match &reason {
-        Some(reason) => format!("rollback to {}: {reason}", target.id),
-        None => format!("rollback to {}", target.id),
+        Some(reason) => format!("{ROLLBACK_REASON}{}: {reason}", target.id),
+        None => format!("{ROLLBACK_REASON}{}", target.id),
     };
     let record = NewDeploy {
         environment: environment.into(),
@@ -240,11 +248,8 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
             run.skipped("rollback", &format!("{service}: already on {want_deploy}"), "nothing to do").await?;
             continue;
         }
-        let mut alive = !recorded.instances.is_empty();
-        for instance in &recorded.instances {
-            alive &= matches!(run.deployer.runtime.get(&instance.id).await, Ok(Some(i)) if is_alive(i.state));
-        }
-        if !alive {
+        let alive = alive_count(&run.deployer, &recorded.instances).await;
+        if recorded.instances.is_empty() || alive < recorded.instances.len() {
             cold.push((service.clone(), wanted.clone()));
             continue;
         }

@@ -116,26 +116,12 @@ async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), Strin
     let Some(service_state) = state.services.get_mut(service) else { return Ok(()) };
     let mut dead = Vec::new();
     for (color, recorded) in &service_state.colors {
-        let mut alive = false;
-        for instance in &recorded.instances {
-            if let Ok(Some(found)) = deployer.runtime.get(&instance.id).await {
-                alive |= is_alive(found.state);
-            }
-        }
-        if !alive {
+        if alive_count(deployer, &recorded.instances).await == 0 {
             dead.push(color.clone());
         }
     }
     let secondary_dead = match &service_state.secondary {
-        Some(secondary) => {
-            let mut alive = false;
-            for instance in &secondary.instances {
-                if let Ok(Some(found)) = deployer.runtime.get(&instance.id).await {
-                    alive |= is_alive(found.state);
-                }
-            }
-            !alive
-        }
+        Some(secondary) => alive_count(deployer, &secondary.instances).await == 0,
         None => false,
     };
     if secondary_dead && let Some(secondary) = service_state.secondary.take() {
@@ -168,6 +154,17 @@ async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), Strin
 
 pub fn is_alive(state: InstanceState) -> bool {
     matches!(state, InstanceState::Starting | InstanceState::Running | InstanceState::BackingOff)
+}
+
+/// How many of `instances` the runtime still runs.
+pub async fn alive_count(deployer: &Deployer, instances: &[InstanceRef]) -> usize {
+    let mut alive = 0;
+    for instance in instances {
+        if matches!(deployer.runtime.get(&instance.id).await, Ok(Some(found)) if is_alive(found.state)) {
+            alive += 1;
+        }
+    }
+    alive
 }
 
 /// An id the runtime accepts: lowercase letters, digits and `-`.
@@ -614,15 +611,10 @@ pub async fn sync_secondary(
         && previous.artifact.sha256 == artifact.sha256
         && previous.config_deploy == config_deploy
         && previous.instances.len() == count
+        && alive_count(&run.deployer, &previous.instances).await == count
     {
-        let mut alive = true;
-        for instance in &previous.instances {
-            alive &= matches!(run.deployer.runtime.get(&instance.id).await, Ok(Some(i)) if is_alive(i.state));
-        }
-        if alive {
-            log.line(format!("{service}: the secondary already runs build {}", artifact.short_hash()));
-            return Ok(());
-        }
+        log.line(format!("{service}: the secondary already runs build {}", artifact.short_hash()));
+        return Ok(());
     }
     let instances = start_color(run, log, service, spec, artifact, SECONDARY_POOL, count).await?;
     let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
