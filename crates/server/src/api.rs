@@ -127,7 +127,7 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
 
 /// The environment exists in the config and this server manages it.
 fn known_environment(state: &AppState, environment: &str) -> Result<(), Response> {
-    let config = state.deployer.load_config().map_err(deploy_error)?;
+    let config = state.deployer.shared_config().map_err(deploy_error)?;
     windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| deploy_error(err.into()))?;
     if !state.managed.iter().any(|m| m == environment) {
         return Err(error(
@@ -141,7 +141,14 @@ fn known_environment(state: &AppState, environment: &str) -> Result<(), Response
     Ok(())
 }
 
-async fn audit(store: &dyn Store, actor: &str, environment: &str, kind: &str, subject: &str, message: String) {
+pub(crate) async fn audit(
+    store: &dyn Store,
+    actor: &str,
+    environment: &str,
+    kind: &str,
+    subject: &str,
+    message: String,
+) {
     let event = NewEvent {
         actor: actor.into(),
         environment: Some(environment.into()),
@@ -382,7 +389,7 @@ async fn deploy_events(State(state): State<AppState>, Path(id): Path<String>) ->
 
 async fn status(State(state): State<AppState>) -> Response {
     let deployer = &state.deployer;
-    let config = match deployer.load_config() {
+    let config = match deployer.shared_config() {
         Ok(config) => config,
         Err(err) => return deploy_error(err),
     };
@@ -973,7 +980,7 @@ async fn shared_edge_conflict(state: &AppState, environment: &str) -> Result<(),
     if state.managed.len() < 2 {
         return Ok(());
     }
-    let Ok(config) = state.deployer.load_config() else { return Ok(()) };
+    let Ok(config) = state.deployer.shared_config() else { return Ok(()) };
     let ours: Vec<&String> = config.services.keys().filter(|s| config.service_in(environment, s).is_some()).collect();
     for other in state.managed.iter().filter(|e| e.as_str() != environment) {
         let Ok(theirs) = EnvState::load(&*state.store, other).await else { continue };

@@ -22,7 +22,7 @@ use windlass_monitor::oncall::{Recipient, email_receiver};
 use windlass_notify::{AlertAction, AlertEvent, Link, Receiver, RetryPolicy, Severity};
 use windlass_pipeline::Deployer;
 use windlass_pipeline::vars::Variables;
-use windlass_store::{NewEvent, Store};
+use windlass_store::Store;
 
 /// How long an acknowledgement link in a notification stays valid.
 const LINK_VALID: Duration = Duration::from_secs(24 * 3600);
@@ -160,17 +160,8 @@ impl Courier {
     /// A receiver that could not be reached: recorded, and alerted on through the others.
     async fn failed(self: &Arc<Self>, receiver: &str, environment: &str, problem: String) {
         tracing::warn!(receiver, environment, %problem, "an alert notification was not delivered");
-        let event = NewEvent {
-            actor: "windlass".into(),
-            environment: Some(environment.to_owned()),
-            kind: "notify.failed".into(),
-            subject: Some(receiver.to_owned()),
-            message: format!("alert notification to {receiver} not delivered: {problem}"),
-            data: "{}".into(),
-        };
-        if let Err(err) = self.store.record_event(&event).await {
-            tracing::warn!(%err, "cannot record a failed notification");
-        }
+        let message = format!("alert notification to {receiver} not delivered: {problem}");
+        crate::api::audit(&*self.store, "windlass", environment, "notify.failed", receiver, message).await;
         let signal = receiver_signal(receiver, environment, &problem);
         match self.alerting.with(|engine, now| engine.fire(&signal, now)).await {
             Ok(dispatches) => self.deliver(dispatches),
@@ -180,11 +171,15 @@ impl Courier {
 
     async fn receiver_ok(self: &Arc<Self>, receiver: &str, environment: &str) {
         let id = receiver_signal(receiver, environment, "").fingerprint();
-        let firing = self.alerting.with(|engine, _| engine.alert(&id).is_some_and(|a| a.is_firing())).await;
-        if !matches!(firing, Ok(true)) {
-            return;
-        }
-        match self.alerting.with(|engine, now| engine.resolve_id(&id, now)).await {
+        // Most deliveries find no such alert: then the engine is not stepped at all.
+        let resolved = self
+            .alerting
+            .with(|engine, now| {
+                let firing = engine.alert(&id).is_some_and(|a| a.is_firing());
+                if firing { engine.resolve_id(&id, now) } else { Vec::new() }
+            })
+            .await;
+        match resolved {
             Ok(dispatches) => self.deliver(dispatches),
             Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
         }

@@ -28,9 +28,10 @@ pub struct Probes {
 
 struct Running {
     prober: Prober,
-    /// What the probes were built from (the config's text and the live instances); a change
-    /// rebuilds them.
-    fingerprint: String,
+    /// What the probes were built from: the config (the same `Arc` while its text is unchanged)
+    /// and the live instances. A change of either rebuilds them.
+    config: Arc<windlass_config::Config>,
+    instances: BTreeMap<String, Vec<SocketAddr>>,
     /// Dropping it stops the prober's loop.
     _stop: watch::Sender<bool>,
 }
@@ -121,15 +122,15 @@ async fn reconcile(
 ) -> Result<(), String> {
     // The probes follow from the config and the live instances: unchanged, nothing to do (and
     // no secrets backend asked for the variables every few seconds).
-    let text = std::fs::read_to_string(&deployer.config_path).map_err(|e| e.to_string())?;
+    let config = deployer.shared_config().map_err(|e| e.to_string())?;
     let state = EnvState::load(&*deployer.store, environment).await.map_err(|e| e.to_string())?;
     let instances = live_instances(&state);
-    let fingerprint = format!("{text}\n{instances:?}");
-    let current = probes.running.lock().ok().and_then(|r| r.get(environment).map(|r| r.fingerprint.clone()));
-    if current.as_deref() == Some(fingerprint.as_str()) {
+    let unchanged = probes.running.lock().ok().is_some_and(|r| {
+        r.get(environment).is_some_and(|r| Arc::ptr_eq(&r.config, &config) && r.instances == instances)
+    });
+    if unchanged {
         return Ok(());
     }
-    let config = deployer.shared_config().map_err(|e| e.to_string())?;
     let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
     let builtins = BTreeMap::from([("WINDLASS_ENV".to_owned(), environment.to_owned())]);
     let list = probes_for(&config, environment, &instances, &|setting| variables.render(setting, &builtins));
@@ -142,9 +143,9 @@ async fn reconcile(
     let previous: Vec<ProbeStatus> =
         probes.running.lock().ok().and_then(|r| r.get(environment).map(|r| r.prober.statuses())).unwrap_or_default();
     let known: BTreeMap<String, Health> = previous.iter().map(|s| (s.name.clone(), s.health)).collect();
-    let running = start(list.probes, store.clone(), environment, known, courier.clone(), &previous)?;
+    let (prober, stop) = start(list.probes, store.clone(), environment, known, courier.clone(), &previous)?;
     if let Ok(mut all) = probes.running.lock() {
-        all.insert(environment.to_owned(), Running { fingerprint, ..running });
+        all.insert(environment.to_owned(), Running { prober, config, instances, _stop: stop });
     }
     tracing::info!(environment, probes = count, "probes (re)started");
     Ok(())
@@ -157,7 +158,7 @@ fn start(
     known: BTreeMap<String, Health>,
     courier: Arc<Courier>,
     previous: &[ProbeStatus],
-) -> Result<Running, String> {
+) -> Result<(Prober, watch::Sender<bool>), String> {
     let (prober, mut transitions) = Prober::new(specs, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     prober.carry_over(previous);
     let (stop, stopped) = watch::channel(false);
@@ -188,7 +189,7 @@ fn start(
             }
         }
     });
-    Ok(Running { prober, fingerprint: String::new(), _stop: stop })
+    Ok((prober, stop))
 }
 
 /// A probe that went down, or came back up after being down, as an audit event. A probe's first

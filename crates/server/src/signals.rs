@@ -179,8 +179,7 @@ fn apply(
         "db.verify_failed" => engine.fire(&backup("backup verification failed", AlertSeverity::Warning), now),
         "db.verify" => engine.resolve(&backup("backup verification failed", AlertSeverity::Warning), now),
         "failover" | "edge.failover" | "edge.failback" => {
-            let service = event.subject.as_deref().map(|s| s.split('/').next().unwrap_or(s).to_owned());
-            let service = service.unwrap_or(subject);
+            let service = subject;
             engine.record(environment, Some(&service), timeline("failover"));
             let on_secondary = signal(
                 "edge",
@@ -278,7 +277,7 @@ async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), Str
         return Ok(());
     };
     // A rollback is never stopped or rolled back in turn: it is the way back.
-    if last.reason.as_deref().is_some_and(|r| r.starts_with("rollback to ")) {
+    if windlass_pipeline::rollback::is_rollback(&last) {
         return Ok(());
     }
     let why = format!("critical alert `{alert}` of {service} fired at {fired_at}, after deploy {} started", last.id);
@@ -343,17 +342,8 @@ async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), Str
     Ok(())
 }
 
+/// An automatic rollback's decision, logged and in the audit trail.
 async fn audit(store: &dyn windlass_store::Store, environment: &str, kind: &str, subject: &str, message: String) {
     tracing::warn!(environment, kind, "{message}");
-    let event = NewEvent {
-        actor: "windlass".into(),
-        environment: Some(environment.to_owned()),
-        kind: kind.into(),
-        subject: Some(subject.to_owned()),
-        message,
-        data: "{}".into(),
-    };
-    if let Err(err) = store.record_event(&event).await {
-        tracing::warn!(%err, "cannot record an automatic rollback");
-    }
+    crate::api::audit(store, "windlass", environment, kind, subject, message).await;
 }

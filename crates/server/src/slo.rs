@@ -51,6 +51,10 @@ pub(crate) async fn collect(
                 let objectives: Vec<Objective> = config.slo.values().map(Objective::from_config).collect();
                 let settings = report::Settings::from_config(&config.monitor);
                 let now = SystemClock.now();
+                let since = samples_since(&objectives, now);
+                if let Err(err) = deployer.store.forget_probe_samples(environment, since).await {
+                    tracing::warn!(%err, environment, "cannot expire old probe samples");
+                }
                 let samples = probe_samples(&*deployer.store, environment, &objectives, now).await;
                 match report::load_report(&*deployer.store, environment, &objectives, &samples, now, &settings).await {
                     Ok(report) => crate::signals::burn_alerts(&courier, &report).await,
@@ -116,21 +120,22 @@ async fn collect_once(
     Ok(())
 }
 
-/// The probe results the report may count for idle services: the longest window any objective
-/// (or the 30-day budget view) needs. Older samples are deleted here too.
+/// Where the probe samples the report may count begin: the longest window any objective (or
+/// the 30-day budget view) needs. Older ones are of no use.
+fn samples_since(objectives: &[Objective], now: jiff::Timestamp) -> jiff::Timestamp {
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    let longest = objectives.iter().map(|o| o.window).max().unwrap_or(month).max(month);
+    now.checked_sub(longest).unwrap_or(now)
+}
+
+/// The probe results the report may count for idle services.
 async fn probe_samples(
     store: &dyn windlass_store::Store,
     environment: &str,
     objectives: &[Objective],
     now: jiff::Timestamp,
 ) -> Vec<windlass_monitor::slo::ProbeSample> {
-    let month = std::time::Duration::from_secs(30 * 86_400);
-    let longest = objectives.iter().map(|o| o.window).max().unwrap_or(month).max(month);
-    let from = now.checked_sub(longest).unwrap_or(now);
-    if let Err(err) = store.forget_probe_samples(environment, from).await {
-        tracing::warn!(%err, environment, "cannot expire old probe samples");
-    }
-    match store.probe_samples(environment, from, now).await {
+    match store.probe_samples(environment, samples_since(objectives, now), now).await {
         Ok(rows) => rows
             .into_iter()
             .map(|r| windlass_monitor::slo::ProbeSample {
