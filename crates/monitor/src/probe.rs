@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use auto::{ProbeList, probes_for, spec_from_config};
 pub use cert::{days_left, not_after};
 pub use check::Probe;
-pub use scheduler::{Prober, start_offset};
+pub use scheduler::{Prober, ServiceResults, start_offset};
 pub use state::{Health, ProbeStatus, Transition};
 pub use windlass_config::AlertSeverity;
 pub use windlass_config::probes::{MetricRule, ProbeExpect, ProbeJson};

@@ -50,7 +50,7 @@ pub fn key(environment: &str) -> String {
 
 /// The environment's approval policy.
 pub fn policy(deployer: &Deployer, environment: &str) -> Result<Approval, DeployError> {
-    let config = deployer.load_config()?;
+    let config = deployer.shared_config()?;
     crate::plan::check_environment(&config, environment)?;
     Ok(config.environments.get(environment).map(|e| e.approval).unwrap_or_default())
 }
@@ -103,7 +103,7 @@ pub async fn request_promotion(
     promotion: &PromoteRequest,
 ) -> Result<ApprovalRequest, DeployError> {
     let fingerprint = promotion_fingerprint(deployer, promotion).await?;
-    let config = deployer.load_config()?;
+    let config = deployer.shared_config()?;
     let variables = deployer.variables(&config, &promotion.to).await?;
     let start = StartRequest {
         environment: promotion.to.clone(),

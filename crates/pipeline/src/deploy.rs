@@ -186,10 +186,6 @@ pub fn parse_config(source: &Source) -> Result<Config, DeployError> {
 }
 
 impl Deployer {
-    pub fn load_config(&self) -> Result<Config, DeployError> {
-        self.shared_config().map(|config| (*config).clone())
-    }
-
     /// The config as the file says now, parsed again only when its text changed.
     ///
     /// The parse happens under the cache's lock: the server's loops all start at once, and a
@@ -235,7 +231,7 @@ impl Deployer {
 
     /// The plan alone (`--dry-run`): nothing is recorded, locked or started.
     pub fn plan(&self, request: &StartRequest) -> Result<Plan, DeployError> {
-        let config = self.load_config()?;
+        let config = self.shared_config()?;
         Ok(plan::plan(&config, &request.environment, &request.options)?)
     }
 
@@ -534,7 +530,7 @@ pub async fn scale(
     count: usize,
     actor: &str,
 ) -> Result<Vec<String>, DeployError> {
-    let config = deployer.load_config()?;
+    let config = deployer.shared_config()?;
     plan::check_environment(&config, environment)?;
     if count > 1000 {
         return Err(DeployError::Rejected(format!(
@@ -553,7 +549,7 @@ pub async fn scale(
         deployer: deployer.clone(),
         id,
         environment: environment.into(),
-        config: Arc::new(config),
+        config,
         variables,
         changes: Vec::new(),
         lock_lost: Arc::new(AtomicBool::new(false)),

@@ -4,7 +4,6 @@
 //! source deploys, and the promotion is audited in both environments.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use windlass_store::{DeployStatus, NewDeploy};
 
@@ -39,7 +38,7 @@ pub struct PromoteRequest {
 /// What the source environment runs live, for the requested services, each checked to have
 /// passed there (its deploy succeeded) and to have its frozen build on disk.
 pub async fn source_services(deployer: &Deployer, request: &PromoteRequest) -> Result<Vec<Promoted>, DeployError> {
-    let config = deployer.load_config()?;
+    let config = deployer.shared_config()?;
     plan::check_environment(&config, &request.from)?;
     plan::check_environment(&config, &request.to)?;
     if request.from == request.to {
@@ -102,7 +101,7 @@ pub async fn source_services(deployer: &Deployer, request: &PromoteRequest) -> R
 /// Checks and records a promotion, holding the target environment's lock.
 pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prepared, DeployError> {
     let services = source_services(deployer, request).await?;
-    let config = deployer.load_config()?;
+    let config = deployer.shared_config()?;
     let overridden = plan::check_window(&config, &request.to, &request.options, jiff::Timestamp::now())
         .map_err(DeployError::Rejected)?;
     let variables = deployer.variables(&config, &request.to).await?;
@@ -145,7 +144,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
         actor: request.actor.clone(),
         kind: Kind::Promote { from: request.from.clone(), services },
         lease,
-        config: Arc::new(config),
+        config,
         variables,
         artifacts,
     })

@@ -47,7 +47,7 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
     }
     let mut all: BTreeSet<String> = environments.iter().cloned().collect();
     all.extend(recovery.interrupted.iter().map(|i| i.environment.clone()));
-    let config = deployer.load_config().ok();
+    let config = deployer.shared_config().ok();
     let edge_state = deployer.edge.state().await?;
     let instances = deployer.runtime.list().await?;
     for environment in &all {

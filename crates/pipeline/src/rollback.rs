@@ -75,7 +75,7 @@ pub async fn start(
     reason: Option<String>,
     restore_database: bool,
 ) -> Result<Prepared, DeployError> {
-    let current = deployer.load_config()?;
+    let current = deployer.shared_config()?;
     crate::plan::check_environment(&current, environment)?;
     let target = target(deployer, environment, named).await?;
     let services = recorded(&target)?;

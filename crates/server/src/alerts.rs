@@ -92,7 +92,7 @@ pub(crate) fn public_routes() -> Router<AppState> {
 /// `alerts.pagerduty_webhook_secret` as each managed environment resolves it; a webhook no
 /// secret verifies is refused (401) and changes nothing.
 async fn pagerduty_hook(State(state): State<AppState>, headers: axum::http::HeaderMap, bytes: Bytes) -> Response {
-    let Ok(config) = state.deployer.load_config() else {
+    let Ok(config) = state.deployer.shared_config() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the config cannot be read");
     };
     let Some(secret) = config.alerts.pagerduty_webhook_secret.as_ref() else {

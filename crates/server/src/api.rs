@@ -18,8 +18,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use windlass_config::Approval;
 use windlass_pipeline::approval;
@@ -605,7 +605,7 @@ async fn failover(
     }
     let mut message = format!("{service} traffic moved to {}{}", request.to, reason_suffix(&request.reason));
     if request.to == "secondary"
-        && let Ok(config) = state.deployer.load_config()
+        && let Ok(config) = state.deployer.shared_config()
     {
         let env_state = EnvState::load(&*state.store, &environment).await.ok();
         let service_state = env_state.as_ref().and_then(|s| s.services.get(&service));
@@ -670,7 +670,7 @@ async fn logs(
     };
     let tail = tail.tail.unwrap_or(100).min(10_000);
     // A service may print a secret it was given; the environment's secret values are hidden.
-    let redactor = match state.deployer.load_config() {
+    let redactor = match state.deployer.shared_config() {
         Ok(config) => match state.deployer.stored_secrets(&config, &environment).await {
             Ok(stored) => {
                 let env_file = state.deployer.env_file.as_deref();
@@ -697,7 +697,7 @@ async fn canary_status(State(state): State<AppState>, Path(environment): Path<St
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
-    let services: Vec<String> = match state.deployer.load_config() {
+    let services: Vec<String> = match state.deployer.shared_config() {
         Ok(config) => config.services.keys().cloned().collect(),
         Err(err) => return deploy_error(err),
     };
@@ -1004,8 +1004,13 @@ async fn list_probes(State(state): State<AppState>, Path(environment): Path<Stri
     }
     match state.probes.statuses(&environment) {
         Some(statuses) => {
-            let probes: Vec<Value> = statuses.iter().map(crate::probes::status_json).collect();
-            Json(json!({ "environment": environment, "probes": probes })).into_response()
+            #[derive(Serialize)]
+            struct Listing<'a> {
+                environment: &'a str,
+                probes: Vec<crate::probes::StatusView<'a>>,
+            }
+            let probes = statuses.iter().map(crate::probes::StatusView::from).collect();
+            Json(Listing { environment: &environment, probes }).into_response()
         }
         None => error(
             StatusCode::CONFLICT,

@@ -128,7 +128,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         env_file: options.env_file.clone(),
         parsed: Default::default(),
     });
-    let config = deployer.load_config()?;
+    let config = deployer.shared_config()?;
     for environment in &options.environments {
         windlass_pipeline::plan::check_environment(&config, environment)
             .map_err(|err| ServerError::Setup(format!("--env: {err}")))?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 use windlass_monitor::probe::{Health, ProbeSpec, ProbeStatus, Prober, Transition, probes_for};
 use windlass_pipeline::Deployer;
@@ -39,8 +39,12 @@ struct Running {
 impl Probes {
     /// The latest state of an environment's probes (none: not probed by this server).
     pub fn statuses(&self, environment: &str) -> Option<Vec<ProbeStatus>> {
+        self.prober(environment).map(|prober| prober.statuses())
+    }
+
+    fn prober(&self, environment: &str) -> Option<Prober> {
         let running = self.running.lock().ok()?;
-        running.get(environment).map(|r| r.prober.statuses())
+        running.get(environment).map(|r| r.prober.clone())
     }
 }
 
@@ -64,13 +68,12 @@ pub(crate) async fn run(
     probes: Probes,
     courier: Arc<Courier>,
 ) {
-    let mut counted = Counted::new();
     loop {
         for environment in &environments {
             if let Err(problem) = reconcile(&deployer, &store, environment, &probes, &courier).await {
                 tracing::warn!(environment, "probes: {problem}");
             }
-            if let Err(err) = record_samples(&*store, environment, &probes, &mut counted).await {
+            if let Err(err) = record_samples(&*store, environment, &probes).await {
                 tracing::warn!(environment, %err, "probes: cannot record their results");
             }
         }
@@ -78,39 +81,35 @@ pub(crate) async fn run(
     }
 }
 
-/// Per (environment, probe): the checks and failures already recorded as samples.
-type Counted = BTreeMap<(String, String), (u64, u64)>;
-
 /// Adds the results each service's probes took since the last call to the current minute's
-/// sample in the store: an idle service's SLO counts them (`windlass_monitor::slo`).
+/// sample in the store: an idle service's SLO counts them (`windlass_monitor::slo`). Results
+/// that cannot be written are kept for the next call.
 async fn record_samples(
     store: &dyn Store,
     environment: &str,
     probes: &Probes,
-    counted: &mut Counted,
 ) -> Result<(), windlass_store::StoreError> {
-    let Some(statuses) = probes.statuses(environment) else { return Ok(()) };
-    let minute = windlass_monitor::slo::floor_to(jiff::Timestamp::now(), 60);
-    let mut by_service: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for status in statuses {
-        let Some(service) = status.service.clone() else { continue };
-        let key = (environment.to_owned(), status.name.clone());
-        let (checks, failures) = counted.get(&key).copied().unwrap_or((0, 0));
-        // A probe that started over (a new spec) counts from zero.
-        let (checks, failures) = if status.checks < checks { (0, 0) } else { (checks, failures) };
-        let new_checks = status.checks - checks;
-        let new_failures = status.failures.saturating_sub(failures).min(new_checks);
-        counted.insert(key, (status.checks, status.failures));
-        let entry = by_service.entry(service).or_default();
-        entry.0 += new_checks - new_failures;
-        entry.1 += new_failures;
+    let Some(prober) = probes.prober(environment) else { return Ok(()) };
+    let results = prober.take_service_results();
+    if results.is_empty() {
+        return Ok(());
     }
-    let samples: Vec<windlass_store::ProbeSampleRow> = by_service
-        .into_iter()
-        .filter(|(_, (ok, failed))| ok + failed > 0)
-        .map(|(service, (successes, failures))| windlass_store::ProbeSampleRow { service, minute, successes, failures })
+    let minute = windlass_monitor::slo::floor_to(jiff::Timestamp::now(), 60);
+    let samples: Vec<windlass_store::ProbeSampleRow> = results
+        .iter()
+        .filter(|(_, r)| r.successes + r.failures > 0)
+        .map(|(service, r)| windlass_store::ProbeSampleRow {
+            service: service.clone(),
+            minute,
+            successes: r.successes,
+            failures: r.failures,
+        })
         .collect();
-    store.add_probe_samples(environment, &samples).await
+    let written = store.add_probe_samples(environment, &samples).await;
+    if written.is_err() {
+        prober.put_back_service_results(results);
+    }
+    written
 }
 
 async fn reconcile(
@@ -145,7 +144,12 @@ async fn reconcile(
     let known: BTreeMap<String, Health> = previous.iter().map(|s| (s.name.clone(), s.health)).collect();
     let (prober, stop) = start(list.probes, store.clone(), environment, known, courier.clone(), &previous)?;
     if let Ok(mut all) = probes.running.lock() {
-        all.insert(environment.to_owned(), Running { prober, config, instances, _stop: stop });
+        let replaced =
+            all.insert(environment.to_owned(), Running { prober: prober.clone(), config, instances, _stop: stop });
+        // The old prober's results not yet recorded are recorded with the new one's.
+        if let Some(replaced) = replaced {
+            prober.put_back_service_results(replaced.prober.take_service_results());
+        }
     }
     tracing::info!(environment, probes = count, "probes (re)started");
     Ok(())
@@ -227,21 +231,51 @@ async fn record(store: &dyn Store, environment: &str, transition: &Transition) {
     }
 }
 
-/// One probe's state as the API shows it.
-pub fn status_json(status: &ProbeStatus) -> Value {
-    json!({
-        "name": status.name,
-        "kind": status.kind,
-        "health": status.health.as_str(),
-        "since": status.since.map(|t| t.to_string()),
-        "service": status.service,
-        "last_checked": status.last_checked.map(|t| t.to_string()),
-        "last_ok": status.last_ok,
-        "last_reason": status.last_reason,
-        "last_latency_ms": status.last_latency_ms,
-        "cert_days_left": status.cert_days_left,
-        "consecutive_failures": status.consecutive_failures,
-        "failure_threshold": status.failure_threshold,
-        "checks": status.checks,
-    })
+/// One probe's state as the API shows it, serialized straight from the state: a listing of
+/// 10,000 probes builds no tree of values (which would raise the server's memory for good,
+/// as freed heap is seldom given back to the system).
+#[derive(serde::Serialize)]
+pub struct StatusView<'a> {
+    name: &'a str,
+    kind: &'a str,
+    health: &'a str,
+    #[serde(serialize_with = "as_text")]
+    since: Option<jiff::Timestamp>,
+    service: Option<&'a str>,
+    #[serde(serialize_with = "as_text")]
+    last_checked: Option<jiff::Timestamp>,
+    last_ok: Option<bool>,
+    last_reason: &'a str,
+    last_latency_ms: u64,
+    cert_days_left: Option<i64>,
+    consecutive_failures: u32,
+    failure_threshold: u32,
+    checks: u64,
+}
+
+impl<'a> From<&'a ProbeStatus> for StatusView<'a> {
+    fn from(status: &'a ProbeStatus) -> Self {
+        StatusView {
+            name: &status.name,
+            kind: status.kind,
+            health: status.health.as_str(),
+            since: status.since,
+            service: status.service.as_deref(),
+            last_checked: status.last_checked,
+            last_ok: status.last_ok,
+            last_reason: &status.last_reason,
+            last_latency_ms: status.last_latency_ms,
+            cert_days_left: status.cert_days_left,
+            consecutive_failures: status.consecutive_failures,
+            failure_threshold: status.failure_threshold,
+            checks: status.checks,
+        }
+    }
+}
+
+fn as_text<S: serde::Serializer>(time: &Option<jiff::Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => serializer.collect_str(time),
+        None => serializer.serialize_none(),
+    }
 }

@@ -158,7 +158,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 /// `GET /api/v1/slo/{env}`: every `[slo.<service>]` objective's figures now.
 pub(crate) async fn report(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
-    let config = match state.deployer.load_config() {
+    let config = match state.deployer.shared_config() {
         Ok(config) => config,
         Err(err) => return error(StatusCode::UNPROCESSABLE_ENTITY, err),
     };

@@ -18,6 +18,10 @@ use super::{Outcome, Probe, ProbeError, ProbeSpec, ProbeStatus, Transition};
 /// Checks running at the same time, across all probes.
 pub const MAX_CONCURRENT_CHECKS: usize = 256;
 
+/// The timer loop's granularity: a probe runs at most this late (or a tenth of the shortest
+/// interval, if less).
+const TICK: Duration = Duration::from_millis(50);
+
 /// Where in its interval a probe first runs: a hash of its name, the same on every start.
 pub fn start_offset(name: &str, interval: Duration) -> Duration {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
@@ -29,6 +33,8 @@ struct Inner {
     probes: Vec<Arc<Probe>>,
     by_name: HashMap<String, usize>,
     states: Mutex<Vec<ProbeStatus>>,
+    /// Results by service not yet taken by [`Prober::take_service_results`].
+    untaken: Mutex<HashMap<String, ServiceResults>>,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<Transition>,
 }
@@ -42,6 +48,15 @@ impl Inner {
             let mut states = self.states.lock().ok()?;
             states.get_mut(index)?.observe(&outcome, at)
         };
+        if let Some(service) = &probe.spec().service
+            && let Ok(mut untaken) = self.untaken.lock()
+        {
+            // Keyed by the service's name: allocated once per service, not per check.
+            match untaken.get_mut(service.as_str()) {
+                Some(results) => results.add(outcome.ok),
+                None => untaken.entry(service.clone()).or_default().add(outcome.ok),
+            }
+        }
         if let Some(change) = &transition {
             let (probe, from, to) = (&change.probe, change.from.as_str(), change.to.as_str());
             if change.to == super::Health::Down {
@@ -53,6 +68,23 @@ impl Inner {
             let _ = self.events.send(change.clone());
         }
         Some((outcome, transition))
+    }
+}
+
+/// How many of a service's checks passed and failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceResults {
+    pub successes: u64,
+    pub failures: u64,
+}
+
+impl ServiceResults {
+    fn add(&mut self, ok: bool) {
+        if ok {
+            self.successes += 1;
+        } else {
+            self.failures += 1;
+        }
     }
 }
 
@@ -86,7 +118,8 @@ impl Prober {
             probes.push(Arc::new(Probe::new(spec)?));
         }
         let (events, receiver) = mpsc::unbounded_channel();
-        let inner = Inner { probes, by_name, states: Mutex::new(states), clock, events };
+        let untaken = Mutex::new(HashMap::new());
+        let inner = Inner { probes, by_name, states: Mutex::new(states), untaken, clock, events };
         Ok((Prober { inner: Arc::new(inner) }, receiver))
     }
 
@@ -106,6 +139,24 @@ impl Prober {
                 state.environment = fresh.environment;
                 state.severity = fresh.severity;
             }
+        }
+    }
+
+    /// The results of each service's probes since the last call, by service (what an idle
+    /// service's SLO counts). Cheap however many probes there are: the counts are kept per
+    /// service as checks finish.
+    pub fn take_service_results(&self) -> HashMap<String, ServiceResults> {
+        self.inner.untaken.lock().map(|mut untaken| std::mem::take(&mut *untaken)).unwrap_or_default()
+    }
+
+    /// Gives back results taken by [`Prober::take_service_results`] (from this prober or one it
+    /// replaces) that could not be recorded: the next take returns them too.
+    pub fn put_back_service_results(&self, results: HashMap<String, ServiceResults>) {
+        let Ok(mut untaken) = self.inner.untaken.lock() else { return };
+        for (service, results) in results {
+            let entry = untaken.entry(service).or_default();
+            entry.successes += results.successes;
+            entry.failures += results.failures;
         }
     }
 
@@ -146,6 +197,11 @@ impl Prober {
             .enumerate()
             .map(|(i, p)| Reverse((start + start_offset(&p.spec().name, p.spec().interval), i)))
             .collect();
+        // Wake-ups are rounded up to ticks, so a wake-up starts every probe due in its tick at
+        // once and their sockets' events share the thread's next wake-ups: thousands of probes
+        // spread over an interval would otherwise wake the thread several times per check.
+        let shortest = self.inner.probes.iter().map(|p| p.spec().interval).min().unwrap_or(TICK);
+        let tick = TICK.min(shortest / 10).max(Duration::from_millis(1));
         let mut busy = vec![false; self.inner.probes.len()];
         let mut tasks = tokio::task::JoinSet::new();
         let mut task_probe = HashMap::new();
@@ -169,7 +225,7 @@ impl Prober {
                         busy[index] = false;
                     }
                 }
-                () = tokio::time::sleep_until(next.unwrap_or(start)), if next.is_some() => {
+                () = tokio::time::sleep_until(round_up(next.unwrap_or(start), start, tick)), if next.is_some() => {
                     let now = Instant::now();
                     while let Some(&Reverse((at, index))) = due.peek() && at <= now {
                         due.pop();
@@ -190,6 +246,14 @@ impl Prober {
         }
         tasks.abort_all();
     }
+}
+
+/// The first multiple of `tick` after `start` at or after `at`.
+fn round_up(at: Instant, start: Instant, tick: Duration) -> Instant {
+    let since = at.saturating_duration_since(start).as_nanos();
+    let tick_nanos = tick.as_nanos().max(1);
+    let ticks = u32::try_from(since.div_ceil(tick_nanos)).unwrap_or(u32::MAX);
+    start + tick.saturating_mul(ticks)
 }
 
 /// The first multiple of `interval` after `previous` that is later than `now` (missed turns are
@@ -219,6 +283,16 @@ mod tests {
             let count = offsets.iter().filter(|o| o.as_secs() / 3 == tenth).count();
             assert!((200..=400).contains(&count), "tenth {tenth} has {count} probes");
         }
+    }
+
+    #[test]
+    fn wake_ups_round_up_to_ticks() {
+        let start = Instant::now();
+        let tick = Duration::from_millis(50);
+        assert_eq!(round_up(start, start, tick), start);
+        assert_eq!(round_up(start + Duration::from_millis(1), start, tick), start + tick);
+        assert_eq!(round_up(start + tick, start, tick), start + tick);
+        assert_eq!(round_up(start + Duration::from_millis(149), start, tick), start + 3 * tick);
     }
 
     #[test]
