@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The edge benchmark, side by side in one run: direct to the upstream, through the Windlass edge,
-# and through nginx (one worker, upstream keep-alive). The load generator (wrk) is pinned to CPU 0,
+# through nginx (one worker, upstream keep-alive), and through `bench-bare-proxy` (the floor:
+# hyper on both sides with nothing on top, EDGE-PERF.md's design). The load generator (wrk) is pinned to CPU 0,
 # the proxy and the upstream to CPU 1. Each configuration runs RUNS times (default 5), interleaved;
 # the table reports medians and ratios. Results go to bench/results/.
 #
 #   bash bench/run.sh            # needs: wrk, nginx (apt-get install wrk nginx-light)
+#   BARE_EDGE=1 bash bench/run.sh   # also an edge with every hot-path feature off
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -27,6 +29,18 @@ WINDLASS_EDGE_TOKEN=bench-token-0123456789 taskset -c 1 "$BIN/windlass" edge --c
   --listen "127.0.0.1:$EDGE_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" --workers 1 --state "$WORK/edge.json" \
   >/dev/null 2>&1 & PIDS+=($!); EDGE_PID=$!
 wait_port "$EDGE_PORT"
+
+BARE_PORT=$(free_port)
+PORT=$BARE_PORT UPSTREAM=127.0.0.1:$UP_PORT taskset -c 1 "$BIN/bench-bare-proxy" >/dev/null & PIDS+=($!); BARE_PID=$!
+wait_port "$BARE_PORT"
+
+if [ -n "${BARE_EDGE:-}" ]; then
+  OFF_PORT=$(free_port)
+  WINDLASS_EDGE_DISABLE=metrics,request-id,forwarded-headers WINDLASS_EDGE_TOKEN=bench-token-0123456789 taskset -c 1 \
+    "$BIN/windlass" edge --config "$WORK/windlass.toml" --env bench --listen "127.0.0.1:$OFF_PORT" \
+    --admin-listen "127.0.0.1:$(free_port)" --workers 1 --state "$WORK/edge-off.json" >/dev/null 2>&1 & PIDS+=($!); OFF_PID=$!
+  wait_port "$OFF_PORT"
+fi
 
 NGINX_PORT=$(free_port)
 sed "s/UPSTREAM/127.0.0.1:$UP_PORT/; s/NGINX_PORT/$NGINX_PORT/; s#PIDFILE#$WORK/nginx.pid#" bench/nginx.conf > "$WORK/nginx.conf"
@@ -58,6 +72,8 @@ for run in $(seq "$RUNS"); do
   measure direct "$UP_PORT" "$UP_PID"
   measure windlass "$EDGE_PORT" "$EDGE_PID"
   measure nginx "$NGINX_PORT" "$NGINX_WORKER"
+  measure bare "$BARE_PORT" "$BARE_PID"
+  [ -z "${BARE_EDGE:-}" ] || measure windlass-features-off "$OFF_PORT" "$OFF_PID"
 done
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
@@ -84,13 +100,15 @@ for line in open(raw):
 med = {n: {k: statistics.median(v) for k, v in d.items() if k != "errors"} for n, d in data.items()}
 print("| path | requests/s | vs nginx | vs direct | p99 at max load | single-connection p50 | proxy CPU µs/request |")
 print("|---|---|---|---|---|---|---|")
-for name in ["direct", "windlass", "nginx"]:
+labels = {"bare": "bare hyper proxy (floor)", "windlass-features-off": "windlass, hot-path features off"}
+for name in [n for n in ["direct", "windlass", "nginx", "bare", "windlass-features-off"] if n in med]:
     m = med[name]
     cpu = "—" if name == "direct" else f"{m['cpu']:.1f}"
-    print(f"| {name} | {m['rps']:,.0f} | {m['rps']/med['nginx']['rps']:.2f} | {m['rps']/med['direct']['rps']:.2f} | {m['p99']:.0f} µs | {m['p50']:.0f} µs | {cpu} |")
+    print(f"| {labels.get(name, name)} | {m['rps']:,.0f} | {m['rps']/med['nginx']['rps']:.2f} | {m['rps']/med['direct']['rps']:.2f} | {m['p99']:.0f} µs | {m['p50']:.0f} µs | {cpu} |")
 errors = {n: [e for e in d["errors"] if e] for n, d in data.items()}
 print()
-print(f"Medians of {len(data['direct']['rps'])} runs. Added single-connection latency at p50: windlass {med['windlass']['p50'] - med['direct']['p50']:+.0f} µs, nginx {med['nginx']['p50'] - med['direct']['p50']:+.0f} µs over direct.")
+added = ", ".join(f"{labels.get(n, n)} {med[n]['p50'] - med['direct']['p50']:+.0f} µs" for n in med if n != "direct")
+print(f"Medians of {len(data['direct']['rps'])} runs. Added single-connection latency at p50 over direct: {added}.")
 print(f"Errors reported by wrk: {errors}")
 PY
 cat "bench/results/edge-$STAMP.md"

@@ -611,7 +611,9 @@ async fn open(shared: &Shared, address: SocketAddr) -> Result<SendRequest<Incomi
         .map_err(|_| UpstreamError::ConnectTimeout(address))?
         .map_err(|e| UpstreamError::Connect(address, e))?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+    // One buffer, one `write` per request (see the server's builder).
+    let (sender, conn) =
+        hyper::client::conn::http1::Builder::new().writev(false).handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
