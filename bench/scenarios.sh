@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Open-loop latency and failures under fixed load (bench-load: latency from the scheduled time,
-# every non-2xx, reset, connect error or timeout counted).
+# Open-loop latency and failures under fixed load (bench-load: latency from the scheduled time
+# when the server held a request back, exact percentiles; every non-2xx, reset, connect error or
+# timeout counted).
 #  1. nginx's maximum throughput (wrk), then p50/p99 through the Windlass edge and through nginx at
 #     10%, 50% and 80% of it.
 #  2. At 50% of it through the edge, with 32 keep-alive connections, the failed requests during:
@@ -9,7 +10,7 @@
 #     instances of the live pool.
 # Load generator on CPU 0; proxies and upstreams on CPU 1.
 #
-#   bash bench/scenarios.sh      # needs wrk, nginx, curl
+#   bash bench/scenarios.sh      # needs wrk, nginx, curl; REPEATS=3 latency runs of each (medians)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -44,10 +45,12 @@ load() { taskset -c 0 "$BIN/bench-load" --target "127.0.0.1:$1" --rate "$2" --co
 
 {
   echo "nginx_max $NGINX_MAX"
-  for pct in 10 50 80; do
-    rate=$((NGINX_MAX * pct / 100))
-    echo "latency windlass $pct $(load "$EDGE" "$rate")"
-    echo "latency nginx $pct $(load "$NGINX" "$rate")"
+  for _ in $(seq "${REPEATS:-3}"); do
+    for pct in 10 50 80; do
+      rate=$((NGINX_MAX * pct / 100))
+      echo "latency windlass $pct $(load "$EDGE" "$rate")"
+      echo "latency nginx $pct $(load "$NGINX" "$rate")"
+    done
   done
   HALF=$((NGINX_MAX / 2))
 
@@ -90,14 +93,22 @@ import json, sys
 lines = open(sys.argv[1]).read().splitlines()
 nginx_max = int(lines[0].split()[1])
 print(f"nginx maximum (wrk -c50): {nginx_max:,} requests/s\n")
-print("| load | proxy | achieved rate | p50 | p99 | failed |")
-print("|---|---|---|---|---|---|")
+import statistics
+runs = {}
 for line in lines:
     words = line.split(" ", 3)
     if words[0] == "latency":
-        r = json.loads(words[3])
-        behind = " (target rate not reached: over this path's capacity)" if r["achieved_rate"] < 0.95 * r["target_rate"] else ""
-        print(f"| {words[2]}% | {words[1]} | {r['achieved_rate']:,.0f}/s of {r['target_rate']:,}{behind} | {r['p50_us']} µs | {r['p99_us']} µs | {r['failed']} |")
+        runs.setdefault((int(words[2]), words[1]), []).append(json.loads(words[3]))
+repeats = max(len(v) for v in runs.values())
+print(f"Medians of {repeats} runs of each (interleaved); percentiles exact, to the microsecond.\n")
+print("| load | proxy | achieved rate | p50 | p99 | p99.9 | failed |")
+print("|---|---|---|---|---|---|---|")
+for (pct, proxy), rs in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] != "windlass")):
+    med = lambda key: statistics.median(r[key] for r in rs)
+    behind = " (target rate not reached: over this path's capacity)" if med("achieved_rate") < 0.95 * rs[0]["target_rate"] else ""
+    p99s = "/".join(str(r["p99_us"]) for r in rs)
+    print(f"| {pct}% | {proxy} | {med('achieved_rate'):,.0f}/s of {rs[0]['target_rate']:,}{behind} | {med('p50_us'):.0f} µs | "
+          f"{med('p99_us'):.0f} µs ({p99s}) | {med('p999_us'):.0f} µs | {sum(r['failed'] for r in rs)} |")
 print("\n| scenario (at 50% of nginx max, 32 connections) | requests | failed | failures by kind |")
 print("|---|---|---|---|")
 for line in lines:

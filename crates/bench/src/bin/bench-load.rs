@@ -4,7 +4,13 @@
 //! lowering the rate (the coordinated-omission correction of wrk2 and `oha --latency-correction`).
 //! Every non-2xx answer, reset, connect error or timeout counts as a failure.
 //!
-//! Prints one JSON object: requests, failures by kind, achieved rate, p50/p90/p99/max in µs.
+//! A request is sent when it is due or, if the connection's previous answer came later, as soon
+//! as that answer is in. Its latency counts from when it was due in the second case (the server's
+//! delay, which a closed loop would hide) and from when it was sent in the first, so the load
+//! generator's own timer, whose granularity is a millisecond, adds nothing to the figures.
+//! Percentiles are exact (every latency is kept and sorted), to the microsecond.
+//!
+//! Prints one JSON object: requests, failures by kind, achieved rate, p50/p90/p99/p99.9/max in µs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +21,6 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use windlass_edge::metrics::PoolMetrics;
 
 #[derive(Parser)]
 struct Args {
@@ -44,6 +49,17 @@ struct Args {
 struct Outcome {
     ok: u64,
     failures: BTreeMap<String, u64>,
+    /// Each successful request's latency, µs.
+    latencies: Vec<u32>,
+}
+
+/// The latency at quantile `q` of sorted latencies (nearest rank).
+fn quantile(sorted: &[u32], q: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 fn main() {
@@ -54,7 +70,6 @@ fn main() {
 }
 
 async fn run(args: Args) -> serde_json::Value {
-    let latencies = Arc::new(PoolMetrics::default());
     let started = Instant::now();
     let interval = Duration::from_secs_f64(args.connections as f64 / args.rate as f64);
     let total_per_connection = ((args.seconds * args.rate as f64) / args.connections as f64).ceil() as u64;
@@ -62,11 +77,10 @@ async fn run(args: Args) -> serde_json::Value {
     let tasks: Vec<_> = (0..args.connections)
         .map(|index| {
             let args = args.clone();
-            let latencies = latencies.clone();
             // Spread the connections' schedules evenly over one interval.
             let offset = interval.mul_f64(index as f64 / args.connections as f64);
             tokio::spawn(async move {
-                connection(&args, started + offset, interval, total_per_connection, &latencies).await
+                connection(&args, started + offset, interval, total_per_connection).await
             })
         })
         .collect();
@@ -77,10 +91,12 @@ async fn run(args: Args) -> serde_json::Value {
             for (kind, count) in part.failures {
                 *outcome.failures.entry(kind).or_default() += count;
             }
+            outcome.latencies.extend(part.latencies);
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let snapshot = latencies.snapshot();
+    outcome.latencies.sort_unstable();
+    let sorted = &outcome.latencies;
     let failed: u64 = outcome.failures.values().sum();
     serde_json::json!({
         "requests": outcome.ok + failed,
@@ -89,25 +105,33 @@ async fn run(args: Args) -> serde_json::Value {
         "failures": outcome.failures,
         "target_rate": args.rate,
         "achieved_rate": ((outcome.ok + failed) as f64 / elapsed).round(),
-        "p50_us": snapshot.quantile_micros(0.50),
-        "p90_us": snapshot.quantile_micros(0.90),
-        "p99_us": snapshot.quantile_micros(0.99),
-        "max_us": snapshot.quantile_micros(1.0),
+        "p50_us": quantile(sorted, 0.50),
+        "p90_us": quantile(sorted, 0.90),
+        "p99_us": quantile(sorted, 0.99),
+        "p999_us": quantile(sorted, 0.999),
+        "max_us": quantile(sorted, 1.0),
     })
 }
 
-async fn connection(args: &Args, first: Instant, interval: Duration, count: u64, latencies: &PoolMetrics) -> Outcome {
+async fn connection(args: &Args, first: Instant, interval: Duration, count: u64) -> Outcome {
     let mut outcome = Outcome::default();
     let mut sender: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
     for n in 0..count {
         let scheduled = first + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(scheduled.into()).await;
+        // Behind schedule (the previous answer came after this request was due): send now and
+        // count from when it was due. Else wait for it, and count from when it leaves: the timer
+        // wakes up to a millisecond late, which is this generator's lag, not the server's.
+        let behind = Instant::now() >= scheduled;
+        if !behind {
+            tokio::time::sleep_until(scheduled.into()).await;
+        }
+        let from = if behind { scheduled } else { Instant::now() };
         let result = tokio::time::timeout(Duration::from_millis(args.timeout_ms), request(args, &mut sender)).await;
-        let micros = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let micros = u32::try_from(from.elapsed().as_micros()).unwrap_or(u32::MAX);
         match result {
             Ok(Ok(status)) if (200..300).contains(&status) => {
                 outcome.ok += 1;
-                latencies.record(status, micros);
+                outcome.latencies.push(micros);
             }
             Ok(Ok(status)) => *outcome.failures.entry(format!("status {status}")).or_default() += 1,
             Ok(Err(kind)) => {
