@@ -79,9 +79,7 @@ async fn run(args: Args) -> serde_json::Value {
             let args = args.clone();
             // Spread the connections' schedules evenly over one interval.
             let offset = interval.mul_f64(index as f64 / args.connections as f64);
-            tokio::spawn(async move {
-                connection(&args, started + offset, interval, total_per_connection).await
-            })
+            tokio::spawn(async move { connection(&args, started + offset, interval, total_per_connection).await })
         })
         .collect();
     let mut outcome = Outcome::default();
