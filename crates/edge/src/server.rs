@@ -152,25 +152,38 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// have. hyper-util's `GracefulShutdown` does the same but polls its stop signal on every poll of
 /// every connection (measured: ~480 instructions a request); here a connection polls it once to
 /// be woken by it, and again only after a shared flag says a stop was asked for.
-#[derive(Clone)]
 struct Drain {
     stopping: Arc<AtomicBool>,
-    /// Each connection holds a receiver: all dropped, all connections are done.
+    sender: watch::Sender<()>,
+}
+
+/// A connection's side of a [`Drain`]. Each holds a receiver: all dropped, all are done.
+struct DrainWatcher {
+    stopping: Arc<AtomicBool>,
     signal: watch::Receiver<()>,
-    sender: Arc<watch::Sender<()>>,
 }
 
 impl Drain {
     fn new() -> Self {
-        let (sender, signal) = watch::channel(());
-        Drain { stopping: Arc::new(AtomicBool::new(false)), signal, sender: Arc::new(sender) }
+        Drain { stopping: Arc::new(AtomicBool::new(false)), sender: watch::Sender::new(()) }
     }
 
+    fn watcher(&self) -> DrainWatcher {
+        DrainWatcher { stopping: self.stopping.clone(), signal: self.sender.subscribe() }
+    }
+
+    /// Asks every connection to finish, and waits until they all have.
+    async fn shutdown(self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.sender.send(());
+        self.sender.closed().await;
+    }
+}
+
+impl DrainWatcher {
     /// Serves `connection` until it ends; after [`Drain::shutdown`], it is shut down gracefully.
     async fn watch<C: GracefulConnection>(self, connection: C) -> C::Output {
-        let Drain { stopping, mut signal, sender } = self;
-        // Only the receiver is kept while the connection runs (the shutdown waits for them all).
-        drop(sender);
+        let DrainWatcher { stopping, mut signal } = self;
         let mut connection = std::pin::pin!(connection);
         let mut stop = std::pin::pin!(signal.changed());
         let (mut registered, mut stopped) = (false, false);
@@ -187,15 +200,6 @@ impl Drain {
             connection.as_mut().poll(cx)
         })
         .await
-    }
-
-    /// Asks every connection to finish, and waits until they all have.
-    async fn shutdown(self) {
-        let Drain { stopping, signal, sender } = self;
-        drop(signal);
-        stopping.store(true, Ordering::Release);
-        let _ = sender.send(());
-        sender.closed().await;
     }
 }
 
@@ -247,7 +251,7 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let builder = builder.clone();
                 let certificates = certificates.clone();
-                let watcher = graceful.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let Some(certificates) = certificates else {
                         let connection = Arc::new(Connection::new(client, "http"));

@@ -95,9 +95,9 @@ async fn record_samples(
         return Ok(());
     }
     let minute = windlass_monitor::slo::floor_to(jiff::Timestamp::now(), 60);
+    // Every entry counts at least one check: the prober makes one when a check finishes.
     let samples: Vec<windlass_store::ProbeSampleRow> = results
         .iter()
-        .filter(|(_, r)| r.successes + r.failures > 0)
         .map(|(service, r)| windlass_store::ProbeSampleRow {
             service: service.clone(),
             minute,

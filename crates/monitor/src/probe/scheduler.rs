@@ -78,6 +78,13 @@ pub struct ServiceResults {
     pub failures: u64,
 }
 
+impl std::ops::AddAssign for ServiceResults {
+    fn add_assign(&mut self, other: ServiceResults) {
+        self.successes += other.successes;
+        self.failures += other.failures;
+    }
+}
+
 impl ServiceResults {
     fn add(&mut self, ok: bool) {
         if ok {
@@ -154,9 +161,7 @@ impl Prober {
     pub fn put_back_service_results(&self, results: HashMap<String, ServiceResults>) {
         let Ok(mut untaken) = self.inner.untaken.lock() else { return };
         for (service, results) in results {
-            let entry = untaken.entry(service).or_default();
-            entry.successes += results.successes;
-            entry.failures += results.failures;
+            *untaken.entry(service).or_default() += results;
         }
     }
 
