@@ -1,7 +1,10 @@
 //! After a restart (or a crash): deploys this server was running are marked interrupted, its
 //! locks released, the env state reconciled with what the edge actually routes, and instances
 //! nobody records (started by an interrupted deploy) stopped. The edge decides what is live: it
-//! kept serving while the server was down, so its table is what users saw.
+//! kept serving while the server was down, so its table is what users saw. Which instances a
+//! pool holds is the state's to say: every recorded pool (each color, the secondary) is given
+//! its recorded instances before the unrecorded ones stop, so the edge never routes to an
+//! instance recovery stopped.
 
 use std::collections::BTreeSet;
 
@@ -115,6 +118,25 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
                     recovery.notes.push(format!(
                         "{environment}/{service}: the secondary pool holds the recorded instances of build {} again",
                         secondary.artifact.short_hash()
+                    ));
+                }
+            }
+            // Each color's pool holds exactly its recorded instances, as the secondary's does: a
+            // crash between a pool change at the edge and the state save (a rolling replacement,
+            // a scale) leaves the edge routing to instances no record names, which are stopped
+            // below as orphans. The recorded ones still run (they stop only after the save).
+            for (color, recorded) in &service_state.colors {
+                let Some(pool) = edge_service.and_then(|s| s.pools.get(color)) else { continue };
+                let addresses: BTreeSet<std::net::SocketAddr> = recorded.instances.iter().map(|i| i.address).collect();
+                let routed: BTreeSet<std::net::SocketAddr> = pool.instances.iter().map(|i| i.address).collect();
+                if routed != addresses {
+                    let addresses: Vec<std::net::SocketAddr> = addresses.into_iter().collect();
+                    deployer.edge.put_pool(service, color, &addresses).await?;
+                    recovery.notes.push(format!(
+                        "{environment}/{service}: {color}'s pool at the edge holds its recorded instances again (build {}, {} instance{})",
+                        recorded.artifact.short_hash(),
+                        addresses.len(),
+                        if addresses.len() == 1 { "" } else { "s" }
                     ));
                 }
             }

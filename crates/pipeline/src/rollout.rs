@@ -452,6 +452,9 @@ async fn rolling(
 async fn publish(run: &Run, service: &str, color: &str, instances: &[InstanceRef]) -> Result<(), String> {
     let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
     run.deployer.edge.put_pool(service, color, &addresses).await.map_err(|e| e.to_string())?;
+    // A crash here leaves the edge routing to instances the state does not name yet: recovery
+    // puts the recorded ones (still running: they stop only after the save) back in the pool.
+    windlass_failpoint::hit("pipeline.rolling.pool_replaced");
     let mut state = load(run).await?;
     if let Some(recorded) = state.services.entry(service.to_owned()).or_default().colors.get_mut(color) {
         recorded.instances = instances.to_vec();

@@ -171,3 +171,47 @@ async fn killed_between_recording_a_new_secondary_and_the_pool_swap_the_pool_get
     assert_eq!(platform.cli(&["failover", "production", "api", "--to", "secondary"]).code, 0);
     assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v2");
 }
+
+/// A one-instance rolling service, the server killed after the edge's pool got the new instance
+/// but before the state recorded it: recovery stops the unrecorded new instance, so it must put
+/// the recorded (still running) one back in the pool first. The service answers after the
+/// restart, and what the status records is what the edge routes to.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_a_rolling_pool_replacement_and_its_record_the_service_still_answers() {
+    let rolling = |version: &str| {
+        config(&demo(), &format!(r#"VERSION = "{version}""#), "0s", "")
+            .replace(r#"strategy = "blue-green""#, r#"strategy = "rolling""#)
+            .replace("instances = 2", "instances = 1")
+    };
+    let mut platform = Platform::start(&rolling("v1"));
+    platform.deploy(&[]);
+    platform.kill_server();
+    platform.start_server(&[("WINDLASS_FAILPOINTS", "pipeline.rolling.pool_replaced=abort")]);
+    platform.rewrite_config(&rolling("v2"));
+    let run = platform.cli(&["deploy", "production"]);
+    assert_ne!(run.code, 0, "the server died mid-rollout: {}{}", run.stdout, run.stderr);
+    platform.kill_server();
+    let recovered = platform.start_server(&[]);
+    assert!(
+        recovered.iter().any(|l| l.contains("api: blue's pool at the edge holds its recorded instances again")),
+        "{recovered:?}"
+    );
+    assert!(recovered.iter().any(|l| l.contains("started by an interrupted deploy")), "{recovered:?}");
+    wait_for_instances(&platform, 1).await;
+    for _ in 0..20 {
+        let reply = platform.get("api.shop.localhost", "/version").await;
+        assert_eq!(reply.status, 200, "the service answers after recovery: {}", reply.body);
+        assert_eq!(body_json(&reply)["version"], "v1");
+    }
+    let status = platform.status();
+    let blue = &status["services"]["api"]["colors"]["blue"];
+    assert_eq!(status["services"]["api"]["live"], "blue", "{status:#}");
+    let instances = blue["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{status:#}");
+    assert_eq!(instances[0]["state"], "running", "{status:#}");
+    assert_eq!(instances[0]["healthy"], true, "the recorded instance is the one the edge routes to: {status:#}");
+    // And the next deploy rolls from there.
+    platform.rewrite_config(&rolling("v3"));
+    platform.deploy(&[]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v3");
+}
