@@ -404,7 +404,11 @@ pub fn lock(args: LockArgs) -> anyhow::Result<Outcome> {
                     lock["holder"].as_str().unwrap_or(""),
                     lock["purpose"].as_str().unwrap_or(""),
                     lock["since"].as_str().unwrap_or(""),
-                    if lock["stale"] == Value::Bool(true) { "; its holder stopped renewing it (stale)" } else { "" }
+                    if lock["stale"] == Value::Bool(true) {
+                        "; its holder stopped renewing it (stale): the next deploy takes it over"
+                    } else {
+                        ""
+                    }
                 ),
                 None => println!("{environment} is not locked"),
             }

@@ -235,11 +235,19 @@ impl Deployer {
         Ok(plan::plan(&config, &request.environment, &request.options)?)
     }
 
-    /// Takes the environment's deploy lock, or says who holds it since when.
+    /// Takes the environment's deploy lock, or says who holds it since when. A lock whose holder
+    /// stopped renewing it (stale: no heartbeat for [`LOCK_TTL`]) is taken over; the lease's
+    /// `taken_over` says from whom (the store audits it as `lease.taken_over`). Whoever holds the
+    /// lock for longer than a moment keeps it fresh with [`Deployer::heartbeat`].
     pub async fn lock(&self, environment: &str, purpose: &str) -> Result<Lease, DeployError> {
         let name = lock_name(environment);
         match self.store.acquire_lease(&name, &self.holder, purpose, LOCK_TTL).await? {
-            Acquire::Acquired(lease) => Ok(lease),
+            Acquire::Acquired(lease) => {
+                if let Some(previous) = &lease.taken_over {
+                    tracing::warn!(environment, "{}", took_over(previous));
+                }
+                Ok(lease)
+            }
             Acquire::Held(info) => Err(DeployError::Locked {
                 environment: environment.into(),
                 lease: name,
@@ -247,6 +255,14 @@ impl Deployer {
                 since: info.acquired_at.to_string(),
             }),
         }
+    }
+
+    /// Renews `lease` every third of its TTL until the returned guard is dropped; the flag turns
+    /// true if the lease was lost (broken, or taken over after a stall).
+    pub fn heartbeat(&self, lease: &Lease) -> (Heartbeat, Arc<AtomicBool>) {
+        let lost = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(renew(self.store.clone(), lease.clone(), lost.clone()));
+        (Heartbeat(task), lost)
     }
 
     /// Everything a deploy can check before it changes anything: config, plan, deploy window,
@@ -374,7 +390,11 @@ impl Deployer {
         if let Some(overridden) = overridden {
             self.audit(&record.actor, &record.environment, "deploy.window_overridden", &id, overridden).await;
         }
-        self.audit(&record.actor, &record.environment, "deploy.started", &id, &started(&id)).await;
+        let mut message = started(&id);
+        if let Some(previous) = &lease.taken_over {
+            message = format!("{message}; it {}", took_over(previous));
+        }
+        self.audit(&record.actor, &record.environment, "deploy.started", &id, &message).await;
         Ok(id)
     }
 
@@ -406,8 +426,7 @@ impl Deployer {
 
     /// Runs a prepared deploy to its end and records the outcome; the lock is released after.
     pub async fn execute(self: &Arc<Self>, prepared: Prepared) -> DeployStatus {
-        let lost = Arc::new(AtomicBool::new(false));
-        let heartbeat = tokio::spawn(renew(self.store.clone(), prepared.lease.clone(), lost.clone()));
+        let (heartbeat, lost) = self.heartbeat(&prepared.lease);
         let mut run = Run {
             deployer: self.clone(),
             id: prepared.id.clone(),
@@ -459,7 +478,7 @@ impl Deployer {
                 Err(undo) => (DeployStatus::Failed, Some(format!("{failure}; rolling back failed too: {undo}"))),
             },
         };
-        heartbeat.abort();
+        drop(heartbeat);
         let elapsed = began.elapsed();
         let waited = run.service_wait_total();
         let (elapsed_ms, waited_ms) = (elapsed.as_millis() as u64, waited.as_millis() as u64);
@@ -519,6 +538,14 @@ fn union_of(waits: &Spans) -> std::time::Duration {
         total += end - start;
     }
     total
+}
+
+/// How a takeover of a stale lock reads in a deploy's or a scale's record.
+pub fn took_over(previous: &windlass_store::LeaseInfo) -> String {
+    format!(
+        "took over the stale lock held by {} ({}) since {}: no heartbeat since {}",
+        previous.holder, previous.purpose, previous.acquired_at, previous.heartbeat_at
+    )
 }
 
 /// `windlass scale`: the live color of `service` made to run `count` instances, under the
@@ -600,6 +627,15 @@ pub async fn request_stop(store: &dyn Store, id: &DeployId, reason: &str) -> Res
     }
     store.set_setting(&stop_key(id), reason).await?;
     Ok(true)
+}
+
+/// Renews a lease while it lives (see [`Deployer::heartbeat`]); dropping it stops the renewals.
+pub struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn renew(store: Arc<dyn Store>, lease: Lease, lost: Arc<AtomicBool>) {

@@ -197,6 +197,8 @@ pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<St
         Err(DeployError::Locked { .. }) => return Ok(Vec::new()),
         Err(err) => return Err(err),
     };
+    // Draining a color may take a while: the lock stays fresh (a stale one is taken over).
+    let heartbeat = deployer.heartbeat(&lease);
     let mut retired = Vec::new();
     for (service, color) in due {
         match retire(deployer, environment, &service, &color).await {
@@ -204,6 +206,7 @@ pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<St
             Err(problem) => tracing::warn!(environment, service, color, problem, "cannot retire a warm color"),
         }
     }
+    drop(heartbeat);
     let _ = deployer.store.release_lease(&lease).await;
     Ok(retired)
 }
@@ -243,6 +246,7 @@ pub async fn return_stray_traffic(deployer: &Deployer, environment: &str) -> Res
         Err(DeployError::Locked { .. }) => return Ok(Vec::new()),
         Err(err) => return Err(err),
     };
+    let heartbeat = deployer.heartbeat(&lease);
     // Read again under the lock: a deploy that just ended may have changed both.
     let result = async {
         let edge_state = deployer.edge.state().await?;
@@ -274,6 +278,7 @@ pub async fn return_stray_traffic(deployer: &Deployer, environment: &str) -> Res
         Ok::<_, DeployError>(returned)
     }
     .await;
+    drop(heartbeat);
     let _ = deployer.store.release_lease(&lease).await;
     result
 }

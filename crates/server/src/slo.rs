@@ -91,9 +91,9 @@ async fn collect_once(
                 leases.insert(environment.to_owned(), lease);
             }
             Ok(Acquire::Held(info)) => {
-                // Our own lease from before a restart, or another server's that stopped
-                // renewing: broken by token (audited), then taken next minute.
-                if info.holder.id == deployer.holder.id || info.stale {
+                // Our own lease from before a restart: broken by token (audited), then taken
+                // next minute. (Another server's that stopped renewing is taken over above.)
+                if info.holder.id == deployer.holder.id {
                     let reason = "the SLO collector's previous holder stopped renewing it";
                     store
                         .break_lease(&name, info.token, &deployer.holder.id, reason)

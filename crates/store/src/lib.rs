@@ -9,7 +9,9 @@
 //! - A write that returned `Ok` is committed: a crash right after it loses nothing
 //!   (failpoint `store.after_write` proves it).
 //! - Two processes racing for one lease: exactly one wins.
-//! - A stale lease is reported, never taken over silently.
+//! - A stale lease (its heartbeat older than its TTL by the injected clock) is taken over by
+//!   the next acquirer: a new fencing token, and the takeover in the audit log with the
+//!   previous holder, in one transaction. Never silently, never a fresh one.
 //!
 //! This crate knows nothing of how deploys run; it records what it is told.
 
@@ -55,6 +57,9 @@ pub trait Store: AlertStore + Send + Sync + std::fmt::Debug {
     async fn interrupt_running(&self, owner: &str) -> Result<Vec<Interrupted>>;
 
     // Leases.
+    /// Takes the lease if it is free or stale (a stale one is taken over: the new lease's
+    /// `taken_over` says from whom, and `lease.taken_over` is recorded); otherwise says who
+    /// holds it.
     async fn acquire_lease(&self, name: &str, holder: &Holder, purpose: &str, ttl: Duration) -> Result<Acquire>;
     /// Renews a held lease; [`StoreError::LeaseLost`] if it was broken or taken meanwhile.
     async fn renew_lease(&self, lease: &Lease) -> Result<()>;

@@ -172,10 +172,12 @@ pub struct Lease {
     /// Rises with every acquisition of this lease name, never reused.
     pub token: i64,
     pub ttl: Duration,
+    /// The stale lease this acquisition took over (its holder stopped renewing it), as it was.
+    pub taken_over: Option<LeaseInfo>,
 }
 
 /// A lease as anyone can see it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseInfo {
     pub name: String,
     pub holder: Holder,
@@ -184,8 +186,9 @@ pub struct LeaseInfo {
     pub heartbeat_at: Timestamp,
     pub ttl: Duration,
     pub token: i64,
-    /// The heartbeat is older than the TTL: the holder has probably died. A stale lease is only
-    /// reported; it is broken deliberately ([`crate::Store::break_lease`]), never silently.
+    /// The heartbeat is older than the TTL (by the store's clock): the holder has probably died.
+    /// The next [`crate::Store::acquire_lease`] takes a stale lease over, with a higher token,
+    /// and records the takeover (with this holder) in the audit log.
     pub stale: bool,
 }
 

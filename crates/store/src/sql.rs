@@ -191,6 +191,92 @@ impl SqlStore {
         row.map(|row| self.lease_from_row(&row)).transpose()
     }
 
+    /// Replaces the stale lease `stale` with a new one for `holder`, and records the takeover, in
+    /// one transaction whose first statement (the delete, guarded by the stale lease's token and
+    /// by its staleness now) writes. `None`: it was renewed, released or taken over meanwhile.
+    async fn take_over(
+        &self,
+        stale: LeaseInfo,
+        holder: &Holder,
+        purpose: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await.during("taking over a stale lease")?;
+        let deleted = sqlx::query("DELETE FROM leases WHERE name = $1 AND token = $2 AND $3 - heartbeat_at > ttl_ms")
+            .bind(&stale.name)
+            .bind(stale.token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .during("taking over a stale lease")?;
+        if deleted.rows_affected() == 0 {
+            tx.rollback().await.during("taking over a stale lease")?;
+            return Ok(None);
+        }
+        let token: i64 = sqlx::query_scalar(
+            "INSERT INTO lease_tokens (name, last_token) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET last_token = lease_tokens.last_token + 1
+             RETURNING last_token",
+        )
+        .bind(&stale.name)
+        .fetch_one(&mut *tx)
+        .await
+        .during("drawing a lease token")?;
+        sqlx::query(
+            "INSERT INTO leases (name, holder_id, holder_host, holder_pid, purpose, acquired_at, heartbeat_at, ttl_ms, token)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+        )
+        .bind(&stale.name)
+        .bind(&holder.id)
+        .bind(&holder.host)
+        .bind(i64::from(holder.pid))
+        .bind(purpose)
+        .bind(now)
+        .bind(duration_ms(ttl))
+        .bind(token)
+        .execute(&mut *tx)
+        .await
+        .during("taking over a stale lease")?;
+        let message = format!(
+            "{} took over stale lease `{}` from {} ({}), held since {}: no heartbeat since {}, longer than its TTL of {} s",
+            holder.id,
+            stale.name,
+            stale.holder,
+            stale.purpose,
+            stale.acquired_at,
+            stale.heartbeat_at,
+            stale.ttl.as_secs()
+        );
+        let data = serde_json::json!({
+            "previous": {
+                "holder": stale.holder.id,
+                "host": stale.holder.host,
+                "pid": stale.holder.pid,
+                "purpose": stale.purpose,
+                "token": stale.token,
+                "acquired_at": stale.acquired_at.to_string(),
+                "heartbeat_at": stale.heartbeat_at.to_string(),
+                "ttl_ms": duration_ms(stale.ttl),
+            },
+            "token": token,
+            "purpose": purpose,
+        });
+        let event = NewEvent {
+            actor: holder.id.clone(),
+            environment: None,
+            kind: "lease.taken_over".into(),
+            subject: Some(stale.name.clone()),
+            message,
+            data: data.to_string(),
+        };
+        insert_event(&mut *tx, now, &event).await?;
+        tx.commit().await.during("taking over a stale lease")?;
+        committed();
+        tracing::warn!(lease = stale.name, previous = %stale.holder, token, "took over a stale lease");
+        Ok(Some(Lease { name: stale.name.clone(), holder: holder.clone(), token, ttl, taken_over: Some(stale) }))
+    }
+
     fn lease_from_row(&self, row: &AnyRow) -> Result<LeaseInfo> {
         let heartbeat_ms: i64 = get(row, "heartbeat_at")?;
         let ttl_ms: i64 = get(row, "ttl_ms")?;
@@ -502,10 +588,23 @@ impl Store for SqlStore {
             .during("taking a lease")?;
             if inserted.rows_affected() == 1 {
                 committed();
-                return Ok(Acquire::Acquired(Lease { name: name.to_owned(), holder: holder.clone(), token, ttl }));
+                return Ok(Acquire::Acquired(Lease {
+                    name: name.to_owned(),
+                    holder: holder.clone(),
+                    token,
+                    ttl,
+                    taken_over: None,
+                }));
             }
-            if let Some(held) = self.lease_row(name).await? {
-                return Ok(Acquire::Held(held));
+            match self.lease_row(name).await? {
+                Some(held) if held.stale => {
+                    if let Some(lease) = self.take_over(held, holder, purpose, ttl).await? {
+                        return Ok(Acquire::Acquired(lease));
+                    }
+                    // Someone renewed it, or took it over first: look again.
+                }
+                Some(held) => return Ok(Acquire::Held(held)),
+                None => {}
             }
         }
         Err(StoreError::Corrupt {

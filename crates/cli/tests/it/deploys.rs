@@ -396,3 +396,50 @@ fn two_environments_behind_one_edge_may_not_share_a_service_name() {
     let status = platform.status();
     assert_eq!(status["services"]["api"]["live"], "blue", "{status:#}");
 }
+
+/// A server that died holding the deploy lock on another host (no restart of it will release
+/// the lock): once its heartbeat is older than the lock's TTL, the next deploy takes the lock
+/// over and proceeds, and the audit trail says it did and from whom.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_takes_over_a_stale_lock_and_says_so() {
+    use windlass_store::{Acquire, Holder, ManualClock};
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", ""));
+    // The dead server took the lock an hour ago by its clock and never renewed it.
+    let location = platform.state_dir().join("windlass.db").display().to_string();
+    let an_hour_ago = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(1)).unwrap();
+    let store = windlass_store::open(&location, std::sync::Arc::new(ManualClock::new(an_hour_ago))).await.unwrap();
+    let gone = Holder { id: "server-gone".into(), host: "host-gone".into(), pid: 4242 };
+    let ttl = std::time::Duration::from_secs(30);
+    let Acquire::Acquired(_) =
+        store.acquire_lease("deploy/production", &gone, "deploy requested by bob", ttl).await.unwrap()
+    else {
+        panic!("the lock was free");
+    };
+    drop(store);
+    let shown = platform.cli(&["lock", "show", "production"]);
+    assert!(shown.stdout.contains("locked by server-gone"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("stale"), "{}", shown.stdout);
+
+    let id = platform.deploy(&[]);
+    assert_eq!(body_json(&platform.get("api.shop.localhost", "/version").await)["version"], "v1");
+    assert!(platform.cli(&["lock", "show", "production"]).stdout.contains("production is not locked"));
+    let events = platform.json(&["events", "production", "--kind", "deploy.started"]);
+    let started = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subject"] == id.as_str())
+        .unwrap_or_else(|| panic!("no deploy.started for {id}: {events:#}"));
+    let message = started["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("took over the stale lock held by server-gone (pid 4242 on host-gone) (deploy requested by bob)"),
+        "{message}"
+    );
+    let takeovers = platform.json(&["events", "--kind", "lease.taken_over"]);
+    let takeovers = takeovers["events"].as_array().unwrap();
+    assert_eq!(takeovers.len(), 1, "{takeovers:#?}");
+    assert_eq!(takeovers[0]["subject"], "deploy/production");
+    assert_eq!(takeovers[0]["data"]["previous"]["holder"], "server-gone");
+    assert!(takeovers[0]["message"].as_str().unwrap().contains("took over stale lease"), "{takeovers:#?}");
+}

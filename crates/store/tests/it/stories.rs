@@ -10,7 +10,9 @@ stories!(
     a_deploy_records_its_steps_and_outcome,
     deploys_in_the_same_second_get_distinct_ids,
     a_restarted_server_marks_its_running_deploys_interrupted,
-    one_holder_per_lease_and_stale_leases_are_reported_not_taken,
+    one_holder_per_lease_and_fencing_tokens_rise,
+    a_stale_lease_is_taken_over_by_the_next_acquirer_and_audited,
+    two_acquirers_of_a_stale_lease_one_takes_it_over,
     breaking_a_lease_is_deliberate_and_recorded,
     the_audit_log_and_settings,
     unknown_deploys_are_errors_not_silence,
@@ -134,7 +136,7 @@ async fn a_restarted_server_marks_its_running_deploys_interrupted(place: Place) 
     assert!(store.interrupt_running("server-a").await.unwrap().is_empty(), "reconciling twice finds nothing new");
 }
 
-async fn one_holder_per_lease_and_stale_leases_are_reported_not_taken(place: Place) {
+async fn one_holder_per_lease_and_fencing_tokens_rise(place: Place) {
     let clock = ManualClock::new(start_time());
     let store = place.open(&clock).await;
     let alice = Holder { id: "server-alice".into(), host: "host-a".into(), pid: 101 };
@@ -146,6 +148,7 @@ async fn one_holder_per_lease_and_stale_leases_are_reported_not_taken(place: Pla
     else {
         panic!("the first holder gets the lease");
     };
+    assert_eq!(lease.taken_over, None, "a free lease is simply taken");
     let Acquire::Held(held) = store.acquire_lease("deploy/production", &bob, "deploy production-2", ttl).await.unwrap()
     else {
         panic!("a second holder must not get a held lease");
@@ -161,14 +164,9 @@ async fn one_holder_per_lease_and_stale_leases_are_reported_not_taken(place: Pla
     let info = store.lease("deploy/production").await.unwrap().unwrap();
     assert!(!info.stale, "renewed 20 s ago with a 30 s TTL");
     assert_eq!(info.heartbeat_at, start_time() + Duration::from_secs(20));
-
-    clock.advance(Duration::from_secs(15));
-    let info = store.lease("deploy/production").await.unwrap().unwrap();
-    assert!(info.stale, "35 s since the last heartbeat");
-    let Acquire::Held(still_held) = store.acquire_lease("deploy/production", &bob, "deploy", ttl).await.unwrap() else {
-        panic!("a stale lease is reported, never taken over silently");
+    let Acquire::Held(_) = store.acquire_lease("deploy/production", &bob, "deploy", ttl).await.unwrap() else {
+        panic!("a renewed lease is never taken over");
     };
-    assert!(still_held.stale);
 
     store.release_lease(&lease).await.unwrap();
     assert!(store.lease("deploy/production").await.unwrap().is_none());
@@ -181,6 +179,119 @@ async fn one_holder_per_lease_and_stale_leases_are_reported_not_taken(place: Pla
         "an old lease cannot release the new one"
     );
     assert_eq!(store.leases().await.unwrap().len(), 1);
+}
+
+async fn a_stale_lease_is_taken_over_by_the_next_acquirer_and_audited(place: Place) {
+    let clock = ManualClock::new(start_time());
+    let store = place.open(&clock).await;
+    let crashed = Holder { id: "server-crashed".into(), host: "host-a".into(), pid: 4242 };
+    let bob = Holder { id: "server-bob".into(), host: "host-b".into(), pid: 202 };
+    let carol = Holder { id: "server-carol".into(), host: "host-c".into(), pid: 303 };
+    let ttl = Duration::from_secs(30);
+    let Acquire::Acquired(old) =
+        store.acquire_lease("deploy/production", &crashed, "deploy requested by alice", ttl).await.unwrap()
+    else {
+        panic!("free lease");
+    };
+
+    clock.advance(ttl);
+    let Acquire::Held(held) = store.acquire_lease("deploy/production", &bob, "deploy", ttl).await.unwrap() else {
+        panic!("a lease whose heartbeat is exactly its TTL old is not stale yet");
+    };
+    assert!(!held.stale);
+    assert!(store.events(None, 10).await.unwrap().is_empty(), "nothing was taken over");
+
+    clock.advance(Duration::from_millis(1));
+    let Acquire::Acquired(bobs) =
+        store.acquire_lease("deploy/production", &bob, "deploy requested by bob", ttl).await.unwrap()
+    else {
+        panic!("a stale lease is taken over by the next acquirer");
+    };
+    assert!(bobs.token > old.token, "the fencing token rises: {} after {}", bobs.token, old.token);
+    let previous = bobs.taken_over.as_ref().expect("the new lease says which lease it took over");
+    assert_eq!(previous.holder, crashed);
+    assert_eq!(previous.token, old.token);
+    assert_eq!(previous.purpose, "deploy requested by alice");
+    assert!(previous.stale);
+
+    let now = store.lease("deploy/production").await.unwrap().unwrap();
+    assert_eq!((now.holder.clone(), now.token), (bob.clone(), bobs.token));
+    assert_eq!(now.acquired_at, start_time() + ttl + Duration::from_millis(1));
+    assert!(!now.stale);
+    assert!(
+        matches!(store.renew_lease(&old).await, Err(StoreError::LeaseLost { .. })),
+        "the old holder is fenced off: it learns it lost the lease"
+    );
+    assert!(matches!(store.release_lease(&old).await, Err(StoreError::LeaseLost { .. })));
+    store.renew_lease(&bobs).await.unwrap();
+
+    let events = store.events(None, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, "lease.taken_over");
+    assert_eq!(events[0].actor, "server-bob");
+    assert_eq!(events[0].subject.as_deref(), Some("deploy/production"));
+    for part in ["took over", "server-crashed (pid 4242 on host-a)", "deploy requested by alice"] {
+        assert!(events[0].message.contains(part), "`{part}` in: {}", events[0].message);
+    }
+    assert!(events[0].data.contains(&format!("\"token\":{}", old.token)), "{}", events[0].data);
+    assert!(events[0].data.contains(&format!("\"token\":{}", bobs.token)), "{}", events[0].data);
+
+    let Acquire::Held(held) = store.acquire_lease("deploy/production", &carol, "deploy", ttl).await.unwrap() else {
+        panic!("the lease taken over is held like any other");
+    };
+    assert_eq!(held.holder, bob);
+}
+
+async fn two_acquirers_of_a_stale_lease_one_takes_it_over(place: Place) {
+    let clock = ManualClock::new(start_time());
+    let store = place.open(&clock).await;
+    let crashed = Holder { id: "server-crashed".into(), host: "host-a".into(), pid: 4242 };
+    let ttl = Duration::from_secs(10);
+    let Acquire::Acquired(_) = store.acquire_lease("deploy/staging", &crashed, "deploy", ttl).await.unwrap() else {
+        panic!("free lease");
+    };
+    clock.advance(Duration::from_secs(60));
+    let holders: Vec<Holder> =
+        (0..4).map(|n| Holder { id: format!("server-{n}"), host: format!("host-{n}"), pid: 100 + n }).collect();
+    let attempts = holders.iter().map(|h| store.acquire_lease("deploy/staging", h, "deploy", ttl));
+    let outcomes = futures_join_all(attempts).await;
+    let winners: Vec<&Lease> = outcomes
+        .iter()
+        .filter_map(|o| match o.as_ref().unwrap() {
+            Acquire::Acquired(lease) => Some(lease),
+            Acquire::Held(_) => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one acquirer takes a stale lease over: {outcomes:?}");
+    assert_eq!(winners[0].taken_over.as_ref().map(|p| p.holder.clone()), Some(crashed));
+    for outcome in &outcomes {
+        if let Acquire::Held(held) = outcome.as_ref().unwrap() {
+            assert_eq!(held.holder, winners[0].holder, "the others find the winner's lease");
+            assert!(!held.stale);
+        }
+    }
+    let events = store.events(None, 10).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "lease.taken_over").count(), 1, "{events:?}");
+}
+
+/// Polls futures together on this task, so the attempts interleave in the store.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 async fn breaking_a_lease_is_deliberate_and_recorded(place: Place) {
