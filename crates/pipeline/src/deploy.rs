@@ -540,23 +540,44 @@ fn union_of(waits: &Spans) -> std::time::Duration {
     total
 }
 
-/// How a takeover of a stale lock reads in a deploy's or a scale's record.
-pub fn took_over(previous: &windlass_store::LeaseInfo) -> String {
-    format!(
-        "took over the stale lock held by {} ({}) since {}: no heartbeat since {}",
-        previous.holder, previous.purpose, previous.acquired_at, previous.heartbeat_at
-    )
+/// What a scale did: its output, line by line, and the message it recorded.
+#[derive(Debug, Clone)]
+pub struct Scaled {
+    pub lines: Vec<String>,
+    pub message: String,
 }
 
 /// `windlass scale`: the live color of `service` made to run `count` instances, under the
-/// environment's lock. Returns what was done, line by line.
+/// environment's lock. The work runs as a task of its own (like a deploy): a caller that goes
+/// away, such as an HTTP request whose client disconnected, does not stop it half-way. The task
+/// renews the lock while it runs, releases it when done, and records the `scale` event; new
+/// instances are recorded, or stopped if the scale fails.
 pub async fn scale(
     deployer: &Arc<Deployer>,
     environment: &str,
     service: &str,
     count: usize,
     actor: &str,
-) -> Result<Vec<String>, DeployError> {
+    reason: Option<&str>,
+) -> Result<Scaled, DeployError> {
+    let deployer = deployer.clone();
+    let (environment, service, actor) = (environment.to_owned(), service.to_owned(), actor.to_owned());
+    let reason = reason.map(str::to_owned);
+    let task =
+        tokio::spawn(
+            async move { scale_owned(&deployer, &environment, &service, count, &actor, reason.as_deref()).await },
+        );
+    task.await.map_err(|err| DeployError::Failed(format!("the scale stopped before its end: {err}")))?
+}
+
+async fn scale_owned(
+    deployer: &Arc<Deployer>,
+    environment: &str,
+    service: &str,
+    count: usize,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<Scaled, DeployError> {
     let config = deployer.shared_config()?;
     plan::check_environment(&config, environment)?;
     if count > 1000 {
@@ -572,6 +593,8 @@ pub async fn scale(
         .ok_or_else(|| DeployError::Corrupt(format!("bad deploy id {}", live.deploy_id)))?;
     let variables = deployer.variables(&config, environment).await?;
     let lease = deployer.lock(environment, &format!("scale requested by {actor}")).await?;
+    // From here on nothing returns early: the lease is released below, whatever happened.
+    let (heartbeat, lost) = deployer.heartbeat(&lease);
     let run = Run {
         deployer: deployer.clone(),
         id,
@@ -579,19 +602,45 @@ pub async fn scale(
         config,
         variables,
         changes: Vec::new(),
-        lock_lost: Arc::new(AtomicBool::new(false)),
+        lock_lost: lost,
         service_waits: Default::default(),
     };
     let (log, mut lines) = StepLog::detached();
+    if let Some(previous) = &lease.taken_over {
+        log.line(format!("this scale {}", took_over(previous)));
+    }
     let result = rollout::scale(&run, &log, service, count).await;
+    drop(heartbeat);
     drop(log);
-    let _ = deployer.store.release_lease(&lease).await;
+    if let Err(err) = deployer.store.release_lease(&lease).await {
+        tracing::warn!(%err, environment, "cannot release the lock after a scale");
+    }
     let mut done = Vec::new();
     while let Ok(line) = lines.try_recv() {
         done.push(run.variables.redact(&line));
     }
-    result.map_err(DeployError::Failed)?;
-    Ok(done)
+    result.map_err(|e| DeployError::Failed(run.variables.redact(&e)))?;
+    let message = format!("{service} scaled to {count}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
+    let event = NewEvent {
+        actor: actor.into(),
+        environment: Some(environment.into()),
+        kind: "scale".into(),
+        subject: Some(service.into()),
+        message: message.clone(),
+        data: "{}".into(),
+    };
+    if let Err(err) = deployer.store.record_event(&event).await {
+        tracing::warn!(%err, "cannot record an audit event");
+    }
+    Ok(Scaled { lines: done, message })
+}
+
+/// How a takeover of a stale lock reads in a deploy's or a scale's record.
+pub fn took_over(previous: &windlass_store::LeaseInfo) -> String {
+    format!(
+        "took over the stale lock held by {} ({}) since {}: no heartbeat since {}",
+        previous.holder, previous.purpose, previous.acquired_at, previous.heartbeat_at
+    )
 }
 
 /// For every service, what runs after a deploy that rolls out `artifacts`.

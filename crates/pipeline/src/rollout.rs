@@ -670,7 +670,11 @@ pub async fn sync_secondary(
     Ok(())
 }
 
-/// Starts or stops instances of a service's live color until it runs `count`.
+/// Starts or stops instances of a service's live color until it runs `count`. New instances
+/// are recorded only with the pool change; if one fails its health gate (or the lock was lost
+/// meanwhile) the ones this scale started are stopped and nothing else changes. Crash order: the
+/// pool changes, then the state (recovery puts the recorded instances back in the pool and stops
+/// the others), then the removed instances stop.
 pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Result<(), String> {
     let state = load(run).await?;
     let (color, recorded) = state
@@ -686,11 +690,30 @@ pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Res
     while instances.len() > count {
         removed.extend(instances.pop());
     }
-    while instances.len() < count {
-        instances.push(start_instance(run, log, service, &spec, &recorded.artifact, &color, instances.len()).await?);
+    let mut started = Vec::new();
+    while instances.len() + started.len() < count {
+        let index = instances.len() + started.len();
+        match start_instance(run, log, service, &spec, &recorded.artifact, &color, index).await {
+            Ok(instance) => started.push(instance),
+            Err(problem) => {
+                stop_instances(run, &started).await;
+                return Err(format!("{problem}; the {} instance(s) this scale started are stopped", started.len()));
+            }
+        }
     }
+    if run.lock_lost() {
+        stop_instances(run, &started).await;
+        return Err(format!("the lock of `{}` was lost while scaling; nothing was changed", run.environment));
+    }
+    instances.extend(started.iter().cloned());
     let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
-    run.deployer.edge.put_pool(service, &color, &addresses).await.map_err(|e| e.to_string())?;
+    if let Err(err) = run.deployer.edge.put_pool(service, &color, &addresses).await {
+        // The edge may have applied it before failing to answer: back to what is recorded.
+        let before: Vec<SocketAddr> = recorded.instances.iter().map(|i| i.address).collect();
+        let _ = run.deployer.edge.put_pool(service, &color, &before).await;
+        stop_instances(run, &started).await;
+        return Err(err.to_string());
+    }
     let mut state = load(run).await?;
     if let Some(recorded) = state.services.get_mut(service).and_then(|s| s.colors.get_mut(&color)) {
         recorded.instances = instances;

@@ -637,13 +637,25 @@ async fn scale(
         Ok(request) => request,
         Err(response) => return response,
     };
-    match windlass_pipeline::deploy::scale(&state.deployer, &environment, &service, request.instances, &actor).await {
-        Ok(lines) => {
-            let message = format!("{service} scaled to {}{}", request.instances, reason_suffix(&request.reason));
-            audit(&*state.store, &actor, &environment, "scale", &service, message.clone()).await;
-            Json(json!({ "service": service, "instances": request.instances, "output": lines, "message": message }))
-                .into_response()
-        }
+    // The scale runs as a task of its own that releases the lock and records the event itself:
+    // this request only waits for it, so a client that disconnects stops nothing half-way.
+    let scaled = windlass_pipeline::deploy::scale(
+        &state.deployer,
+        &environment,
+        &service,
+        request.instances,
+        &actor,
+        request.reason.as_deref(),
+    )
+    .await;
+    match scaled {
+        Ok(scaled) => Json(json!({
+            "service": service,
+            "instances": request.instances,
+            "output": scaled.lines,
+            "message": scaled.message,
+        }))
+        .into_response(),
         Err(err) => deploy_error(err),
     }
 }

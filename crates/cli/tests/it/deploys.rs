@@ -443,3 +443,62 @@ async fn a_deploy_takes_over_a_stale_lock_and_says_so() {
     assert_eq!(takeovers[0]["data"]["previous"]["holder"], "server-gone");
     assert!(takeovers[0]["message"].as_str().unwrap().contains("took over stale lease"), "{takeovers:#?}");
 }
+
+/// A client that asks for a scale and goes away (Ctrl-C, its timeout) while the new instances
+/// start slowly: the scale is the server's to finish. It ends on its own, releases the lock, and
+/// every instance that runs is one the state records (none is left running unrecorded).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_whose_client_disconnects_still_ends_cleanly_and_releases_the_lock() {
+    use std::io::Write as _;
+    let text =
+        config(&demo(), r#"VERSION = "v1", SLOW_START = "2s""#, "1m", "").replace("instances = 2", "instances = 1");
+    let platform = Platform::start(&text);
+    platform.deploy(&[]);
+    assert_eq!(platform.alive_instances(), 1);
+
+    // A raw request, so that the test decides when its socket closes.
+    let address = platform.server_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut socket = std::net::TcpStream::connect(&address).unwrap();
+    let body = r#"{"instances":3,"reason":"launch day"}"#;
+    write!(
+        socket,
+        "PUT /api/v1/environments/production/services/api/scale HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        platform.token,
+        body.len()
+    )
+    .unwrap();
+    socket.flush().unwrap();
+    // Mid-way: the first new instance runs but is still starting (slowly); the scale waits on it.
+    for _ in 0..200 {
+        if platform.alive_instances() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(platform.alive_instances() >= 2, "the scale started a new instance");
+    socket.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(socket);
+
+    let mut shown = platform.cli(&["lock", "show", "production"]);
+    for _ in 0..300 {
+        if shown.stdout.contains("production is not locked") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        shown = platform.cli(&["lock", "show", "production"]);
+    }
+    assert!(shown.stdout.contains("production is not locked"), "the scale released the lock: {}", shown.stdout);
+    let status = platform.status();
+    let recorded = status["services"]["api"]["colors"]["blue"]["instances"].as_array().unwrap().clone();
+    assert_eq!(recorded.len(), 3, "the scale finished without its client: {status:#}");
+    for instance in &recorded {
+        assert_eq!(instance["state"], "running", "{status:#}");
+    }
+    assert_eq!(platform.alive_instances(), recorded.len(), "no instance runs unrecorded: {status:#}");
+    let events = platform.json(&["events", "production", "--kind", "scale"]);
+    assert_eq!(events["events"][0]["message"], "api scaled to 3: launch day", "{events:#}");
+    // The edge routes to all three.
+    for _ in 0..10 {
+        assert_eq!(platform.get("api.shop.localhost", "/version").await.status, 200);
+    }
+}
