@@ -213,13 +213,17 @@ async fn create_deploy(
     if let Err(response) = shared_edge_conflict(&state, &request.environment).await {
         return response;
     }
-    let ask = || approval::request(&state.deployer, &request);
+    let ask = {
+        let (deployer, request) = (state.deployer.clone(), request.clone());
+        move || async move { approval::request(&deployer, &request).await }
+    };
     if let Some(response) =
         approval_gate(&state, &request.environment, &request.actor, request.options.approve, "", ask).await
     {
         return response;
     }
-    launched(&state, state.deployer.start(&request).await)
+    let deployer = state.deployer.clone();
+    launch(&state, async move { deployer.start(&request).await }).await
 }
 
 #[derive(Deserialize)]
@@ -249,16 +253,19 @@ async fn rollback(
     if let Err(response) = shared_edge_conflict(&state, &environment).await {
         return response;
     }
-    let started = windlass_pipeline::rollback::start(
-        &state.deployer,
-        &environment,
-        &actor,
-        request.to.as_deref(),
-        request.reason,
-        request.restore_database,
-    )
-    .await;
-    launched(&state, started)
+    let deployer = state.deployer.clone();
+    let start = async move {
+        windlass_pipeline::rollback::start(
+            &deployer,
+            &environment,
+            &actor,
+            request.to.as_deref(),
+            request.reason,
+            request.restore_database,
+        )
+        .await
+    };
+    launch(&state, start).await
 }
 
 #[derive(Deserialize)]
@@ -813,29 +820,45 @@ async fn promote(
         },
     };
     let what = format!(" to promote from {}", request.from);
-    let ask = || approval::request_promotion(&state.deployer, &request);
+    let ask = {
+        let (deployer, request) = (state.deployer.clone(), request.clone());
+        move || async move { approval::request_promotion(&deployer, &request).await }
+    };
     if let Some(response) = approval_gate(&state, &request.to, &request.actor, body.approve, &what, ask).await {
         return response;
     }
-    launched(&state, windlass_pipeline::promote::start(&state.deployer, &request).await)
+    let deployer = state.deployer.clone();
+    launch(&state, async move { windlass_pipeline::promote::start(&deployer, &request).await }).await
+}
+
+/// Runs `work` as a task of the server's own and waits for it. Work that takes a lock or
+/// records state runs this way: a client that disconnects drops the wait, never the work
+/// half-way (with the lock held, or instances started and not recorded).
+async fn owned<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> Result<T, Response> {
+    tokio::spawn(work).await.map_err(|err| error(StatusCode::INTERNAL_SERVER_ERROR, format!("the work stopped: {err}")))
 }
 
 /// Starts a prepared deploy in the background; its id.
-fn run_in_background(state: &AppState, prepared: windlass_pipeline::deploy::Prepared) -> String {
+fn run_in_background(deployer: &Arc<Deployer>, prepared: windlass_pipeline::deploy::Prepared) -> String {
     let id = prepared.id.to_string();
-    let deployer = state.deployer.clone();
+    let deployer = deployer.clone();
     tokio::spawn(async move { deployer.execute(prepared).await });
     id
 }
 
-/// 202 with the id of a deploy (or rollback, or promotion) now running, or the error that kept
-/// it from starting.
-fn launched(state: &AppState, started: Result<windlass_pipeline::deploy::Prepared, DeployError>) -> Response {
+/// Starts a deploy (or rollback, or promotion) with `start` (which takes the lock and records
+/// the deploy) and runs it in the background, both in a task of their own: 202 with its id, or
+/// the error that kept it from starting.
+async fn launch(
+    state: &AppState,
+    start: impl std::future::Future<Output = Result<windlass_pipeline::deploy::Prepared, DeployError>> + Send + 'static,
+) -> Response {
+    let deployer = state.deployer.clone();
+    let started = owned(async move { start.await.map(|prepared| run_in_background(&deployer, prepared)) }).await;
     match started {
-        Ok(prepared) => {
-            (StatusCode::ACCEPTED, Json(json!({ "id": run_in_background(state, prepared) }))).into_response()
-        }
-        Err(err) => deploy_error(err),
+        Ok(Ok(id)) => (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response(),
+        Ok(Err(err)) => deploy_error(err),
+        Err(response) => response,
     }
 }
 
@@ -853,7 +876,7 @@ async fn approval_gate<F, Fut>(
 ) -> Option<Response>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<approval::ApprovalRequest, DeployError>>,
+    Fut: std::future::Future<Output = Result<approval::ApprovalRequest, DeployError>> + Send + 'static,
 {
     let policy = match approval::policy(&state.deployer, environment) {
         Ok(policy) => policy,
@@ -867,8 +890,10 @@ where
                 "`{environment}` needs approval by someone other than the requester ({actor}); leave out --approve and ask a colleague to run `windlass approve {environment}`"
             ),
         )),
-        (Approval::Required | Approval::Anyone, false) => Some(match ask().await {
-            Ok(pending) => {
+        (Approval::Required | Approval::Anyone, false) => Some(match owned(ask()).await {
+            Err(response) => response,
+            Ok(Err(err)) => deploy_error(err),
+            Ok(Ok(pending)) => {
                 let message = format!(
                     "`{environment}` needs approval: request {}{what} is waiting; {} approves it with `windlass approve {environment}`",
                     pending.id,
@@ -876,7 +901,6 @@ where
                 );
                 (StatusCode::ACCEPTED, Json(json!({ "approval": pending, "message": message }))).into_response()
             }
-            Err(err) => deploy_error(err),
         }),
     }
 }
@@ -922,18 +946,31 @@ async fn decide_approval(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
+    let deployer = state.deployer.clone();
     match body.decision {
-        Verdict::Approve => match approval::approve(&state.deployer, &environment, &actor, body.reason).await {
-            Ok((request, prepared)) => {
-                let id = run_in_background(&state, prepared);
-                (StatusCode::ACCEPTED, Json(json!({ "id": id, "approval": request }))).into_response()
+        Verdict::Approve => {
+            let approved = owned(async move {
+                let (request, prepared) = approval::approve(&deployer, &environment, &actor, body.reason).await?;
+                Ok::<_, DeployError>((request, run_in_background(&deployer, prepared)))
+            })
+            .await;
+            match approved {
+                Ok(Ok((request, id))) => {
+                    (StatusCode::ACCEPTED, Json(json!({ "id": id, "approval": request }))).into_response()
+                }
+                Ok(Err(err)) => deploy_error(err),
+                Err(response) => response,
             }
-            Err(err) => deploy_error(err),
-        },
-        Verdict::Reject => match approval::reject(&state.deployer, &environment, &actor, body.reason).await {
-            Ok(request) => Json(json!({ "approval": request })).into_response(),
-            Err(err) => deploy_error(err),
-        },
+        }
+        Verdict::Reject => {
+            let rejected =
+                owned(async move { approval::reject(&deployer, &environment, &actor, body.reason).await }).await;
+            match rejected {
+                Ok(Ok(request)) => Json(json!({ "approval": request })).into_response(),
+                Ok(Err(err)) => deploy_error(err),
+                Err(response) => response,
+            }
+        }
     }
 }
 
