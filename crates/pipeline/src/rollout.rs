@@ -695,9 +695,10 @@ pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Res
         let index = instances.len() + started.len();
         match start_instance(run, log, service, &spec, &recorded.artifact, &color, index).await {
             Ok(instance) => started.push(instance),
+            Err(problem) if started.is_empty() => return Err(problem),
             Err(problem) => {
                 stop_instances(run, &started).await;
-                return Err(format!("{problem}; the {} instance(s) this scale started are stopped", started.len()));
+                return Err(format!("{problem}; the {} other new instance(s) are stopped", started.len()));
             }
         }
     }
