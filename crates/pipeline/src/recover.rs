@@ -54,6 +54,8 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
     let edge_state = deployer.edge.state().await?;
     let instances = deployer.runtime.list().await?;
     for environment in &all {
+        // Instances a pool at the edge still names after reconciliation: never stopped.
+        let mut still_routed: BTreeSet<std::net::SocketAddr> = BTreeSet::new();
         let mut state = EnvState::load(&*deployer.store, environment).await?;
         let now = jiff::Timestamp::now().as_millisecond();
         for (service, service_state) in &mut state.services {
@@ -131,13 +133,22 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
                 let routed: BTreeSet<std::net::SocketAddr> = pool.instances.iter().map(|i| i.address).collect();
                 if routed != addresses {
                     let addresses: Vec<std::net::SocketAddr> = addresses.into_iter().collect();
-                    deployer.edge.put_pool(service, color, &addresses).await?;
-                    recovery.notes.push(format!(
-                        "{environment}/{service}: {color}'s pool at the edge holds its recorded instances again (build {}, {} instance{})",
-                        recorded.artifact.short_hash(),
-                        addresses.len(),
-                        if addresses.len() == 1 { "" } else { "s" }
-                    ));
+                    // One pool the edge refuses (say, no instance left for a weighted pool) must
+                    // not keep the server from starting: it is reported and the rest goes on.
+                    match deployer.edge.put_pool(service, color, &addresses).await {
+                        Ok(()) => recovery.notes.push(format!(
+                            "{environment}/{service}: {color}'s pool at the edge holds its recorded instances again (build {}, {} instance{})",
+                            recorded.artifact.short_hash(),
+                            addresses.len(),
+                            if addresses.len() == 1 { "" } else { "s" }
+                        )),
+                        Err(err) => {
+                            still_routed.extend(routed);
+                            recovery.notes.push(format!(
+                                "{environment}/{service}: {color}'s pool at the edge differs from its recorded instances and could not be set: {err}"
+                            ));
+                        }
+                    }
                 }
             }
             if edge_service.is_some_and(|s| s.pools.contains_key(SECONDARY_CANDIDATE)) {
@@ -164,6 +175,13 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
             .collect();
         for instance in &instances {
             if instance.labels.get("environment") == Some(environment) && !referenced.contains(instance.id.as_str()) {
+                if instance.addresses.values().any(|a| still_routed.contains(a)) {
+                    recovery.notes.push(format!(
+                        "{environment}: kept {}, started by an interrupted deploy, because the edge still routes to it",
+                        instance.id
+                    ));
+                    continue;
+                }
                 deployer.runtime.remove(&instance.id).await?;
                 recovery
                     .notes
