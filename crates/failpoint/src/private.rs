@@ -8,7 +8,8 @@
 //! - [`write_atomic`]: a file written 0600 by temporary file, fsync, rename and fsync of the
 //!   directory, so a reader (or a crash) sees the old or the new content, never a part;
 //! - [`open_append`] / [`create_new`]: files opened 0600 (an existing looser file is tightened);
-//! - [`tighten`]: an existing file or directory made private (e.g. SQLite's files on open).
+//! - [`tighten`] / [`tighten_logged`]: an existing file or directory made private (e.g.
+//!   SQLite's files on open, a copied file).
 //!
 //! The modes are given at creation, so they never depend on the process umask; the binaries
 //! also set the umask to 0o077 at start ([`restrict_umask`]) as defence in depth, so that files
@@ -60,13 +61,27 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 /// with any group or other permission (logged as a warning, naming the old mode).
 pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     create_dir_all(dir)?;
-    tighten(dir)?;
+    tighten_logged(dir)?;
     Ok(())
 }
 
-/// Makes an existing file 0600 (keeping the owner's execute bit) or directory 0700 when it has
-/// any group or other permission, and logs that it did. Returns the old mode when it changed
-/// something; `Ok(None)` when it was private already or does not exist.
+/// [`tighten`], logging a warning that names the path and its old mode when it changed it: for
+/// files and directories an operator may have made (a state directory, an existing store).
+pub fn tighten_logged(path: &Path) -> io::Result<Option<u32>> {
+    let old = tighten(path)?;
+    if let Some(mode) = old {
+        tracing::warn!(
+            path = %path.display(),
+            "{} was accessible to other users (mode {mode:o}); made it private",
+            path.display()
+        );
+    }
+    Ok(old)
+}
+
+/// Makes an existing file 0600 (keeping the owner's execute bit: 0700) or directory 0700 when
+/// it has any group or other permission. Returns the old mode when it changed something;
+/// `Ok(None)` when it was private already, is a symbolic link or does not exist.
 pub fn tighten(path: &Path) -> io::Result<Option<u32>> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -82,11 +97,6 @@ pub fn tighten(path: &Path) -> io::Result<Option<u32>> {
     }
     let private = if meta.is_dir() { DIR_MODE } else { (mode & 0o100) | FILE_MODE };
     std::fs::set_permissions(path, Permissions::from_mode(private))?;
-    tracing::warn!(
-        path = %path.display(),
-        "{} was readable by other users (mode {mode:o}); made it private (mode {private:o})",
-        path.display()
-    );
     Ok(Some(mode))
 }
 

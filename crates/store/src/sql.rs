@@ -117,7 +117,7 @@ fn private_sqlite_files(path: &std::path::Path) -> std::io::Result<()> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
-        private::tighten(std::path::Path::new(&file))?;
+        private::tighten_logged(std::path::Path::new(&file))?;
     }
     Ok(())
 }
