@@ -424,7 +424,7 @@ fn scrub_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Removes, then empties, the plaintext directory when dropped.
+/// Overwrites, then removes, the plaintext directory when dropped.
 struct Scrub(PathBuf);
 
 impl Drop for Scrub {
