@@ -12,7 +12,7 @@ fn mode(path: &Path) -> u32 {
 
 /// Walks `root`: every directory must be 0700, every file 0600 (a frozen executable 0700).
 /// Returns how many files it checked.
-fn assert_private_tree(root: &Path) -> usize {
+pub(crate) fn assert_private_tree(root: &Path) -> usize {
     let mut problems = Vec::new();
     let mut files = 0;
     let mut pending = vec![root.to_owned()];
