@@ -149,6 +149,10 @@ fn die_quietly_on_broken_pipe() {
 }
 
 fn main() -> ExitCode {
+    // Defence in depth: every file Windlass writes is created private (0600, directories 0700)
+    // through `windlass_failpoint::private`; the umask also covers what is created without an
+    // explicit mode (SQLite's `-wal`/`-shm`, libraries, the shims and steps started from here).
+    windlass_failpoint::private::restrict_umask();
     // The seeds' `--skip-backend` spelling is `--skip backend`.
     let cli = Cli::parse_from(windlass_pipeline::plan::rewrite_seed_flags(std::env::args()));
     if !matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Edge(_)) {

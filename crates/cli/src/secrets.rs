@@ -140,6 +140,7 @@ fn fail(err: SecretsError) -> anyhow::Error {
         | SecretsError::InvalidName(_)
         | SecretsError::TooShort { .. }
         | SecretsError::NoIdentity
+        | SecretsError::IdentityNotPrivate { .. }
         | SecretsError::BadKey(_)
         | SecretsError::Unsupported(_) => UsageError(err.to_string()).into(),
         other => anyhow::Error::from(other),
@@ -181,6 +182,7 @@ impl Env {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    sweep_dead_edits();
     let runtime = crate::client::runtime()?;
     match args.command {
         Sub::Init { env, recipients, format, common } => {
@@ -245,7 +247,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         Sub::Edit { env, allow_short, common } => {
             let env = Env::open(&common, &env)?;
-            edit(&env.files("edit")?, allow_short)
+            edit(&runtime, &env.files("edit")?, allow_short)
         }
         Sub::Import { env, file, allow_short, common } => {
             let env = Env::open(&common, &env)?;
@@ -384,9 +386,16 @@ fn parse_plain_env(path: &Path, text: String) -> anyhow::Result<Vec<(String, Sec
     Ok(file.entries.into_iter().map(|e| (e.key, SecretValue::new(e.value))).collect())
 }
 
-/// Memory-backed storage for the plaintext while the editor runs: never a disk.
+/// Where `secrets edit` keeps the plaintext while the editor runs: memory, never a disk.
+const SHM: &str = "/dev/shm";
+/// An edit session's directory is `/dev/shm/windlass-edit-<pid>-<nanos>`: the pid says whether
+/// its session is still running.
+const EDIT_PREFIX: &str = "windlass-edit-";
+
+/// Memory-backed storage for the plaintext while the editor runs: a private (0700) directory of
+/// its own under /dev/shm.
 fn shm_dir() -> anyhow::Result<PathBuf> {
-    let base = Path::new("/dev/shm");
+    let base = Path::new(SHM);
     if !base.is_dir() {
         return Err(UsageError(
             "`secrets edit` needs memory-backed /dev/shm, so the plaintext never touches a disk; use `secrets set` \
@@ -396,45 +405,140 @@ fn shm_dir() -> anyhow::Result<PathBuf> {
         .into());
     }
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let dir = base.join(format!("windlass-edit-{}-{nanos}", std::process::id()));
-    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    let dir = base.join(format!("{EDIT_PREFIX}{}-{nanos}", std::process::id()));
+    windlass_failpoint::private::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
-/// Overwrites, then removes, the plaintext and its directory.
-struct Scrub(PathBuf, PathBuf);
+/// Overwrites the files in `dir`, then removes it.
+fn scrub_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if let Ok(meta) = entry.metadata()
+                && meta.is_file()
+            {
+                let _ = std::fs::write(entry.path(), vec![0u8; meta.len() as usize]);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Overwrites, then removes, the plaintext directory when dropped.
+struct Scrub(PathBuf);
 
 impl Drop for Scrub {
     fn drop(&mut self) {
-        if let Ok(meta) = std::fs::metadata(&self.1) {
-            let _ = std::fs::write(&self.1, vec![0u8; meta.len() as usize]);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
+        scrub_dir(&self.0);
     }
 }
 
-fn edit(backend: &FileBackend, allow_short: bool) -> anyhow::Result<Outcome> {
+/// A `secrets edit` killed by SIGKILL (or a crash) cannot clean up after itself: every later
+/// `windlass secrets ...` removes the plaintext directories of sessions whose process is gone.
+/// Only the current user's are touched; a live session's are left alone (a reused pid only
+/// delays the sweep, it never removes a live session's file).
+fn sweep_dead_edits() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(SHM) else { return };
+    // SAFETY: geteuid(2) takes nothing, cannot fail and touches no memory of ours.
+    #[allow(unsafe_code)]
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(EDIT_PREFIX)) else { continue };
+        let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else { continue };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me) {
+            continue;
+        }
+        scrub_dir(&path);
+        eprintln!(
+            "windlass: removed {}, the plaintext of an interrupted `secrets edit` (process {pid} is gone)",
+            path.display()
+        );
+    }
+}
+
+/// How the editor ended.
+enum Edited {
+    /// It exited (or was killed by a signal) by itself.
+    Exited(std::process::ExitStatus),
+    /// We were sent this signal (SIGTERM or SIGHUP): the session is abandoned.
+    Abandoned(i32, tokio::process::Child),
+}
+
+/// Sends `signal` to the editor (the shell `exec`s it, so the pid is the editor's).
+fn forward(child: &tokio::process::Child, signal: i32) {
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: kill(2) on our own child, which has not been reaped (it has an id).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// Runs the editor on `file` while handling SIGINT, SIGTERM and SIGHUP, so that the plaintext
+/// is removed whatever ends the session. SIGINT goes to the editor, which decides (vi ignores
+/// it; an editor it ends counts as failed); SIGTERM and SIGHUP are passed on to the editor too
+/// and end the session at once. The handlers are in place before the plaintext is written.
+async fn run_editor(editor: &str, file: &Path, plain: String) -> anyhow::Result<Edited> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let written = windlass_failpoint::private::create_new(file).and_then(|mut out| out.write_all(plain.as_bytes()));
+    drop(plain);
+    written.with_context(|| format!("writing {}", file.display()))?;
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {editor} \"$1\""))
+        .arg("sh")
+        .arg(file)
+        .spawn()
+        .with_context(|| format!("running the editor `{editor}`"))?;
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ok(Edited::Exited(status?)),
+            _ = interrupt.recv() => forward(&child, libc::SIGINT),
+            _ = terminate.recv() => {
+                forward(&child, libc::SIGTERM);
+                return Ok(Edited::Abandoned(libc::SIGTERM, child));
+            }
+            _ = hangup.recv() => {
+                forward(&child, libc::SIGHUP);
+                return Ok(Edited::Abandoned(libc::SIGHUP, child));
+            }
+        }
+    }
+}
+
+fn edit(runtime: &tokio::runtime::Runtime, backend: &FileBackend, allow_short: bool) -> anyhow::Result<Outcome> {
     let mut doc = backend.read().map_err(fail)?;
     let dir = shm_dir()?;
+    let scrub = Scrub(dir.clone());
     let file = dir.join("secrets.env");
-    let scrub = Scrub(dir, file.clone());
     let mut plain = String::new();
     for (name, value) in doc.values() {
         let quoted = value.expose().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         plain.push_str(&format!("{name}=\"{quoted}\"\n"));
     }
-    std::fs::write(&file, plain.as_bytes()).with_context(|| format!("writing {}", file.display()))?;
-    plain.clear();
     let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(&file)
-        .status()
-        .with_context(|| format!("running the editor `{editor}`"))?;
+    let status = match runtime.block_on(run_editor(&editor, &file, plain))? {
+        Edited::Exited(status) => status,
+        Edited::Abandoned(signal, mut child) => {
+            drop(scrub);
+            // The editor had the signal too; give it a moment to restore the terminal.
+            let _ =
+                runtime.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await });
+            let name = if signal == libc::SIGHUP { "SIGHUP" } else { "SIGTERM" };
+            eprintln!("windlass: {name} while editing: the plaintext is removed and nothing was changed");
+            std::process::exit(128 + signal);
+        }
+    };
     if !status.success() {
         return Err(anyhow::anyhow!("the editor `{editor}` failed ({status}); nothing was changed"));
     }

@@ -91,14 +91,8 @@ impl Started {
 }
 
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    Ok(())
+    windlass_failpoint::private::write_atomic(path, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -113,7 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
-    std::fs::create_dir_all(&state_dir)?;
+    windlass_failpoint::private::ensure_dir(&state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", state_dir.display()))?;
     let exe = std::env::current_exe()?;
     let runtime = client::runtime()?;
 

@@ -223,18 +223,10 @@ impl EdgeSpec {
     }
 
     /// Writes the spec so that a crash at any moment leaves either the old or the new file:
-    /// a temporary file beside it, synced, then renamed over it.
+    /// a temporary file beside it, synced, then renamed over it. The file is 0600 (it describes the
+    /// platform's layout) and a missing directory is made 0700.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write as _;
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let temp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("edge-state")));
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        windlass_failpoint::hit("edge.state.before_rename");
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        windlass_failpoint::private::write_atomic_with_failpoint(path, &bytes, Some("edge.state.before_rename"))
     }
 }

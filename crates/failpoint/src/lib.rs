@@ -14,8 +14,14 @@
 //! once per process; a malformed value is reported on stderr at the first failpoint and ignored,
 //! so a typo in a test's environment can never silently crash a production process.
 
+//!
+//! [`private`] holds the private-file helpers (0700 directories, 0600 files written atomically)
+//! that every crate writing under the state directory uses.
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
+
+pub mod private;
 
 /// The environment variable that arms failpoints.
 pub const ENV_VAR: &str = "WINDLASS_FAILPOINTS";

@@ -4,7 +4,6 @@
 //! stay as the config wrote them. A service with a `dir` (a Python or Node app, say) has its whole
 //! directory frozen too, under a hash of its tree, and runs inside that copy.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -150,16 +149,18 @@ fn freeze_dir(source: &Path, store_dir: &Path) -> Result<(PathBuf, String), Arti
     }
     let temp = dirs.join(format!(".{hash}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&temp);
-    std::fs::create_dir_all(&temp).map_err(io(&temp))?;
+    windlass_failpoint::private::create_dir_all(&temp).map_err(io(&temp))?;
     for entry in &entries {
         let rel = entry_path(entry);
         let to = temp.join(rel);
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            windlass_failpoint::private::create_dir_all(parent).map_err(io(parent))?;
         }
         match entry {
             Entry::File { rel, .. } => {
                 std::fs::copy(source.join(rel), &to).map_err(io(&to))?;
+                // The copy has the source's mode: keep only the owner's bits (0600 or 0700).
+                windlass_failpoint::private::tighten(&to).map_err(io(&to))?;
             }
             Entry::Link { target, .. } => std::os::unix::fs::symlink(target, &to).map_err(io(&to))?,
         }
@@ -313,15 +314,9 @@ fn snapshot_program(
     let dir = store_dir.join(&sha256);
     let frozen = dir.join(&name);
     if !frozen.is_file() {
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         // Written beside, then renamed: a crash never leaves a truncated executable in place.
-        let temp = dir.join(format!(".{name}.tmp"));
-        let mut file = std::fs::File::create(&temp).map_err(io(&temp))?;
-        file.write_all(&bytes).map_err(io(&temp))?;
-        file.sync_all().map_err(io(&temp))?;
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(io(&temp))?;
-        std::fs::rename(&temp, &frozen).map_err(io(&frozen))?;
+        // 0700 under 0700 directories, like everything in the state directory.
+        windlass_failpoint::private::write_atomic_executable(&frozen, &bytes).map_err(io(&frozen))?;
     }
     Ok(Artifact {
         command: command.into(),

@@ -172,7 +172,7 @@ fn sqlite_beside_config(url: &str, config_dir: &Path) -> Result<String, String> 
     }
     let absolute = std::path::absolute(config_dir.join(file)).map_err(|e| format!("[database] url: {e}"))?;
     if let Some(parent) = absolute.parent() {
-        std::fs::create_dir_all(parent)
+        windlass_failpoint::private::create_dir_all(parent)
             .map_err(|e| format!("[database] url: cannot create {}: {e}", parent.display()))?;
     }
     Ok(match query {

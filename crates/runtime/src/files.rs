@@ -2,10 +2,10 @@
 //! the few process helpers both need.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
@@ -56,18 +56,13 @@ impl Status {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically: a temporary file next to it, then a rename, so a
-/// reader sees the old or the new content, never a part.
+/// Writes `value` as JSON to `path` atomically and privately (0600: `spec.json` holds rendered
+/// secrets): a temporary file next to it, then a rename, so a reader sees the old or the new
+/// content, never a part.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    drop(file);
-    std::fs::rename(&tmp, path)
+    windlass_failpoint::private::write_atomic(path, &bytes)
 }
 
 /// Reads a JSON file; `None` when it does not exist.

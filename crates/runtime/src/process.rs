@@ -59,9 +59,9 @@ impl ProcessRuntime {
     /// Creates the instance directory, replacing a dead instance's.
     fn claim_dir(&self, id: &str) -> Result<PathBuf, RuntimeError> {
         let root = &self.inner.root;
-        std::fs::create_dir_all(root).map_err(|source| io_error("create", root, source))?;
+        windlass_failpoint::private::create_dir_all(root).map_err(|source| io_error("create", root, source))?;
         let dir = self.dir(id)?;
-        match std::fs::create_dir(&dir) {
+        match windlass_failpoint::private::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => return Err(io_error("create", &dir, source)),
@@ -73,7 +73,7 @@ impl ProcessRuntime {
         }
         tracing::info!(instance = id, "replacing the directory of a finished instance");
         std::fs::remove_dir_all(&dir).map_err(|source| io_error("remove", &dir, source))?;
-        match std::fs::create_dir(&dir) {
+        match windlass_failpoint::private::create_dir(&dir) {
             Ok(()) => Ok(dir),
             // Another start of the same id won the race.
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {

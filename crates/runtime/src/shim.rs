@@ -8,7 +8,7 @@
 //! `PR_SET_PDEATHSIG` (the signal fires when the *thread* that forked exits).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
@@ -396,7 +396,7 @@ struct Diag(Arc<File>);
 
 impl Diag {
     fn open(dir: &Path) -> io::Result<Self> {
-        Ok(Diag(Arc::new(OpenOptions::new().create(true).append(true).open(dir.join(files::SHIM_LOG))?)))
+        Ok(Diag(Arc::new(windlass_failpoint::private::open_append(&dir.join(files::SHIM_LOG))?)))
     }
 
     fn log(&self, message: impl std::fmt::Display) {

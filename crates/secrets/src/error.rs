@@ -17,6 +17,13 @@ pub enum SecretsError {
     )]
     NoIdentity,
     #[error(
+        "the age identity file {} is accessible by other users (mode {mode:03o}): it holds your private key, so \
+         Windlass refuses to use it; run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    IdentityNotPrivate { path: PathBuf, mode: u32 },
+    #[error(
         "{file}: cannot decrypt with your identity ({mine}); the file is encrypted to {recipients}. \
          Ask a teammate who can decrypt it to run `windlass secrets recipients add <env> <your age1... key>`"
     )]

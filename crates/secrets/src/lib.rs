@@ -139,9 +139,26 @@ pub fn identity_path(explicit: Option<&Path>) -> Option<PathBuf> {
     default.exists().then_some(default)
 }
 
-/// Reads the identities of `identity_path(explicit)`.
+/// Refuses an identity file that other users may read or write, as ssh does for a private key:
+/// whoever can read it can decrypt every secret, whoever can write it can swap the key.
+/// Only regular files are checked (a pipe such as `--identity <(...)` is the caller's own).
+pub fn check_identity_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Reading it says what is wrong.
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        return Err(SecretsError::IdentityNotPrivate { path: path.to_owned(), mode });
+    }
+    Ok(())
+}
+
+/// Reads the identities of `identity_path(explicit)`, refusing a file that is not private.
 pub fn load_identities(explicit: Option<&Path>) -> Result<Vec<age::Identity>> {
     let path = identity_path(explicit).ok_or(SecretsError::NoIdentity)?;
+    check_identity_permissions(&path)?;
     let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
         let from = if explicit.is_some() {
             "--identity"

@@ -20,6 +20,19 @@ async fn load_all_from_a_config_and_redact() {
     let identity = Identity::generate().unwrap();
     let key_file = dir.path().join("key.txt");
     std::fs::write(&key_file, format!("# test key\n{}\n", identity.encode().as_str())).unwrap();
+    // A keys file is private, as `age-keygen -o` makes it: Windlass refuses one others can read.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = windlass_secrets::load_identities(Some(&key_file)).unwrap_err().to_string();
+    assert_eq!(
+        refused,
+        format!(
+            "the age identity file {0} is accessible by other users (mode 644): it holds your private key, so \
+             Windlass refuses to use it; run `chmod 600 {0}`",
+            key_file.display()
+        )
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let options = OpenOptions { identity: Some(key_file) };
 
     let backend = FileBackend::locate(&dir.path().join("vault-files"), "production", options.identity.clone());

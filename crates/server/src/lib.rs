@@ -63,9 +63,7 @@ fn server_id(state_dir: &Path) -> Result<String, ServerError> {
     }
     let random = tokens::generate().map_err(ServerError::Setup)?;
     let id = format!("server-{}", &random[tokens::PREFIX.len()..tokens::PREFIX.len() + 12]);
-    let temp = state_dir.join(".server-id.tmp");
-    std::fs::write(&temp, &id)
-        .and_then(|()| std::fs::rename(&temp, &path))
+    windlass_failpoint::private::write_atomic(&path, id.as_bytes())
         .map_err(|err| ServerError::Setup(format!("cannot write {}: {err}", path.display())))?;
     Ok(id)
 }
@@ -74,8 +72,10 @@ pub fn default_database(state_dir: &Path) -> String {
     state_dir.join("windlass.db").display().to_string()
 }
 
+/// Opens the store, creating the state directory 0700, or tightening it to 0700 (logged) when
+/// it is readable by other users: everything in it is private.
 pub async fn open_store(state_dir: &Path, database: Option<&str>) -> Result<Arc<dyn Store>, ServerError> {
-    std::fs::create_dir_all(state_dir)
+    windlass_failpoint::private::ensure_dir(state_dir)
         .map_err(|err| ServerError::Setup(format!("cannot create {}: {err}", state_dir.display())))?;
     let location = database.map(str::to_owned).unwrap_or_else(|| default_database(state_dir));
     Ok(windlass_store::open(&location, Arc::new(SystemClock)).await?)

@@ -95,6 +95,33 @@ async fn enable_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
     }
 }
 
+/// The store holds the ack-link secret, step output and rendered commands: its file, and the
+/// `-wal` and `-shm` SQLite makes beside it (with the main file's mode), are 0600. A missing
+/// directory is made 0700 and a missing file created empty 0600 (an empty file is an empty
+/// database) before SQLite opens it; existing looser files are tightened (and that is logged).
+fn private_sqlite_files(path: &std::path::Path) -> std::io::Result<()> {
+    use windlass_failpoint::private;
+    let name = path.to_string_lossy();
+    if name.is_empty() || name.starts_with(':') || name.contains('?') {
+        // In memory, or options SQLite interprets itself: nothing to prepare.
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private::create_dir_all(dir)?;
+    }
+    match private::create_new(path) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        private::tighten_logged(std::path::Path::new(&file))?;
+    }
+    Ok(())
+}
+
 /// A write has committed: the point where a crash test may stop the process.
 fn committed() {
     windlass_failpoint::hit("store.after_write");
@@ -106,10 +133,8 @@ impl SqlStore {
         let (url, backend) = parse_location(location)?;
         if backend == Backend::Sqlite {
             let path = std::path::Path::new(location.strip_prefix("sqlite://").unwrap_or(location));
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|err| StoreError::Open { location: location.to_owned(), source: sqlx::Error::Io(err) })?;
-            }
+            private_sqlite_files(path)
+                .map_err(|err| StoreError::Open { location: location.to_owned(), source: sqlx::Error::Io(err) })?;
         }
         let open_error = |source| StoreError::Open { location: redact_url(location), source };
         let pool = AnyPoolOptions::new()

@@ -10,6 +10,7 @@ mod docker;
 mod harness;
 mod init;
 mod platform;
+mod private_files;
 mod readme;
 mod recovery;
 mod release;

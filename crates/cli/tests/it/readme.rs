@@ -56,4 +56,9 @@ async fn the_readme_first_command_starts_the_example_platform_and_ctrl_c_stops_i
     let instances = runtime.list().await.unwrap();
     assert_eq!(instances.len(), 6, "three services, two instances each");
     assert!(instances.iter().all(|i| !windlass_pipeline::rollout::is_alive(i.state)), "{instances:?}");
+    // What `up` wrote (tokens, store, edge state, instances, the app's database and backups) is
+    // private.
+    let state = dir.path().join("examples/maily/.windlass");
+    assert!(state.join("token").exists() && state.join("edge.token").exists());
+    crate::private_files::assert_private_tree(&state);
 }

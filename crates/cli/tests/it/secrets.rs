@@ -7,7 +7,7 @@
 //!   (its root token) of an OpenBao dev server with KV v2 at `secret/`;
 //! - `age-keygen` on PATH.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -417,6 +417,22 @@ fn usage_errors_name_what_is_wrong() {
     let run = cli(&test, &[("SOPS_AGE_KEY_FILE", "/nonexistent/keys.txt")], &["secrets", "list", "production"], None);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("/nonexistent/keys.txt (from SOPS_AGE_KEY_FILE)"), "{}", run.stderr);
+    // A keys file other users can read (or write) is refused, as ssh refuses such a private key.
+    use std::os::unix::fs::PermissionsExt as _;
+    for loose in [0o644, 0o640, 0o604, 0o620] {
+        std::fs::set_permissions(&key_a, std::fs::Permissions::from_mode(loose)).unwrap();
+        let run = cli(&test, &a, &["secrets", "get", "production", "DB_PASSWORD"], None);
+        assert_eq!(run.code, 2, "mode {loose:o}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{} is accessible by other users (mode {loose:o})", key_a.display()))
+                && run.stderr.contains(&format!("chmod 600 {}", key_a.display())),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+    std::fs::set_permissions(&key_a, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(&cli(&test, &a, &["secrets", "get", "production", "DB_PASSWORD"], None));
 }
 
 #[test]
@@ -448,4 +464,111 @@ fn openbao_backend_from_the_cli() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("BAO_TOKEN"), "{}", run.stderr);
     assert_no_canary("OpenBao errors", &run.all_output());
+}
+
+/// `secrets edit` whatever ends it: the plaintext never stays in /dev/shm. The "editor" is a
+/// script that records its pid and the file it was given, then blocks until signalled.
+#[test]
+fn an_edit_ended_by_a_signal_or_kill_9_leaves_no_plaintext_behind() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    let (test, key_a, _) = project();
+    let before = test.read("secrets/production.enc.env");
+    let editor = test.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\necho \"$$ $1\" > \"$MARKER.tmp\"\nmv \"$MARKER.tmp\" \"$MARKER\"\nexec sleep 600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kill = |pid: u32, signal: i32| {
+        // SAFETY: kill(2) with plain integers, on a process this test started.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid as i32, signal);
+        }
+    };
+    for (signal, name) in
+        [(libc::SIGINT, "INT"), (libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP"), (libc::SIGKILL, "KILL")]
+    {
+        let marker = test.path().join(format!("editing-{name}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_windlass"))
+            .args(["secrets", "edit", "production"])
+            .current_dir(test.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", test.path())
+            .env("WINDLASS_AGE_KEY_FILE", &key_a)
+            .env("EDITOR", &editor)
+            .env("MARKER", &marker)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !marker.exists() {
+            assert!(std::time::Instant::now() < deadline, "the editor never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let recorded = std::fs::read_to_string(&marker).unwrap();
+        let (editor_pid, plaintext) = recorded.trim().split_once(' ').unwrap();
+        let editor_pid: u32 = editor_pid.parse().unwrap();
+        let plaintext = Path::new(plaintext).to_owned();
+        let session = plaintext.parent().unwrap().to_owned();
+        assert!(
+            session.starts_with("/dev/shm")
+                && session
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("windlass-edit-{}-", child.id())),
+            "{}",
+            session.display()
+        );
+        assert!(std::fs::read_to_string(&plaintext).unwrap().contains(PASS), "the editor sees the values");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&session), mode(&plaintext)), (0o700, 0o600), "{name}");
+
+        kill(child.id(), signal);
+        let status = child.wait().unwrap();
+        if signal == libc::SIGKILL {
+            // The orphaned editor holds the stderr pipe open.
+            kill(editor_pid, libc::SIGKILL);
+        }
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        match signal {
+            // SIGINT goes to the editor, which it ends: a failed edit, nothing changed.
+            libc::SIGINT => {
+                assert_eq!(status.code(), Some(1), "{stderr}");
+                assert!(stderr.contains("failed") && stderr.contains("nothing was changed"), "{stderr}");
+            }
+            libc::SIGTERM | libc::SIGHUP => {
+                assert_eq!(status.code(), Some(128 + signal), "{stderr}");
+                assert!(stderr.contains(&format!("SIG{name} while editing")), "{stderr}");
+            }
+            _ => {
+                // kill -9 cannot be caught: the plaintext is there until the next `secrets` command.
+                assert_eq!(status.signal(), Some(libc::SIGKILL));
+                assert!(plaintext.exists());
+                let run = cli(
+                    &test,
+                    &[("WINDLASS_AGE_KEY_FILE", key_a.to_str().unwrap())],
+                    &["secrets", "list", "production"],
+                    None,
+                );
+                ok(&run);
+                assert!(
+                    run.stderr.contains(&format!("removed {}", session.display()))
+                        && run.stderr.contains("interrupted"),
+                    "{}",
+                    run.stderr
+                );
+            }
+        }
+        assert!(!session.exists(), "{name}: {} is left behind", session.display());
+        assert!(!stderr.contains(PASS));
+    }
+    assert_eq!(test.read("secrets/production.enc.env"), before, "nothing was saved");
 }

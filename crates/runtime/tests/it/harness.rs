@@ -99,3 +99,27 @@ pub fn signal(pid: u32, signal: i32) {
 pub async fn refuses(address: SocketAddr) -> bool {
     matches!(tokio::net::TcpStream::connect(address).await, Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused)
 }
+
+/// Every directory under `root` (and `root`) is 0700, every file 0600: nothing Windlass wrote is
+/// readable by another user.
+pub fn assert_private_tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut pending = vec![root.to_owned()];
+    let mut files = 0;
+    while let Some(dir) = pending.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{} is a directory of mode {mode:o}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                let mode = meta.permissions().mode() & 0o7777;
+                assert_eq!(mode, 0o600, "{} has mode {mode:o}", entry.path().display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 0, "no files under {}", root.display());
+}

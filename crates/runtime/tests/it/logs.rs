@@ -49,5 +49,9 @@ async fn output_is_rotated_by_size_and_tailed_across_files() {
     let timestamp = tail[0].split(' ').next().unwrap();
     assert!(timestamp.parse::<jiff::Timestamp>().is_ok() && timestamp.ends_with('Z'), "{timestamp}");
 
+    // Everything in the instance's directory is its owner's only: the spec holds the rendered
+    // environment, the logs whatever the instance printed.
+    assert_private_tree(&root.path());
+
     runtime.stop("chatty").await.unwrap();
 }

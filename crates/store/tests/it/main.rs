@@ -6,4 +6,5 @@
 
 mod backends;
 mod crash;
+mod files;
 mod stories;
