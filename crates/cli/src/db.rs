@@ -106,6 +106,8 @@ async fn resolve(common: &Common) -> anyhow::Result<Target> {
         lock_timeout: Duration::from_secs(common.lock_timeout),
         pg_bin_dir: common.pg_bin_dir.clone(),
         dump_file_size_limit: None,
+        // The config's `[database] command_timeout` replaces it in `Target::resolve`.
+        ..Options::default()
     };
     Target::resolve(&config, &path, &environment, &variables, options)
         .map_err(UsageError)?

@@ -1052,7 +1052,13 @@ pub struct Database {
     pub url: Setting,
     pub migrate: Option<Migrate>,
     pub backup: Backup,
+    /// How long `pg_dump`, `pg_restore`, `psql` or a `migrate` command may run before its
+    /// whole process group is killed.
+    pub command_timeout: Duration,
 }
+
+/// `[database] command_timeout` when not set: one hour.
+pub const DEFAULT_DATABASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Backup {
@@ -1130,8 +1136,9 @@ impl Decode for Database {
                 Some(backup)
             })
             .unwrap_or_default();
+        let command_timeout = t.or(cx, "command_timeout", DEFAULT_DATABASE_COMMAND_TIMEOUT);
         t.finish(cx);
-        Some(Database { url: url?, migrate, backup })
+        Some(Database { url: url?, migrate, backup, command_timeout })
     }
 }
 

@@ -13,6 +13,7 @@ mod conn;
 pub mod error;
 pub mod files;
 mod lock;
+mod process;
 pub mod schedule;
 pub mod url;
 pub mod writestop;
@@ -50,11 +51,22 @@ pub struct Options {
     pub pg_bin_dir: Option<PathBuf>,
     /// RLIMIT_FSIZE for the dump child (a disk-full stand-in for tests).
     pub dump_file_size_limit: Option<u64>,
+    /// How long a child process (`pg_dump`, `pg_restore`, `psql`, a `migrate` command) may run
+    /// before its whole process group is killed (`[database] command_timeout`).
+    pub command_timeout: Duration,
 }
+
+/// `[database] command_timeout` when the config does not set it.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for Options {
     fn default() -> Self {
-        Options { lock_timeout: Duration::from_secs(60), pg_bin_dir: None, dump_file_size_limit: None }
+        Options {
+            lock_timeout: Duration::from_secs(60),
+            pg_bin_dir: None,
+            dump_file_size_limit: None,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
     }
 }
 
@@ -264,11 +276,29 @@ impl Database {
                 if let Some(cwd) = cwd {
                     child.current_dir(cwd);
                 }
-                let output = child.output().await.map_err(|err| Error::CommandFailed {
-                    reason: format!("cannot run sh: {err}"),
-                    output: String::new(),
-                    restored: None,
-                })?;
+                let output = match process::output(child, self.options.command_timeout).await {
+                    Ok(output) => output,
+                    Err(process::RunError::Spawn(err)) => {
+                        return Err(Error::CommandFailed {
+                            reason: format!("cannot run sh: {err}"),
+                            output: String::new(),
+                            restored: None,
+                        });
+                    }
+                    Err(process::RunError::TimedOut { output }) => {
+                        let after = conn.fingerprint().await.map_err(|e| self.sql(&e))?;
+                        let restored = if after != before {
+                            self.restore_after_failure(conn, &backup, &report.backup, write_stop).await?
+                        } else {
+                            None
+                        };
+                        return Err(Error::CommandFailed {
+                            reason: format!("`{}` {}", self.redact(&command), self.timed_out_note()),
+                            output: self.redact(&output),
+                            restored,
+                        });
+                    }
+                };
                 let text = self.redact(&format!(
                     "{}{}",
                     String::from_utf8_lossy(&output.stdout),
@@ -418,24 +448,36 @@ impl Database {
         let (_, password) = split_password(url);
         let mut command = tokio::process::Command::new(self.tool(tool));
         command.env("PGAPPNAME", lock::application_name(tool)).kill_on_drop(true);
+        process::private_umask(&mut command);
         if let Some(password) = password {
             command.env("PGPASSWORD", url::percent_decode(&password));
         }
         command
     }
 
-    async fn run_tool(&self, mut command: tokio::process::Command, tool: &str) -> Result<std::process::Output, String> {
-        match command.output().await {
-            Ok(output) => Ok(output),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
+    async fn run_tool(&self, command: tokio::process::Command, tool: &str) -> Result<std::process::Output, String> {
+        process::output(command, self.options.command_timeout).await.map_err(|err| self.run_error(tool, err))
+    }
+
+    fn run_error(&self, tool: &str, err: process::RunError) -> String {
+        match err {
+            process::RunError::Spawn(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
                 "{tool} not found ({}); install the PostgreSQL client tools or give their directory (--pg-bin-dir)",
                 match &self.options.pg_bin_dir {
                     Some(dir) => format!("looked in {}", dir.display()),
                     None => "looked in PATH".into(),
                 }
-            )),
-            Err(err) => Err(format!("cannot run {tool}: {err}")),
+            ),
+            process::RunError::Spawn(err) => format!("cannot run {tool}: {err}"),
+            process::RunError::TimedOut { .. } => format!("{tool} {}", self.timed_out_note()),
         }
+    }
+
+    fn timed_out_note(&self) -> String {
+        format!(
+            "did not finish within {:?} ([database] command_timeout): it was stopped, its whole process group killed",
+            self.options.command_timeout
+        )
     }
 
     fn failed(&self, tool: &str, output: &std::process::Output) -> String {
@@ -460,8 +502,7 @@ impl Database {
 
     async fn backup_inner(&self, store: &BackupStore, reason: &str, deploy_id: Option<&str>) -> Result<Manifest> {
         let started = Instant::now();
-        std::fs::create_dir_all(&store.dir)
-            .map_err(|err| Error::Backup(format!("cannot create {}: {err}", store.dir.display())))?;
+        backup::create_private_dir(&store.dir)?;
         let name = store.new_name(Some(deploy_id.unwrap_or(reason)));
         let manifest = match &self.target {
             Target::Postgres { .. } => self.backup_postgres(store, &name).await?,
@@ -543,6 +584,7 @@ impl Database {
                 return Err(Error::Backup(message));
             }
             let final_path = store.dir.join(&file);
+            backup::make_private(&partial)?;
             let sha256 = file_sha256(&partial)?;
             let size_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
             std::fs::rename(&partial, &final_path)
@@ -560,7 +602,8 @@ impl Database {
         self.check_space(store, size)?;
         let file = format!("{name}.sqlite");
         let partial = store.dir.join(format!("{file}.partial"));
-        let _ = std::fs::remove_file(&partial);
+        // VACUUM INTO fills an empty file it is given: made here 0600, so the copy is private.
+        backup::create_private_file(&partial).map_err(|err| Error::Io(format!("{}: {err}", partial.display())))?;
         let mut conn = self.open("backup").await?;
         let vacuum = conn.exec(&format!("VACUUM INTO '{}'", partial.display().to_string().replace('\'', "''"))).await;
         conn.close().await;
@@ -635,31 +678,45 @@ impl Database {
         let mut prelude: String =
             schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote_ident(s))).collect();
         prelude.push_str("CREATE SCHEMA IF NOT EXISTS public;");
-        let script = store.dir.join(format!(".{}.restore.sql", manifest.name));
-        let mut command = self.pg_command("pg_restore", &self.url);
-        command.arg("-f").arg(&script).arg(store.file_path(manifest));
-        let output = self.run_tool(command, "pg_restore").await.map_err(Error::Restore)?;
-        if !output.status.success() {
-            let _ = std::fs::remove_file(&script);
-            return Err(Error::Restore(self.failed("pg_restore", &output)));
-        }
+        // pg_restore's SQL streams into psql through this process, never into a file: the
+        // plaintext of the database is never on disk, so a kill leaves none behind. psql sees
+        // the end of its input (and commits) only after pg_restore succeeded.
+        let mut restore = self.pg_command("pg_restore", &self.url);
+        restore.arg("-f").arg("-").arg(store.file_path(manifest));
         let (url, _) = split_password(&self.url);
-        let mut command = self.pg_command("psql", &self.url);
-        command
-            .env("PGOPTIONS", "-c default_transaction_read_only=off")
+        let mut psql = self.pg_command("psql", &self.url);
+        psql.env("PGOPTIONS", "-c default_transaction_read_only=off")
             .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-c"])
             .arg(&prelude)
             .arg("-f")
-            .arg(&script)
+            .arg("-")
             .arg(format!("--dbname={url}"));
-        let output = self.run_tool(command, "psql").await;
-        let _ = std::fs::remove_file(&script);
-        let output = output.map_err(Error::Restore)?;
-        if !output.status.success() {
-            return Err(Error::Restore(format!(
-                "{} (the restore ran in one transaction: the database is as it was before it)",
-                self.failed("psql", &output)
-            )));
+        let unchanged = "(the restore ran in one transaction: the database is as it was before it)";
+        let piped = process::pipe(restore, psql, self.options.command_timeout, "db.restore.during_replay")
+            .await
+            .map_err(|(which, err)| {
+                let tool = match which {
+                    "producer" => "pg_restore",
+                    "consumer" => "psql",
+                    _ => "pg_restore | psql",
+                };
+                Error::Restore(format!("{} {unchanged}", self.run_error(tool, err)))
+            })?;
+        // psql stopping on an error of its own ends the stream (pg_restore is then killed).
+        let psql_failed = !piped.consumer.success() && piped.consumer.code().is_some();
+        if !psql_failed && !piped.producer.success() {
+            return Err(Error::Restore(self.redact(&format!(
+                "pg_restore failed ({}): {} {unchanged}",
+                piped.producer,
+                piped.producer_stderr.trim()
+            ))));
+        }
+        if !piped.consumer.success() {
+            return Err(Error::Restore(self.redact(&format!(
+                "psql failed ({}): {} {unchanged}",
+                piped.consumer,
+                piped.consumer_output.trim()
+            ))));
         }
         Ok(())
     }
@@ -741,7 +798,8 @@ impl Database {
         manifest: &Manifest,
     ) -> Result<Result<BTreeMap<String, i64>, String>> {
         let copy = store.dir.join(format!(".verify-{}.sqlite", manifest.name));
-        std::fs::copy(store.file_path(manifest), &copy)
+        backup::create_private_file(&copy)
+            .and_then(|mut to| std::io::copy(&mut std::fs::File::open(store.file_path(manifest))?, &mut to))
             .map_err(|err| Error::Io(format!("{}: {err}", copy.display())))?;
         let result = async {
             let mut conn = Conn::open(&format!("sqlite://{}", copy.display()), "windlass verify").await?;
@@ -792,7 +850,15 @@ fn replace_sqlite(store: &BackupStore, manifest: &Manifest, path: &Path) -> Resu
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".windlass-restore");
     let tmp = path.with_file_name(tmp_name);
-    std::fs::copy(store.file_path(manifest), &tmp).map_err(io)?;
+    // The restored file keeps the live database's mode (the application may read it as another
+    // user); the copy is private until it has that mode.
+    let mode = std::fs::metadata(path).ok().map(|m| m.permissions());
+    backup::create_private_file(&tmp)
+        .and_then(|mut to| std::io::copy(&mut std::fs::File::open(store.file_path(manifest))?, &mut to))
+        .map_err(io)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(&tmp, mode).map_err(io)?;
+    }
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     for suffix in ["-wal", "-shm", "-journal"] {
