@@ -109,9 +109,25 @@ async fn resolve(common: &Common) -> anyhow::Result<Target> {
         // The config's `[database] command_timeout` replaces it in `Target::resolve`.
         ..Options::default()
     };
-    Target::resolve(&config, &path, &environment, &variables, options)
+    let target = Target::resolve(&config, &path, &environment, &variables, options)
         .map_err(UsageError)?
-        .ok_or_else(|| UsageError(format!("{} has no [database] section", path.display())).into())
+        .ok_or_else(|| UsageError(format!("{} has no [database] section", path.display())))?;
+    recover_interrupted_restore(&target).await;
+    Ok(target)
+}
+
+/// A restore killed under its write stop (its intent left in the backup directory) is undone
+/// before any command runs, and the operator told what was interrupted and what was done (on
+/// stderr: stdout may be JSON).
+async fn recover_interrupted_restore(target: &Target) {
+    match target.database.recover_restore(&target.store).await {
+        Ok(None) => {}
+        Ok(Some(recovered)) => eprintln!("windlass: {}", recovered.message(&target.environment)),
+        Err(err) => eprintln!(
+            "windlass: an interrupted restore left its intent in {} and cannot be undone now: {err}",
+            target.store.dir.display()
+        ),
+    }
 }
 
 fn migrations_dir(target: &Target) -> anyhow::Result<&Path> {

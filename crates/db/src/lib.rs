@@ -12,6 +12,7 @@ pub mod backup;
 mod conn;
 pub mod error;
 pub mod files;
+pub mod intent;
 mod lock;
 mod process;
 pub mod schedule;
@@ -26,6 +27,7 @@ pub use backup::{BackupStore, Manifest, Retention, Verification};
 pub use conn::Applied;
 pub use error::{Error, Result};
 pub use files::{Migration, NO_TRANSACTION};
+pub use intent::{RecoveredRestore, RestoreIntent, StopPlan};
 pub use lock::ADVISORY_KEY;
 pub use writestop::{Both, NoWriteStop, PgWriteStop, WriteStop};
 
@@ -347,7 +349,7 @@ impl Database {
             tracing::error!("a committed change failed and no backup was taken: nothing to restore");
             return Ok(None);
         };
-        self.restore_locked(conn, &policy.store, manifest, write_stop).await?;
+        self.restore_locked(conn, &policy.store, manifest, write_stop, "undoing a failed migration").await?;
         Ok(Some(manifest.name.clone()))
     }
 
@@ -634,7 +636,7 @@ impl Database {
         let manifest = store.get(name)?;
         let mut conn = self.open("restore").await?;
         let result = match lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await {
-            Ok(_guard) => self.restore_locked(&mut conn, store, &manifest, write_stop).await,
+            Ok(_guard) => self.restore_locked(&mut conn, store, &manifest, write_stop, "windlass db restore").await,
             Err(err) => Err(err),
         };
         conn.close().await;
@@ -647,24 +649,90 @@ impl Database {
         store: &BackupStore,
         manifest: &Manifest,
         write_stop: &mut dyn WriteStop,
+        purpose: &str,
     ) -> Result<RestoreReport> {
         backup::check_file(store, manifest).map_err(|err| Error::Restore(err.to_string()))?;
-        write_stop.begin().await?;
+        // The intent is on disk before anything is stopped: a kill from here on is found and
+        // undone by the next `windlass db` command or the server's start-up.
+        let mut intent = RestoreIntent::new(&manifest.name, purpose);
+        write_stop.plan(&mut intent.stop).await?;
+        intent.save(store)?;
+        windlass_failpoint::hit("db.restore.after_intent");
+        if let Err(err) = write_stop.begin().await {
+            // `begin` took back what it had stopped.
+            let _ = RestoreIntent::remove(store);
+            return Err(err);
+        }
         let result = async {
+            intent.stage(store, "backing up the current state")?;
             let pre_restore = self.backup_inner(store, "pre-restore", None).await?;
+            intent.pre_restore = Some(pre_restore.name.clone());
+            intent.stage(store, "replacing the database")?;
             windlass_failpoint::hit("db.restore.before_replace");
             match &self.target {
                 Target::Postgres { .. } => self.replace_postgres(conn, store, manifest).await?,
                 Target::Sqlite { path } => replace_sqlite(store, manifest, path)?,
             }
+            intent.stage(store, "letting writes through again")?;
             Ok(RestoreReport { restored: manifest.clone(), pre_restore })
         }
         .await;
         let ended = write_stop.end().await;
+        if ended.is_ok() {
+            RestoreIntent::remove(store)?;
+        }
         let report = result?;
         ended?;
         tracing::info!(backup = %manifest.name, "restored");
         Ok(report)
+    }
+
+    /// Finds a restore that was interrupted (its intent left in `store`) and undoes its write
+    /// stop: the database's read-only default is reset (PostgreSQL), a half-copied SQLite file
+    /// removed. Services it put in maintenance are returned in `maintenance_left` (the edge is
+    /// the caller's): the intent stays until [`Database::finish_recovery`] is called, so a
+    /// caller that cannot lift them leaves them for one that can. `None`: nothing was
+    /// interrupted, or a restore holding the lock is still running (then nothing is touched).
+    pub async fn recover_restore(&self, store: &BackupStore) -> Result<Option<RecoveredRestore>> {
+        let Some(mut intent) = RestoreIntent::load(store)? else { return Ok(None) };
+        let mut conn = self.open("recover").await?;
+        let result = match lock::acquire(&mut conn, &self.url, self.sqlite_path(), Duration::ZERO).await {
+            Err(Error::Locked(holder)) => {
+                tracing::info!(backup = %intent.backup, "a restore is running ({holder}): not recovering it");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+            Ok(_guard) => {
+                let mut done = Vec::new();
+                if intent.stop.database_read_only {
+                    PgWriteStop::lift(&self.url).await?;
+                    done.push("writes are allowed again (the database had been left read-only)".to_owned());
+                    intent.stop.database_read_only = false;
+                    if !intent.stop.maintenance.is_empty() {
+                        intent.save(store)?;
+                    }
+                }
+                if let Some(path) = self.sqlite_path() {
+                    let tmp = sqlite_restore_tmp(path);
+                    if std::fs::remove_file(&tmp).is_ok() {
+                        done.push(format!("removed the half-copied {}", tmp.display()));
+                    }
+                }
+                let maintenance_left = intent.stop.maintenance.clone();
+                if maintenance_left.is_empty() {
+                    RestoreIntent::remove(store)?;
+                }
+                Ok(Some(RecoveredRestore { intent, done, maintenance_left }))
+            }
+        };
+        conn.close().await;
+        result
+    }
+
+    /// Records that the maintenance mode an interrupted restore left (see
+    /// [`Database::recover_restore`]) was lifted: its intent is removed.
+    pub fn finish_recovery(store: &BackupStore) -> Result<()> {
+        RestoreIntent::remove(store)
     }
 
     async fn replace_postgres(&self, conn: &mut Conn, store: &BackupStore, manifest: &Manifest) -> Result<()> {
@@ -675,33 +743,37 @@ impl Database {
             )
             .await
             .map_err(|e| self.sql(&e))?;
-        let mut prelude: String =
-            schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote_ident(s))).collect();
-        prelude.push_str("CREATE SCHEMA IF NOT EXISTS public;");
-        // pg_restore's SQL streams into psql through this process, never into a file: the
-        // plaintext of the database is never on disk, so a kill leaves none behind. psql sees
-        // the end of its input (and commits) only after pg_restore succeeded.
+        // One transaction, opened here: the schemas are dropped and the archive replayed in it.
+        // `pg_restore --single-transaction` ends its SQL with the COMMIT (and leaves out the
+        // BEGIN/COMMIT pairs it otherwise writes around large objects; its own BEGIN only draws
+        // a warning). Its SQL streams into psql through this process, never into a file: no
+        // plaintext copy of the data is on disk, so a kill leaves none behind. If pg_restore or
+        // this process dies part-way, psql's input ends without the COMMIT and PostgreSQL rolls
+        // the transaction back: the database is as it was.
+        let mut preamble: String = "BEGIN;\n".into();
+        for schema in &schemas {
+            preamble.push_str(&format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", quote_ident(schema)));
+        }
+        preamble.push_str("CREATE SCHEMA IF NOT EXISTS public;\n");
         let mut restore = self.pg_command("pg_restore", &self.url);
-        restore.arg("-f").arg("-").arg(store.file_path(manifest));
+        restore.arg("--single-transaction").arg("-f").arg("-").arg(store.file_path(manifest));
         let (url, _) = split_password(&self.url);
         let mut psql = self.pg_command("psql", &self.url);
         psql.env("PGOPTIONS", "-c default_transaction_read_only=off")
-            .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-c"])
-            .arg(&prelude)
-            .arg("-f")
-            .arg("-")
+            .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"])
             .arg(format!("--dbname={url}"));
         let unchanged = "(the restore ran in one transaction: the database is as it was before it)";
-        let piped = process::pipe(restore, psql, self.options.command_timeout, "db.restore.during_replay")
-            .await
-            .map_err(|(which, err)| {
-                let tool = match which {
-                    "producer" => "pg_restore",
-                    "consumer" => "psql",
-                    _ => "pg_restore | psql",
-                };
-                Error::Restore(format!("{} {unchanged}", self.run_error(tool, err)))
-            })?;
+        let piped =
+            process::pipe(restore, psql, preamble.as_bytes(), self.options.command_timeout, "db.restore.during_replay")
+                .await
+                .map_err(|(which, err)| {
+                    let tool = match which {
+                        "producer" => "pg_restore",
+                        "consumer" => "psql",
+                        _ => "pg_restore | psql",
+                    };
+                    Error::Restore(format!("{} {unchanged}", self.run_error(tool, err)))
+                })?;
         // psql stopping on an error of its own ends the stream (pg_restore is then killed).
         let psql_failed = !piped.consumer.success() && piped.consumer.code().is_some();
         if !psql_failed && !piped.producer.success() {
@@ -847,9 +919,7 @@ pub async fn run_scheduled(database: &Database, job: ScheduledJob, policy: &Back
 
 fn replace_sqlite(store: &BackupStore, manifest: &Manifest, path: &Path) -> Result<()> {
     let io = |err: std::io::Error| Error::Restore(format!("{}: {err}", path.display()));
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(".windlass-restore");
-    let tmp = path.with_file_name(tmp_name);
+    let tmp = sqlite_restore_tmp(path);
     // The restored file keeps the live database's mode (the application may read it as another
     // user); the copy is private until it has that mode.
     let mode = std::fs::metadata(path).ok().map(|m| m.permissions());
@@ -868,6 +938,13 @@ fn replace_sqlite(store: &BackupStore, manifest: &Manifest, path: &Path) -> Resu
     }
     sync_dir(path);
     Ok(())
+}
+
+/// Where a SQLite restore copies the backup before renaming it over the database.
+fn sqlite_restore_tmp(path: &Path) -> PathBuf {
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".windlass-restore");
+    path.with_file_name(tmp_name)
 }
 
 fn compare_counts(recorded: &BTreeMap<String, i64>, found: &BTreeMap<String, i64>) -> Result<String, String> {

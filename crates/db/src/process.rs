@@ -79,11 +79,10 @@ pub(crate) async fn output(mut command: Command, timeout: Duration) -> Result<Ou
     }
 }
 
-/// The two ends of a streamed restore: `producer`'s stdout (pg_restore writing SQL) goes into
-/// `consumer`'s stdin (psql), through this process, never through a file. The consumer's stdin
-/// is closed (so it commits) only after the producer exited successfully; if the producer
-/// fails, or the consumer stops reading, the group is killed and the consumer never sees the
-/// end of its input: a `--single-transaction` psql then commits nothing.
+/// The two ends of a streamed restore: `preamble`, then `producer`'s stdout (pg_restore writing
+/// SQL), go into `consumer`'s stdin (psql), through this process, never through a file. The
+/// consumer's stdin is closed only after the producer exited successfully; if the producer
+/// fails, or the consumer stops reading, the group is killed first.
 pub(crate) struct Piped {
     pub producer: ExitStatus,
     pub producer_stderr: String,
@@ -94,6 +93,7 @@ pub(crate) struct Piped {
 pub(crate) async fn pipe(
     mut producer: Command,
     mut consumer: Command,
+    preamble: &[u8],
     timeout: Duration,
     failpoint: &'static str,
 ) -> Result<Piped, (&'static str, RunError)> {
@@ -114,7 +114,7 @@ pub(crate) async fn pipe(
             return Err(("producer", RunError::Spawn(err)));
         }
     };
-    let work = stream(&mut producer, &mut consumer, group, failpoint);
+    let work = stream(&mut producer, &mut consumer, group, preamble, failpoint);
     tokio::pin!(work);
     tokio::select! {
         result = &mut work => result.map_err(|err| ("consumer", RunError::Spawn(err))),
@@ -133,6 +133,7 @@ async fn stream(
     producer: &mut Child,
     consumer: &mut Child,
     group: Option<u32>,
+    preamble: &[u8],
     failpoint: &'static str,
 ) -> std::io::Result<Piped> {
     let from = producer.stdout.take();
@@ -143,6 +144,9 @@ async fn stream(
     let drive = async {
         let copy = async {
             let (Some(mut from), Some(to)) = (from, to.as_mut()) else { return false };
+            if to.write_all(preamble).await.is_err() {
+                return false;
+            }
             let mut buffer = vec![0u8; 1 << 16];
             let mut forwarded = false;
             loop {

@@ -332,3 +332,131 @@ async fn the_server_runs_scheduled_backups_and_verifies_them() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+fn psql(url: &str, sql: &str) -> std::process::Output {
+    std::process::Command::new("psql").args(["-X", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().unwrap()
+}
+
+fn read_only(url: &str) -> String {
+    String::from_utf8_lossy(&psql(url, "SHOW default_transaction_read_only").stdout).trim().to_owned()
+}
+
+/// Every file under `dir` whose bytes contain `needle`, and every `.restore.sql`.
+fn plaintext_under(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".restore.sql")
+                || std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A restore killed while pg_restore's SQL flows into psql: no plaintext of the data is left on
+/// disk (the SQL never was), the replay never committed, and the next `windlass db` command
+/// lets writes through again and says what was interrupted and what it did.
+#[test]
+fn postgres_a_restore_killed_mid_replay_leaves_no_plaintext_and_the_next_command_undoes_the_stop() {
+    let db = pg();
+    let test = project(&db.url);
+    let marker = "plaintext-marker-5f1c0e";
+    ok(&test.run(&["db", "migrate", "production", "--deploy-id", "d1"]));
+    let insert = format!("INSERT INTO users (id, email) VALUES (3, '{marker}')");
+    assert!(psql(&db.url, &insert).status.success());
+    let backup = test.run(&["db", "backup", "production"]);
+    ok(&backup);
+    let name = backup.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(plaintext_under(test.path(), marker).is_empty(), "the archive is compressed: no plaintext yet");
+    assert!(psql(&db.url, "INSERT INTO users (id, email) VALUES (4, 'late@x')").status.success());
+
+    let crashing = project(&db.url).env("WINDLASS_FAILPOINTS", "db.restore.during_replay=abort");
+    let config = test.path().join("windlass.toml");
+    let crashed = crashing.run(&["db", "restore", "production", &name, "--yes", "--config", config.to_str().unwrap()]);
+    assert_ne!(crashed.code, 0, "{}{}", crashed.stdout, crashed.stderr);
+    assert!(crashed.stderr.contains("failpoint db.restore.during_replay"), "{}", crashed.stderr);
+    assert_eq!(plaintext_under(test.path(), marker), Vec::<std::path::PathBuf>::new(), "plaintext left on disk");
+    assert_eq!(read_only(&db.url), "on", "the kill left the database read-only");
+
+    let status = test.run(&["db", "status", "production"]);
+    ok(&status);
+    assert!(
+        status.stderr.contains(&format!("an interrupted restore was found: backup {name} (windlass db restore)")),
+        "{}",
+        status.stderr
+    );
+    assert!(status.stderr.contains("stopped while replacing the database"), "{}", status.stderr);
+    assert!(status.stderr.contains("writes are allowed again"), "{}", status.stderr);
+    assert_eq!(read_only(&db.url), "off");
+    // The replay was one transaction that never committed: the late row is still there.
+    let rows = psql(&db.url, "SELECT string_agg(id::text, ',' ORDER BY id) FROM users");
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "1,2,3,4");
+    assert!(psql(&db.url, "INSERT INTO users (id, email) VALUES (5, 'after@x')").status.success());
+    // Told once: the intent is gone.
+    let again = test.run(&["db", "status", "production"]);
+    ok(&again);
+    assert!(!again.stderr.contains("interrupted restore"), "{}", again.stderr);
+}
+
+/// The server is killed while a deploy restores the database after a failed non-transactional
+/// migration (under the edge's maintenance mode and read-only sessions). On restart, recovery
+/// lifts both and says so, in its notes and as a `db.restore_interrupted` event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_restore_lifts_maintenance_and_read_only_at_start_up() {
+    use crate::platform::{Platform, config};
+    let database = TestDatabase::create().await;
+    let demo = windlass_testkit::workspace_bin("windlass-demo").display().to_string();
+    let with_database = |version: &str| {
+        config(&demo, &format!(r#"VERSION = "{version}""#), "1m", "")
+            .replace(
+                r#"phases = ["validate", "backend", "verification", "traffic"]"#,
+                r#"phases = ["validate", "database", "backend", "verification", "traffic"]"#,
+            )
+            .replace(
+                "[edge]\n",
+                &format!("[database]\nurl = \"{}\"\nmigrate = {{ dir = \"migrations\" }}\n\n[edge]\n", database.url),
+            )
+    };
+    let mut platform = Platform::start(&config(&demo, r#"VERSION = "v1""#, "1m", ""));
+    let migrations = platform.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(migrations.join("0001_notes.sql"), "CREATE TABLE notes (id serial PRIMARY KEY, body text);\n")
+        .unwrap();
+    platform.rewrite_config(&with_database("v1"));
+    platform.deploy(&[]);
+
+    std::fs::write(
+        migrations.join("0002_index.sql"),
+        "-- windlass:no-transaction\nCREATE INDEX CONCURRENTLY notes_missing ON notes (no_such_column);\n",
+    )
+    .unwrap();
+    platform.rewrite_config(&with_database("v2"));
+    platform.kill_server();
+    platform.start_server(&[("WINDLASS_FAILPOINTS", "db.restore.before_replace=abort")]);
+    let run = platform.cli(&["deploy", "production"]);
+    assert_ne!(run.code, 0, "the server died mid-restore: {}{}", run.stdout, run.stderr);
+    assert_eq!(read_only(&database.url), "on", "killed under the write stop");
+    platform.kill_server();
+
+    let recovered = platform.start_server(&[]);
+    let note = recovered.iter().find(|l| l.contains("an interrupted restore was found")).cloned();
+    let note = note.unwrap_or_else(|| panic!("recovery said nothing of the restore: {recovered:?}"));
+    assert!(note.contains("undoing a failed migration"), "{note}");
+    assert!(note.contains("writes are allowed again"), "{note}");
+    assert!(note.contains("maintenance mode lifted at the edge for api"), "{note}");
+    assert_eq!(read_only(&database.url), "off");
+    assert!(psql(&database.url, "INSERT INTO notes (body) VALUES ('after')").status.success());
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["maintenance"], false, "{status:#}");
+    let events = platform.json(&["events", "production", "--kind", "db."]);
+    let event = events["events"].as_array().unwrap().iter().find(|e| e["kind"] == "db.restore_interrupted").cloned();
+    let event = event.unwrap_or_else(|| panic!("no db.restore_interrupted event: {events:#}"));
+    assert!(event["message"].as_str().unwrap().contains("writes are allowed again"), "{event:#}");
+}
