@@ -35,8 +35,21 @@ enum Command {
         #[arg(long)]
         no_backup: bool,
     },
-    /// Re-record the checksums of applied migrations whose files were edited.
-    Repair(Common),
+    /// Re-record the checksums of applied migrations whose files were edited; or decide about a
+    /// migration interrupted between its statement and its record (--applied or --clear).
+    Repair {
+        #[command(flatten)]
+        common: Common,
+        /// The interrupted migration's statement took effect: record it as applied.
+        #[arg(long, value_name = "VERSION", conflicts_with = "clear", requires = "reason")]
+        applied: Option<u64>,
+        /// It did not: forget that it started, so the next migrate runs it again.
+        #[arg(long, value_name = "VERSION", requires = "reason")]
+        clear: Option<u64>,
+        /// Why (recorded with the decision in _windlass_migration_repairs).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Take a backup now.
     Backup(Common),
     /// List the environment's backups, oldest first.
@@ -166,7 +179,13 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             let report = target
                 .database
                 .migrate(MigrateRequest { source, deploy_id, backup, write_stop: stop.as_mut() })
-                .await?;
+                .await
+                .map_err(|err| match err {
+                    windlass_db::Error::MigrationInterrupted(_) => {
+                        anyhow::anyhow!(err.to_string().replace("<env>", &target.environment))
+                    }
+                    other => other.into(),
+                })?;
             if let Some(backup) = &report.backup {
                 println!("backup {} ({} bytes, {} ms)", backup.name, backup.size_bytes, backup.duration_ms);
             }
@@ -190,8 +209,26 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
-        Command::Repair(common) => {
+        Command::Repair { common, applied, clear, reason } => {
             let target = resolve(&common).await?;
+            let decision = match (applied, clear) {
+                (Some(version), _) => Some((version, windlass_db::Resolution::Applied)),
+                (None, Some(version)) => Some((version, windlass_db::Resolution::Clear)),
+                (None, None) => None,
+            };
+            if let Some((version, resolution)) = decision {
+                let line = target
+                    .database
+                    .resolve_interrupted(
+                        migrations_dir(&target)?,
+                        version,
+                        resolution,
+                        reason.as_deref().unwrap_or_default(),
+                    )
+                    .await?;
+                println!("repaired {line}");
+                return Ok(Outcome::Ok);
+            }
             let changes = target.database.repair(migrations_dir(&target)?).await?;
             if changes.is_empty() {
                 println!("nothing to repair: every applied migration matches its file");
@@ -306,7 +343,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
 async fn status(common: &Common, plan: bool) -> anyhow::Result<Outcome> {
     let target = resolve(common).await?;
     let status = target.database.status(migrations_dir(&target)?).await?;
-    let bad = !status.mismatched.is_empty() || !status.unknown.is_empty();
+    let bad = !status.mismatched.is_empty() || !status.unknown.is_empty() || !status.interrupted.is_empty();
     if common.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(if bad { Outcome::NotOk } else { Outcome::Ok });
@@ -343,6 +380,20 @@ async fn status(common: &Common, plan: bool) -> anyhow::Result<Outcome> {
     }
     if !status.unknown.is_empty() {
         println!("applied but without a file: {:?}", status.unknown);
+    }
+    for s in &status.interrupted {
+        println!(
+            "INTERRUPTED {:04}_{}: started {} by {}{} outside a transaction and never recorded; check the database, \
+             then `windlass db repair {} --applied {} --reason \"...\"` (it took effect) or `--clear {}` (run it again)",
+            s.version,
+            s.name,
+            s.started_at,
+            s.by,
+            s.deploy_id.as_ref().map(|d| format!(" (deploy {d})")).unwrap_or_default(),
+            target.environment,
+            s.version,
+            s.version
+        );
     }
     Ok(if bad { Outcome::NotOk } else { Outcome::Ok })
 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use backup::{BackupStore, Manifest, Retention, Verification};
-pub use conn::Applied;
+pub use conn::{Applied, Started};
 pub use error::{Error, Result};
 pub use files::{Migration, NO_TRANSACTION};
 pub use intent::{RecoveredRestore, RestoreIntent, StopPlan};
@@ -124,6 +124,18 @@ pub struct Status {
     pub mismatched: Vec<String>,
     /// Applied versions with no file.
     pub unknown: Vec<u64>,
+    /// Migrations run outside a transaction that were interrupted before they were recorded:
+    /// `migrate` refuses until `repair --applied` or `--clear` decides.
+    pub interrupted: Vec<Started>,
+}
+
+/// What `repair` decides about an interrupted migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Its statement took effect: record it as applied.
+    Applied,
+    /// It did not: forget the start, so the next `migrate` runs it again.
+    Clear,
 }
 
 #[derive(Debug)]
@@ -189,9 +201,12 @@ impl Database {
     pub async fn status(&self, dir: &Path) -> Result<Status> {
         let migrations = files::load(dir)?;
         let mut conn = self.open("status").await?;
-        let applied = conn.history().await.map_err(|e| self.sql(&e));
+        let read = async { Ok::<_, sqlx::Error>((conn.history().await?, conn.started().await?)) }.await;
         conn.close().await;
-        Ok(compare(&migrations, applied?))
+        let (applied, started) = read.map_err(|e| self.sql(&e))?;
+        let mut status = compare(&migrations, applied);
+        status.interrupted = interrupted(&status.applied, started);
+        Ok(status)
     }
 
     /// Runs the pending migrations under the lock, after a backup.
@@ -212,6 +227,26 @@ impl Database {
             Source::Dir(dir) => {
                 let migrations = files::load(&dir)?;
                 let status = compare(&migrations, conn.history().await.map_err(|e| self.sql(&e))?);
+                let started = conn.started().await.map_err(|e| self.sql(&e))?;
+                let stuck = interrupted(&status.applied, started);
+                if !stuck.is_empty() {
+                    return Err(Error::MigrationInterrupted(
+                        stuck
+                            .iter()
+                            .map(|s| {
+                                format!(
+                                    "migration {} ({:04}_{}, outside a transaction) was started at {} by {}{}",
+                                    s.version,
+                                    s.version,
+                                    s.name,
+                                    s.started_at,
+                                    s.by,
+                                    s.deploy_id.as_ref().map(|d| format!(" for deploy {d}")).unwrap_or_default()
+                                )
+                            })
+                            .collect(),
+                    ));
+                }
                 if !status.mismatched.is_empty() {
                     return Err(Error::ChecksumMismatch(status.mismatched));
                 }
@@ -395,13 +430,47 @@ impl Database {
         deploy_id: Option<&str>,
     ) -> std::result::Result<Applied, (String, bool)> {
         let started = Instant::now();
-        conn.ensure_history().await.map_err(|err| (self.redact(&err.to_string()), false))?;
+        let fail = |err: sqlx::Error| (self.redact(&err.to_string()), false);
+        conn.ensure_history().await.map_err(fail)?;
+        conn.ensure_intents().await.map_err(fail)?;
+        // Durably recorded before the statement runs: a kill between the statement and its
+        // history row leaves this row, and the next run asks the operator instead of running
+        // the statement again (and restoring when it fails).
+        conn.record_started(&Started {
+            version: migration.version,
+            name: migration.name.clone(),
+            checksum: migration.checksum.clone(),
+            started_at: jiff::Timestamp::now().to_string(),
+            deploy_id: deploy_id.map(str::to_owned),
+            by: lock::application_name("migrate"),
+        })
+        .await
+        .map_err(fail)?;
         // A non-transactional statement may have committed part of its work (an INVALID index
         // left by a failed CREATE INDEX CONCURRENTLY): treat any failure as committed.
-        conn.exec(&migration.sql).await.map_err(|err| (self.redact(&err.to_string()), true))?;
+        if let Err(err) = conn.exec(&migration.sql).await {
+            // It failed here, in this run: the caller restores (or says it cannot); the start
+            // is no longer a question for the operator.
+            let _ = conn.forget_started(migration.version).await;
+            return Err((self.redact(&err.to_string()), true));
+        }
         windlass_failpoint::hit("db.migrate.after_statement");
         let applied = applied_record(migration, deploy_id, started);
-        conn.record(&applied).await.map_err(|err| (self.redact(&err.to_string()), true))?;
+        let begin = match conn {
+            Conn::Pg(_) => "BEGIN",
+            Conn::Lite(_) => "BEGIN IMMEDIATE",
+        };
+        let recorded = async {
+            conn.exec(begin).await?;
+            conn.record(&applied).await?;
+            conn.forget_started(migration.version).await?;
+            conn.exec("COMMIT").await
+        }
+        .await;
+        if let Err(err) = recorded {
+            let _ = conn.exec("ROLLBACK").await;
+            return Err((self.redact(&err.to_string()), true));
+        }
         Ok(applied)
     }
 
@@ -428,6 +497,93 @@ impl Database {
                 }
             }
             Ok(changes)
+        }
+        .await;
+        conn.close().await;
+        result
+    }
+
+    /// Decides about an interrupted migration (started outside a transaction, never recorded):
+    /// `Applied` records it in the history (its statement took effect), `Clear` forgets the
+    /// start (the next `migrate` runs it again). The decision and `reason` are recorded in
+    /// `_windlass_migration_repairs`. Returns a line saying what was done.
+    pub async fn resolve_interrupted(
+        &self,
+        dir: &Path,
+        version: u64,
+        resolution: Resolution,
+        reason: &str,
+    ) -> Result<String> {
+        if reason.trim().is_empty() {
+            return Err(Error::Config("give a reason (--reason): it is recorded with the decision".into()));
+        }
+        let migrations = files::load(dir)?;
+        let mut conn = self.open("repair").await?;
+        let result = async {
+            let _guard = lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await?;
+            let applied = conn.history().await.map_err(|e| self.sql(&e))?;
+            let started = conn.started().await.map_err(|e| self.sql(&e))?;
+            let stuck = interrupted(&applied, started);
+            let Some(found) = stuck.iter().find(|s| s.version == version) else {
+                let versions: Vec<String> = stuck.iter().map(|s| s.version.to_string()).collect();
+                return Err(Error::Migrations(format!(
+                    "no interrupted migration has version {version} (interrupted: {})",
+                    if versions.is_empty() { "none".to_owned() } else { versions.join(", ") }
+                )));
+            };
+            let by = lock::application_name("repair");
+            let begin = match conn {
+                Conn::Pg(_) => "BEGIN",
+                Conn::Lite(_) => "BEGIN IMMEDIATE",
+            };
+            let line = match resolution {
+                Resolution::Applied => {
+                    let file = migrations.iter().find(|m| m.version == version).ok_or_else(|| {
+                        Error::Migrations(format!("version {version} has no file in {}", dir.display()))
+                    })?;
+                    let record = Applied {
+                        version,
+                        name: file.name.clone(),
+                        checksum: file.checksum.clone(),
+                        applied_at: jiff::Timestamp::now().to_string(),
+                        duration_ms: 0,
+                        deploy_id: found.deploy_id.clone(),
+                        transactional: false,
+                    };
+                    let done = async {
+                        conn.exec(begin).await?;
+                        conn.record(&record).await?;
+                        conn.forget_started(version).await?;
+                        conn.record_repair(version, "applied", reason, &by).await?;
+                        conn.exec("COMMIT").await
+                    }
+                    .await;
+                    if let Err(err) = done {
+                        let _ = conn.exec("ROLLBACK").await;
+                        return Err(self.sql(&err));
+                    }
+                    format!("{version:04}_{}: recorded as applied (reason: {reason})", file.name)
+                }
+                Resolution::Clear => {
+                    let done = async {
+                        conn.exec(begin).await?;
+                        conn.forget_started(version).await?;
+                        conn.record_repair(version, "cleared", reason, &by).await?;
+                        conn.exec("COMMIT").await
+                    }
+                    .await;
+                    if let Err(err) = done {
+                        let _ = conn.exec("ROLLBACK").await;
+                        return Err(self.sql(&err));
+                    }
+                    format!(
+                        "{version:04}_{}: interrupted start cleared, it runs again on the next migrate (reason: {reason})",
+                        found.name
+                    )
+                }
+            };
+            tracing::warn!(version, ?resolution, "{line}");
+            Ok(line)
         }
         .await;
         conn.close().await;
@@ -1028,5 +1184,10 @@ fn compare(migrations: &[Migration], applied: Vec<Applied>) -> Status {
             has_down: m.down.is_some(),
         })
         .collect();
-    Status { applied, pending, mismatched, unknown }
+    Status { applied, pending, mismatched, unknown, interrupted: Vec::new() }
+}
+
+/// The starts with no history row: runs killed between their statement and their record.
+fn interrupted(applied: &[Applied], started: Vec<Started>) -> Vec<Started> {
+    started.into_iter().filter(|s| !applied.iter().any(|a| a.version == s.version)).collect()
 }

@@ -460,3 +460,105 @@ async fn a_server_killed_mid_restore_lifts_maintenance_and_read_only_at_start_up
     let event = event.unwrap_or_else(|| panic!("no db.restore_interrupted event: {events:#}"));
     assert!(event["message"].as_str().unwrap().contains("writes are allowed again"), "{event:#}");
 }
+
+const CONCURRENT_INDEX: &str = "-- windlass:no-transaction\nCREATE INDEX CONCURRENTLY users_email ON users (email);\n";
+
+fn backups(test: &Windlass) -> usize {
+    let run = test.run(&["db", "backups", "production", "--json"]);
+    ok(&run);
+    serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap().as_array().unwrap().len()
+}
+
+/// A migration outside a transaction, killed after its statement and before its history row:
+/// the next migrate neither runs it again nor restores a backup (which, before, it did on every
+/// deploy); it refuses and tells the operator to check and `repair`. `repair --applied`
+/// records it, with its reason, and migrations go on.
+#[test]
+fn postgres_a_migration_killed_before_its_record_is_left_to_the_operator() {
+    let db = pg();
+    let test = project(&db.url);
+    ok(&test.run(&["db", "migrate", "production", "--deploy-id", "d1"]));
+    migration(&test, "0003_index.sql", CONCURRENT_INDEX);
+    let config = test.path().join("windlass.toml");
+    let crashing = project(&db.url).env("WINDLASS_FAILPOINTS", "db.migrate.after_statement=abort");
+    let crashed =
+        crashing.run(&["db", "migrate", "production", "--deploy-id", "d2", "--config", config.to_str().unwrap()]);
+    assert_ne!(crashed.code, 0);
+    assert!(crashed.stderr.contains("failpoint db.migrate.after_statement"), "{}", crashed.stderr);
+    let index = || {
+        String::from_utf8_lossy(
+            &psql(&db.url, "SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email'").stdout,
+        )
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(index(), "1", "the statement took effect before the kill");
+    assert!(psql(&db.url, "INSERT INTO users (id, email) VALUES (9, 'late@x')").status.success());
+    let backups_before = backups(&test);
+
+    for _ in 0..2 {
+        let refused = test.run(&["db", "migrate", "production", "--deploy-id", "d3"]);
+        assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+        assert!(
+            refused.stderr.contains("migration 3 (0003_index, outside a transaction) was started"),
+            "{}",
+            refused.stderr
+        );
+        assert!(refused.stderr.contains("for deploy d2"), "{}", refused.stderr);
+        assert!(refused.stderr.contains("windlass db repair production --applied"), "{}", refused.stderr);
+        assert!(!refused.stderr.contains("restored"), "{}", refused.stderr);
+    }
+    assert_eq!(backups(&test), backups_before, "nothing was backed up or restored");
+    let rows = psql(&db.url, "SELECT count(*) FROM users");
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "3", "the late row is still there");
+    let status = test.run(&["db", "status", "production"]);
+    assert_eq!(status.code, 1);
+    assert!(status.stdout.contains("INTERRUPTED 0003_index"), "{}", status.stdout);
+
+    let no_reason = test.run(&["db", "repair", "production", "--applied", "3"]);
+    assert_eq!(no_reason.code, 2, "{}", no_reason.stderr);
+    let wrong = test.run(&["db", "repair", "production", "--applied", "2", "--reason", "x"]);
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("no interrupted migration has version 2 (interrupted: 3)"), "{}", wrong.stderr);
+    let repair = test.run(&["db", "repair", "production", "--applied", "3", "--reason", "the index is valid"]);
+    ok(&repair);
+    assert!(
+        repair.stdout.contains("repaired 0003_index: recorded as applied (reason: the index is valid)"),
+        "{}",
+        repair.stdout
+    );
+    let recorded = psql(&db.url, "SELECT action || ': ' || reason FROM _windlass_migration_repairs");
+    assert_eq!(String::from_utf8_lossy(&recorded.stdout).trim(), "applied: the index is valid");
+    ok(&test.run(&["db", "status", "production"]));
+    let migrate = test.run(&["db", "migrate", "production"]);
+    ok(&migrate);
+    assert!(migrate.stdout.contains("up to date"), "{}", migrate.stdout);
+    assert_eq!(index(), "1");
+}
+
+/// The same on SQLite, decided the other way: `repair --clear` forgets the start and the next
+/// migrate runs the statement again.
+#[test]
+fn sqlite_an_interrupted_migration_cleared_runs_again() {
+    let tmp = windlass_testkit::tempdir();
+    let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+    let test = project(&url);
+    ok(&test.run(&["db", "migrate", "production"]));
+    migration(&test, "0003_audit.sql", "-- windlass:no-transaction\nCREATE TABLE IF NOT EXISTS audit (id integer);\n");
+    let config = test.path().join("windlass.toml");
+    let crashing = project(&url).env("WINDLASS_FAILPOINTS", "db.migrate.after_statement=abort");
+    assert_ne!(crashing.run(&["db", "migrate", "production", "--config", config.to_str().unwrap()]).code, 0);
+    let refused = test.run(&["db", "migrate", "production"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("windlass db repair production --applied"), "{}", refused.stderr);
+    let clear = test.run(&["db", "repair", "production", "--clear", "3", "--reason", "the statement is idempotent"]);
+    ok(&clear);
+    assert!(clear.stdout.contains("runs again on the next migrate"), "{}", clear.stdout);
+    let migrate = test.run(&["db", "migrate", "production"]);
+    ok(&migrate);
+    assert!(
+        migrate.stdout.contains("applied 0003_audit in") && migrate.stdout.contains("(no transaction)"),
+        "{}",
+        migrate.stdout
+    );
+}
