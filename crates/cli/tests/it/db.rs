@@ -562,3 +562,62 @@ fn sqlite_an_interrupted_migration_cleared_runs_again() {
         migrate.stdout
     );
 }
+
+/// `[database] command_timeout`: a pg_dump that hangs is killed with its process group once the
+/// configured time is up; the backup fails saying so and leaves no partial file.
+#[test]
+fn postgres_a_hanging_pg_dump_is_killed_at_the_configured_timeout() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = pg();
+    let test = project(&db.url);
+    ok(&test.run(&["db", "migrate", "production", "--no-backup"]));
+    test.write("windlass.toml", &CONFIG.replace("[database]\n", "[database]\ncommand_timeout = \"1s\"\n"));
+    let bin = test.path().join("slow-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pid_file = test.path().join("sleeper.pid");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) 99.0'; exit 0; fi\n\
+         sleep 300 &\necho $! > {}\nwait\n",
+        pid_file.display()
+    );
+    std::fs::write(bin.join("pg_dump"), script).unwrap();
+    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = test.run(&["db", "backup", "production", "--pg-bin-dir", bin.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("pg_dump did not finish within 1s ([database] command_timeout)"), "{}", run.stderr);
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or_default().split_whitespace().next().unwrap_or("gone").to_owned();
+    assert!(state == "gone" || state == "Z", "pg_dump's child still runs: {state}");
+    let dir = test.path().join(".windlass/backups/production");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "nothing is left of the failed backup: {left:?}");
+}
+
+/// SQLite: a restore killed after its pre-restore backup; the next command says what was
+/// interrupted (the database was not replaced) and the restore can run again.
+#[test]
+fn sqlite_a_killed_restore_is_reported_by_the_next_command() {
+    let tmp = windlass_testkit::tempdir();
+    let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+    let test = project(&url);
+    ok(&test.run(&["db", "migrate", "production"]));
+    let config = test.path().join("windlass.toml");
+    let crashing = project(&url).env("WINDLASS_FAILPOINTS", "db.restore.before_replace=abort");
+    let crashed =
+        crashing.run(&["db", "restore", "production", "latest", "--yes", "--config", config.to_str().unwrap()]);
+    assert_ne!(crashed.code, 0);
+    let backups = test.run(&["db", "backups", "production", "--json"]);
+    ok(&backups);
+    assert!(backups.stderr.contains("an interrupted restore was found"), "{}", backups.stderr);
+    assert!(
+        backups.stderr.contains("The database was not replaced") || backups.stderr.contains("either all of backup"),
+        "{}",
+        backups.stderr
+    );
+    assert!(backups.stderr.contains("The state just before the restore is backup"), "{}", backups.stderr);
+    serde_json::from_str::<serde_json::Value>(&backups.stdout).expect("stdout stays JSON");
+    let again = test.run(&["db", "backups", "production"]);
+    assert!(!again.stderr.contains("interrupted restore"), "told once: {}", again.stderr);
+    ok(&test.run(&["db", "restore", "production", "latest", "--yes"]));
+}
