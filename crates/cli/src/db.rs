@@ -133,6 +133,9 @@ async fn resolve(common: &Common) -> anyhow::Result<Target> {
 /// before any command runs, and the operator told what was interrupted and what was done (on
 /// stderr: stdout may be JSON).
 async fn recover_interrupted_restore(target: &Target) {
+    for file in target.store.remove_plaintext_leftovers() {
+        eprintln!("windlass: removed {}, the plaintext SQL of a restore that was interrupted", file.display());
+    }
     match target.database.recover_restore(&target.store).await {
         Ok(None) => {}
         Ok(Some(recovered)) => eprintln!("windlass: {}", recovered.message(&target.environment)),

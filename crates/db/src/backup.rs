@@ -177,6 +177,21 @@ impl BackupStore {
         Ok(removed)
     }
 
+    /// Versions before streamed restores wrote the SQL of a restore to
+    /// `.<backup>.restore.sql` here and left it when killed: plaintext of the whole database.
+    /// Removes any found (nothing writes such a file any more, so none is in use); returns them.
+    pub fn remove_plaintext_leftovers(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".restore.sql") && std::fs::remove_file(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+        removed
+    }
+
     /// A fresh name: `<UTC time>-<label>`, unique in the directory.
     pub fn new_name(&self, label: Option<&str>) -> String {
         let time = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();

@@ -227,8 +227,15 @@ pub async fn recover_interrupted_restore(
         db.backup.dir.as_deref(),
         environment,
     ));
+    let mut notes: Vec<String> = store
+        .remove_plaintext_leftovers()
+        .iter()
+        .map(|file| {
+            format!("{environment}: removed {}, the plaintext SQL of a restore that was interrupted", file.display())
+        })
+        .collect();
     if windlass_db::RestoreIntent::load(&store).map_err(|e| e.to_string())?.is_none() {
-        return Ok(Vec::new());
+        return Ok(notes);
     }
     let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
     let target = Target::resolve(&config, &deployer.config_path, environment, &variables, Options::default())?
@@ -236,7 +243,7 @@ pub async fn recover_interrupted_restore(
     let Some(recovered) =
         target.database.recover_restore(&target.store).await.map_err(|e| variables.redact(&e.to_string()))?
     else {
-        return Ok(Vec::new());
+        return Ok(notes);
     };
     let mut lifted = Vec::new();
     let mut failed = Vec::new();
@@ -264,7 +271,7 @@ pub async fn recover_interrupted_restore(
         data: serde_json::to_string(&recovered.intent).unwrap_or_default(),
     };
     deployer.store.record_event(&event).await.map_err(|e| e.to_string())?;
-    let mut notes = vec![format!("{environment}: {message}")];
+    notes.push(format!("{environment}: {message}"));
     if !failed.is_empty() {
         notes.push(format!("{environment}: cannot lift maintenance mode for {}", failed.join(", ")));
     }

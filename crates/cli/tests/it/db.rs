@@ -375,6 +375,17 @@ fn postgres_a_restore_killed_mid_replay_leaves_no_plaintext_and_the_next_command
     ok(&backup);
     let name = backup.stdout.split_whitespace().nth(1).unwrap().to_owned();
     assert!(plaintext_under(test.path(), marker).is_empty(), "the archive is compressed: no plaintext yet");
+    // Backups are private: the directory 0700, the archive and its manifest 0600.
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    let dir = test.path().join(".windlass/backups/production");
+    assert_eq!(mode(&dir), 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
     assert!(psql(&db.url, "INSERT INTO users (id, email) VALUES (4, 'late@x')").status.success());
 
     let crashing = project(&db.url).env("WINDLASS_FAILPOINTS", "db.restore.during_replay=abort");
@@ -607,8 +618,13 @@ fn sqlite_a_killed_restore_is_reported_by_the_next_command() {
     let crashed =
         crashing.run(&["db", "restore", "production", "latest", "--yes", "--config", config.to_str().unwrap()]);
     assert_ne!(crashed.code, 0);
+    // A kill under an older version left the SQL of its restore behind: removed, and said.
+    let leftover = test.path().join(".windlass/backups/production/.20260101T000000Z-manual.restore.sql");
+    std::fs::write(&leftover, "INSERT INTO users VALUES (1, 'a@x');").unwrap();
     let backups = test.run(&["db", "backups", "production", "--json"]);
     ok(&backups);
+    assert!(!leftover.exists());
+    assert!(backups.stderr.contains("the plaintext SQL of a restore that was interrupted"), "{}", backups.stderr);
     assert!(backups.stderr.contains("an interrupted restore was found"), "{}", backups.stderr);
     assert!(backups.stderr.contains("stopped while replacing the database"), "{}", backups.stderr);
     assert!(backups.stderr.contains("The state just before the restore is backup"), "{}", backups.stderr);
