@@ -812,6 +812,17 @@ impl Database {
         // undone by the next `windlass db` command or the server's start-up.
         let mut intent = RestoreIntent::new(&manifest.name, purpose);
         write_stop.plan(&mut intent.stop).await?;
+        // Services an earlier interrupted restore left in maintenance (the CLI cannot lift them)
+        // stay recorded for the server, whatever this restore does.
+        let inherited: Vec<String> = RestoreIntent::load(store)
+            .ok()
+            .flatten()
+            .map(|earlier| earlier.stop.maintenance)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !intent.stop.maintenance.contains(s))
+            .collect();
+        intent.stop.maintenance.extend(inherited.iter().cloned());
         intent.save(store)?;
         windlass_failpoint::hit("db.restore.after_intent");
         if let Err(err) = write_stop.begin().await {
@@ -835,7 +846,12 @@ impl Database {
         .await;
         let ended = write_stop.end().await;
         if ended.is_ok() {
-            RestoreIntent::remove(store)?;
+            if inherited.is_empty() {
+                RestoreIntent::remove(store)?;
+            } else {
+                intent.stop = StopPlan { database_read_only: false, maintenance: inherited };
+                intent.save(store)?;
+            }
         }
         let report = result?;
         ended?;
