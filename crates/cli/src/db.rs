@@ -182,13 +182,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             let report = target
                 .database
                 .migrate(MigrateRequest { source, deploy_id, backup, write_stop: stop.as_mut() })
-                .await
-                .map_err(|err| match err {
-                    windlass_db::Error::MigrationInterrupted(_) => {
-                        anyhow::anyhow!(err.to_string().replace("<env>", &target.environment))
-                    }
-                    other => other.into(),
-                })?;
+                .await?;
             if let Some(backup) = &report.backup {
                 println!("backup {} ({} bytes, {} ms)", backup.name, backup.size_bytes, backup.duration_ms);
             }

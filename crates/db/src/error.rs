@@ -23,12 +23,12 @@ pub enum Error {
     #[error(
         "{}: interrupted after it started and before it was recorded, so its statement may have taken effect (wholly \
          or in part). Windlass neither runs it again nor restores a backup for it. Check the database (for example \
-         an INVALID index left by CREATE INDEX CONCURRENTLY), then run `windlass db repair <env> --applied VERSION \
-         --reason \"...\"` if it took effect, or `windlass db repair <env> --clear VERSION --reason \"...\"` to run it \
-         again on the next migrate",
-        .0.join(", ")
+         an INVALID index left by CREATE INDEX CONCURRENTLY), then run `windlass db repair {environment} --applied \
+         VERSION --reason \"...\"` if it took effect, or `windlass db repair {environment} --clear VERSION --reason \"...\"` \
+         to run it again on the next migrate",
+        started.join(", ")
     )]
-    MigrationInterrupted(Vec<String>),
+    MigrationInterrupted { environment: String, started: Vec<String> },
     /// Another run holds the migration lock.
     #[error("{0}")]
     Locked(String),

@@ -56,6 +56,8 @@ pub struct Options {
     /// How long a child process (`pg_dump`, `pg_restore`, `psql`, a `migrate` command) may run
     /// before its whole process group is killed (`[database] command_timeout`).
     pub command_timeout: Duration,
+    /// The environment's name, for the commands messages suggest (`<env>` when unknown).
+    pub environment: Option<String>,
 }
 
 /// `[database] command_timeout` when the config does not set it.
@@ -68,6 +70,7 @@ impl Default for Options {
             pg_bin_dir: None,
             dump_file_size_limit: None,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            environment: None,
         }
     }
 }
@@ -230,8 +233,9 @@ impl Database {
                 let started = conn.started().await.map_err(|e| self.sql(&e))?;
                 let stuck = interrupted(&status.applied, started);
                 if !stuck.is_empty() {
-                    return Err(Error::MigrationInterrupted(
-                        stuck
+                    return Err(Error::MigrationInterrupted {
+                        environment: self.options.environment.clone().unwrap_or_else(|| "<env>".into()),
+                        started: stuck
                             .iter()
                             .map(|s| {
                                 format!(
@@ -245,7 +249,7 @@ impl Database {
                                 )
                             })
                             .collect(),
-                    ));
+                    });
                 }
                 if !status.mismatched.is_empty() {
                     return Err(Error::ChecksumMismatch(status.mismatched));

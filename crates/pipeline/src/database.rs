@@ -41,7 +41,11 @@ impl Target {
             .map_err(|err| format!("[database] url: {err} (set it in the environment, the env file or the secrets)"))?;
         let dir = windlass_config::config_dir(config_path);
         let url = sqlite_beside_config(&url, &dir)?;
-        let options = Options { command_timeout: db.command_timeout.as_std(), ..options };
+        let options = Options {
+            command_timeout: db.command_timeout.as_std(),
+            environment: Some(environment.to_owned()),
+            ..options
+        };
         let database = Database::new(&url, options).map_err(|err| format!("[database] url: {err}"))?;
         let backups =
             windlass_db::backup_dir(&dir, config.project.state_dir.as_deref(), db.backup.dir.as_deref(), environment);

@@ -633,3 +633,65 @@ fn sqlite_a_killed_restore_is_reported_by_the_next_command() {
     assert!(!again.stderr.contains("interrupted restore"), "told once: {}", again.stderr);
     ok(&test.run(&["db", "restore", "production", "latest", "--yes"]));
 }
+
+/// Through deploys: the server is killed between a non-transactional migration's statement and
+/// its record; after the restart, the next deploy fails at its database phase asking the operator
+/// to `repair` (no second run of the statement, no restore), and after `repair --applied` it
+/// deploys.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_after_a_migration_killed_before_its_record_asks_for_repair() {
+    use crate::platform::{Platform, config};
+    let database = TestDatabase::create().await;
+    let demo = windlass_testkit::workspace_bin("windlass-demo").display().to_string();
+    let with_database = |version: &str| {
+        config(&demo, &format!(r#"VERSION = "{version}""#), "1m", "")
+            .replace(
+                r#"phases = ["validate", "backend", "verification", "traffic"]"#,
+                r#"phases = ["validate", "database", "backend", "verification", "traffic"]"#,
+            )
+            .replace(
+                "[edge]\n",
+                &format!("[database]\nurl = \"{}\"\nmigrate = {{ dir = \"migrations\" }}\n\n[edge]\n", database.url),
+            )
+    };
+    let mut platform = Platform::start(&config(&demo, r#"VERSION = "v1""#, "1m", ""));
+    let migrations = platform.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(migrations.join("0001_users.sql"), "CREATE TABLE users (id int, email text);\n").unwrap();
+    std::fs::write(migrations.join("0002_index.sql"), CONCURRENT_INDEX).unwrap();
+    platform.rewrite_config(&with_database("v1"));
+    platform.kill_server();
+    platform.start_server(&[("WINDLASS_FAILPOINTS", "db.migrate.after_statement=abort")]);
+    let run = platform.cli(&["deploy", "production"]);
+    assert_ne!(run.code, 0, "the server died mid-migration: {}{}", run.stdout, run.stderr);
+    platform.kill_server();
+    platform.start_server(&[]);
+
+    let config_path = platform.config.display().to_string();
+    let backups = || {
+        let run = platform.cli_offline(&["db", "backups", "production", "--config", &config_path, "--json"]);
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap().as_array().unwrap().len()
+    };
+    let before = backups();
+    let run = platform.cli(&["deploy", "production"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let output = run.all_output();
+    assert!(output.contains("migration 2 (0002_index, outside a transaction) was started"), "{output}");
+    assert!(output.contains("windlass db repair production --applied"), "{output}");
+    assert!(!output.contains("restored"), "{output}");
+    assert_eq!(backups(), before, "no backup taken, none restored");
+
+    let repair = platform.cli_offline(&[
+        "db",
+        "repair",
+        "production",
+        "--config",
+        &config_path,
+        "--applied",
+        "2",
+        "--reason",
+        "the index exists and is valid",
+    ]);
+    assert_eq!(repair.code, 0, "{}{}", repair.stdout, repair.stderr);
+    platform.deploy(&[]);
+}
