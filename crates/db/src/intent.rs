@@ -26,7 +26,8 @@ pub struct StopPlan {
 pub struct RestoreIntent {
     /// The backup being restored.
     pub backup: String,
-    /// Why: `windlass db restore`, or the failed migration it undoes.
+    /// Why: `an explicit restore` (`windlass db restore`, `rollback --restore-database`) or
+    /// `undoing a failed migration`.
     pub purpose: String,
     pub started_at: String,
     pub host: String,

@@ -796,7 +796,7 @@ impl Database {
         let manifest = store.get(name)?;
         let mut conn = self.open("restore").await?;
         let result = match lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await {
-            Ok(_guard) => self.restore_locked(&mut conn, store, &manifest, write_stop, "windlass db restore").await,
+            Ok(_guard) => self.restore_locked(&mut conn, store, &manifest, write_stop, "an explicit restore").await,
             Err(err) => Err(err),
         };
         conn.close().await;

@@ -399,7 +399,7 @@ fn postgres_a_restore_killed_mid_replay_leaves_no_plaintext_and_the_next_command
     let status = test.run(&["db", "status", "production"]);
     ok(&status);
     assert!(
-        status.stderr.contains(&format!("an interrupted restore was found: backup {name} (windlass db restore)")),
+        status.stderr.contains(&format!("an interrupted restore was found: backup {name} (an explicit restore)")),
         "{}",
         status.stderr
     );
