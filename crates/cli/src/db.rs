@@ -35,8 +35,21 @@ enum Command {
         #[arg(long)]
         no_backup: bool,
     },
-    /// Re-record the checksums of applied migrations whose files were edited.
-    Repair(Common),
+    /// Re-record the checksums of applied migrations whose files were edited; or decide about a
+    /// migration interrupted between its statement and its record (--applied or --clear).
+    Repair {
+        #[command(flatten)]
+        common: Common,
+        /// The interrupted migration's statement took effect: record it as applied.
+        #[arg(long, value_name = "VERSION", conflicts_with = "clear", requires = "reason")]
+        applied: Option<u64>,
+        /// It did not: forget that it started, so the next migrate runs it again.
+        #[arg(long, value_name = "VERSION", requires = "reason")]
+        clear: Option<u64>,
+        /// Why (recorded with the decision in _windlass_migration_repairs).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Take a backup now.
     Backup(Common),
     /// List the environment's backups, oldest first.
@@ -106,10 +119,31 @@ async fn resolve(common: &Common) -> anyhow::Result<Target> {
         lock_timeout: Duration::from_secs(common.lock_timeout),
         pg_bin_dir: common.pg_bin_dir.clone(),
         dump_file_size_limit: None,
+        // The config's `[database] command_timeout` replaces it in `Target::resolve`.
+        ..Options::default()
     };
-    Target::resolve(&config, &path, &environment, &variables, options)
+    let target = Target::resolve(&config, &path, &environment, &variables, options)
         .map_err(UsageError)?
-        .ok_or_else(|| UsageError(format!("{} has no [database] section", path.display())).into())
+        .ok_or_else(|| UsageError(format!("{} has no [database] section", path.display())))?;
+    recover_interrupted_restore(&target).await;
+    Ok(target)
+}
+
+/// A restore killed under its write stop (its intent left in the backup directory) is undone
+/// before any command runs, and the operator told what was interrupted and what was done (on
+/// stderr: stdout may be JSON).
+async fn recover_interrupted_restore(target: &Target) {
+    for file in target.store.remove_plaintext_leftovers() {
+        eprintln!("windlass: removed {}, the plaintext SQL of a restore that was interrupted", file.display());
+    }
+    match target.database.recover_restore(&target.store).await {
+        Ok(None) => {}
+        Ok(Some(recovered)) => eprintln!("windlass: {}", recovered.message(&target.environment)),
+        Err(err) => eprintln!(
+            "windlass: an interrupted restore left its intent in {} and cannot be undone now: {err}",
+            target.store.dir.display()
+        ),
+    }
 }
 
 fn migrations_dir(target: &Target) -> anyhow::Result<&Path> {
@@ -172,8 +206,26 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
-        Command::Repair(common) => {
+        Command::Repair { common, applied, clear, reason } => {
             let target = resolve(&common).await?;
+            let decision = match (applied, clear) {
+                (Some(version), _) => Some((version, windlass_db::Resolution::Applied)),
+                (None, Some(version)) => Some((version, windlass_db::Resolution::Clear)),
+                (None, None) => None,
+            };
+            if let Some((version, resolution)) = decision {
+                let line = target
+                    .database
+                    .resolve_interrupted(
+                        migrations_dir(&target)?,
+                        version,
+                        resolution,
+                        reason.as_deref().unwrap_or_default(),
+                    )
+                    .await?;
+                println!("repaired {line}");
+                return Ok(Outcome::Ok);
+            }
             let changes = target.database.repair(migrations_dir(&target)?).await?;
             if changes.is_empty() {
                 println!("nothing to repair: every applied migration matches its file");
@@ -288,7 +340,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
 async fn status(common: &Common, plan: bool) -> anyhow::Result<Outcome> {
     let target = resolve(common).await?;
     let status = target.database.status(migrations_dir(&target)?).await?;
-    let bad = !status.mismatched.is_empty() || !status.unknown.is_empty();
+    let bad = !status.mismatched.is_empty() || !status.unknown.is_empty() || !status.interrupted.is_empty();
     if common.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(if bad { Outcome::NotOk } else { Outcome::Ok });
@@ -325,6 +377,20 @@ async fn status(common: &Common, plan: bool) -> anyhow::Result<Outcome> {
     }
     if !status.unknown.is_empty() {
         println!("applied but without a file: {:?}", status.unknown);
+    }
+    for s in &status.interrupted {
+        println!(
+            "INTERRUPTED {:04}_{}: started {} by {}{} outside a transaction and never recorded; check the database, \
+             then `windlass db repair {} --applied {} --reason \"...\"` (it took effect) or `--clear {}` (run it again)",
+            s.version,
+            s.name,
+            s.started_at,
+            s.by,
+            s.deploy_id.as_ref().map(|d| format!(" (deploy {d})")).unwrap_or_default(),
+            target.environment,
+            s.version,
+            s.version
+        );
     }
     Ok(if bad { Outcome::NotOk } else { Outcome::Ok })
 }

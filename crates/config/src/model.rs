@@ -1052,7 +1052,13 @@ pub struct Database {
     pub url: Setting,
     pub migrate: Option<Migrate>,
     pub backup: Backup,
+    /// How long `pg_dump`, `pg_restore`, `psql` or a `migrate` command may run before its
+    /// whole process group is killed.
+    pub command_timeout: Duration,
 }
+
+/// `[database] command_timeout` when not set: one hour.
+pub const DEFAULT_DATABASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Backup {
@@ -1130,8 +1136,17 @@ impl Decode for Database {
                 Some(backup)
             })
             .unwrap_or_default();
+        let command_timeout = match t.optional::<Spanned<Duration>>(cx, "command_timeout") {
+            Some(timeout) if timeout.value.as_std().is_zero() => {
+                cx.error(timeout.span.clone(), "`command_timeout` must be more than zero").help =
+                    Some("how long pg_dump, pg_restore, psql or a migrate command may run, such as \"1h\"".into());
+                DEFAULT_DATABASE_COMMAND_TIMEOUT
+            }
+            Some(timeout) => timeout.value,
+            None => DEFAULT_DATABASE_COMMAND_TIMEOUT,
+        };
         t.finish(cx);
-        Some(Database { url: url?, migrate, backup })
+        Some(Database { url: url?, migrate, backup, command_timeout })
     }
 }
 
@@ -1161,6 +1176,24 @@ mod backup_schedule_tests {
             "windlass.toml",
             format!("{BASE}[database]\nurl = \"sqlite:///tmp/a.db\"\nbackup = {backup}\n"),
         ))
+    }
+
+    #[test]
+    fn database_command_timeout_defaults_to_an_hour_and_refuses_zero() {
+        let with = |extra: &str| {
+            parse(&Source::new("windlass.toml", format!("{BASE}[database]\nurl = \"sqlite:///tmp/a.db\"\n{extra}")))
+        };
+        let default = with("").config.database.map(|d| d.command_timeout.as_std());
+        assert_eq!(default, Some(std::time::Duration::from_secs(3600)));
+        let set = with("command_timeout = \"90s\"\n").config.database.map(|d| d.command_timeout.as_std());
+        assert_eq!(set, Some(std::time::Duration::from_secs(90)));
+        let zero = with("command_timeout = \"0s\"\n");
+        assert!(zero.has_errors());
+        assert!(
+            zero.diagnostics.iter().any(|d| d.message.contains("must be more than zero")),
+            "{:?}",
+            zero.diagnostics
+        );
     }
 
     #[test]

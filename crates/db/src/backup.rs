@@ -7,9 +7,15 @@
 //! <dir>/20261123T181500Z-d42.json   its manifest (written atomically, after the file)
 //! ```
 //! A file without a manifest is an unfinished backup and is never listed or restored.
+//!
+//! Backups hold every row of the database: the directory is made 0700, archives and manifests
+//! 0600 (with explicit modes at creation, whatever the umask). A manifest's `file` and `name` are
+//! plain names inside the directory; a manifest naming anything else is refused, so a planted
+//! one can never make `prune` or `restore` touch a file outside.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -93,10 +99,35 @@ impl BackupStore {
             let text = std::fs::read_to_string(&path).map_err(|err| Error::Io(format!("{}: {err}", path.display())))?;
             let manifest: Manifest = serde_json::from_str(&text)
                 .map_err(|err| Error::Backup(format!("{} is not a backup manifest: {err}", path.display())))?;
+            self.check_manifest(&manifest, &path)?;
             manifests.push(manifest);
         }
         manifests.sort_by(|a, b| (&a.created_at, &a.name).cmp(&(&b.created_at, &b.name)));
         Ok(manifests)
+    }
+
+    /// A manifest names its backup and its file by plain names inside this directory: no `/`,
+    /// no `..`, not absolute, and the file is not a symlink. Anything else is refused (a planted
+    /// or damaged manifest), so nothing outside the directory is ever read or deleted.
+    fn check_manifest(&self, manifest: &Manifest, path: &Path) -> Result<()> {
+        let refuse = |what: &str, value: &str, why: &str| {
+            Error::Backup(format!(
+                "{} is refused: its `{what}` `{value}` {why}; a backup manifest names a plain file inside {} \
+                 (nothing was deleted or restored; remove this manifest if Windlass did not write it)",
+                path.display(),
+                self.dir.display()
+            ))
+        };
+        for (what, value) in [("name", &manifest.name), ("file", &manifest.file)] {
+            if !is_plain_name(value) {
+                return Err(refuse(what, value, "is not a plain file name"));
+            }
+        }
+        let file = self.dir.join(&manifest.file);
+        if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(refuse("file", &manifest.file, "is a symbolic link"));
+        }
+        Ok(())
     }
 
     /// A backup by name (or `latest`).
@@ -146,6 +177,21 @@ impl BackupStore {
         Ok(removed)
     }
 
+    /// Versions before streamed restores wrote the SQL of a restore to
+    /// `.<backup>.restore.sql` here and left it when killed: plaintext of the whole database.
+    /// Removes any found (nothing writes such a file any more, so none is in use); returns them.
+    pub fn remove_plaintext_leftovers(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".restore.sql") && std::fs::remove_file(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+        removed
+    }
+
     /// A fresh name: `<UTC time>-<label>`, unique in the directory.
     pub fn new_name(&self, label: Option<&str>) -> String {
         let time = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
@@ -165,11 +211,44 @@ impl BackupStore {
     }
 }
 
-/// Writes a file atomically: a temporary file, fsync, rename, fsync of the directory.
+/// A name with no path in it: not empty, no `/`, no NUL, not `.` or `..`.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+/// Makes `dir` (and its missing parents) and leaves it 0700: backups hold every row.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|err| Error::Backup(format!("cannot create {}: {err}", dir.display())))?;
+    // An existing directory made by an older version (0755) is tightened too.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|err| Error::Backup(format!("cannot make {} private (0700): {err}", dir.display())))
+}
+
+/// Opens a new file readable by its owner only (0600), replacing any file at `path`.
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// Sets a file to 0600 (a file a child process wrote).
+pub(crate) fn make_private(path: &Path) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|err| Error::Io(format!("cannot make {} private (0600): {err}", path.display())))
+}
+
+/// Writes a file atomically (0600): a temporary file, fsync, rename, fsync of the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |err: std::io::Error| Error::Io(format!("{}: {err}", path.display()));
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut file = create_private_file(&tmp).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;

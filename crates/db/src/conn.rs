@@ -11,6 +11,12 @@ use crate::error::{Error, Result};
 use crate::url::{Target, redact_in, redact_url};
 
 pub(crate) const HISTORY: &str = "_windlass_migrations";
+/// A migration run outside a transaction is recorded here before its statement runs, and
+/// removed in the transaction that records it in the history: a row here with no history row
+/// is a run killed in between, whose statement may or may not have taken effect.
+pub(crate) const INTENTS: &str = "_windlass_migration_intents";
+/// What `windlass db repair` decided about interrupted migrations, and why.
+pub(crate) const REPAIRS: &str = "_windlass_migration_repairs";
 
 pub(crate) enum Conn {
     Pg(PgConnection),
@@ -30,6 +36,20 @@ pub struct Applied {
 }
 
 type HistoryRow = (i64, String, String, String, i64, Option<String>, bool);
+
+/// A migration started outside a transaction whose run ended before it was recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Started {
+    pub version: u64,
+    pub name: String,
+    pub checksum: String,
+    pub started_at: String,
+    pub deploy_id: Option<String>,
+    /// `windlass migrate <host> pid <pid>`.
+    pub by: String,
+}
+
+type StartedRow = (i64, String, String, String, Option<String>, String);
 
 pub(crate) fn sql_error(url: &str, err: &sqlx::Error) -> Error {
     Error::Sql(redact_in(&err.to_string(), url))
@@ -107,11 +127,136 @@ impl Conn {
     }
 
     pub(crate) async fn has_history(&mut self) -> Result<bool, sqlx::Error> {
+        self.has_table(HISTORY).await
+    }
+
+    async fn has_table(&mut self, table: &str) -> Result<bool, sqlx::Error> {
         let sql = match self {
-            Conn::Pg(_) => format!("SELECT count(*) FROM pg_tables WHERE tablename = '{HISTORY}'"),
-            Conn::Lite(_) => format!("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{HISTORY}'"),
+            Conn::Pg(_) => format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'"),
+            Conn::Lite(_) => format!("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{table}'"),
         };
         Ok(self.scalar_i64(&sql).await?.unwrap_or(0) > 0)
+    }
+
+    /// `$1`, `$2`, ... as the engine writes them (SQLite: `?`, in order).
+    fn placeholders(&self, sql: AssertSqlSafe<String>) -> AssertSqlSafe<String> {
+        match self {
+            Conn::Pg(_) => sql,
+            Conn::Lite(_) => {
+                let mut text = sql.0;
+                for n in (1..=9).rev() {
+                    text = text.replace(&format!("${n}"), "?");
+                }
+                AssertSqlSafe(text)
+            }
+        }
+    }
+
+    pub(crate) async fn ensure_intents(&mut self) -> Result<(), sqlx::Error> {
+        let int = match self {
+            Conn::Pg(_) => "BIGINT",
+            Conn::Lite(_) => "INTEGER",
+        };
+        self.exec(&format!(
+            "CREATE TABLE IF NOT EXISTS {INTENTS} (version {int} PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, \
+             started_at TEXT NOT NULL, deploy_id TEXT, started_by TEXT NOT NULL); \
+             CREATE TABLE IF NOT EXISTS {REPAIRS} (at TEXT NOT NULL, version {int} NOT NULL, action TEXT NOT NULL, \
+             reason TEXT NOT NULL, by TEXT NOT NULL)"
+        ))
+        .await
+    }
+
+    /// Migrations started outside a transaction and not (yet) recorded in the history.
+    pub(crate) async fn started(&mut self) -> Result<Vec<Started>, sqlx::Error> {
+        if !self.has_table(INTENTS).await? {
+            return Ok(Vec::new());
+        }
+        let sql = AssertSqlSafe(format!(
+            "SELECT version, name, checksum, started_at, deploy_id, started_by FROM {INTENTS} ORDER BY version"
+        ));
+        let rows: Vec<StartedRow> = match self {
+            Conn::Pg(c) => sqlx::query_as(sql).fetch_all(c).await?,
+            Conn::Lite(c) => sqlx::query_as(sql).fetch_all(c).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(version, name, checksum, started_at, deploy_id, by)| Started {
+                version: u64::try_from(version).unwrap_or(0),
+                name,
+                checksum,
+                started_at,
+                deploy_id,
+                by,
+            })
+            .collect())
+    }
+
+    /// Records (durably: autocommit) that `started` is about to run outside a transaction.
+    pub(crate) async fn record_started(&mut self, started: &Started) -> Result<(), sqlx::Error> {
+        let version = i64::try_from(started.version).unwrap_or(i64::MAX);
+        let sql = AssertSqlSafe(format!(
+            "INSERT INTO {INTENTS} (version, name, checksum, started_at, deploy_id, started_by) VALUES ($1, $2, $3, $4, $5, $6)"
+        ));
+        let sql = self.placeholders(sql);
+        macro_rules! insert {
+            ($c:expr) => {
+                sqlx::query(sql)
+                    .bind(version)
+                    .bind(&started.name)
+                    .bind(&started.checksum)
+                    .bind(&started.started_at)
+                    .bind(&started.deploy_id)
+                    .bind(&started.by)
+                    .execute($c)
+                    .await
+                    .map(|_| ())
+            };
+        }
+        match self {
+            Conn::Pg(c) => insert!(c),
+            Conn::Lite(c) => insert!(c),
+        }
+    }
+
+    pub(crate) async fn forget_started(&mut self, version: u64) -> Result<(), sqlx::Error> {
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        let sql = self.placeholders(AssertSqlSafe(format!("DELETE FROM {INTENTS} WHERE version = $1")));
+        match self {
+            Conn::Pg(c) => sqlx::query(sql).bind(version).execute(c).await.map(|_| ()),
+            Conn::Lite(c) => sqlx::query(sql).bind(version).execute(c).await.map(|_| ()),
+        }
+    }
+
+    pub(crate) async fn record_repair(
+        &mut self,
+        version: u64,
+        action: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<(), sqlx::Error> {
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        let sql = AssertSqlSafe(format!(
+            "INSERT INTO {REPAIRS} (at, version, action, reason, by) VALUES ($1, $2, $3, $4, $5)"
+        ));
+        let sql = self.placeholders(sql);
+        let at = jiff::Timestamp::now().to_string();
+        macro_rules! insert {
+            ($c:expr) => {
+                sqlx::query(sql)
+                    .bind(&at)
+                    .bind(version)
+                    .bind(action)
+                    .bind(reason)
+                    .bind(by)
+                    .execute($c)
+                    .await
+                    .map(|_| ())
+            };
+        }
+        match self {
+            Conn::Pg(c) => insert!(c),
+            Conn::Lite(c) => insert!(c),
+        }
     }
 
     pub(crate) async fn history(&mut self) -> Result<Vec<Applied>, sqlx::Error> {

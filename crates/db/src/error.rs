@@ -18,6 +18,17 @@ pub enum Error {
         .0.join(", ")
     )]
     ChecksumMismatch(Vec<String>),
+    /// Migrations run outside a transaction whose run was killed between their statement and
+    /// their history row: neither re-run nor restored; the operator decides with `repair`.
+    #[error(
+        "{}: interrupted after it started and before it was recorded, so its statement may have taken effect (wholly \
+         or in part). Windlass neither runs it again nor restores a backup for it. Check the database (for example \
+         an INVALID index left by CREATE INDEX CONCURRENTLY), then run `windlass db repair {environment} --applied \
+         VERSION --reason \"...\"` if it took effect, or `windlass db repair {environment} --clear VERSION --reason \"...\"` \
+         to run it again on the next migrate",
+        started.join(", ")
+    )]
+    MigrationInterrupted { environment: String, started: Vec<String> },
     /// Another run holds the migration lock.
     #[error("{0}")]
     Locked(String),

@@ -12,7 +12,9 @@ pub mod backup;
 mod conn;
 pub mod error;
 pub mod files;
+pub mod intent;
 mod lock;
+mod process;
 pub mod schedule;
 pub mod url;
 pub mod writestop;
@@ -22,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use backup::{BackupStore, Manifest, Retention, Verification};
-pub use conn::Applied;
+pub use conn::{Applied, Started};
 pub use error::{Error, Result};
 pub use files::{Migration, NO_TRANSACTION};
+pub use intent::{RecoveredRestore, RestoreIntent, StopPlan};
 pub use lock::ADVISORY_KEY;
 pub use writestop::{Both, NoWriteStop, PgWriteStop, WriteStop};
 
@@ -50,11 +53,25 @@ pub struct Options {
     pub pg_bin_dir: Option<PathBuf>,
     /// RLIMIT_FSIZE for the dump child (a disk-full stand-in for tests).
     pub dump_file_size_limit: Option<u64>,
+    /// How long a child process (`pg_dump`, `pg_restore`, `psql`, a `migrate` command) may run
+    /// before its whole process group is killed (`[database] command_timeout`).
+    pub command_timeout: Duration,
+    /// The environment's name, for the commands messages suggest (`<env>` when unknown).
+    pub environment: Option<String>,
 }
+
+/// `[database] command_timeout` when the config does not set it.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for Options {
     fn default() -> Self {
-        Options { lock_timeout: Duration::from_secs(60), pg_bin_dir: None, dump_file_size_limit: None }
+        Options {
+            lock_timeout: Duration::from_secs(60),
+            pg_bin_dir: None,
+            dump_file_size_limit: None,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            environment: None,
+        }
     }
 }
 
@@ -110,6 +127,18 @@ pub struct Status {
     pub mismatched: Vec<String>,
     /// Applied versions with no file.
     pub unknown: Vec<u64>,
+    /// Migrations run outside a transaction that were interrupted before they were recorded:
+    /// `migrate` refuses until `repair --applied` or `--clear` decides.
+    pub interrupted: Vec<Started>,
+}
+
+/// What `repair` decides about an interrupted migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Its statement took effect: record it as applied.
+    Applied,
+    /// It did not: forget the start, so the next `migrate` runs it again.
+    Clear,
 }
 
 #[derive(Debug)]
@@ -175,9 +204,12 @@ impl Database {
     pub async fn status(&self, dir: &Path) -> Result<Status> {
         let migrations = files::load(dir)?;
         let mut conn = self.open("status").await?;
-        let applied = conn.history().await.map_err(|e| self.sql(&e));
+        let read = async { Ok::<_, sqlx::Error>((conn.history().await?, conn.started().await?)) }.await;
         conn.close().await;
-        Ok(compare(&migrations, applied?))
+        let (applied, started) = read.map_err(|e| self.sql(&e))?;
+        let mut status = compare(&migrations, applied);
+        status.interrupted = interrupted(&status.applied, started);
+        Ok(status)
     }
 
     /// Runs the pending migrations under the lock, after a backup.
@@ -198,6 +230,27 @@ impl Database {
             Source::Dir(dir) => {
                 let migrations = files::load(&dir)?;
                 let status = compare(&migrations, conn.history().await.map_err(|e| self.sql(&e))?);
+                let started = conn.started().await.map_err(|e| self.sql(&e))?;
+                let stuck = interrupted(&status.applied, started);
+                if !stuck.is_empty() {
+                    return Err(Error::MigrationInterrupted {
+                        environment: self.options.environment.clone().unwrap_or_else(|| "<env>".into()),
+                        started: stuck
+                            .iter()
+                            .map(|s| {
+                                format!(
+                                    "migration {} ({:04}_{}, outside a transaction) was started at {} by {}{}",
+                                    s.version,
+                                    s.version,
+                                    s.name,
+                                    s.started_at,
+                                    s.by,
+                                    s.deploy_id.as_ref().map(|d| format!(" for deploy {d}")).unwrap_or_default()
+                                )
+                            })
+                            .collect(),
+                    });
+                }
                 if !status.mismatched.is_empty() {
                     return Err(Error::ChecksumMismatch(status.mismatched));
                 }
@@ -264,11 +317,29 @@ impl Database {
                 if let Some(cwd) = cwd {
                     child.current_dir(cwd);
                 }
-                let output = child.output().await.map_err(|err| Error::CommandFailed {
-                    reason: format!("cannot run sh: {err}"),
-                    output: String::new(),
-                    restored: None,
-                })?;
+                let output = match process::output(child, self.options.command_timeout).await {
+                    Ok(output) => output,
+                    Err(process::RunError::Spawn(err)) => {
+                        return Err(Error::CommandFailed {
+                            reason: format!("cannot run sh: {err}"),
+                            output: String::new(),
+                            restored: None,
+                        });
+                    }
+                    Err(process::RunError::TimedOut { output }) => {
+                        let after = conn.fingerprint().await.map_err(|e| self.sql(&e))?;
+                        let restored = if after != before {
+                            self.restore_after_failure(conn, &backup, &report.backup, write_stop).await?
+                        } else {
+                            None
+                        };
+                        return Err(Error::CommandFailed {
+                            reason: format!("`{}` {}", self.redact(&command), self.timed_out_note()),
+                            output: self.redact(&output),
+                            restored,
+                        });
+                    }
+                };
                 let text = self.redact(&format!(
                     "{}{}",
                     String::from_utf8_lossy(&output.stdout),
@@ -317,7 +388,7 @@ impl Database {
             tracing::error!("a committed change failed and no backup was taken: nothing to restore");
             return Ok(None);
         };
-        self.restore_locked(conn, &policy.store, manifest, write_stop).await?;
+        self.restore_locked(conn, &policy.store, manifest, write_stop, "undoing a failed migration").await?;
         Ok(Some(manifest.name.clone()))
     }
 
@@ -363,13 +434,47 @@ impl Database {
         deploy_id: Option<&str>,
     ) -> std::result::Result<Applied, (String, bool)> {
         let started = Instant::now();
-        conn.ensure_history().await.map_err(|err| (self.redact(&err.to_string()), false))?;
+        let fail = |err: sqlx::Error| (self.redact(&err.to_string()), false);
+        conn.ensure_history().await.map_err(fail)?;
+        conn.ensure_intents().await.map_err(fail)?;
+        // Durably recorded before the statement runs: a kill between the statement and its
+        // history row leaves this row, and the next run asks the operator instead of running
+        // the statement again (and restoring when it fails).
+        conn.record_started(&Started {
+            version: migration.version,
+            name: migration.name.clone(),
+            checksum: migration.checksum.clone(),
+            started_at: jiff::Timestamp::now().to_string(),
+            deploy_id: deploy_id.map(str::to_owned),
+            by: lock::application_name("migrate"),
+        })
+        .await
+        .map_err(fail)?;
         // A non-transactional statement may have committed part of its work (an INVALID index
         // left by a failed CREATE INDEX CONCURRENTLY): treat any failure as committed.
-        conn.exec(&migration.sql).await.map_err(|err| (self.redact(&err.to_string()), true))?;
+        if let Err(err) = conn.exec(&migration.sql).await {
+            // It failed here, in this run: the caller restores (or says it cannot); the start
+            // is no longer a question for the operator.
+            let _ = conn.forget_started(migration.version).await;
+            return Err((self.redact(&err.to_string()), true));
+        }
         windlass_failpoint::hit("db.migrate.after_statement");
         let applied = applied_record(migration, deploy_id, started);
-        conn.record(&applied).await.map_err(|err| (self.redact(&err.to_string()), true))?;
+        let begin = match conn {
+            Conn::Pg(_) => "BEGIN",
+            Conn::Lite(_) => "BEGIN IMMEDIATE",
+        };
+        let recorded = async {
+            conn.exec(begin).await?;
+            conn.record(&applied).await?;
+            conn.forget_started(migration.version).await?;
+            conn.exec("COMMIT").await
+        }
+        .await;
+        if let Err(err) = recorded {
+            let _ = conn.exec("ROLLBACK").await;
+            return Err((self.redact(&err.to_string()), true));
+        }
         Ok(applied)
     }
 
@@ -402,6 +507,93 @@ impl Database {
         result
     }
 
+    /// Decides about an interrupted migration (started outside a transaction, never recorded):
+    /// `Applied` records it in the history (its statement took effect), `Clear` forgets the
+    /// start (the next `migrate` runs it again). The decision and `reason` are recorded in
+    /// `_windlass_migration_repairs`. Returns a line saying what was done.
+    pub async fn resolve_interrupted(
+        &self,
+        dir: &Path,
+        version: u64,
+        resolution: Resolution,
+        reason: &str,
+    ) -> Result<String> {
+        if reason.trim().is_empty() {
+            return Err(Error::Config("give a reason (--reason): it is recorded with the decision".into()));
+        }
+        let migrations = files::load(dir)?;
+        let mut conn = self.open("repair").await?;
+        let result = async {
+            let _guard = lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await?;
+            let applied = conn.history().await.map_err(|e| self.sql(&e))?;
+            let started = conn.started().await.map_err(|e| self.sql(&e))?;
+            let stuck = interrupted(&applied, started);
+            let Some(found) = stuck.iter().find(|s| s.version == version) else {
+                let versions: Vec<String> = stuck.iter().map(|s| s.version.to_string()).collect();
+                return Err(Error::Migrations(format!(
+                    "no interrupted migration has version {version} (interrupted: {})",
+                    if versions.is_empty() { "none".to_owned() } else { versions.join(", ") }
+                )));
+            };
+            let by = lock::application_name("repair");
+            let begin = match conn {
+                Conn::Pg(_) => "BEGIN",
+                Conn::Lite(_) => "BEGIN IMMEDIATE",
+            };
+            let line = match resolution {
+                Resolution::Applied => {
+                    let file = migrations.iter().find(|m| m.version == version).ok_or_else(|| {
+                        Error::Migrations(format!("version {version} has no file in {}", dir.display()))
+                    })?;
+                    let record = Applied {
+                        version,
+                        name: file.name.clone(),
+                        checksum: file.checksum.clone(),
+                        applied_at: jiff::Timestamp::now().to_string(),
+                        duration_ms: 0,
+                        deploy_id: found.deploy_id.clone(),
+                        transactional: false,
+                    };
+                    let done = async {
+                        conn.exec(begin).await?;
+                        conn.record(&record).await?;
+                        conn.forget_started(version).await?;
+                        conn.record_repair(version, "applied", reason, &by).await?;
+                        conn.exec("COMMIT").await
+                    }
+                    .await;
+                    if let Err(err) = done {
+                        let _ = conn.exec("ROLLBACK").await;
+                        return Err(self.sql(&err));
+                    }
+                    format!("{version:04}_{}: recorded as applied (reason: {reason})", file.name)
+                }
+                Resolution::Clear => {
+                    let done = async {
+                        conn.exec(begin).await?;
+                        conn.forget_started(version).await?;
+                        conn.record_repair(version, "cleared", reason, &by).await?;
+                        conn.exec("COMMIT").await
+                    }
+                    .await;
+                    if let Err(err) = done {
+                        let _ = conn.exec("ROLLBACK").await;
+                        return Err(self.sql(&err));
+                    }
+                    format!(
+                        "{version:04}_{}: interrupted start cleared, it runs again on the next migrate (reason: {reason})",
+                        found.name
+                    )
+                }
+            };
+            tracing::warn!(version, ?resolution, "{line}");
+            Ok(line)
+        }
+        .await;
+        conn.close().await;
+        result
+    }
+
     /// Takes a backup now.
     pub async fn backup(&self, store: &BackupStore, reason: &str, deploy_id: Option<&str>) -> Result<Manifest> {
         self.backup_inner(store, reason, deploy_id).await
@@ -418,24 +610,36 @@ impl Database {
         let (_, password) = split_password(url);
         let mut command = tokio::process::Command::new(self.tool(tool));
         command.env("PGAPPNAME", lock::application_name(tool)).kill_on_drop(true);
+        process::private_umask(&mut command);
         if let Some(password) = password {
             command.env("PGPASSWORD", url::percent_decode(&password));
         }
         command
     }
 
-    async fn run_tool(&self, mut command: tokio::process::Command, tool: &str) -> Result<std::process::Output, String> {
-        match command.output().await {
-            Ok(output) => Ok(output),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
+    async fn run_tool(&self, command: tokio::process::Command, tool: &str) -> Result<std::process::Output, String> {
+        process::output(command, self.options.command_timeout).await.map_err(|err| self.run_error(tool, err))
+    }
+
+    fn run_error(&self, tool: &str, err: process::RunError) -> String {
+        match err {
+            process::RunError::Spawn(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
                 "{tool} not found ({}); install the PostgreSQL client tools or give their directory (--pg-bin-dir)",
                 match &self.options.pg_bin_dir {
                     Some(dir) => format!("looked in {}", dir.display()),
                     None => "looked in PATH".into(),
                 }
-            )),
-            Err(err) => Err(format!("cannot run {tool}: {err}")),
+            ),
+            process::RunError::Spawn(err) => format!("cannot run {tool}: {err}"),
+            process::RunError::TimedOut { .. } => format!("{tool} {}", self.timed_out_note()),
         }
+    }
+
+    fn timed_out_note(&self) -> String {
+        format!(
+            "did not finish within {:?} ([database] command_timeout): it was stopped, its whole process group killed",
+            self.options.command_timeout
+        )
     }
 
     fn failed(&self, tool: &str, output: &std::process::Output) -> String {
@@ -460,8 +664,7 @@ impl Database {
 
     async fn backup_inner(&self, store: &BackupStore, reason: &str, deploy_id: Option<&str>) -> Result<Manifest> {
         let started = Instant::now();
-        std::fs::create_dir_all(&store.dir)
-            .map_err(|err| Error::Backup(format!("cannot create {}: {err}", store.dir.display())))?;
+        backup::create_private_dir(&store.dir)?;
         let name = store.new_name(Some(deploy_id.unwrap_or(reason)));
         let manifest = match &self.target {
             Target::Postgres { .. } => self.backup_postgres(store, &name).await?,
@@ -543,6 +746,7 @@ impl Database {
                 return Err(Error::Backup(message));
             }
             let final_path = store.dir.join(&file);
+            backup::make_private(&partial)?;
             let sha256 = file_sha256(&partial)?;
             let size_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
             std::fs::rename(&partial, &final_path)
@@ -560,7 +764,8 @@ impl Database {
         self.check_space(store, size)?;
         let file = format!("{name}.sqlite");
         let partial = store.dir.join(format!("{file}.partial"));
-        let _ = std::fs::remove_file(&partial);
+        // VACUUM INTO fills an empty file it is given: made here 0600, so the copy is private.
+        backup::create_private_file(&partial).map_err(|err| Error::Io(format!("{}: {err}", partial.display())))?;
         let mut conn = self.open("backup").await?;
         let vacuum = conn.exec(&format!("VACUUM INTO '{}'", partial.display().to_string().replace('\'', "''"))).await;
         conn.close().await;
@@ -591,7 +796,7 @@ impl Database {
         let manifest = store.get(name)?;
         let mut conn = self.open("restore").await?;
         let result = match lock::acquire(&mut conn, &self.url, self.sqlite_path(), self.options.lock_timeout).await {
-            Ok(_guard) => self.restore_locked(&mut conn, store, &manifest, write_stop).await,
+            Ok(_guard) => self.restore_locked(&mut conn, store, &manifest, write_stop, "an explicit restore").await,
             Err(err) => Err(err),
         };
         conn.close().await;
@@ -604,24 +809,106 @@ impl Database {
         store: &BackupStore,
         manifest: &Manifest,
         write_stop: &mut dyn WriteStop,
+        purpose: &str,
     ) -> Result<RestoreReport> {
         backup::check_file(store, manifest).map_err(|err| Error::Restore(err.to_string()))?;
-        write_stop.begin().await?;
+        // The intent is on disk before anything is stopped: a kill from here on is found and
+        // undone by the next `windlass db` command or the server's start-up.
+        let mut intent = RestoreIntent::new(&manifest.name, purpose);
+        write_stop.plan(&mut intent.stop).await?;
+        // Services an earlier interrupted restore left in maintenance (the CLI cannot lift them)
+        // stay recorded for the server, whatever this restore does.
+        let inherited: Vec<String> = RestoreIntent::load(store)
+            .ok()
+            .flatten()
+            .map(|earlier| earlier.stop.maintenance)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !intent.stop.maintenance.contains(s))
+            .collect();
+        intent.stop.maintenance.extend(inherited.iter().cloned());
+        intent.save(store)?;
+        windlass_failpoint::hit("db.restore.after_intent");
+        if let Err(err) = write_stop.begin().await {
+            // `begin` took back what it had stopped.
+            let _ = RestoreIntent::remove(store);
+            return Err(err);
+        }
         let result = async {
+            intent.stage(store, "backing up the current state")?;
             let pre_restore = self.backup_inner(store, "pre-restore", None).await?;
+            intent.pre_restore = Some(pre_restore.name.clone());
+            intent.stage(store, "replacing the database")?;
             windlass_failpoint::hit("db.restore.before_replace");
             match &self.target {
                 Target::Postgres { .. } => self.replace_postgres(conn, store, manifest).await?,
                 Target::Sqlite { path } => replace_sqlite(store, manifest, path)?,
             }
+            intent.stage(store, "letting writes through again")?;
             Ok(RestoreReport { restored: manifest.clone(), pre_restore })
         }
         .await;
         let ended = write_stop.end().await;
+        if ended.is_ok() {
+            if inherited.is_empty() {
+                RestoreIntent::remove(store)?;
+            } else {
+                intent.stop = StopPlan { database_read_only: false, maintenance: inherited };
+                intent.save(store)?;
+            }
+        }
         let report = result?;
         ended?;
         tracing::info!(backup = %manifest.name, "restored");
         Ok(report)
+    }
+
+    /// Finds a restore that was interrupted (its intent left in `store`) and undoes its write
+    /// stop: the database's read-only default is reset (PostgreSQL), a half-copied SQLite file
+    /// removed. Services it put in maintenance are returned in `maintenance_left` (the edge is
+    /// the caller's): the intent stays until [`Database::finish_recovery`] is called, so a
+    /// caller that cannot lift them leaves them for one that can. `None`: nothing was
+    /// interrupted, or a restore holding the lock is still running (then nothing is touched).
+    pub async fn recover_restore(&self, store: &BackupStore) -> Result<Option<RecoveredRestore>> {
+        let Some(mut intent) = RestoreIntent::load(store)? else { return Ok(None) };
+        let mut conn = self.open("recover").await?;
+        let result = match lock::acquire(&mut conn, &self.url, self.sqlite_path(), Duration::ZERO).await {
+            Err(Error::Locked(holder)) => {
+                tracing::info!(backup = %intent.backup, "a restore is running ({holder}): not recovering it");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+            Ok(_guard) => {
+                let mut done = Vec::new();
+                if intent.stop.database_read_only {
+                    PgWriteStop::lift(&self.url).await?;
+                    done.push("writes are allowed again (the database had been left read-only)".to_owned());
+                    intent.stop.database_read_only = false;
+                    if !intent.stop.maintenance.is_empty() {
+                        intent.save(store)?;
+                    }
+                }
+                if let Some(path) = self.sqlite_path() {
+                    let tmp = sqlite_restore_tmp(path);
+                    if std::fs::remove_file(&tmp).is_ok() {
+                        done.push(format!("removed the half-copied {}", tmp.display()));
+                    }
+                }
+                let maintenance_left = intent.stop.maintenance.clone();
+                if maintenance_left.is_empty() {
+                    RestoreIntent::remove(store)?;
+                }
+                Ok(Some(RecoveredRestore { intent, done, maintenance_left }))
+            }
+        };
+        conn.close().await;
+        result
+    }
+
+    /// Records that the maintenance mode an interrupted restore left (see
+    /// [`Database::recover_restore`]) was lifted: its intent is removed.
+    pub fn finish_recovery(store: &BackupStore) -> Result<()> {
+        RestoreIntent::remove(store)
     }
 
     async fn replace_postgres(&self, conn: &mut Conn, store: &BackupStore, manifest: &Manifest) -> Result<()> {
@@ -632,34 +919,52 @@ impl Database {
             )
             .await
             .map_err(|e| self.sql(&e))?;
-        let mut prelude: String =
-            schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote_ident(s))).collect();
-        prelude.push_str("CREATE SCHEMA IF NOT EXISTS public;");
-        let script = store.dir.join(format!(".{}.restore.sql", manifest.name));
-        let mut command = self.pg_command("pg_restore", &self.url);
-        command.arg("-f").arg(&script).arg(store.file_path(manifest));
-        let output = self.run_tool(command, "pg_restore").await.map_err(Error::Restore)?;
-        if !output.status.success() {
-            let _ = std::fs::remove_file(&script);
-            return Err(Error::Restore(self.failed("pg_restore", &output)));
+        // One transaction, opened here: the schemas are dropped and the archive replayed in it.
+        // `pg_restore --single-transaction` ends its SQL with the COMMIT (and leaves out the
+        // BEGIN/COMMIT pairs it otherwise writes around large objects; its own BEGIN only draws
+        // a warning). Its SQL streams into psql through this process, never into a file: no
+        // plaintext copy of the data is on disk, so a kill leaves none behind. If pg_restore or
+        // this process dies part-way, psql's input ends without the COMMIT and PostgreSQL rolls
+        // the transaction back: the database is as it was.
+        let mut preamble: String = "BEGIN;\n".into();
+        for schema in &schemas {
+            preamble.push_str(&format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", quote_ident(schema)));
         }
+        preamble.push_str("CREATE SCHEMA IF NOT EXISTS public;\n");
+        let mut restore = self.pg_command("pg_restore", &self.url);
+        restore.arg("--single-transaction").arg("-f").arg("-").arg(store.file_path(manifest));
         let (url, _) = split_password(&self.url);
-        let mut command = self.pg_command("psql", &self.url);
-        command
-            .env("PGOPTIONS", "-c default_transaction_read_only=off")
-            .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-c"])
-            .arg(&prelude)
-            .arg("-f")
-            .arg(&script)
+        let mut psql = self.pg_command("psql", &self.url);
+        psql.env("PGOPTIONS", "-c default_transaction_read_only=off")
+            .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"])
             .arg(format!("--dbname={url}"));
-        let output = self.run_tool(command, "psql").await;
-        let _ = std::fs::remove_file(&script);
-        let output = output.map_err(Error::Restore)?;
-        if !output.status.success() {
-            return Err(Error::Restore(format!(
-                "{} (the restore ran in one transaction: the database is as it was before it)",
-                self.failed("psql", &output)
-            )));
+        let unchanged = "(the restore ran in one transaction: the database is as it was before it)";
+        let piped =
+            process::pipe(restore, psql, preamble.as_bytes(), self.options.command_timeout, "db.restore.during_replay")
+                .await
+                .map_err(|(which, err)| {
+                    let tool = match which {
+                        "producer" => "pg_restore",
+                        "consumer" => "psql",
+                        _ => "pg_restore | psql",
+                    };
+                    Error::Restore(format!("{} {unchanged}", self.run_error(tool, err)))
+                })?;
+        // psql stopping on an error of its own ends the stream (pg_restore is then killed).
+        let psql_failed = !piped.consumer.success() && piped.consumer.code().is_some();
+        if !psql_failed && !piped.producer.success() {
+            return Err(Error::Restore(self.redact(&format!(
+                "pg_restore failed ({}): {} {unchanged}",
+                piped.producer,
+                piped.producer_stderr.trim()
+            ))));
+        }
+        if !piped.consumer.success() {
+            return Err(Error::Restore(self.redact(&format!(
+                "psql failed ({}): {} {unchanged}",
+                piped.consumer,
+                piped.consumer_output.trim()
+            ))));
         }
         Ok(())
     }
@@ -741,7 +1046,8 @@ impl Database {
         manifest: &Manifest,
     ) -> Result<Result<BTreeMap<String, i64>, String>> {
         let copy = store.dir.join(format!(".verify-{}.sqlite", manifest.name));
-        std::fs::copy(store.file_path(manifest), &copy)
+        backup::create_private_file(&copy)
+            .and_then(|mut to| std::io::copy(&mut std::fs::File::open(store.file_path(manifest))?, &mut to))
             .map_err(|err| Error::Io(format!("{}: {err}", copy.display())))?;
         let result = async {
             let mut conn = Conn::open(&format!("sqlite://{}", copy.display()), "windlass verify").await?;
@@ -789,10 +1095,16 @@ pub async fn run_scheduled(database: &Database, job: ScheduledJob, policy: &Back
 
 fn replace_sqlite(store: &BackupStore, manifest: &Manifest, path: &Path) -> Result<()> {
     let io = |err: std::io::Error| Error::Restore(format!("{}: {err}", path.display()));
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(".windlass-restore");
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::copy(store.file_path(manifest), &tmp).map_err(io)?;
+    let tmp = sqlite_restore_tmp(path);
+    // The restored file keeps the live database's mode (the application may read it as another
+    // user); the copy is private until it has that mode.
+    let mode = std::fs::metadata(path).ok().map(|m| m.permissions());
+    backup::create_private_file(&tmp)
+        .and_then(|mut to| std::io::copy(&mut std::fs::File::open(store.file_path(manifest))?, &mut to))
+        .map_err(io)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(&tmp, mode).map_err(io)?;
+    }
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     for suffix in ["-wal", "-shm", "-journal"] {
@@ -802,6 +1114,13 @@ fn replace_sqlite(store: &BackupStore, manifest: &Manifest, path: &Path) -> Resu
     }
     sync_dir(path);
     Ok(())
+}
+
+/// Where a SQLite restore copies the backup before renaming it over the database.
+fn sqlite_restore_tmp(path: &Path) -> PathBuf {
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".windlass-restore");
+    path.with_file_name(tmp_name)
 }
 
 fn compare_counts(recorded: &BTreeMap<String, i64>, found: &BTreeMap<String, i64>) -> Result<String, String> {
@@ -885,5 +1204,10 @@ fn compare(migrations: &[Migration], applied: Vec<Applied>) -> Status {
             has_down: m.down.is_some(),
         })
         .collect();
-    Status { applied, pending, mismatched, unknown }
+    Status { applied, pending, mismatched, unknown, interrupted: Vec::new() }
+}
+
+/// The starts with no history row: runs killed between their statement and their record.
+fn interrupted(applied: &[Applied], started: Vec<Started>) -> Vec<Started> {
+    started.into_iter().filter(|s| !applied.iter().any(|a| a.version == s.version)).collect()
 }

@@ -2,6 +2,7 @@
 
 use crate::conn::{Conn, quote_ident, sql_error};
 use crate::error::Result;
+use crate::intent::StopPlan;
 
 /// Stops writes to the database for the time of a restore, and lets them through again.
 ///
@@ -9,6 +10,11 @@ use crate::error::Result;
 /// edge's maintenance mode on top (a composite calling both).
 #[async_trait::async_trait]
 pub trait WriteStop: Send {
+    /// Adds what `begin` will stop to `plan`, which the restore records durably before it calls
+    /// `begin`: a recovery after a kill undoes exactly that.
+    async fn plan(&mut self, _plan: &mut StopPlan) -> Result<()> {
+        Ok(())
+    }
     async fn begin(&mut self) -> Result<()>;
     async fn end(&mut self) -> Result<()>;
 }
@@ -42,10 +48,34 @@ impl PgWriteStop {
     pub fn new(url: &str) -> Self {
         PgWriteStop { url: url.to_owned(), database: None }
     }
+
+    /// Lets writes through again on the URL's database, whoever stopped them (recovery after a
+    /// run killed under the stop).
+    pub async fn lift(url: &str) -> Result<()> {
+        let mut conn = Conn::open(url, "windlass write-stop").await?;
+        conn.exec("SET default_transaction_read_only = off").await.map_err(|err| sql_error(url, &err))?;
+        let name = conn
+            .strings("SELECT current_database()::text")
+            .await
+            .map_err(|err| sql_error(url, &err))?
+            .pop()
+            .unwrap_or_default();
+        let result = conn
+            .exec(&format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(&name)))
+            .await
+            .map_err(|err| sql_error(url, &err));
+        conn.close().await;
+        result
+    }
 }
 
 #[async_trait::async_trait]
 impl WriteStop for PgWriteStop {
+    async fn plan(&mut self, plan: &mut StopPlan) -> Result<()> {
+        plan.database_read_only = true;
+        Ok(())
+    }
+
     async fn begin(&mut self) -> Result<()> {
         let mut conn = Conn::open(&self.url, "windlass write-stop").await?;
         let url = self.url.clone();
@@ -94,6 +124,10 @@ pub struct Both<A, B>(pub A, pub B);
 
 #[async_trait::async_trait]
 impl<A: WriteStop, B: WriteStop> WriteStop for Both<A, B> {
+    async fn plan(&mut self, plan: &mut StopPlan) -> Result<()> {
+        self.0.plan(plan).await?;
+        self.1.plan(plan).await
+    }
     async fn begin(&mut self) -> Result<()> {
         self.0.begin().await?;
         if let Err(err) = self.1.begin().await {

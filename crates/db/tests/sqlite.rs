@@ -266,3 +266,99 @@ async fn a_failing_command_that_changed_nothing_is_not_restored() {
         other => panic!("{other}"),
     }
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Backups hold every row: whatever the umask, the directory is 0700 (also one an older version
+/// made 0755) and every archive and manifest 0600, also after a verification rewrote it.
+#[tokio::test]
+async fn backups_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    std::fs::create_dir_all(&f.store.dir).unwrap();
+    std::fs::set_permissions(&f.store.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    migrate(&f, "d1").await.unwrap();
+    let db = Database::new(&f.url, Options::default()).unwrap();
+    let backup = db.backup(&f.store, "manual", None).await.unwrap();
+    db.verify(&f.store, &backup.name).await.unwrap();
+    assert_eq!(mode(&f.store.dir), 0o700);
+    let files: Vec<PathBuf> = std::fs::read_dir(&f.store.dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 4, "two archives and their manifests: {files:?}");
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    // A fresh directory (and its missing parents' last part) is made 0700 too.
+    let fresh = BackupStore::new(f.store.dir.parent().unwrap().join("other/production"));
+    db.backup(&fresh, "manual", None).await.unwrap();
+    assert_eq!(mode(&fresh.dir), 0o700);
+}
+
+/// A planted manifest whose `file` points outside the backup directory (a path, `..`, an
+/// absolute path or a symlink) is refused with a clear error; `prune` deletes nothing, and the
+/// file outside survives.
+#[tokio::test]
+async fn a_planted_manifest_never_makes_prune_delete_outside() {
+    let f = fixture();
+    migrate(&f, "d1").await.unwrap();
+    let db = Database::new(&f.url, Options::default()).unwrap();
+    db.backup(&f.store, "manual", None).await.unwrap();
+    let outside = f.store.dir.parent().unwrap().join("precious.txt");
+    std::fs::write(&outside, "keep me").unwrap();
+    let genuine = f.store.list().unwrap();
+    assert_eq!(genuine.len(), 2);
+    let link = f.store.dir.join("link.dump");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    for (name, file) in [
+        ("00000000T000000Z-old", "../precious.txt".to_owned()),
+        ("00000000T000000Z-old", outside.display().to_string()),
+        ("00000000T000000Z-old", "link.dump".to_owned()),
+        ("../precious", "x.dump".to_owned()),
+    ] {
+        let mut planted = genuine[0].clone();
+        planted.name = name.to_owned();
+        planted.file = file.clone();
+        planted.created_at = "2001-01-01T00:00:00Z".into();
+        std::fs::write(f.store.dir.join("planted.json"), serde_json::to_string(&planted).unwrap()).unwrap();
+        let err = f.store.prune(Retention { keep: 1, max_age: Duration::from_secs(60) }, jiff::Timestamp::now());
+        let err = err.expect_err(&file).to_string();
+        assert!(err.contains("planted.json is refused") && err.contains("nothing was deleted"), "{err}");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me", "{file}");
+        assert_eq!(std::fs::read_dir(&f.store.dir).unwrap().count(), 6, "{file}: nothing in the directory went");
+    }
+    std::fs::remove_file(f.store.dir.join("planted.json")).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    assert_eq!(f.store.list().unwrap(), genuine);
+}
+
+/// A `migrate` command that runs past `command_timeout` is stopped with its whole process
+/// group (the shell's background child too), and the error says so.
+#[tokio::test]
+async fn a_migrate_command_past_its_timeout_is_killed_with_its_group() {
+    let f = fixture();
+    migrate(&f, "d1").await.unwrap();
+    let options = Options { command_timeout: Duration::from_millis(500), ..Options::default() };
+    let db = Database::new(&f.url, options).unwrap();
+    let pid_file = f.store.dir.parent().unwrap().join("child.pid");
+    let env = [("PATH".to_owned(), std::env::var("PATH").unwrap())].into();
+    let command = format!("sleep 300 & echo $! > {}; echo started; wait", pid_file.display());
+    let err = db
+        .migrate(MigrateRequest {
+            source: Source::Command { command, env, cwd: None },
+            deploy_id: None,
+            backup: None,
+            write_stop: &mut NoWriteStop,
+        })
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("did not finish within 500ms ([database] command_timeout)"), "{message}");
+    assert!(message.contains("process group killed"), "{message}");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // The background sleep was killed with the group (a zombie at most, until its reaper runs).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state.rsplit(')').next().unwrap_or_default().split_whitespace().next().unwrap_or("gone").to_owned();
+    assert!(state == "gone" || state == "Z", "the shell's child still runs: state {state}");
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use windlass_config::{Config, Migrate};
 use windlass_db::{
-    BackupPolicy, BackupStore, Database, NoWriteStop, Options, PgWriteStop, Retention, Source, WriteStop,
+    BackupPolicy, BackupStore, Database, NoWriteStop, Options, PgWriteStop, Retention, Source, StopPlan, WriteStop,
 };
 
 use crate::edge::EdgeControl;
@@ -41,6 +41,11 @@ impl Target {
             .map_err(|err| format!("[database] url: {err} (set it in the environment, the env file or the secrets)"))?;
         let dir = windlass_config::config_dir(config_path);
         let url = sqlite_beside_config(&url, &dir)?;
+        let options = Options {
+            command_timeout: db.command_timeout.as_std(),
+            environment: Some(environment.to_owned()),
+            ..options
+        };
         let database = Database::new(&url, options).map_err(|err| format!("[database] url: {err}"))?;
         let backups =
             windlass_db::backup_dir(&dir, config.project.state_dir.as_deref(), db.backup.dir.as_deref(), environment);
@@ -95,22 +100,41 @@ pub struct EdgeMaintenance {
     pub services: Vec<String>,
     /// The services this stop put in maintenance, to take out again.
     pub switched: Vec<String>,
+    /// The services `plan` found out of maintenance: those `begin` switches.
+    planned: Option<Vec<String>>,
 }
 
 impl EdgeMaintenance {
     pub fn new(edge: std::sync::Arc<dyn EdgeControl>, services: Vec<String>) -> Self {
-        EdgeMaintenance { edge, services, switched: Vec::new() }
+        EdgeMaintenance { edge, services, switched: Vec::new(), planned: None }
+    }
+
+    async fn to_switch(&self) -> windlass_db::Result<Vec<String>> {
+        let state = self.edge.state().await.map_err(|e| edge_error("the edge's state", e))?;
+        Ok(self
+            .services
+            .iter()
+            .filter(|service| !state.services.get(*service).is_some_and(|s| s.maintenance))
+            .cloned()
+            .collect())
     }
 }
 
 #[async_trait::async_trait]
 impl WriteStop for EdgeMaintenance {
+    async fn plan(&mut self, plan: &mut StopPlan) -> windlass_db::Result<()> {
+        let services = self.to_switch().await?;
+        plan.maintenance.extend(services.iter().cloned());
+        self.planned = Some(services);
+        Ok(())
+    }
+
     async fn begin(&mut self) -> windlass_db::Result<()> {
-        let state = self.edge.state().await.map_err(|e| edge_error("the edge's state", e))?;
-        for service in self.services.clone() {
-            if state.services.get(&service).is_some_and(|s| s.maintenance) {
-                continue;
-            }
+        let services = match self.planned.take() {
+            Some(planned) => planned,
+            None => self.to_switch().await?,
+        };
+        for service in services {
             if let Err(err) = self.edge.maintenance(Some(&service), true).await {
                 // Half a stop is no stop: take back what this one switched.
                 let _ = self.end().await;
@@ -144,6 +168,11 @@ pub struct FullWriteStop {
 
 #[async_trait::async_trait]
 impl WriteStop for FullWriteStop {
+    async fn plan(&mut self, plan: &mut StopPlan) -> windlass_db::Result<()> {
+        self.edge.plan(plan).await?;
+        self.database.plan(plan).await
+    }
+
     async fn begin(&mut self) -> windlass_db::Result<()> {
         self.edge.begin().await?;
         if let Err(err) = self.database.begin().await {
@@ -179,4 +208,76 @@ fn sqlite_beside_config(url: &str, config_dir: &Path) -> Result<String, String> 
         Some(query) => format!("sqlite://{}?{query}", absolute.display()),
         None => format!("sqlite://{}", absolute.display()),
     })
+}
+
+/// Server start-up: a restore of `environment`'s database interrupted by a kill (its intent is
+/// left in the backup directory) is undone: writes are let through again, the services it put
+/// in maintenance at the edge are taken out, and the operator is told, as a
+/// `db.restore_interrupted` event and in the returned notes. Nothing is connected to unless
+/// an intent is there.
+pub async fn recover_interrupted_restore(
+    deployer: &crate::deploy::Deployer,
+    environment: &str,
+) -> Result<Vec<String>, String> {
+    let config = deployer.shared_config().map_err(|e| e.to_string())?;
+    if config.database.is_none() {
+        return Ok(Vec::new());
+    }
+    let dir = windlass_config::config_dir(&deployer.config_path);
+    let db = config.database.as_ref().ok_or("no [database]")?;
+    let store = BackupStore::new(windlass_db::backup_dir(
+        &dir,
+        config.project.state_dir.as_deref(),
+        db.backup.dir.as_deref(),
+        environment,
+    ));
+    let mut notes: Vec<String> = store
+        .remove_plaintext_leftovers()
+        .iter()
+        .map(|file| {
+            format!("{environment}: removed {}, the plaintext SQL of a restore that was interrupted", file.display())
+        })
+        .collect();
+    if windlass_db::RestoreIntent::load(&store).map_err(|e| e.to_string())?.is_none() {
+        return Ok(notes);
+    }
+    let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
+    let target = Target::resolve(&config, &deployer.config_path, environment, &variables, Options::default())?
+        .ok_or("no [database]")?;
+    let Some(recovered) =
+        target.database.recover_restore(&target.store).await.map_err(|e| variables.redact(&e.to_string()))?
+    else {
+        return Ok(notes);
+    };
+    let mut lifted = Vec::new();
+    let mut failed = Vec::new();
+    for service in &recovered.maintenance_left {
+        match deployer.edge.maintenance(Some(service), false).await {
+            Ok(()) => lifted.push(service.clone()),
+            Err(err) => failed.push(format!("{service} ({err})")),
+        }
+    }
+    let mut recovered = recovered;
+    if !lifted.is_empty() {
+        recovered.done.push(format!("maintenance mode lifted at the edge for {}", lifted.join(", ")));
+    }
+    recovered.maintenance_left.retain(|s| !lifted.contains(s));
+    if failed.is_empty() {
+        Database::finish_recovery(&target.store).map_err(|e| e.to_string())?;
+    }
+    let message = variables.redact(&recovered.message(environment));
+    let event = windlass_store::NewEvent {
+        actor: "windlass".into(),
+        environment: Some(environment.to_owned()),
+        kind: "db.restore_interrupted".into(),
+        subject: Some(recovered.intent.backup.clone()),
+        message: message.clone(),
+        data: serde_json::to_string(&recovered.intent).unwrap_or_default(),
+    };
+    deployer.store.record_event(&event).await.map_err(|e| e.to_string())?;
+    notes.push(format!("{environment}: {message}"));
+    if !failed.is_empty() {
+        notes.push(format!("{environment}: cannot lift maintenance mode for {}", failed.join(", ")));
+    }
+    Ok(notes)
 }

@@ -189,6 +189,13 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
             }
         }
     }
+    for environment in &all {
+        // A database restore killed under its write stop: writes and traffic resume.
+        match crate::database::recover_interrupted_restore(deployer, environment).await {
+            Ok(notes) => recovery.notes.extend(notes),
+            Err(err) => recovery.notes.push(format!("{environment}: an interrupted database restore: {err}")),
+        }
+    }
     Ok(recovery)
 }
 
