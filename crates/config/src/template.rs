@@ -2,6 +2,8 @@
 //! instead name a secret (`{ secret = "STRIPE_KEY" }`). References are checked against `[env]`
 //! when the config is validated and resolved only when a value is used.
 
+use std::collections::BTreeMap;
+
 use toml::de::DeValue;
 
 use crate::decode::{At, Cx, Decode, Spanned, Table, Value};
@@ -77,6 +79,11 @@ impl Template {
         })
     }
 
+    /// `${name}` alone: renders to the variable's value.
+    pub fn variable(name: &str) -> Self {
+        Template { raw: format!("${{{name}}}"), pieces: vec![Piece::Var(name.to_owned())] }
+    }
+
     /// Fills in the references; a variable `lookup` does not know is an error naming it.
     pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
         let mut out = String::new();
@@ -108,6 +115,301 @@ impl Decode for Template {
                 None
             }
         }
+    }
+}
+
+/// A shell command (custom steps, `undo`, `[database] migrate`, command probes) with `${NAME}`
+/// references. It is never rendered as text: the variables reach the command as environment
+/// variables of its `sh`, which expands `${NAME}` itself, so a value is data and never shell
+/// code. [`script`](Self::script) is the text `sh -c` gets.
+///
+/// The template language maps onto sh's: `${NAME}` stays `${NAME}`; `$${` (a literal `${`)
+/// becomes `${`, for the shell to expand as before; a reference inside single quotes (where sh
+/// expands nothing) is spliced out of them (`'a ${X} b'` becomes `'a '"${X}"' b'`), so it still
+/// gives the variable's value, literally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTemplate {
+    pub raw: String,
+    pieces: Vec<Piece>,
+    script: String,
+}
+
+/// A `${NAME}` reference in a command that sh would split into words and glob: outside double
+/// quotes and not the value of an assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unquoted {
+    pub name: String,
+    /// Byte offset of the `${` in the raw command.
+    pub offset: usize,
+}
+
+/// Where the shell is while reading a command, innermost last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    Single,
+    Double,
+    Backtick,
+    /// `$( ... )`, with the depth of plain parentheses inside it.
+    Subshell(u32),
+}
+
+/// What a reference is, by where it stands in the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    SingleQuoted,
+    DoubleQuoted,
+    /// Unquoted; `true` when it is part of an assignment's value (`X=${Y}`: no splitting).
+    Unquoted(bool),
+}
+
+/// A small reader of sh's quoting, enough to know what quotes a reference stands in.
+#[derive(Debug, Default)]
+struct Lexer {
+    stack: Vec<Quote>,
+    escaped: bool,
+    comment: bool,
+    /// The unquoted word read so far at the top level (for assignments).
+    word: String,
+}
+
+impl Lexer {
+    fn feed(&mut self, text: &str) {
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if self.comment {
+                if c == '\n' {
+                    self.comment = false;
+                    self.word.clear();
+                }
+                continue;
+            }
+            if self.escaped {
+                self.escaped = false;
+                self.word.push(c);
+                continue;
+            }
+            match self.stack.last().copied() {
+                Some(Quote::Single) => {
+                    if c == '\'' {
+                        self.stack.pop();
+                    }
+                    self.word.push(c);
+                }
+                Some(Quote::Double) => match c {
+                    '\\' => self.escaped = true,
+                    '"' => {
+                        self.stack.pop();
+                    }
+                    '`' => self.stack.push(Quote::Backtick),
+                    '$' if chars.peek() == Some(&'(') => {
+                        chars.next();
+                        self.stack.push(Quote::Subshell(0));
+                    }
+                    _ => self.word.push(c),
+                },
+                Some(Quote::Backtick) => match c {
+                    '\\' => self.escaped = true,
+                    '`' => {
+                        self.stack.pop();
+                    }
+                    '\'' => self.stack.push(Quote::Single),
+                    '"' => self.stack.push(Quote::Double),
+                    _ => {}
+                },
+                top @ (None | Some(Quote::Subshell(_))) => match c {
+                    '\\' => self.escaped = true,
+                    '\'' => {
+                        self.stack.push(Quote::Single);
+                        self.word.push(c);
+                    }
+                    '"' => {
+                        self.stack.push(Quote::Double);
+                        self.word.push(c);
+                    }
+                    '`' => self.stack.push(Quote::Backtick),
+                    '#' if self.word.is_empty() => self.comment = true,
+                    '$' if chars.peek() == Some(&'(') => {
+                        chars.next();
+                        self.stack.push(Quote::Subshell(0));
+                    }
+                    '(' => {
+                        if let Some(Quote::Subshell(depth)) = self.stack.last_mut() {
+                            *depth += 1;
+                        }
+                        self.word.clear();
+                    }
+                    ')' => {
+                        match top {
+                            Some(Quote::Subshell(0)) => {
+                                self.stack.pop();
+                            }
+                            Some(Quote::Subshell(_)) => {
+                                if let Some(Quote::Subshell(depth)) = self.stack.last_mut() {
+                                    *depth -= 1;
+                                }
+                            }
+                            _ => {}
+                        }
+                        self.word.clear();
+                    }
+                    c if c.is_whitespace() || matches!(c, ';' | '&' | '|' | '<' | '>') => self.word.clear(),
+                    _ => self.word.push(c),
+                },
+            }
+        }
+    }
+
+    fn context(&self) -> Context {
+        match self.stack.last() {
+            Some(Quote::Single) => Context::SingleQuoted,
+            Some(Quote::Double) => Context::DoubleQuoted,
+            _ => {
+                let assignment = self.word.split_once('=').is_some_and(|(name, _)| {
+                    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+                Context::Unquoted(assignment)
+            }
+        }
+    }
+}
+
+impl CommandTemplate {
+    /// Parses a command; the unquoted references are returned for `validate` to warn about.
+    pub fn parse(raw: &str) -> Result<(Self, Vec<Unquoted>), String> {
+        let template = Template::parse(raw)?;
+        let offsets = reference_offsets(raw);
+        let mut lexer = Lexer::default();
+        let (mut script, mut unquoted) = (String::new(), Vec::new());
+        let mut references = offsets.into_iter();
+        for piece in &template.pieces {
+            match piece {
+                Piece::Text(text) => {
+                    lexer.feed(text);
+                    script.push_str(text);
+                }
+                Piece::Var(name) => {
+                    let offset = references.next().unwrap_or(0);
+                    match lexer.context() {
+                        // Close the single quotes, expand in double quotes, open them again.
+                        Context::SingleQuoted => script.push_str(&format!("'\"${{{name}}}\"'")),
+                        Context::DoubleQuoted => script.push_str(&format!("${{{name}}}")),
+                        Context::Unquoted(assignment) => {
+                            script.push_str(&format!("${{{name}}}"));
+                            if !assignment && !lexer.comment {
+                                unquoted.push(Unquoted { name: name.clone(), offset });
+                            }
+                        }
+                    }
+                    lexer.escaped = false;
+                    lexer.word.push('x');
+                }
+            }
+        }
+        Ok((CommandTemplate { raw: raw.to_owned(), pieces: template.pieces, script }, unquoted))
+    }
+
+    /// The text `sh -c` runs: references left for sh to expand from the environment.
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var(name) => Some(name.as_str()),
+            Piece::Text(_) => None,
+        })
+    }
+
+    /// Checks that every variable the command references is in `env`, the environment its
+    /// process gets; one that is not is an error naming it.
+    pub fn check_env(&self, env: &BTreeMap<String, String>) -> Result<(), String> {
+        match self.vars().find(|name| !env.contains_key(*name)) {
+            Some(name) => Err(format!("variable `{name}` is not set")),
+            None => Ok(()),
+        }
+    }
+
+    /// The variables the command references, with their values from `lookup`, for a process
+    /// environment; a variable `lookup` does not know is an error naming it.
+    pub fn env_from(
+        &self,
+        mut lookup: impl FnMut(&str) -> Result<String, String>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut env = BTreeMap::new();
+        for name in self.vars() {
+            if !env.contains_key(name) {
+                env.insert(name.to_owned(), lookup(name)?);
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// Byte offsets of the `${NAME}` references of `raw`, as [`Template::parse`] finds them.
+fn reference_offsets(raw: &str) -> Vec<usize> {
+    let (mut offsets, mut at) = (Vec::new(), 0);
+    while let Some(i) = raw[at..].find('$') {
+        let start = at + i;
+        let rest = &raw[start..];
+        if rest.starts_with("$${") {
+            at = start + 3;
+        } else if rest.starts_with("${") {
+            offsets.push(start);
+            at = start + 2;
+        } else {
+            at = start + 1;
+        }
+    }
+    offsets
+}
+
+impl Decode for CommandTemplate {
+    fn expected() -> String {
+        "a shell command (may reference variables as ${NAME})".into()
+    }
+    fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
+        let raw = String::decode(cx, value, at)?;
+        match CommandTemplate::parse(&raw) {
+            Ok((command, unquoted)) => {
+                for var in command.vars() {
+                    cx.var_refs.push(Spanned::new(var.to_owned(), value.span()));
+                }
+                for reference in unquoted {
+                    let span = inner_span(cx, value.span(), &raw, reference.offset, reference.name.len() + 3);
+                    let name = &reference.name;
+                    cx.warning(
+                        span,
+                        format!(
+                            "`${{{name}}}` is outside double quotes in `{}`: sh splits its value into words and expands `*` and `?` in it",
+                            at.path
+                        ),
+                    )
+                    .help = Some(format!("write \"${{{name}}}\" (in TOML: \\\"${{{name}}}\\\") to pass the value as one word"));
+                }
+                Some(command)
+            }
+            Err(problem) => {
+                cx.invalid(value, at, &Self::expected(), problem);
+                None
+            }
+        }
+    }
+}
+
+/// The span of `len` bytes at `offset` in a string value, when the value is written in the file
+/// as it reads (no escapes before it); else the whole value's span.
+fn inner_span(cx: &Cx, span: std::ops::Range<usize>, raw: &str, offset: usize, len: usize) -> std::ops::Range<usize> {
+    let Some(written) = cx.source.text().get(span.clone()) else { return span };
+    let mut start = if written.starts_with("\"\"\"") || written.starts_with("'''") { 3 } else { 1 };
+    if start == 3 && written[start..].starts_with('\n') {
+        start += 1;
+    } else if start == 3 && written[start..].starts_with("\r\n") {
+        start += 2;
+    }
+    match written.get(start..start + offset) {
+        Some(before) if before == &raw[..offset] => span.start + start + offset..span.start + start + offset + len,
+        _ => span,
     }
 }
 
@@ -173,5 +475,46 @@ mod tests {
         assert!(t.render(|_| None).unwrap_err().contains("DB_HOST"));
         assert!(Template::parse("${OPEN").unwrap_err().contains("closing"));
         assert!(Template::parse("${not valid}").unwrap_err().contains("not a variable reference"));
+    }
+
+    fn command(raw: &str) -> (String, Vec<String>) {
+        let (command, unquoted) = CommandTemplate::parse(raw).unwrap();
+        (command.script().to_owned(), unquoted.into_iter().map(|u| u.name).collect())
+    }
+
+    #[test]
+    fn commands_leave_references_to_sh_and_find_the_unquoted_ones() {
+        // Double-quoted and assigned references are left as they are, and not reported.
+        assert_eq!(command(r#"echo "${A}" && X=${B} run"#), (r#"echo "${A}" && X=${B} run"#.into(), vec![]));
+        // Unquoted ones are left too, but reported: sh splits them.
+        assert_eq!(command("psql ${URL} -f x.sql"), ("psql ${URL} -f x.sql".into(), vec!["URL".into()]));
+        // Inside single quotes sh expands nothing: the reference is spliced out into double quotes.
+        assert_eq!(command("echo 'a ${A} b'"), (r#"echo 'a '"${A}"' b'"#.into(), vec![]));
+        // `$${` is a literal `${`, for the shell; `$HOME` is the shell's too.
+        assert_eq!(command("echo \"$${HOME}\" $PATH"), ("echo \"${HOME}\" $PATH".into(), vec![]));
+        // Quotes open again inside a command substitution; a quote inside a single-quoted string
+        // is text; a comment is not a use.
+        assert_eq!(command(r#"echo "$(f ${A})" "$(g "${B}")""#).1, ["A"]);
+        assert_eq!(command(r#"echo '"' ${A}"#).1, ["A"]);
+        assert_eq!(command("echo `f ${A}`").1, ["A"]);
+        assert_eq!(command("true # ${A}").1, Vec::<String>::new());
+        let (parsed, _) = CommandTemplate::parse("printf '%s' \"${A}\" ${B}").unwrap();
+        assert_eq!(parsed.vars().collect::<Vec<_>>(), ["A", "B"]);
+        let env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
+        assert!(parsed.check_env(&env).unwrap_err().contains("`B` is not set"));
+    }
+
+    #[test]
+    fn single_quoted_references_still_give_the_literal_value_in_sh() {
+        let (parsed, _) = CommandTemplate::parse("printf '%s|' 'x${V}y'").unwrap();
+        let value = "a'b; echo pwned \"$(id)\" `id` &";
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(parsed.script())
+            .env_clear()
+            .env("V", value)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("x{value}y|"));
     }
 }

@@ -326,7 +326,8 @@ async fn redis_probes_ping_and_authenticate_first_when_the_url_has_a_password() 
 
 #[tokio::test]
 async fn command_probes_pass_on_exit_0_and_are_killed_on_timeout() {
-    let command = |command: &str| ProbeSpec::new("cmd", Target::Command { command: command.into() });
+    let command =
+        |command: &str| ProbeSpec::new("cmd", Target::Command { command: command.into(), env: Default::default() });
     let ok = run_once(command("echo checking; echo all good")).await;
     assert_eq!((ok.ok, ok.reason.as_str()), (true, "exit 0: all good"));
     let failed = run_once(command("echo working; echo 'disk 97% full' >&2; exit 3")).await;
@@ -423,7 +424,8 @@ async fn metrics_rules_on_the_demos_page_catch_failing_payments_and_stalled_emai
 async fn the_timer_loop_runs_every_probe_and_reports_changes() {
     let open = loopback_listener();
     let mut up = ProbeSpec::new("port", Target::Tcp { address: open.local_addr().unwrap().to_string() });
-    let mut down = ProbeSpec::new("broken", Target::Command { command: "echo broken; exit 1".into() });
+    let mut down =
+        ProbeSpec::new("broken", Target::Command { command: "echo broken; exit 1".into(), env: Default::default() });
     for spec in [&mut up, &mut down] {
         (spec.interval, spec.timeout, spec.failure_threshold) = (Duration::from_millis(200), Duration::from_secs(1), 2);
     }

@@ -52,6 +52,22 @@ pub enum ArtifactError {
     Directory { path: PathBuf, problem: String },
 }
 
+impl ArtifactError {
+    /// The error with every secret value in the command it echoes redacted (`run` holds no
+    /// secret, by `validate` and the deploy's own check; this is the second line).
+    pub fn redacted(self, redactor: &windlass_secrets::Redactor) -> Self {
+        match self {
+            ArtifactError::BadCommand { command, message } => {
+                ArtifactError::BadCommand { command: redactor.redact(&command), message: redactor.redact(&message) }
+            }
+            ArtifactError::NotFound { command, program } => {
+                ArtifactError::NotFound { command: redactor.redact(&command), program: redactor.redact(&program) }
+            }
+            other => other,
+        }
+    }
+}
+
 /// Directories larger than this are refused: a deploy copies them whole.
 const MAX_TREE_FILES: usize = 100_000;
 const MAX_TREE_BYTES: u64 = 4 << 30;

@@ -279,6 +279,14 @@ impl Deployer {
                     "service `{service}` uses ${{WINDLASS_VERSION}} and runs no version yet: name one with `--version {service}=<version>`"
                 )));
             }
+            // `run` becomes the instances' argv, which every local user can read: no secret goes
+            // there (`validate` says so for declared secrets; this also catches a value that
+            // comes from the secrets store).
+            if let Some(secret) = run.vars().find(|name| variables.is_secret(name)) {
+                return Err(DeployError::Rejected(format!(
+                    "service `{service}`: secret `{secret}` is used in `run`, which would put it on the instances' command line; pass it through the service's `env` instead"
+                )));
+            }
             let lookup = |name: &str| match name {
                 "WINDLASS_VERSION" => version.clone(),
                 _ => variables.get(name),
@@ -287,7 +295,8 @@ impl Deployer {
                 .render(lookup)
                 .map_err(|err| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}")))?;
             let mut artifact =
-                artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir, spec.dir.as_deref())?;
+                artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir, spec.dir.as_deref())
+                    .map_err(|err| err.redacted(variables.redactor()))?;
             artifact.version = version;
             artifacts.insert(service.to_owned(), artifact);
         }
@@ -926,19 +935,21 @@ impl Run {
 
     async fn shell(
         &self,
-        script: &windlass_config::template::Template,
+        script: &windlass_config::template::CommandTemplate,
         custom: &windlass_config::Step,
         log: &StepLog,
     ) -> Result<(), String> {
-        let script = script.render(|name| self.lookup(name))?;
+        // Never rendered into the script: every value reaches `sh` as an environment variable
+        // and `sh` expands `${NAME}`, so a value is data, never shell code.
         let mut env = vars::base_env();
         env.extend(self.variables.all().clone());
         env.extend(self.builtins());
         for (name, setting) in &custom.env {
             env.insert(name.clone(), self.render(setting)?);
         }
+        script.check_env(&env)?;
         let sender = log.sender();
-        command::run(&script, &env, custom.timeout.as_std(), custom.retries, move |line| {
+        command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, move |line| {
             let _ = sender.send(line);
         })
         .await

@@ -400,6 +400,21 @@ async fn status(State(state): State<AppState>) -> Response {
             Ok(env_state) => env_state,
             Err(err) => return deploy_error(err),
         };
+        // `run` holds no secret (validate and the deploy refuse one), but a command recorded
+        // before that rule is shown through the environment's redactor, or not at all when the
+        // secrets cannot be read.
+        let redactor = match deployer.stored_secrets(&config, environment).await {
+            Ok(stored) => {
+                let (variables, _) = windlass_pipeline::vars::Variables::resolve(
+                    &config,
+                    environment,
+                    deployer.env_file.as_deref(),
+                    stored.as_ref(),
+                );
+                Some(variables)
+            }
+            Err(_) => None,
+        };
         let mut services = serde_json::Map::new();
         for (service, service_state) in &env_state.services {
             let mut colors = serde_json::Map::new();
@@ -435,7 +450,7 @@ async fn status(State(state): State<AppState>) -> Response {
                         "deploy": recorded.deploy_id,
                         "build": recorded.artifact.short_hash(),
                         "version": recorded.artifact.version,
-                        "command": recorded.artifact.command,
+                        "command": redactor.as_ref().map(|v| v.redact(&recorded.artifact.command)),
                         "retire_at": recorded.retire_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()).map(|t| t.to_string()),
                         "instances": instances,
                     }),
