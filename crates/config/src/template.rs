@@ -139,8 +139,8 @@ pub struct CommandTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unquoted {
     pub name: String,
-    /// Byte offset of the `${` in the raw command.
-    pub offset: usize,
+    /// Which reference of the command it is, from 0.
+    pub index: usize,
 }
 
 /// Where the shell is while reading a command, innermost last.
@@ -278,10 +278,9 @@ impl CommandTemplate {
     /// Parses a command; the unquoted references are returned for `validate` to warn about.
     pub fn parse(raw: &str) -> Result<(Self, Vec<Unquoted>), String> {
         let template = Template::parse(raw)?;
-        let offsets = reference_offsets(raw);
         let mut lexer = Lexer::default();
         let (mut script, mut unquoted) = (String::new(), Vec::new());
-        let mut references = offsets.into_iter();
+        let mut references = 0..;
         for piece in &template.pieces {
             match piece {
                 Piece::Text(text) => {
@@ -289,7 +288,7 @@ impl CommandTemplate {
                     script.push_str(text);
                 }
                 Piece::Var(name) => {
-                    let offset = references.next().unwrap_or(0);
+                    let index = references.next().unwrap_or(0);
                     match lexer.context() {
                         // Close the single quotes, expand in double quotes, open them again.
                         Context::SingleQuoted => script.push_str(&format!("'\"${{{name}}}\"'")),
@@ -297,7 +296,7 @@ impl CommandTemplate {
                         Context::Unquoted(assignment) => {
                             script.push_str(&format!("${{{name}}}"));
                             if !assignment && !lexer.comment {
-                                unquoted.push(Unquoted { name: name.clone(), offset });
+                                unquoted.push(Unquoted { name: name.clone(), index });
                             }
                         }
                     }
@@ -346,7 +345,7 @@ impl CommandTemplate {
     }
 }
 
-/// Byte offsets of the `${NAME}` references of `raw`, as [`Template::parse`] finds them.
+/// Byte offsets of the `${` of each reference in `raw`, as [`Template::parse`] finds them.
 fn reference_offsets(raw: &str) -> Vec<usize> {
     let (mut offsets, mut at) = (Vec::new(), 0);
     while let Some(i) = raw[at..].find('$') {
@@ -376,7 +375,7 @@ impl Decode for CommandTemplate {
                     cx.var_refs.push(Spanned::new(var.to_owned(), value.span()));
                 }
                 for reference in unquoted {
-                    let span = inner_span(cx, value.span(), &raw, reference.offset, reference.name.len() + 3);
+                    let span = reference_span(cx, value.span(), &reference);
                     let name = &reference.name;
                     cx.warning(
                         span,
@@ -397,18 +396,13 @@ impl Decode for CommandTemplate {
     }
 }
 
-/// The span of `len` bytes at `offset` in a string value, when the value is written in the file
-/// as it reads (no escapes before it); else the whole value's span.
-fn inner_span(cx: &Cx, span: std::ops::Range<usize>, raw: &str, offset: usize, len: usize) -> std::ops::Range<usize> {
+/// Where a reference is written in the file: the same reference of the string as written
+/// (TOML escapes elsewhere in it do not move it off), or the whole value when it is not there.
+fn reference_span(cx: &Cx, span: std::ops::Range<usize>, reference: &Unquoted) -> std::ops::Range<usize> {
     let Some(written) = cx.source.text().get(span.clone()) else { return span };
-    let mut start = if written.starts_with("\"\"\"") || written.starts_with("'''") { 3 } else { 1 };
-    if start == 3 && written[start..].starts_with('\n') {
-        start += 1;
-    } else if start == 3 && written[start..].starts_with("\r\n") {
-        start += 2;
-    }
-    match written.get(start..start + offset) {
-        Some(before) if before == &raw[..offset] => span.start + start + offset..span.start + start + offset + len,
+    let wanted = format!("${{{}}}", reference.name);
+    match reference_offsets(written).get(reference.index) {
+        Some(&at) if written[at..].starts_with(&wanted) => span.start + at..span.start + at + wanted.len(),
         _ => span,
     }
 }
