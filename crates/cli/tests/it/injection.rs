@@ -110,6 +110,7 @@ fn wait_for(files: &[std::path::PathBuf]) {
 /// `values` and that no payload ran.
 fn deploy_and_check(platform: &Platform, out: &Path, values: &[(&str, &str)]) {
     let run = platform.cli(&["deploy", "production"]);
+    assert_nothing_ran(platform);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let id = crate::platform::deploy_id(&run);
     let files: Vec<_> = ["step", "migrate", "probe"]
@@ -135,6 +136,11 @@ fn deploy_and_check(platform: &Platform, out: &Path, values: &[(&str, &str)]) {
     let (first_var, first) = values[0];
     assert_eq!(step["status"], "succeeded", "{step:#}");
     assert!(step["output"].as_str().unwrap().contains(&format!("said:{first}")), "{first_var}: {step:#}");
+    assert_nothing_ran(platform);
+}
+
+/// No marker file of a payload exists.
+fn assert_nothing_ran(platform: &Platform) {
     let pwned: Vec<String> = std::fs::read_dir(platform.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
