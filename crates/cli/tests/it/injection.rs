@@ -255,3 +255,48 @@ fn validate_warns_on_unquoted_uses_and_refuses_a_secret_in_run() {
     let line = line_of("X=${GREETING}");
     assert!(text.stdout.contains(&format!("windlass.toml:{line}:")), "{}", text.stdout);
 }
+
+/// A service's `run` is its instances' argv, which every local user can read: a value from the
+/// secrets store in it is refused by the deploy (also when `[env]` does not declare it secret),
+/// and a command recorded before the value became a secret is shown redacted by the status.
+#[test]
+fn a_secret_never_reaches_a_run_command_or_the_status() {
+    const TAG: &str = "tag-Canary-7f3a9c1e-public";
+    let text = crate::platform::config(&format!("{} --tag ${{TAG}}", crate::platform::demo()), "", "1m", "")
+        .replace("[pipeline]", "[env]\nTAG = { required = true }\n\n[pipeline]");
+    let mut platform = Platform::start(&text);
+    let dir = platform.path().to_owned();
+    std::fs::write(dir.join(".env.production"), format!("TAG={TAG}\n")).unwrap();
+    let (key, public) = crate::secrets::keygen(&dir, "age-key.txt");
+    let key_var = ("WINDLASS_AGE_KEY_FILE", key.to_str().unwrap());
+    cli(&dir, &[key_var], &["secrets", "init", "production", "--recipient", &public], "");
+    platform.kill_server();
+    platform.start_server(&[key_var]);
+    let first = platform.deploy(&[]);
+    let command = |platform: &Platform| platform.status()["services"]["api"]["colors"]["blue"]["command"].clone();
+    assert!(command(&platform).as_str().unwrap().ends_with(&format!("--tag {TAG}")), "not a secret yet");
+
+    // The value is now a secret too: the recorded command is shown redacted.
+    cli(&dir, &[key_var], &["secrets", "set", "production", "TAG"], TAG);
+    let shown = command(&platform);
+    assert!(shown.as_str().unwrap().ends_with("--tag [REDACTED:TAG]"), "{shown}");
+    for args in [
+        vec!["status", "production", "--output", "json"],
+        vec!["deploy", "show", &first, "--output", "json"],
+        vec!["deploys", "production", "--output", "json"],
+    ] {
+        let shown = platform.cli(&args);
+        assert_eq!(shown.code, 0, "{args:?}: {}", shown.all_output());
+        assert!(!shown.all_output().contains(TAG), "{args:?}: {}", shown.stdout);
+    }
+    let shown = platform.json(&["deploy", "show", &first]);
+    assert_eq!(shown["deploy"]["artifacts"]["services"]["api"]["artifact"]["args"][1], "[REDACTED:TAG]");
+
+    // Taken from the secrets store alone, it may not go into `run`.
+    std::fs::write(dir.join(".env.production"), "").unwrap();
+    let run = platform.cli(&["deploy", "production"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.all_output().contains("secret `TAG` is used in `run`"), "{}{}", run.stdout, run.stderr);
+    assert!(run.all_output().contains("`env`"), "{}", run.all_output());
+    assert!(!run.all_output().contains(TAG), "{}", run.all_output());
+}
