@@ -361,4 +361,18 @@ mod tests {
         assert!(split_command("  ").is_err());
         assert!(split_command("a 'b").is_err());
     }
+
+    #[test]
+    fn errors_never_echo_a_secret_of_the_command() {
+        let redactor = windlass_secrets::Redactor::new([("TOKEN", "tok-0123456789-secret")]);
+        let dir = std::env::temp_dir();
+        let missing = super::snapshot("./no-such-program-xyz --token tok-0123456789-secret", &dir, &dir, None)
+            .unwrap_err()
+            .redacted(&redactor);
+        let text = missing.to_string();
+        assert!(text.contains("--token [REDACTED:TOKEN]") && !text.contains("tok-0123456789"), "{text}");
+        let unclosed =
+            super::snapshot("prog 'tok-0123456789-secret", &dir, &dir, None).unwrap_err().redacted(&redactor);
+        assert!(!unclosed.to_string().contains("tok-0123456789"), "{unclosed}");
+    }
 }

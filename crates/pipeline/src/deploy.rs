@@ -955,11 +955,6 @@ impl Run {
         .await
     }
 
-    /// A variable for a template: the environment's variables, then the built-ins.
-    pub fn lookup(&self, name: &str) -> Option<String> {
-        self.variables.get(name).or_else(|| self.builtins().remove(name))
-    }
-
     pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, String> {
         self.variables.render(setting, &self.builtins())
     }
