@@ -367,8 +367,10 @@ fn count(cx: &mut Cx, t: &mut Table, key: &'static str, default: u32) -> u32 {
 /// off an instance's command line.
 fn decode_run(cx: &mut Cx, t: &mut Table) -> Option<Template> {
     let run: Spanned<Template> = t.optional(cx, "run")?;
-    for var in run.value.vars() {
-        cx.run_refs.push(Spanned::new(var.to_owned(), run.span.clone()));
+    for (index, var) in run.value.vars().enumerate() {
+        let reference = crate::template::Reference { name: var.to_owned(), index };
+        let span = crate::template::reference_span(cx, run.span.clone(), &reference);
+        cx.run_refs.push(Spanned::new(var.to_owned(), span));
     }
     Some(run.value)
 }

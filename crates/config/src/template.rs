@@ -134,10 +134,11 @@ pub struct CommandTemplate {
     script: String,
 }
 
-/// A `${NAME}` reference in a command that sh would split into words and glob: outside double
-/// quotes and not the value of an assignment.
+/// A `${NAME}` reference of a string (the `index`-th one). [`CommandTemplate::parse`] returns
+/// those sh would split into words and glob: outside double quotes and not the value of an
+/// assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unquoted {
+pub struct Reference {
     pub name: String,
     /// Which reference of the command it is, from 0.
     pub index: usize,
@@ -276,7 +277,7 @@ impl Lexer {
 
 impl CommandTemplate {
     /// Parses a command; the unquoted references are returned for `validate` to warn about.
-    pub fn parse(raw: &str) -> Result<(Self, Vec<Unquoted>), String> {
+    pub fn parse(raw: &str) -> Result<(Self, Vec<Reference>), String> {
         let template = Template::parse(raw)?;
         let mut lexer = Lexer::default();
         let (mut script, mut unquoted) = (String::new(), Vec::new());
@@ -296,7 +297,7 @@ impl CommandTemplate {
                         Context::Unquoted(assignment) => {
                             script.push_str(&format!("${{{name}}}"));
                             if !assignment && !lexer.comment {
-                                unquoted.push(Unquoted { name: name.clone(), index });
+                                unquoted.push(Reference { name: name.clone(), index });
                             }
                         }
                     }
@@ -398,7 +399,7 @@ impl Decode for CommandTemplate {
 
 /// Where a reference is written in the file: the same reference of the string as written
 /// (TOML escapes elsewhere in it do not move it off), or the whole value when it is not there.
-fn reference_span(cx: &Cx, span: std::ops::Range<usize>, reference: &Unquoted) -> std::ops::Range<usize> {
+pub(crate) fn reference_span(cx: &Cx, span: std::ops::Range<usize>, reference: &Reference) -> std::ops::Range<usize> {
     let Some(written) = cx.source.text().get(span.clone()) else { return span };
     let wanted = format!("${{{}}}", reference.name);
     match reference_offsets(written).get(reference.index) {

@@ -234,6 +234,7 @@ fn validate_warns_on_unquoted_uses_and_refuses_a_secret_in_run() {
     assert!(message.contains("command line"), "{message}");
     assert!(refused[0]["help"].as_str().unwrap().contains("env = { API_KEY = { secret = \"API_KEY\" } }"));
     assert_eq!(refused[0]["line"], line_of("./api --greeting"));
+    assert_eq!(refused[0]["column"], column_of("./api --greeting", "${API_KEY}"));
     assert_eq!(run.code, 1, "{}", run.stdout);
     // Unquoted uses: a warning each, at the reference itself (the service's argv is not a shell
     // and a quoted or assigned use is not split, so only the step's last one counts).
