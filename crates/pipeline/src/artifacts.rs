@@ -280,6 +280,18 @@ pub fn snapshot(
 ) -> Result<Artifact, ArtifactError> {
     let words =
         split_command(command).map_err(|message| ArtifactError::BadCommand { command: command.into(), message })?;
+    snapshot_words(command, &words, config_dir, store_dir, service_dir)
+}
+
+/// [`snapshot`] of a command already split into its program and arguments (`command` is how
+/// it is shown).
+pub fn snapshot_words(
+    command: &str,
+    words: &[String],
+    config_dir: &Path,
+    store_dir: &Path,
+    service_dir: Option<&str>,
+) -> Result<Artifact, ArtifactError> {
     let (program, args) = words
         .split_first()
         .ok_or_else(|| ArtifactError::BadCommand { command: command.into(), message: "the command is empty".into() })?;

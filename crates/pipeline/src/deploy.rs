@@ -291,12 +291,25 @@ impl Deployer {
                 "WINDLASS_VERSION" => version.clone(),
                 _ => variables.get(name),
             };
-            let command = run
-                .render(lookup)
-                .map_err(|err| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}")))?;
-            let mut artifact =
-                artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir, spec.dir.as_deref())
-                    .map_err(|err| err.redacted(variables.redactor()))?;
+            let cannot =
+                |err: String| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}"));
+            // Split into words as written, then each word filled in: a value is one argument
+            // (or part of one), never more words or quotes.
+            let words = artifacts::split_command(&run.raw).map_err(cannot)?;
+            let words = words
+                .iter()
+                .map(|word| windlass_config::template::Template::parse(word).and_then(|t| t.render(lookup)))
+                .collect::<Result<Vec<String>, String>>()
+                .map_err(cannot)?;
+            let command = run.render(lookup).map_err(cannot)?;
+            let mut artifact = artifacts::snapshot_words(
+                &command,
+                &words,
+                &self.config_dir(),
+                &self.artifacts_dir,
+                spec.dir.as_deref(),
+            )
+            .map_err(|err| err.redacted(variables.redactor()))?;
             artifact.version = version;
             artifacts.insert(service.to_owned(), artifact);
         }

@@ -301,3 +301,18 @@ fn a_secret_never_reaches_a_run_command_or_the_status() {
     assert!(run.all_output().contains("`env`"), "{}", run.all_output());
     assert!(!run.all_output().contains(TAG), "{}", run.all_output());
 }
+
+/// `run` is split into words as written and each word is then filled in: a value with spaces
+/// and quotes is one argument, never more words (nor a quoting error).
+#[test]
+fn a_value_in_run_is_one_argument() {
+    const GREETING: &str = "a b' --admin \"c";
+    let text = crate::platform::config(&format!("{} --greeting ${{GREETING}}", crate::platform::demo()), "", "1m", "")
+        .replace("[pipeline]", "[env]\nGREETING = { required = true }\n\n[pipeline]");
+    let platform = Platform::start(&text);
+    std::fs::write(platform.path().join(".env.production"), format!("GREETING={}\n", env_quoted(GREETING))).unwrap();
+    let id = platform.deploy(&[]);
+    let shown = platform.json(&["deploy", "show", &id]);
+    let args = &shown["deploy"]["artifacts"]["services"]["api"]["artifact"]["args"];
+    assert_eq!(*args, serde_json::json!(["--greeting", GREETING]), "{shown:#}");
+}
