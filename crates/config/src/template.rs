@@ -142,6 +142,8 @@ pub struct Reference {
     pub name: String,
     /// Which reference of the command it is, from 0.
     pub index: usize,
+    /// Written after a backslash (`\${NAME}`): sh then prints `${NAME}` as it is.
+    pub escaped: bool,
 }
 
 /// Where the shell is while reading a command, innermost last.
@@ -276,7 +278,8 @@ impl Lexer {
 }
 
 impl CommandTemplate {
-    /// Parses a command; the unquoted references are returned for `validate` to warn about.
+    /// Parses a command; the references sh would split (unquoted) or not expand (after a
+    /// backslash) are returned for `validate` to warn about.
     pub fn parse(raw: &str) -> Result<(Self, Vec<Reference>), String> {
         let template = Template::parse(raw)?;
         let mut lexer = Lexer::default();
@@ -290,14 +293,20 @@ impl CommandTemplate {
                 }
                 Piece::Var(name) => {
                     let index = references.next().unwrap_or(0);
+                    let escaped = lexer.escaped;
                     match lexer.context() {
                         // Close the single quotes, expand in double quotes, open them again.
                         Context::SingleQuoted => script.push_str(&format!("'\"${{{name}}}\"'")),
-                        Context::DoubleQuoted => script.push_str(&format!("${{{name}}}")),
+                        Context::DoubleQuoted => {
+                            script.push_str(&format!("${{{name}}}"));
+                            if escaped {
+                                unquoted.push(Reference { name: name.clone(), index, escaped });
+                            }
+                        }
                         Context::Unquoted(assignment) => {
                             script.push_str(&format!("${{{name}}}"));
-                            if !assignment && !lexer.comment {
-                                unquoted.push(Reference { name: name.clone(), index });
+                            if (escaped || !assignment) && !lexer.comment {
+                                unquoted.push(Reference { name: name.clone(), index, escaped });
                             }
                         }
                     }
@@ -378,6 +387,17 @@ impl Decode for CommandTemplate {
                 for reference in unquoted {
                     let span = reference_span(cx, value.span(), &reference);
                     let name = &reference.name;
+                    if reference.escaped {
+                        cx.warning(
+                            span,
+                            format!(
+                                "`${{{name}}}` follows a backslash in `{}`: sh prints `${{{name}}}` as it is, not the value",
+                                at.path
+                            ),
+                        )
+                        .help = Some(format!("for the value, remove the backslash (and write \"${{{name}}}\")"));
+                        continue;
+                    }
                     cx.warning(
                         span,
                         format!(
@@ -493,6 +513,9 @@ mod tests {
         assert_eq!(command(r#"echo '"' ${A}"#).1, ["A"]);
         assert_eq!(command("echo `f ${A}`").1, ["A"]);
         assert_eq!(command("true # ${A}").1, Vec::<String>::new());
+        let (_, escaped) = CommandTemplate::parse(r#"echo \${A} "\${B}" "${C}""#).unwrap();
+        let escaped: Vec<(&str, bool)> = escaped.iter().map(|r| (r.name.as_str(), r.escaped)).collect();
+        assert_eq!(escaped, [("A", true), ("B", true)]);
         let (parsed, _) = CommandTemplate::parse("printf '%s' \"${A}\" ${B}").unwrap();
         assert_eq!(parsed.vars().collect::<Vec<_>>(), ["A", "B"]);
         let env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
