@@ -368,7 +368,8 @@ fn count(cx: &mut Cx, t: &mut Table, key: &'static str, default: u32) -> u32 {
 fn decode_run(cx: &mut Cx, t: &mut Table) -> Option<Template> {
     let run: Spanned<Template> = t.optional(cx, "run")?;
     for (index, var) in run.value.vars().enumerate() {
-        let reference = crate::template::Reference { name: var.to_owned(), index, escaped: false };
+        let reference =
+            crate::template::Reference { name: var.to_owned(), index, concern: crate::template::Concern::Unquoted };
         let span = crate::template::reference_span(cx, run.span.clone(), &reference);
         cx.run_refs.push(Spanned::new(var.to_owned(), span));
     }

@@ -135,15 +135,32 @@ pub struct CommandTemplate {
 }
 
 /// A `${NAME}` reference of a string (the `index`-th one). [`CommandTemplate::parse`] returns
-/// those sh would split into words and glob: outside double quotes and not the value of an
-/// assignment.
+/// those `validate` warns about, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     pub name: String,
     /// Which reference of the command it is, from 0.
     pub index: usize,
-    /// Written after a backslash (`\${NAME}`): sh then prints `${NAME}` as it is.
-    pub escaped: bool,
+    pub concern: Concern,
+}
+
+/// Why a reference in a command deserves a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concern {
+    /// Outside double quotes and not an assignment's value: sh splits it into words and globs.
+    Unquoted,
+    /// After a backslash (`\${NAME}`): sh prints `${NAME}` as it is.
+    Escaped,
+    /// In a here-document with a quoted delimiter (`<<'EOF'`): sh expands nothing there.
+    QuotedHeredoc,
+}
+
+/// A here-document announced by `<<WORD` (`<<-WORD` strips leading tabs).
+#[derive(Debug, Clone)]
+struct Heredoc {
+    delimiter: String,
+    quoted: bool,
+    strip_tabs: bool,
 }
 
 /// Where the shell is while reading a command, innermost last.
@@ -163,6 +180,8 @@ enum Context {
     DoubleQuoted,
     /// Unquoted; `true` when it is part of an assignment's value (`X=${Y}`: no splitting).
     Unquoted(bool),
+    /// In a here-document's body; `true` when its delimiter was quoted (nothing expands).
+    Heredoc(bool),
 }
 
 /// A small reader of sh's quoting, enough to know what quotes a reference stands in.
@@ -173,16 +192,54 @@ struct Lexer {
     comment: bool,
     /// The unquoted word read so far at the top level (for assignments).
     word: String,
+    /// Here-documents announced on the current line, whose bodies follow it in order.
+    pending: std::collections::VecDeque<Heredoc>,
+    /// The delimiter being read after `<<`.
+    delimiter: Option<Heredoc>,
+    /// The here-document whose body is being read, and its current line.
+    body: Option<Heredoc>,
+    line: String,
 }
 
 impl Lexer {
     fn feed(&mut self, text: &str) {
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
+            if let Some(body) = &self.body {
+                if c == '\n' {
+                    let line = if body.strip_tabs { self.line.trim_start_matches('\t') } else { &self.line };
+                    if line == body.delimiter {
+                        self.body = self.pending.pop_front();
+                    }
+                    self.line.clear();
+                } else {
+                    self.line.push(c);
+                }
+                continue;
+            }
+            if let Some(delimiter) = &mut self.delimiter {
+                match c {
+                    ' ' | '\t' if delimiter.delimiter.is_empty() && !delimiter.quoted => continue,
+                    '\'' | '"' | '\\' => {
+                        delimiter.quoted = true;
+                        continue;
+                    }
+                    c if !(c.is_whitespace() || matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')')) => {
+                        delimiter.delimiter.push(c);
+                        continue;
+                    }
+                    _ => {
+                        if let Some(done) = self.delimiter.take() {
+                            self.pending.push_back(done);
+                        }
+                    }
+                }
+            }
             if self.comment {
                 if c == '\n' {
                     self.comment = false;
                     self.word.clear();
+                    self.body = self.pending.pop_front();
                 }
                 continue;
             }
@@ -255,6 +312,20 @@ impl Lexer {
                         }
                         self.word.clear();
                     }
+                    '<' if chars.peek() == Some(&'<') => {
+                        chars.next();
+                        if chars.peek() == Some(&'<') {
+                            chars.next();
+                        } else {
+                            let strip_tabs = chars.next_if_eq(&'-').is_some();
+                            self.delimiter = Some(Heredoc { delimiter: String::new(), quoted: false, strip_tabs });
+                        }
+                        self.word.clear();
+                    }
+                    '\n' => {
+                        self.word.clear();
+                        self.body = self.pending.pop_front();
+                    }
                     c if c.is_whitespace() || matches!(c, ';' | '&' | '|' | '<' | '>') => self.word.clear(),
                     _ => self.word.push(c),
                 },
@@ -262,7 +333,19 @@ impl Lexer {
         }
     }
 
+    /// After a reference: it is part of the word (or line) being read.
+    fn after_reference(&mut self) {
+        self.escaped = false;
+        self.word.push('x');
+        if self.body.is_some() {
+            self.line.push('x');
+        }
+    }
+
     fn context(&self) -> Context {
+        if let Some(body) = &self.body {
+            return Context::Heredoc(body.quoted);
+        }
         match self.stack.last() {
             Some(Quote::Single) => Context::SingleQuoted,
             Some(Quote::Double) => Context::DoubleQuoted,
@@ -279,7 +362,7 @@ impl Lexer {
 
 impl CommandTemplate {
     /// Parses a command; the references sh would split (unquoted) or not expand (after a
-    /// backslash) are returned for `validate` to warn about.
+    /// backslash, in a quoted here-document) are returned for `validate` to warn about.
     pub fn parse(raw: &str) -> Result<(Self, Vec<Reference>), String> {
         let template = Template::parse(raw)?;
         let mut lexer = Lexer::default();
@@ -293,25 +376,35 @@ impl CommandTemplate {
                 }
                 Piece::Var(name) => {
                     let index = references.next().unwrap_or(0);
-                    let escaped = lexer.escaped;
-                    match lexer.context() {
+                    let concern = match lexer.context() {
                         // Close the single quotes, expand in double quotes, open them again.
-                        Context::SingleQuoted => script.push_str(&format!("'\"${{{name}}}\"'")),
+                        Context::SingleQuoted => {
+                            script.push_str(&format!("'\"${{{name}}}\"'"));
+                            None
+                        }
                         Context::DoubleQuoted => {
                             script.push_str(&format!("${{{name}}}"));
-                            if escaped {
-                                unquoted.push(Reference { name: name.clone(), index, escaped });
-                            }
+                            lexer.escaped.then_some(Concern::Escaped)
                         }
                         Context::Unquoted(assignment) => {
                             script.push_str(&format!("${{{name}}}"));
-                            if (escaped || !assignment) && !lexer.comment {
-                                unquoted.push(Reference { name: name.clone(), index, escaped });
+                            if lexer.comment {
+                                None
+                            } else if lexer.escaped {
+                                Some(Concern::Escaped)
+                            } else {
+                                (!assignment).then_some(Concern::Unquoted)
                             }
                         }
+                        Context::Heredoc(quoted) => {
+                            script.push_str(&format!("${{{name}}}"));
+                            quoted.then_some(Concern::QuotedHeredoc)
+                        }
+                    };
+                    if let Some(concern) = concern {
+                        unquoted.push(Reference { name: name.clone(), index, concern });
                     }
-                    lexer.escaped = false;
-                    lexer.word.push('x');
+                    lexer.after_reference();
                 }
             }
         }
@@ -387,16 +480,30 @@ impl Decode for CommandTemplate {
                 for reference in unquoted {
                     let span = reference_span(cx, value.span(), &reference);
                     let name = &reference.name;
-                    if reference.escaped {
-                        cx.warning(
-                            span,
-                            format!(
-                                "`${{{name}}}` follows a backslash in `{}`: sh prints `${{{name}}}` as it is, not the value",
-                                at.path
-                            ),
-                        )
-                        .help = Some(format!("for the value, remove the backslash (and write \"${{{name}}}\")"));
-                        continue;
+                    match reference.concern {
+                        Concern::Escaped => {
+                            cx.warning(
+                                span,
+                                format!(
+                                    "`${{{name}}}` follows a backslash in `{}`: sh prints `${{{name}}}` as it is, not the value",
+                                    at.path
+                                ),
+                            )
+                            .help = Some(format!("for the value, remove the backslash (and write \"${{{name}}}\")"));
+                            continue;
+                        }
+                        Concern::QuotedHeredoc => {
+                            cx.warning(
+                                span,
+                                format!(
+                                    "`${{{name}}}` is in a here-document with a quoted delimiter in `{}`: sh expands nothing there, so it stays `${{{name}}}`",
+                                    at.path
+                                ),
+                            )
+                            .help = Some("for the value, leave the delimiter unquoted (`<<EOF`)".into());
+                            continue;
+                        }
+                        Concern::Unquoted => {}
                     }
                     cx.warning(
                         span,
@@ -514,8 +621,14 @@ mod tests {
         assert_eq!(command("echo `f ${A}`").1, ["A"]);
         assert_eq!(command("true # ${A}").1, Vec::<String>::new());
         let (_, escaped) = CommandTemplate::parse(r#"echo \${A} "\${B}" "${C}""#).unwrap();
-        let escaped: Vec<(&str, bool)> = escaped.iter().map(|r| (r.name.as_str(), r.escaped)).collect();
-        assert_eq!(escaped, [("A", true), ("B", true)]);
+        let escaped: Vec<(&str, Concern)> = escaped.iter().map(|r| (r.name.as_str(), r.concern)).collect();
+        assert_eq!(escaped, [("A", Concern::Escaped), ("B", Concern::Escaped)]);
+        // Here-documents: an unquoted delimiter expands (no splitting), a quoted one nothing;
+        // after the delimiter line, the command goes on as usual.
+        let (_, found) =
+            CommandTemplate::parse("cat <<EOF > a\n${A}\nEOF\ncat <<-'END' <<<x\n\t${B}\n\tEND\necho ${C}").unwrap();
+        let found: Vec<(&str, Concern)> = found.iter().map(|r| (r.name.as_str(), r.concern)).collect();
+        assert_eq!(found, [("B", Concern::QuotedHeredoc), ("C", Concern::Unquoted)]);
         let (parsed, _) = CommandTemplate::parse("printf '%s' \"${A}\" ${B}").unwrap();
         assert_eq!(parsed.vars().collect::<Vec<_>>(), ["A", "B"]);
         let env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
