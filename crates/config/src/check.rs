@@ -224,6 +224,23 @@ fn check_variable_references(cx: &mut Cx, config: &Config) {
             });
         }
     }
+    // A variable in `run` becomes part of the instance's argv, which every local user reads in
+    // /proc/<pid>/cmdline: a secret may reach an instance only through its environment.
+    let in_run = std::mem::take(&mut cx.run_refs);
+    for reference in &in_run {
+        if config.env.get(&reference.value).is_some_and(|spec| spec.secret) {
+            let name = &reference.value;
+            let diagnostic = cx.error(
+                reference.span.clone(),
+                format!(
+                    "secret `{name}` is used in `run`: it would be on the instance's command line, which every local user can read in /proc"
+                ),
+            );
+            diagnostic.help = Some(format!(
+                "pass it through the service's `env` (`env = {{ {name} = {{ secret = \"{name}\" }} }}`) and have the program read it from its environment"
+            ));
+        }
+    }
     let secrets = std::mem::take(&mut cx.secret_refs);
     for secret in &secrets {
         match config.env.get(&secret.value) {

@@ -89,6 +89,8 @@ pub(crate) struct Cx<'s> {
     pub var_refs: Vec<Spanned<String>>,
     /// `{ secret = "NAME" }` references, checked against `[env]` likewise.
     pub secret_refs: Vec<Spanned<String>>,
+    /// `${VAR}` references in a service's `run`, where no secret may go (argv is public).
+    pub run_refs: Vec<Spanned<String>>,
 }
 
 impl<'s> Cx<'s> {
@@ -99,6 +101,7 @@ impl<'s> Cx<'s> {
             schema_paths: BTreeSet::new(),
             var_refs: Vec::new(),
             secret_refs: Vec::new(),
+            run_refs: Vec::new(),
         }
     }
 

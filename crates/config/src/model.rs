@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 
 use crate::decode::{At, Cx, Decode, Spanned, Table, Value, integer_in, named_entries, one_of};
 use crate::source::Source;
-use crate::template::{Setting, Template};
+use crate::template::{CommandTemplate, Setting, Template};
 use crate::units::{ByteSize, Duration, Percent, Rate};
 use crate::window::DeployWindow;
 
@@ -331,11 +331,11 @@ impl Phase {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: Option<String>,
-    pub run: Template,
+    pub run: CommandTemplate,
     pub timeout: Duration,
     pub retries: u32,
     /// A command that reverses this step, run when the deploy fails or is rolled back.
-    pub undo: Option<Template>,
+    pub undo: Option<CommandTemplate>,
     pub env: IndexMap<String, Setting>,
 }
 
@@ -361,6 +361,19 @@ impl Decode for Step {
 fn count(cx: &mut Cx, t: &mut Table, key: &'static str, default: u32) -> u32 {
     let at = t.at().key(key);
     t.get(cx, key).and_then(|v| integer_in(cx, v, &at, 1..=1_000_000)).map_or(default, |n| n as u32)
+}
+
+/// Reads a service's optional `run`, noting its references for the check that keeps secrets
+/// off an instance's command line.
+fn decode_run(cx: &mut Cx, t: &mut Table) -> Option<Template> {
+    let run: Spanned<Template> = t.optional(cx, "run")?;
+    for (index, var) in run.value.vars().enumerate() {
+        let reference =
+            crate::template::Reference { name: var.to_owned(), index, concern: crate::template::Concern::Unquoted };
+        let span = crate::template::reference_span(cx, run.span.clone(), &reference);
+        cx.run_refs.push(Spanned::new(var.to_owned(), span));
+    }
+    Some(run.value)
 }
 
 /// Reads an optional `env = { NAME = "value" | { secret = "NAME" } }` table.
@@ -799,7 +812,7 @@ impl Service {
         check_slug(cx, &name, "service");
         let mut t = Table::open(cx, value, at)?;
         let phase = t.or(cx, "phase", Spanned::new("backend".to_owned(), name.span.clone()));
-        let run = t.optional(cx, "run");
+        let run = decode_run(cx, &mut t);
         let dir = t.optional(cx, "dir");
         let instances = t.get(cx, "instances").and_then(|v| integer_in(cx, v, &at.key("instances"), 1..=1000));
         let env = read_env_table(cx, &mut t);
@@ -884,7 +897,7 @@ impl ServiceOverride {
     fn decode(cx: &mut Cx, name: Spanned<String>, value: &Value, at: &At) -> Option<Self> {
         let mut t = Table::open(cx, value, at)?;
         let instances = t.get(cx, "instances").and_then(|v| integer_in(cx, v, &at.key("instances"), 1..=1000));
-        let run = t.optional(cx, "run");
+        let run = decode_run(cx, &mut t);
         let env = read_env_table(cx, &mut t);
         let strategy = t.optional(cx, "strategy");
         let routes = t.get(cx, "route").and_then(|v| decode_routes(cx, v, &at.key("route")));
@@ -1044,7 +1057,7 @@ pub enum Migrate {
     /// Built-in versioned SQL migrations in this directory (relative to the config file).
     Dir(Spanned<String>),
     /// An external tool (`alembic upgrade head`).
-    Command(Template),
+    Command(CommandTemplate),
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use toml::de::DeValue;
 
 use crate::decode::{At, Cx, Decode, Spanned, Table, Value, did_you_mean, integer_in, named_entries, one_of};
 use crate::model::{AlertSeverity, Config};
-use crate::template::{Setting, Template};
+use crate::template::{CommandTemplate, Setting, Template};
 use crate::units::Duration;
 
 /// What a probe checks.
@@ -55,7 +55,7 @@ impl ProbeType {
 pub enum ProbeTarget {
     Url(Setting),
     Address(Template),
-    Command(Template),
+    Command(CommandTemplate),
 }
 
 /// A JSON field of an HTTP answer and what it must be.
@@ -148,7 +148,7 @@ impl Probe {
         let kind = type_value.and_then(|v| one_of(cx, v, &at.key("type"), &types));
         let url: Option<Setting> = t.optional(cx, "url");
         let address: Option<Spanned<Template>> = t.optional(cx, "address");
-        let command: Option<Template> = t.optional(cx, "command");
+        let command: Option<CommandTemplate> = t.optional(cx, "command");
         let method = t
             .get(cx, "method")
             .and_then(|v| {

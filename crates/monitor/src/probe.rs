@@ -77,9 +77,11 @@ pub enum Target {
     Redis {
         url: SecretText,
     },
-    /// A shell command (`sh -c`); exit code 0 within the timeout passes.
+    /// A shell command (`sh -c`); exit code 0 within the timeout passes. The variables it
+    /// references are in `env`, for `sh` to expand: never rendered into the command's text.
     Command {
         command: String,
+        env: std::collections::BTreeMap<String, SecretText>,
     },
     Metrics(MetricsTarget),
 }

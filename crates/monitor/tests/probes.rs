@@ -326,7 +326,8 @@ async fn redis_probes_ping_and_authenticate_first_when_the_url_has_a_password() 
 
 #[tokio::test]
 async fn command_probes_pass_on_exit_0_and_are_killed_on_timeout() {
-    let command = |command: &str| ProbeSpec::new("cmd", Target::Command { command: command.into() });
+    let command =
+        |command: &str| ProbeSpec::new("cmd", Target::Command { command: command.into(), env: Default::default() });
     let ok = run_once(command("echo checking; echo all good")).await;
     assert_eq!((ok.ok, ok.reason.as_str()), (true, "exit 0: all good"));
     let failed = run_once(command("echo working; echo 'disk 97% full' >&2; exit 3")).await;
@@ -419,11 +420,50 @@ async fn metrics_rules_on_the_demos_page_catch_failing_payments_and_stalled_emai
     assert_eq!(change.map(|t| t.to), Some(Health::Up));
 }
 
+/// A configured command probe gets the variables it references in its environment, never in
+/// its text: a hostile value is printed as it is and runs nothing; an unset one leaves the probe
+/// out, named.
+#[tokio::test]
+async fn command_probes_see_variables_as_data() {
+    let dir = windlass_testkit::tempdir();
+    let out = dir.path().join("out");
+    let marker = dir.path().join("pwned");
+    let text = format!(
+        "[project]\nname = \"shop\"\n\n[environments.production]\n\n[env]\nGREETING = {{ required = true }}\n\n\
+         [probes.greet]\ntype = \"command\"\ncommand = '''printf '%s' \"${{GREETING}}\" > {}'''\n",
+        out.display()
+    );
+    let parsed = windlass_config::parse(&windlass_config::Source::new("windlass.toml", text));
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let value = format!("hi; touch {m} & $(touch {m}) `touch {m}` '\"\ntouch {m}", m = marker.display());
+    let resolve = |setting: &Setting| match setting {
+        Setting::Text(template) => template.render(|name| (name == "GREETING").then(|| value.clone())),
+        Setting::Secret(name) => Err(format!("no {name}")),
+    };
+    let list = probes_for(&parsed.config, "production", &BTreeMap::new(), &resolve);
+    assert!(list.problems.is_empty(), "{:?}", list.problems);
+    let Target::Command { command, .. } = &list.probes[0].target else { panic!("{:?}", list.probes[0]) };
+    assert!(!command.contains("touch"), "the value is not in the command's text: {command}");
+    assert!(!format!("{:?}", list.probes[0]).contains("touch"), "nor in its Debug");
+    let outcome = run_once(list.probes[0].clone()).await;
+    assert!(outcome.ok, "{}", outcome.reason);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), value);
+    assert!(!marker.exists(), "the value ran as shell code");
+
+    let nothing_set = |setting: &Setting| match setting {
+        Setting::Text(template) => template.render(|_| None),
+        Setting::Secret(name) => Err(format!("no {name}")),
+    };
+    let unset = probes_for(&parsed.config, "production", &BTreeMap::new(), &nothing_set);
+    assert_eq!(unset.problems, ["probe `greet`: variable `GREETING` is not set"]);
+}
+
 #[tokio::test]
 async fn the_timer_loop_runs_every_probe_and_reports_changes() {
     let open = loopback_listener();
     let mut up = ProbeSpec::new("port", Target::Tcp { address: open.local_addr().unwrap().to_string() });
-    let mut down = ProbeSpec::new("broken", Target::Command { command: "echo broken; exit 1".into() });
+    let mut down =
+        ProbeSpec::new("broken", Target::Command { command: "echo broken; exit 1".into(), env: Default::default() });
     for spec in [&mut up, &mut down] {
         (spec.interval, spec.timeout, spec.failure_threshold) = (Duration::from_millis(200), Duration::from_secs(1), 2);
     }

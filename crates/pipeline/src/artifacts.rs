@@ -51,6 +51,22 @@ pub enum ArtifactError {
     Directory { path: PathBuf, problem: String },
 }
 
+impl ArtifactError {
+    /// The error with every secret value in the command it echoes redacted (`run` holds no
+    /// secret, by `validate` and the deploy's own check; this is the second line).
+    pub fn redacted(self, redactor: &windlass_secrets::Redactor) -> Self {
+        match self {
+            ArtifactError::BadCommand { command, message } => {
+                ArtifactError::BadCommand { command: redactor.redact(&command), message: redactor.redact(&message) }
+            }
+            ArtifactError::NotFound { command, program } => {
+                ArtifactError::NotFound { command: redactor.redact(&command), program: redactor.redact(&program) }
+            }
+            other => other,
+        }
+    }
+}
+
 /// Directories larger than this are refused: a deploy copies them whole.
 const MAX_TREE_FILES: usize = 100_000;
 const MAX_TREE_BYTES: u64 = 4 << 30;
@@ -265,6 +281,18 @@ pub fn snapshot(
 ) -> Result<Artifact, ArtifactError> {
     let words =
         split_command(command).map_err(|message| ArtifactError::BadCommand { command: command.into(), message })?;
+    snapshot_words(command, &words, config_dir, store_dir, service_dir)
+}
+
+/// [`snapshot`] of a command already split into its program and arguments (`command` is how
+/// it is shown).
+pub fn snapshot_words(
+    command: &str,
+    words: &[String],
+    config_dir: &Path,
+    store_dir: &Path,
+    service_dir: Option<&str>,
+) -> Result<Artifact, ArtifactError> {
     let (program, args) = words
         .split_first()
         .ok_or_else(|| ArtifactError::BadCommand { command: command.into(), message: "the command is empty".into() })?;
@@ -339,5 +367,19 @@ mod tests {
         assert_eq!(split_command("a b  'c d' \"e \\\"f\" g\\ h").unwrap(), ["a", "b", "c d", "e \"f", "g h"]);
         assert!(split_command("  ").is_err());
         assert!(split_command("a 'b").is_err());
+    }
+
+    #[test]
+    fn errors_never_echo_a_secret_of_the_command() {
+        let redactor = windlass_secrets::Redactor::new([("TOKEN", "tok-0123456789-secret")]);
+        let dir = std::env::temp_dir();
+        let missing = super::snapshot("./no-such-program-xyz --token tok-0123456789-secret", &dir, &dir, None)
+            .unwrap_err()
+            .redacted(&redactor);
+        let text = missing.to_string();
+        assert!(text.contains("--token [REDACTED:TOKEN]") && !text.contains("tok-0123456789"), "{text}");
+        let unclosed =
+            super::snapshot("prog 'tok-0123456789-secret", &dir, &dir, None).unwrap_err().redacted(&redactor);
+        assert!(!unclosed.to_string().contains("tok-0123456789"), "{unclosed}");
     }
 }

@@ -53,14 +53,13 @@ impl Target {
             None => None,
             Some(Migrate::Dir(migrations)) => Some(Source::Dir(dir.join(&migrations.value))),
             Some(Migrate::Command(template)) => {
-                let command = template
-                    .render(|name| variables.get(name).or_else(|| builtins.get(name).cloned()))
-                    .map_err(|err| format!("[database] migrate command: {err}"))?;
+                // The command is never rendered: its variables reach `sh` as its environment.
                 let mut env = base_env();
                 env.extend(variables.all());
                 env.extend(builtins.clone());
                 env.insert("DATABASE_URL".into(), url.clone());
-                Some(Source::Command { command, env, cwd: Some(dir.clone()) })
+                template.check_env(&env).map_err(|err| format!("[database] migrate command: {err}"))?;
+                Some(Source::Command { command: template.script().to_owned(), env, cwd: Some(dir.clone()) })
             }
         };
         Ok(Some(Target {

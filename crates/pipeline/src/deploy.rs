@@ -295,15 +295,37 @@ impl Deployer {
                     "service `{service}` uses ${{WINDLASS_VERSION}} and runs no version yet: name one with `--version {service}=<version>`"
                 )));
             }
+            // `run` becomes the instances' argv, which every local user can read: no secret goes
+            // there (`validate` says so for declared secrets; this also catches a value that
+            // comes from the secrets store).
+            if let Some(secret) = run.vars().find(|name| variables.is_secret(name)) {
+                return Err(DeployError::Rejected(format!(
+                    "service `{service}`: secret `{secret}` is used in `run`, which would put it on the instances' command line; pass it through the service's `env` instead"
+                )));
+            }
             let lookup = |name: &str| match name {
                 "WINDLASS_VERSION" => version.clone(),
                 _ => variables.get(name),
             };
-            let command = run
-                .render(lookup)
-                .map_err(|err| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}")))?;
-            let mut artifact =
-                artifacts::snapshot(&command, &self.config_dir(), &self.artifacts_dir, spec.dir.as_deref())?;
+            let cannot =
+                |err: String| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}"));
+            // Split into words as written, then each word filled in: a value is one argument
+            // (or part of one), never more words or quotes.
+            let words = artifacts::split_command(&run.raw).map_err(cannot)?;
+            let words = words
+                .iter()
+                .map(|word| windlass_config::template::Template::parse(word).and_then(|t| t.render(lookup)))
+                .collect::<Result<Vec<String>, String>>()
+                .map_err(cannot)?;
+            let command = run.render(lookup).map_err(cannot)?;
+            let mut artifact = artifacts::snapshot_words(
+                &command,
+                &words,
+                &self.config_dir(),
+                &self.artifacts_dir,
+                spec.dir.as_deref(),
+            )
+            .map_err(|err| err.redacted(variables.redactor()))?;
             artifact.version = version;
             artifacts.insert(service.to_owned(), artifact);
         }
@@ -1011,27 +1033,24 @@ impl Run {
 
     async fn shell(
         &self,
-        script: &windlass_config::template::Template,
+        script: &windlass_config::template::CommandTemplate,
         custom: &windlass_config::Step,
         log: &StepLog,
     ) -> Result<(), String> {
-        let script = script.render(|name| self.lookup(name))?;
+        // Never rendered into the script: every value reaches `sh` as an environment variable
+        // and `sh` expands `${NAME}`, so a value is data, never shell code.
         let mut env = vars::base_env();
         env.extend(self.variables.all().clone());
         env.extend(self.builtins());
         for (name, setting) in &custom.env {
             env.insert(name.clone(), self.render(setting)?);
         }
+        script.check_env(&env)?;
         let sender = log.sender();
-        command::run(&script, &env, custom.timeout.as_std(), custom.retries, move |line| {
+        command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, move |line| {
             let _ = sender.send(line);
         })
         .await
-    }
-
-    /// A variable for a template: the environment's variables, then the built-ins.
-    pub fn lookup(&self, name: &str) -> Option<String> {
-        self.variables.get(name).or_else(|| self.builtins().remove(name))
     }
 
     pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, String> {

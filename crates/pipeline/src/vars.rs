@@ -20,6 +20,9 @@ pub struct Variables {
     stored: BTreeMap<String, String>,
     /// Hides every secret value (plain, URL-encoded, base64) from what a deploy records.
     redactor: Redactor,
+    /// The declared variables whose value is a secret: declared `secret = true`, or taken from
+    /// the secrets store.
+    secret_names: std::collections::BTreeSet<String>,
 }
 
 /// The secrets of an environment as loaded from its store: where they are kept, and the values.
@@ -66,15 +69,18 @@ impl Variables {
             stored.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for spec in config.env.values().filter(|s| s.applies_to(environment)) {
             let name = &spec.name.value;
-            let value = process_env
+            let from_outside = process_env
                 .get(name)
                 .cloned()
-                .or_else(|| file.as_ref().and_then(|f| f.get(name)).map(|e| e.value.clone()))
-                .or_else(|| stored.values.get(name).cloned())
-                .or_else(|| spec.default.clone());
+                .or_else(|| file.as_ref().and_then(|f| f.get(name)).map(|e| e.value.clone()));
+            let from_store = from_outside.is_none() && stored.values.contains_key(name);
+            let value = from_outside.or_else(|| stored.values.get(name).cloned()).or_else(|| spec.default.clone());
             if let Some(value) = value {
                 if spec.secret {
                     secret_pairs.push((name.clone(), value.clone()));
+                }
+                if spec.secret || from_store {
+                    variables.secret_names.insert(name.clone());
                 }
                 variables.values.insert(name.clone(), value);
             }
@@ -87,6 +93,12 @@ impl Variables {
     /// A declared variable's value, or a stored secret's.
     pub fn get(&self, name: &str) -> Option<String> {
         self.values.get(name).or_else(|| self.stored.get(name)).cloned()
+    }
+
+    /// Whether `name`'s value is a secret (declared so, or from the secrets store); a name
+    /// only in the secrets store is one too.
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.secret_names.contains(name) || (!self.values.contains_key(name) && self.stored.contains_key(name))
     }
 
     /// The text with every secret value (also URL-encoded or in base64) replaced by

@@ -25,6 +25,7 @@ use windlass_config::Approval;
 use windlass_pipeline::approval;
 use windlass_pipeline::deploy::{StartRequest, lock_name};
 use windlass_pipeline::state::EnvState;
+use windlass_pipeline::vars::Variables;
 use windlass_pipeline::{DeployError, DeployOptions, Deployer, PlanError};
 use windlass_store::{Deploy, DeployId, NewEvent, StepRecord, Store};
 
@@ -162,7 +163,39 @@ pub(crate) async fn audit(
     }
 }
 
-fn deploy_json(deploy: &Deploy) -> Value {
+/// An environment's variables, to redact what the API shows; none when its secrets cannot be
+/// read.
+async fn shown_variables(deployer: &Deployer, environment: &str) -> Option<Variables> {
+    let config = deployer.shared_config().ok()?;
+    let stored = deployer.stored_secrets(&config, environment).await.ok()?;
+    Some(Variables::resolve(&config, environment, deployer.env_file.as_deref(), stored.as_ref()).0)
+}
+
+/// A deploy record's artifacts as the API shows them: `run` holds no secret (validate and the
+/// deploy refuse one), and a command recorded before that rule passes the environment's
+/// redactor, or is left out when the secrets cannot be read.
+fn shown_artifacts(value: &mut Value, variables: Option<&Variables>) {
+    match value {
+        Value::Object(map) => {
+            if variables.is_none() {
+                map.remove("command");
+                map.remove("args");
+            }
+            map.values_mut().for_each(|v| shown_artifacts(v, variables));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| shown_artifacts(v, variables)),
+        Value::String(text) => {
+            if let Some(variables) = variables {
+                *text = variables.redact(text);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn deploy_json(deploy: &Deploy, variables: Option<&Variables>) -> Value {
+    let mut artifacts = serde_json::from_str::<Value>(&deploy.artifacts).unwrap_or(Value::Null);
+    shown_artifacts(&mut artifacts, variables);
     json!({
         "id": deploy.id.as_str(),
         "environment": deploy.environment,
@@ -173,7 +206,7 @@ fn deploy_json(deploy: &Deploy) -> Value {
         "finished_at": deploy.finished_at.map(|t| t.to_string()),
         "current_step": deploy.current_step,
         "error": deploy.error,
-        "artifacts": serde_json::from_str::<Value>(&deploy.artifacts).unwrap_or(Value::Null),
+        "artifacts": artifacts,
     })
 }
 
@@ -282,7 +315,11 @@ async fn list_deploys(
         return response;
     }
     match state.store.deploys(&environment, limit.limit.unwrap_or(20).min(500)).await {
-        Ok(deploys) => Json(json!({ "deploys": deploys.iter().map(deploy_json).collect::<Vec<_>>() })).into_response(),
+        Ok(deploys) => {
+            let variables = shown_variables(&state.deployer, &environment).await;
+            let shown: Vec<Value> = deploys.iter().map(|d| deploy_json(d, variables.as_ref())).collect();
+            Json(json!({ "deploys": shown })).into_response()
+        }
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
@@ -301,9 +338,10 @@ async fn show_deploy(State(state): State<AppState>, Path(id): Path<String>) -> R
         Ok(deploy) => deploy,
         Err(response) => return response,
     };
+    let variables = shown_variables(&state.deployer, &deploy.environment).await;
     match state.store.steps(&deploy.id).await {
         Ok(steps) => Json(json!({
-            "deploy": deploy_json(&deploy),
+            "deploy": deploy_json(&deploy, variables.as_ref()),
             "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
         }))
         .into_response(),
@@ -319,6 +357,8 @@ struct Watch {
     sent: BTreeMap<i64, (usize, bool)>,
     queue: std::collections::VecDeque<Event>,
     done: bool,
+    /// The environment's variables, for the redaction of the `done` event's artifacts.
+    variables: Option<Variables>,
 }
 
 impl Watch {
@@ -346,7 +386,7 @@ impl Watch {
         if let Some(deploy) = deploy
             && deploy.status != windlass_store::DeployStatus::Running
         {
-            self.queue.push_back(sse("done", &deploy_json(&deploy)));
+            self.queue.push_back(sse("done", &deploy_json(&deploy, self.variables.as_ref())));
             self.done = true;
         }
         Ok(())
@@ -364,12 +404,14 @@ async fn deploy_events(State(state): State<AppState>, Path(id): Path<String>) ->
         Ok(deploy) => deploy,
         Err(response) => return response,
     };
+    let variables = shown_variables(&state.deployer, &deploy.environment).await;
     let watch = Watch {
         store: state.store.clone(),
         id: deploy.id,
         sent: BTreeMap::new(),
         queue: Default::default(),
         done: false,
+        variables,
     };
     let stream = futures_util::stream::unfold((watch, true), |(mut watch, first)| async move {
         loop {
@@ -407,6 +449,10 @@ async fn status(State(state): State<AppState>) -> Response {
             Ok(env_state) => env_state,
             Err(err) => return deploy_error(err),
         };
+        // `run` holds no secret (validate and the deploy refuse one), but a command recorded
+        // before that rule is shown through the environment's redactor, or not at all when the
+        // secrets cannot be read.
+        let redactor = shown_variables(deployer, environment).await;
         let mut services = serde_json::Map::new();
         for (service, service_state) in &env_state.services {
             let mut colors = serde_json::Map::new();
@@ -442,7 +488,7 @@ async fn status(State(state): State<AppState>) -> Response {
                         "deploy": recorded.deploy_id,
                         "build": recorded.artifact.short_hash(),
                         "version": recorded.artifact.version,
-                        "command": recorded.artifact.command,
+                        "command": redactor.as_ref().map(|v| v.redact(&recorded.artifact.command)),
                         "retire_at": recorded.retire_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()).map(|t| t.to_string()),
                         "instances": instances,
                     }),
@@ -467,7 +513,7 @@ async fn status(State(state): State<AppState>) -> Response {
             json!({
                 "services": services,
                 "lock": lock.map(|l| json!({ "holder": l.holder.to_string(), "purpose": l.purpose, "since": l.acquired_at.to_string(), "stale": l.stale })),
-                "last_deploy": last.as_ref().map(deploy_json),
+                "last_deploy": last.as_ref().map(|d| deploy_json(d, redactor.as_ref())),
             }),
         );
     }

@@ -9,6 +9,7 @@ mod deploys;
 mod docker;
 mod harness;
 mod init;
+mod injection;
 mod platform;
 mod private_files;
 mod readme;

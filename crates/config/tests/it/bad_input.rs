@@ -141,3 +141,52 @@ to = ["devops@maily.example"]
     let unknown = problems(&format!("{MINIMAL}\n[pipeline]\nnotify = [\"pagr\"]\n{receivers}"));
     assert!(unknown.contains("unknown receiver `pagr`") && unknown.contains("did you mean `pager`?"), "{unknown}");
 }
+
+/// A secret in a service's `run` (also an environment's override of it) would be on argv: an
+/// error at the reference. A step's unquoted reference is a warning; quoted, single-quoted,
+/// assigned or in a migrate command's double quotes, none.
+#[test]
+fn secrets_in_run_and_unquoted_references_in_commands() {
+    let text = r#"
+[project]
+name = "shop"
+
+[environments.production.services.api]
+run = "api-server --token ${TOKEN}"
+
+[env]
+TOKEN = { secret = true }
+NAME = { default = "x" }
+
+[services.api]
+run = "api-server --name ${NAME}"
+
+[database]
+url = "sqlite://app.db"
+migrate = { command = "tool --db \"${NAME}\"" }
+
+[[phases.backend.steps]]
+run = "echo '${NAME}' \"${NAME}\" N=${NAME} ${NAME}"
+undo = "echo $(printf %s ${TOKEN})"
+"#;
+    let parsed = parse_text(text);
+    let shown = rendered(&parsed);
+    let errors: Vec<_> = parsed.diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(errors.len(), 1, "{shown}");
+    assert!(errors[0].message.contains("secret `TOKEN` is used in `run`"), "{shown}");
+    assert_eq!(errors[0].location().unwrap(), "windlass.toml:6:27", "{shown}");
+    let warnings: Vec<String> = parsed
+        .diagnostics
+        .iter()
+        .filter(|d| !d.is_error() && d.message.contains("outside double quotes"))
+        .map(|d| format!("{} {}", d.location().unwrap(), d.message))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "windlass.toml:20:45 `${NAME}` is outside double quotes in `phases.backend.steps[0].run`: sh splits its value into words and expands `*` and `?` in it",
+            "windlass.toml:21:26 `${TOKEN}` is outside double quotes in `phases.backend.steps[0].undo`: sh splits its value into words and expands `*` and `?` in it",
+        ],
+        "{shown}"
+    );
+}

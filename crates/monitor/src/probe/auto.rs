@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use windlass_config::probes::{Probe as ProbeConfig, ProbeTarget, ProbeType};
-use windlass_config::template::Setting;
+use windlass_config::template::{Setting, Template};
 use windlass_config::{AlertSeverity, Config};
 
 use super::{HttpTarget, MetricsTarget, ProbeError, ProbeSpec, SecretText, Target};
@@ -43,7 +43,17 @@ pub fn spec_from_config(
         (ProbeTarget::Url(url), ProbeType::Postgres) => Target::Postgres { url: SecretText::new(text(url)?) },
         (ProbeTarget::Url(url), ProbeType::Redis) => Target::Redis { url: SecretText::new(text(url)?) },
         (ProbeTarget::Address(address), _) => Target::Tcp { address: text(&Setting::Text(address.clone()))? },
-        (ProbeTarget::Command(command), _) => Target::Command { command: text(&Setting::Text(command.clone()))? },
+        // Never rendered into the command: each variable it references goes into its
+        // environment, resolved like any setting, and `sh` expands it.
+        (ProbeTarget::Command(command), _) => Target::Command {
+            command: command.script().to_owned(),
+            env: command
+                .env_from(|name| resolve(&Setting::Text(Template::variable(name))))
+                .map_err(unresolved)?
+                .into_iter()
+                .map(|(name, value)| (name, SecretText::new(value)))
+                .collect(),
+        },
         (ProbeTarget::Url(_), kind) => return Err(unresolved(format!("type \"{}\" has no URL", kind.as_str()))),
     };
     Ok(ProbeSpec {

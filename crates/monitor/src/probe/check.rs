@@ -63,7 +63,7 @@ impl Probe {
                 Ok(()) => Outcome::pass("PONG", started.elapsed()),
                 Err(reason) => Outcome::fail(reason, started.elapsed()),
             },
-            Target::Command { command } => run_command(command, timeout, started).await,
+            Target::Command { command, env } => run_command(command, env, timeout, started).await,
             Target::Metrics(metrics) => self.metrics(metrics, now, started).await,
         }
     }
@@ -390,11 +390,17 @@ async fn redis(url: &SecretText) -> Result<(), String> {
     }
 }
 
-async fn run_command(command: &str, timeout: Duration, started: Instant) -> Outcome {
-    let env: Vec<(String, String)> = ["PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER"]
+async fn run_command(
+    command: &str,
+    variables: &std::collections::BTreeMap<String, super::SecretText>,
+    timeout: Duration,
+    started: Instant,
+) -> Outcome {
+    let mut env: std::collections::BTreeMap<String, String> = ["PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER"]
         .into_iter()
         .filter_map(|name| Some((name.to_owned(), std::env::var(name).ok()?)))
         .collect();
+    env.extend(variables.iter().map(|(name, value)| (name.clone(), value.expose().to_owned())));
     let spawned = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
