@@ -938,7 +938,8 @@ impl Run {
             env.insert(name.clone(), self.render(setting)?);
         }
         let sender = log.sender();
-        command::run(&script, &env, custom.timeout.as_std(), custom.retries, move |line| {
+        let redactor = self.variables.redactor();
+        command::run(&script, &env, custom.timeout.as_std(), custom.retries, redactor, move |line| {
             let _ = sender.send(line);
         })
         .await
