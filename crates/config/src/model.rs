@@ -203,6 +203,9 @@ pub struct VarSpec {
     pub required: bool,
     pub default: Option<String>,
     pub secret: bool,
+    /// A secret value shorter than the redactor can find reliably is accepted (it is hidden only
+    /// where it stands as a whole word).
+    pub allow_short: bool,
     pub format: Option<VarFormat>,
     pub one_of: Option<Vec<String>>,
     pub regex: Option<Spanned<String>>,
@@ -225,6 +228,16 @@ impl VarSpec {
         let required: Option<bool> = t.optional(cx, "required");
         let default: Option<String> = t.optional(cx, "default");
         let secret = t.or(cx, "secret", false);
+        let allow_short: Option<Spanned<bool>> = t.optional(cx, "allow_short");
+        if let Some(allow) = &allow_short
+            && allow.value
+            && !secret
+        {
+            cx.warning(
+                allow.span.clone(),
+                format!("`allow_short` is for secret variables; `{}` is not one", name.value),
+            );
+        }
         let format = t.get(cx, "format").and_then(|v| {
             use VarFormat::*;
             let choices =
@@ -254,6 +267,7 @@ impl VarSpec {
             name,
             default,
             secret,
+            allow_short: allow_short.is_some_and(|a| a.value),
             format,
             one_of: one_of_values,
             regex,

@@ -393,6 +393,8 @@ mod tests {
 
     #[test]
     fn a_short_value_is_hidden_only_as_a_whole_token() {
+        // `validate` refuses shorter secrets by the same measure.
+        assert_eq!(MIN_LEN, windlass_config::env_check::SECRET_MIN_LEN);
         let r = Redactor::new([("PIN", "4242"), ("LONG", "abcdefgh")]);
         assert_eq!(r.redact("PIN=4242"), "PIN=[REDACTED:PIN]");
         assert_eq!(r.redact("pin 4242."), "pin [REDACTED:PIN].");
