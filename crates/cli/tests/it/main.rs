@@ -12,6 +12,7 @@ mod init;
 mod platform;
 mod readme;
 mod recovery;
+mod redaction;
 mod release;
 mod secrets;
 mod validate;
