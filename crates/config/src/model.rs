@@ -1392,6 +1392,20 @@ impl Receiver {
             }
             present
         };
+        // A receiver's URL is its secret (a Slack webhook's path, a token in a query): one written
+        // out that cannot work is reported by key, never quoted, and its line is not shown.
+        for (key, setting) in [("webhook_url", &webhook_url), ("url", &url)] {
+            if let Some(Setting::Text(template)) = setting
+                && template.vars().next().is_none()
+                && let Some(wrong) = http_url_problem(&template.raw)
+            {
+                cx.error(
+                    span.clone(),
+                    format!("`{}.{key}` {wrong} (the URL is not shown: it holds the receiver's secret)", at.path),
+                )
+                .hide_line = true;
+            }
+        }
         let kind = match kind? {
             0 => {
                 need(cx, "webhook_url", webhook_url.is_some());
@@ -1417,6 +1431,23 @@ impl Receiver {
             }
         };
         Some(Receiver { name, kind })
+    }
+}
+
+/// What is wrong with a receiver's http(s) URL, in words that quote none of it.
+fn http_url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return Some("is not an http:// or https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        Some("has no host")
+    } else if authority.contains('@') {
+        Some("has credentials before its host, which are not supported")
+    } else if authority.chars().any(char::is_whitespace) {
+        Some("has a space in its host")
+    } else {
+        None
     }
 }
 
