@@ -856,7 +856,8 @@ impl Run {
             ));
         }
         if let Some(output) = &report.output {
-            for line in output.lines() {
+            // Redacted whole before it is cut into lines: a secret of several lines goes whole.
+            for line in self.variables.redact(output).lines() {
                 log.line(line.to_owned());
             }
         }
