@@ -13,6 +13,10 @@ use crate::dotenv::EnvFile;
 use crate::formats;
 use crate::model::{Config, VarSpec};
 
+/// The shortest secret value the redactor finds reliably (`windlass_secrets::MIN_LEN`): a shorter
+/// one is an error unless its variable says `allow_short = true`.
+pub const SECRET_MIN_LEN: usize = 8;
+
 /// Where the values for an environment come from.
 pub struct EnvInputs<'a> {
     pub process_env: &'a BTreeMap<String, String>,
@@ -130,6 +134,17 @@ fn value_problems(spec: &VarSpec, value: &str) -> Vec<Problem> {
             });
         }
         return problems;
+    }
+    if spec.secret && !spec.allow_short && value.len() < SECRET_MIN_LEN {
+        problems.push(Problem {
+            message: format!(
+                "`{name}` is a secret shorter than {SECRET_MIN_LEN} characters, too short to hide reliably from \
+                 output (set `allow_short = true` on it in [env] to accept it; it is then hidden only where it \
+                 stands as a whole word)"
+            ),
+            expected: format!("at least {SECRET_MIN_LEN} characters"),
+            found: format!("a secret value of {} characters (not shown)", value.chars().count()),
+        });
     }
     if let Some(format) = spec.format
         && let Err(why) = formats::check(format, value)

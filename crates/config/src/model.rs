@@ -203,6 +203,9 @@ pub struct VarSpec {
     pub required: bool,
     pub default: Option<String>,
     pub secret: bool,
+    /// A secret value shorter than the redactor can find reliably is accepted (it is hidden only
+    /// where it stands as a whole word).
+    pub allow_short: bool,
     pub format: Option<VarFormat>,
     pub one_of: Option<Vec<String>>,
     pub regex: Option<Spanned<String>>,
@@ -225,6 +228,16 @@ impl VarSpec {
         let required: Option<bool> = t.optional(cx, "required");
         let default: Option<String> = t.optional(cx, "default");
         let secret = t.or(cx, "secret", false);
+        let allow_short: Option<Spanned<bool>> = t.optional(cx, "allow_short");
+        if let Some(allow) = &allow_short
+            && allow.value
+            && !secret
+        {
+            cx.warning(
+                allow.span.clone(),
+                format!("`allow_short` is for secret variables; `{}` is not one", name.value),
+            );
+        }
         let format = t.get(cx, "format").and_then(|v| {
             use VarFormat::*;
             let choices =
@@ -254,6 +267,7 @@ impl VarSpec {
             name,
             default,
             secret,
+            allow_short: allow_short.is_some_and(|a| a.value),
             format,
             one_of: one_of_values,
             regex,
@@ -1424,6 +1438,20 @@ impl Receiver {
             }
             present
         };
+        // A receiver's URL is its secret (a Slack webhook's path, a token in a query): one written
+        // out that cannot work is reported by key, never quoted, and its line is not shown.
+        for (key, setting) in [("webhook_url", &webhook_url), ("url", &url)] {
+            if let Some(Setting::Text(template)) = setting
+                && template.vars().next().is_none()
+                && let Some(wrong) = http_url_problem(&template.raw)
+            {
+                cx.error(
+                    span.clone(),
+                    format!("`{}.{key}` {wrong} (the URL is not shown: it holds the receiver's secret)", at.path),
+                )
+                .hide_line = true;
+            }
+        }
         let kind = match kind? {
             0 => {
                 need(cx, "webhook_url", webhook_url.is_some());
@@ -1449,6 +1477,23 @@ impl Receiver {
             }
         };
         Some(Receiver { name, kind })
+    }
+}
+
+/// What is wrong with a receiver's http(s) URL, in words that quote none of it.
+fn http_url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return Some("is not an http:// or https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        Some("has no host")
+    } else if authority.contains('@') {
+        Some("has credentials before its host, which are not supported")
+    } else if authority.chars().any(char::is_whitespace) {
+        Some("has a space in its host")
+    } else {
+        None
     }
 }
 

@@ -45,7 +45,8 @@ impl Template {
                 text.push_str("${");
                 rest = after;
             } else if let Some(after) = rest.strip_prefix("${") {
-                let end = after.find('}').ok_or_else(|| format!("`${{` without a closing `}}` in {raw:?}"))?;
+                // The text is not quoted: it may be a secret URL (the error points at where it is).
+                let end = after.find('}').ok_or_else(|| "`${` without a closing `}`".to_owned())?;
                 let name = &after[..end];
                 let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -111,7 +112,10 @@ impl Decode for Template {
                 Some(template)
             }
             Err(problem) => {
-                cx.invalid(value, at, &Self::expected(), problem);
+                // Not quoted, nor its line shown: a template is often a URL with a secret in it.
+                let diagnostic = cx.error(value.span(), format!("invalid value for `{}`: {problem}", at.path));
+                diagnostic.expected = Some(Self::expected());
+                diagnostic.hide_line = true;
                 None
             }
         }

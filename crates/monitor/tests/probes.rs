@@ -577,3 +577,45 @@ environment = "staging"
     let names: Vec<&str> = staging.probes.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["staging-only", "health/api/api.shop.localhost", "health/web/shop.localhost"]);
 }
+
+#[tokio::test]
+async fn a_command_probes_reason_never_shows_a_secret_whole_split_or_cut() {
+    let token = "tok-3f9a1c77e2b54d08";
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n";
+    let redactor = windlass_secrets::Redactor::new([("API_TOKEN", token), ("TLS_KEY", key)]);
+    // The last line is the secret; the last line is one line of a multi-line secret; a long last
+    // line that the 200-character cut would split in the middle of the secret.
+    let long = format!("{}{token}", "x".repeat(190));
+    let commands = [
+        format!("echo 'checking'; echo 'auth failed for {token}' >&2; exit 1"),
+        format!("printf '%s' '{key}'; exit 2"),
+        format!("echo '{long}'; exit 3"),
+    ];
+    let specs: Vec<ProbeSpec> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, command)| {
+            let mut spec = ProbeSpec::new(format!("cmd-{i}"), Target::Command { command: command.clone() });
+            spec.failure_threshold = 1;
+            spec
+        })
+        .collect();
+    let clock = clock();
+    let (prober, _events) = Prober::redacting(specs, Arc::new(clock.clone()), redactor).unwrap();
+    let leaks = |text: &str| {
+        text.contains(token)
+            || text.contains(&token[..8])
+            || key.lines().any(|line| text.contains(line))
+            || text.contains("MIIEvQIBADANBgkq")
+    };
+    for i in 0..3 {
+        let name = format!("cmd-{i}");
+        let (outcome, change) = step(&prober, &clock, &name).await;
+        assert!(!outcome.ok);
+        assert!(!leaks(&outcome.reason), "{name}: {}", outcome.reason);
+        let change = change.expect("down at the first failure");
+        assert!(!leaks(&change.reason), "{name}: {}", change.reason);
+        assert!(!leaks(&prober.status(&name).unwrap().last_reason));
+    }
+    assert_eq!(prober.status("cmd-0").unwrap().last_reason, "exit code 1: auth failed for [REDACTED:API_TOKEN]");
+}

@@ -96,7 +96,52 @@ pub(crate) async fn post(
     Err(NotifyError::GaveUp { receiver: receiver.to_owned(), attempts, last })
 }
 
-/// A URL given in the configuration, parsed.
+/// A URL given in the configuration, parsed. The error says what is wrong and never quotes the
+/// URL: a webhook URL's path, query or credentials are its secret.
 pub(crate) fn parse(receiver: &str, url: &str) -> Result<Url, NotifyError> {
-    Url::parse(url).map_err(|message| NotifyError::BadUrl { receiver: receiver.to_owned(), message })
+    Url::parse(url).map_err(|_| NotifyError::BadUrl {
+        receiver: receiver.to_owned(),
+        message: format!("its URL {} (the URL is not shown: it holds the receiver's secret)", what_is_wrong(url)),
+    })
+}
+
+/// What is wrong with a URL `windlass_http::Url` refused, in words that quote none of it.
+fn what_is_wrong(url: &str) -> &'static str {
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return "is not an http:// or https:// URL";
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        "has credentials before its host, which are not supported"
+    } else if authority.is_empty() {
+        "has no host"
+    } else if authority.starts_with('[') && !authority.contains(']') {
+        "has an unclosed `[`"
+    } else if authority.rsplit_once(':').is_some_and(|(_, port)| !port.ends_with(']') && port.parse::<u16>().is_err()) {
+        "has a bad port"
+    } else {
+        "is not a valid URL"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_is_described_without_its_path_query_or_credentials() {
+        let secret = "T0AAAA/B0BBBB/xoxSECRETpath";
+        for url in [
+            format!("htps://hooks.slack.com/services/{secret}"),
+            format!("https://user:{secret}@hooks.slack.com/x"),
+            format!("https://hooks.slack.com:notaport/services/{secret}?token={secret}"),
+            format!("https:///services/{secret}"),
+            format!("https://[::1/services/{secret}"),
+            format!("hooks.slack.com/services/{secret}"),
+        ] {
+            let message = parse("slack", &url).unwrap_err().to_string();
+            assert!(!message.contains("xoxSECRETpath") && !message.contains("services"), "{message}");
+            assert!(message.starts_with("receiver `slack`: its URL "), "{message}");
+        }
+    }
 }

@@ -963,7 +963,8 @@ impl Run {
             ));
         }
         if let Some(output) = &report.output {
-            for line in output.lines() {
+            // Redacted whole before it is cut into lines: a secret of several lines goes whole.
+            for line in self.variables.redact(output).lines() {
                 log.line(line.to_owned());
             }
         }
@@ -1047,7 +1048,8 @@ impl Run {
         }
         script.check_env(&env)?;
         let sender = log.sender();
-        command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, move |line| {
+        let redactor = self.variables.redactor();
+        command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, redactor, move |line| {
             let _ = sender.send(line);
         })
         .await

@@ -84,7 +84,9 @@ impl Courier {
         } else {
             events.push(self.event(dispatch, &dispatch.alerts, link_base.as_deref()).await);
         }
-        for event in events {
+        for mut event in events {
+            // Whatever an alert quotes (a probe's output, a receiver's answer) leaves redacted.
+            redact_event(&mut event, variables);
             if let Err(err) = receiver.alert(&event, &RetryPolicy::default()).await {
                 let problem = variables.redact(&err.to_string());
                 return self.failed(&name, &dispatch.environment, problem).await;
@@ -183,6 +185,24 @@ impl Courier {
             Ok(dispatches) => self.deliver(dispatches),
             Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
         }
+    }
+}
+
+/// Every text of `event` that could quote a secret, redacted with the environment's secrets.
+fn redact_event(event: &mut AlertEvent, variables: &Variables) {
+    fn redact_json(value: &mut serde_json::Value, variables: &Variables) {
+        match value {
+            serde_json::Value::String(text) => *text = variables.redact(text),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_json(v, variables)),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(|v| redact_json(v, variables)),
+            _ => {}
+        }
+    }
+    event.summary = variables.redact(&event.summary);
+    event.source = variables.redact(&event.source);
+    redact_json(&mut event.details, variables);
+    for link in &mut event.links {
+        link.text = variables.redact(&link.text);
     }
 }
 

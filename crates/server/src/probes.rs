@@ -142,7 +142,8 @@ async fn reconcile(
     let previous: Vec<ProbeStatus> =
         probes.running.lock().ok().and_then(|r| r.get(environment).map(|r| r.prober.statuses())).unwrap_or_default();
     let known: BTreeMap<String, Health> = previous.iter().map(|s| (s.name.clone(), s.health)).collect();
-    let (prober, stop) = start(list.probes, store.clone(), environment, known, courier.clone(), &previous)?;
+    let redactor = variables.redactor().clone();
+    let (prober, stop) = start(list.probes, store.clone(), environment, known, courier.clone(), &previous, redactor)?;
     if let Ok(mut all) = probes.running.lock() {
         let replaced =
             all.insert(environment.to_owned(), Running { prober: prober.clone(), config, instances, _stop: stop });
@@ -162,8 +163,12 @@ fn start(
     known: BTreeMap<String, Health>,
     courier: Arc<Courier>,
     previous: &[ProbeStatus],
+    redactor: windlass_secrets::Redactor,
 ) -> Result<(Prober, watch::Sender<bool>), String> {
-    let (prober, mut transitions) = Prober::new(specs, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+    // Every reason (a command probe's last output line, an error quoting a URL) is redacted by
+    // the prober before it is kept, logged, recorded as an event or handed to the alert engine.
+    let (prober, mut transitions) =
+        Prober::redacting(specs, Arc::new(SystemClock), redactor).map_err(|e| e.to_string())?;
     prober.carry_over(previous);
     let (stop, stopped) = watch::channel(false);
     let looping = prober.clone();

@@ -14,6 +14,7 @@ mod platform;
 mod private_files;
 mod readme;
 mod recovery;
+mod redaction;
 mod release;
 mod secrets;
 mod validate;

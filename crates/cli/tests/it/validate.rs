@@ -202,3 +202,32 @@ fn a_closed_pipe_ends_the_output_quietly() {
     use std::os::unix::process::ExitStatusExt as _;
     assert!(output.status.success() || output.status.signal() == Some(libc::SIGPIPE), "{:?}", output.status);
 }
+
+/// A secret too short to hide reliably is an error, wherever its value comes from, unless the
+/// variable opts in with `allow_short = true`; the value itself is never shown.
+#[test]
+fn a_short_secret_is_refused_unless_its_variable_allows_it() {
+    let test = Windlass::with_maily();
+    let config = test.read("windlass.toml");
+    let config = config.replacen("[env]\n", "[env]\nPIN = { secret = true }\n", 1);
+    test.write("windlass.toml", &config);
+    test.write(".env.production", &format!("{}PIN=4242\n", test.read(EXAMPLE_ENV)));
+    let run = test.run(&["validate", "production"]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(run.all_output().contains("`PIN` is a secret shorter than 8 characters"), "{}", run.all_output());
+    assert!(run.all_output().contains("allow_short = true"), "{}", run.all_output());
+    assert!(!run.all_output().contains("4242"), "{}", run.all_output());
+    // From the process environment too.
+    let from_process = Windlass::with_maily().env("PIN", "4242");
+    from_process.write("windlass.toml", &config);
+    let run = from_process.run(&["validate", "production", "--env-file", EXAMPLE_ENV]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(run.all_output().contains("`PIN` is a secret shorter than 8 characters"), "{}", run.all_output());
+    // Opting in for that variable makes it deployable.
+    test.write(
+        "windlass.toml",
+        &config.replace("PIN = { secret = true }", "PIN = { secret = true, allow_short = true }"),
+    );
+    let run = test.run(&["validate", "production"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+}

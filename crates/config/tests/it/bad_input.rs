@@ -190,3 +190,24 @@ undo = "echo $(printf %s ${TOKEN})"
         "{shown}"
     );
 }
+
+#[test]
+fn a_receivers_bad_url_is_named_never_quoted() {
+    let secret = "T0SECRET/B0SECRET/xoxPathSecret";
+    for (key, url) in [
+        ("webhook_url", format!("htps://hooks.slack.com/services/{secret}")),
+        ("webhook_url", "https://user:xoxPathSecret@hooks.slack.com/x".to_owned()),
+        ("webhook_url", format!("https://hooks.slack.com/services/{secret}${{OOPS")),
+        ("url", format!("https:///hooks/{secret}?token={secret}")),
+    ] {
+        let kind = if key == "url" { "webhook" } else { "slack" };
+        let text = format!(
+            "[project]\nname = \"shop\"\n\n[environments.production]\n\n[alerts.receivers.ops]\ntype = \"{kind}\"\n{key} = \"{url}\"\n"
+        );
+        let parsed = crate::parse_text(&text);
+        let rendered = crate::rendered(&parsed);
+        assert!(parsed.has_errors(), "{url}: {rendered}");
+        assert!(rendered.contains(&format!("alerts.receivers.ops.{key}")), "{rendered}");
+        assert!(!rendered.contains("SECRET") && !rendered.contains("xoxPathSecret"), "{rendered}");
+    }
+}

@@ -78,3 +78,46 @@ fn empty_values_count_as_missing_for_required_variables() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].message, "`DATABASE_URL` is set but empty");
 }
+
+#[test]
+fn a_short_secret_is_an_error_unless_allowed_and_is_never_shown() {
+    let schema = r#"
+[project]
+name = "shop"
+
+[environments.production]
+
+[env]
+PIN = { secret = true }
+SHORT_OK = { secret = true, allow_short = true }
+COLOR = { }
+"#;
+    let parsed = parse_text(schema);
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let run = |file: &str, process: &[(&str, &str)]| {
+        let (file, _) = EnvFile::parse(Source::new(".env.production", file));
+        let process: BTreeMap<String, String> =
+            process.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let found = check_env(
+            &parsed.config,
+            "production",
+            &EnvInputs { process_env: &process, env_file: Some(&file), secrets: None },
+        );
+        found.iter().map(|d| d.render() + "\n").collect::<String>()
+    };
+    // From the env file and from the process environment alike.
+    let text = run("PIN=4242\nSHORT_OK=77\nCOLOR=red\n", &[]);
+    assert!(text.contains("`PIN` is a secret shorter than 8 characters"), "{text}");
+    assert!(text.contains("allow_short = true"), "{text}");
+    assert!(!text.contains("4242") && !text.contains("SHORT_OK") && !text.contains("COLOR"), "{text}");
+    let text = run("SHORT_OK=77\n", &[("PIN", "4242")]);
+    assert!(
+        text.contains("`PIN` is a secret shorter than 8 characters") && text.contains("process environment"),
+        "{text}"
+    );
+    assert!(run("PIN=42424242\nSHORT_OK=7\nCOLOR=red\n", &[]).is_empty());
+    // `allow_short` on a variable that is not secret is a mistake worth a word.
+    let parsed = parse_text(&schema.replace("COLOR = { }", "COLOR = { allow_short = true }"));
+    let rendered = crate::rendered(&parsed);
+    assert!(rendered.contains("`allow_short` is for secret variables"), "{rendered}");
+}

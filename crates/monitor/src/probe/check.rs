@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use windlass_http::{HttpError, Url, UrlRequest};
+use windlass_secrets::Redactor;
 
 use super::rules::{History, judge};
 use super::{HttpTarget, MetricsTarget, Outcome, ProbeError, ProbeSpec, SecretText, Target, cert};
@@ -42,15 +43,25 @@ impl Probe {
     /// Runs the probe once. `now` dates the run (certificate days, metric windows); the probe's
     /// timeout bounds it, and a command still running then is killed.
     pub async fn run(&self, now: Timestamp) -> Outcome {
-        let started = Instant::now();
-        let timeout = self.spec.timeout;
-        match tokio::time::timeout(timeout, self.run_inner(now, started)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::fail(format!("no answer within {}", show_duration(timeout)), started.elapsed()),
-        }
+        self.run_redacted(now, &Redactor::default()).await
     }
 
-    async fn run_inner(&self, now: Timestamp, started: Instant) -> Outcome {
+    /// [`Probe::run`], with every secret `redactor` knows hidden from the reason: a command's
+    /// output is redacted whole before its last line is taken, and the reason once more after.
+    pub async fn run_redacted(&self, now: Timestamp, redactor: &Redactor) -> Outcome {
+        let started = Instant::now();
+        let timeout = self.spec.timeout;
+        let mut outcome = match tokio::time::timeout(timeout, self.run_inner(now, started, redactor)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::fail(format!("no answer within {}", show_duration(timeout)), started.elapsed()),
+        };
+        if !redactor.is_empty() {
+            outcome.reason = redactor.redact(&outcome.reason);
+        }
+        outcome
+    }
+
+    async fn run_inner(&self, now: Timestamp, started: Instant, redactor: &Redactor) -> Outcome {
         let timeout = self.spec.timeout;
         match &self.spec.target {
             Target::Http(http) => self.http(http, now, started).await,
@@ -63,7 +74,7 @@ impl Probe {
                 Ok(()) => Outcome::pass("PONG", started.elapsed()),
                 Err(reason) => Outcome::fail(reason, started.elapsed()),
             },
-            Target::Command { command, env } => run_command(command, env, timeout, started).await,
+            Target::Command { command, env } => run_command(command, env, timeout, started, redactor).await,
             Target::Metrics(metrics) => self.metrics(metrics, now, started).await,
         }
     }
@@ -395,6 +406,7 @@ async fn run_command(
     variables: &std::collections::BTreeMap<String, super::SecretText>,
     timeout: Duration,
     started: Instant,
+    redactor: &Redactor,
 ) -> Outcome {
     let mut env: std::collections::BTreeMap<String, String> = ["PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER"]
         .into_iter()
@@ -444,7 +456,9 @@ async fn run_command(
     let collect = async |task: tokio::task::JoinHandle<Vec<u8>>| {
         tokio::time::timeout(Duration::from_millis(20), task).await.ok().and_then(Result::ok).unwrap_or_default()
     };
-    let (out, err) = (collect(stdout).await, collect(stderr).await);
+    // Redacted whole, before a line is picked or cut: a secret of several lines, or one that a
+    // cut at 200 characters would split, is hidden all the same.
+    let (out, err) = (redactor.redact_bytes(&collect(stdout).await), redactor.redact_bytes(&collect(stderr).await));
     let last = |bytes: &[u8]| {
         String::from_utf8_lossy(bytes).lines().rev().map(str::trim).find(|l| !l.is_empty()).map(|l| {
             let mut short: String = l.chars().take(200).collect();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
+use windlass_secrets::Redactor;
 use windlass_store::Clock;
 
 use super::{Outcome, Probe, ProbeError, ProbeSpec, ProbeStatus, Transition};
@@ -37,12 +38,14 @@ struct Inner {
     untaken: Mutex<HashMap<String, ServiceResults>>,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<Transition>,
+    /// Hides the environment's secrets from every reason before it is kept or sent on.
+    redactor: Redactor,
 }
 
 impl Inner {
     async fn check(&self, index: usize) -> Option<(Outcome, Option<Transition>)> {
         let probe = self.probes.get(index)?;
-        let outcome = probe.run(self.clock.now()).await;
+        let outcome = probe.run_redacted(self.clock.now(), &self.redactor).await;
         let at = self.clock.now();
         let transition = {
             let mut states = self.states.lock().ok()?;
@@ -114,6 +117,16 @@ impl Prober {
         specs: Vec<ProbeSpec>,
         clock: Arc<dyn Clock>,
     ) -> Result<(Prober, mpsc::UnboundedReceiver<Transition>), ProbeError> {
+        Self::redacting(specs, clock, Redactor::default())
+    }
+
+    /// [`Prober::new`], every result's reason redacted with `redactor` (the environment's
+    /// secrets) before it is kept, logged or sent as a transition.
+    pub fn redacting(
+        specs: Vec<ProbeSpec>,
+        clock: Arc<dyn Clock>,
+        redactor: Redactor,
+    ) -> Result<(Prober, mpsc::UnboundedReceiver<Transition>), ProbeError> {
         let mut probes = Vec::with_capacity(specs.len());
         let mut by_name = HashMap::new();
         let mut states = Vec::with_capacity(specs.len());
@@ -126,7 +139,7 @@ impl Prober {
         }
         let (events, receiver) = mpsc::unbounded_channel();
         let untaken = Mutex::new(HashMap::new());
-        let inner = Inner { probes, by_name, states: Mutex::new(states), untaken, clock, events };
+        let inner = Inner { probes, by_name, states: Mutex::new(states), untaken, clock, events, redactor };
         Ok((Prober { inner: Arc::new(inner) }, receiver))
     }
 
