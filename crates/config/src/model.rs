@@ -360,11 +360,21 @@ impl Decode for Step {
     fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
         let mut t = Table::open(cx, value, at)?;
         let name = t.optional(cx, "name");
+        let commands_from = cx.var_refs.len();
         let run = t.required(cx, "run");
         let timeout = t.or(cx, "timeout", Duration::from_secs(600));
         let retries = t.get(cx, "retries").and_then(|v| integer_in(cx, v, &at.key("retries"), 0..=10)).unwrap_or(0);
         let undo = t.optional(cx, "undo");
+        let commands_to = cx.var_refs.len();
         let env = read_env_table(cx, &mut t);
+        // `sh` expands the commands' references from the child's environment, which holds the
+        // step's own `env`: a reference to one of those needs no declaration in `[env]`.
+        let mut index = 0;
+        cx.var_refs.retain(|reference| {
+            let own = (commands_from..commands_to).contains(&index) && env.contains_key(&reference.value);
+            index += 1;
+            !own
+        });
         t.finish(cx);
         Some(Step { name, run: run?, timeout, retries: retries as u32, undo, env })
     }

@@ -211,3 +211,39 @@ fn a_receivers_bad_url_is_named_never_quoted() {
         assert!(!rendered.contains("SECRET") && !rendered.contains("xoxPathSecret"), "{rendered}");
     }
 }
+
+/// A step's command may reference the step's own `env` without declaring it in `[env]` (`sh`
+/// reads it from the child's environment); another step's, or an undeclared name, is an error.
+#[test]
+fn a_step_references_its_own_env_undeclared_but_not_another_steps() {
+    let text = r#"
+[project]
+name = "shop"
+
+[environments.production]
+
+[[phases.backend.steps]]
+run = 'touch "${MARKER}"'
+undo = 'rm -f "${MARKER}"'
+env = { MARKER = "/tmp/marker" }
+
+[[phases.backend.steps]]
+run = 'cat "${MARKER}" "${NOWHERE}"'
+"#;
+    let parsed = parse_text(text);
+    let shown = rendered(&parsed);
+    let errors: Vec<String> = parsed
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{} {}", d.location().unwrap(), d.message))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "windlass.toml:13:7 `${MARKER}` refers to a variable not declared in [env]",
+            "windlass.toml:13:7 `${NOWHERE}` refers to a variable not declared in [env]",
+        ],
+        "{shown}"
+    );
+}
