@@ -10,6 +10,7 @@ mod docker;
 mod harness;
 mod init;
 mod injection;
+mod leaks;
 mod platform;
 mod private_files;
 mod readme;
