@@ -5,7 +5,8 @@
 //! real `sops` and `age` tools in both directions.
 //!
 //! Only what SOPS needs is here: X25519 stanzas (other stanza types are skipped when
-//! decrypting, as age does), the header MAC, the STREAM payload and the armor.
+//! decrypting, as age does), the header MAC, the STREAM payload and the armor. Reading is as
+//! strict as the spec: `tests/age_cctv.rs` runs every C2SP CCTV vector that uses these.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -204,6 +205,126 @@ fn stream_nonce(counter: u128, last: bool) -> aead::Nonce {
     aead::Nonce::assume_unique_for_key(n)
 }
 
+/// One recipient stanza: `-> type args...` and its decoded body.
+struct Stanza<'a> {
+    args: Vec<&'a str>,
+    body: Vec<u8>,
+}
+
+/// A parsed header: its stanzas, its MAC, where the MAC'd text ends (after `---`) and where the
+/// payload starts.
+struct Header<'a> {
+    stanzas: Vec<Stanza<'a>>,
+    mac: Vec<u8>,
+    mac_end: usize,
+    payload_start: usize,
+}
+
+/// Columns of a full stanza body line.
+const BODY_COLUMNS: usize = 64;
+
+fn is_base64_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+}
+
+/// The next line of `file` from `pos` (without its LF), moving `pos` past it. Header lines end
+/// with LF only; a CR is an ordinary byte (and then refused by whoever reads the line).
+fn header_line<'a>(file: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
+    let rest = file.get(*pos..).unwrap_or_default();
+    let len = rest.iter().position(|&b| b == b'\n').ok_or("truncated header (a line without its end)")?;
+    *pos += len + 1;
+    Ok(&rest[..len])
+}
+
+/// Parses the header strictly, as the spec's ABNF says: the v1 line, one or more stanzas
+/// (arguments of visible ASCII, a canonical unpadded base64 body in 64-column lines ending with a
+/// shorter one), and `--- ` with the 43-character MAC.
+fn parse_header(file: &[u8]) -> Result<Header<'_>, String> {
+    let mut pos = 0;
+    let version = header_line(file, &mut pos)?;
+    if version != INTRO.as_bytes() {
+        return Err(if version.starts_with(b"age-encryption.org/") {
+            "unsupported age format version".into()
+        } else {
+            "not an age v1 file".into()
+        });
+    }
+    let mut stanzas = Vec::new();
+    loop {
+        let line_start = pos;
+        let line = header_line(file, &mut pos)?;
+        if let Some(rest) = line.strip_prefix(b"-> ") {
+            let mut args = Vec::new();
+            for arg in rest.split(|&b| b == b' ') {
+                if arg.is_empty() || !arg.iter().all(|b| (0x21..=0x7e).contains(b)) {
+                    return Err("a stanza has an empty or non-printable argument".into());
+                }
+                args.push(std::str::from_utf8(arg).map_err(|_| "a stanza argument is not ASCII")?);
+            }
+            let mut body = Vec::new();
+            loop {
+                let line = header_line(file, &mut pos)?;
+                if line.len() > BODY_COLUMNS || !line.iter().copied().all(is_base64_char) {
+                    return Err("a stanza body line is not base64 of at most 64 columns".into());
+                }
+                body.extend_from_slice(line);
+                if line.len() < BODY_COLUMNS {
+                    break;
+                }
+            }
+            let body = STANDARD_NO_PAD.decode(&body).map_err(|_| "a stanza body is not canonical base64")?;
+            stanzas.push(Stanza { args, body });
+        } else if line.starts_with(b"---") {
+            if stanzas.is_empty() {
+                return Err("the header has no recipient stanza".into());
+            }
+            let mac = line
+                .strip_prefix(b"--- ")
+                .filter(|m| m.len() == 43 && m.iter().copied().all(is_base64_char))
+                .ok_or("bad header MAC line")?;
+            let mac = STANDARD_NO_PAD.decode(mac).map_err(|_| "the header MAC is not canonical base64")?;
+            return Ok(Header { stanzas, mac, mac_end: line_start + 3, payload_start: pos });
+        } else {
+            return Err("a header line is neither a stanza nor the MAC".into());
+        }
+    }
+}
+
+/// The file key in `stanza` for `identity`: `Ok(None)` if the stanza is not an X25519 one or not
+/// addressed to this identity; `Err` if it is a malformed X25519 stanza (the spec says to reject
+/// the file, not to skip the stanza).
+fn unwrap_x25519(stanza: &Stanza<'_>, identity: &Identity) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    if stanza.args.first() != Some(&"X25519") {
+        return Ok(None);
+    }
+    let [_, share] = stanza.args.as_slice() else {
+        return Err("an X25519 stanza must have exactly one argument".into());
+    };
+    let share: [u8; 32] = STANDARD_NO_PAD
+        .decode(share)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or("an X25519 share is not canonical base64 of 32 bytes")?;
+    // Checked before any decryption (the spec's defence against partitioning oracles).
+    if stanza.body.len() != 32 {
+        return Err("an X25519 stanza body is not 32 bytes".into());
+    }
+    let shared = identity.secret.diffie_hellman(&PublicKey::from(share));
+    if !shared.was_contributory() {
+        return Err("an X25519 share is a low-order point".into());
+    }
+    let mut salt = Vec::with_capacity(64);
+    salt.extend_from_slice(&share);
+    salt.extend_from_slice(&identity.recipient().key);
+    let wrap_key = hkdf32(&salt, shared.as_bytes(), X25519_INFO).map_err(|e| e.to_string())?;
+    let key = chacha(&wrap_key[..]).map_err(|e| e.to_string())?;
+    let mut buf = Zeroizing::new(stanza.body.clone());
+    match key.open_in_place(aead::Nonce::assume_unique_for_key([0; 12]), aead::Aad::empty(), &mut buf) {
+        Ok(plain) => Ok(Some(Zeroizing::new(plain.to_vec()))),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Why an age file could not be decrypted.
 #[derive(Debug)]
 pub enum DecryptFailure {
@@ -213,99 +334,51 @@ pub enum DecryptFailure {
     Corrupt(String),
 }
 
-/// Decrypts a binary age file with any of `identities`.
+/// Decrypts a binary age file with any of `identities`. All or nothing: no plaintext is returned
+/// unless the whole payload authenticates, up to a final chunk and with nothing after it.
 pub fn decrypt(file: &[u8], identities: &[Identity]) -> Result<Zeroizing<Vec<u8>>, DecryptFailure> {
     let corrupt = |why: &str| DecryptFailure::Corrupt(why.to_owned());
-    // The header is text up to the line that starts with "---".
-    let mut pos = 0;
-    let mut lines: Vec<&str> = Vec::new();
-    let mac_line_start;
-    loop {
-        let end = file[pos..].iter().position(|&b| b == b'\n').ok_or_else(|| corrupt("truncated header"))? + pos;
-        let line = std::str::from_utf8(&file[pos..end]).map_err(|_| corrupt("header is not text"))?;
-        if line.starts_with("---") {
-            mac_line_start = pos;
-            lines.push(line);
-            pos = end + 1;
-            break;
-        }
-        lines.push(line);
-        pos = end + 1;
-    }
-    if lines.first() != Some(&INTRO) {
-        return Err(corrupt("not an age v1 file"));
-    }
-    let mac_line = lines.pop().ok_or_else(|| corrupt("no header MAC"))?;
-    let mac_b64 = mac_line.strip_prefix("--- ").ok_or_else(|| corrupt("bad MAC line"))?;
-    let mac = STANDARD_NO_PAD.decode(mac_b64).map_err(|_| corrupt("bad MAC encoding"))?;
-
-    // Parse stanzas: "-> type args..." followed by body lines until a short line.
-    let mut stanzas: Vec<(Vec<&str>, Vec<u8>)> = Vec::new();
-    let mut i = 1;
-    while i < lines.len() {
-        let args: Vec<&str> =
-            lines[i].strip_prefix("-> ").ok_or_else(|| corrupt("bad stanza line"))?.split(' ').collect();
-        i += 1;
-        let mut body = String::new();
-        loop {
-            let line = lines.get(i).ok_or_else(|| corrupt("truncated stanza"))?;
-            i += 1;
-            body.push_str(line);
-            if line.len() < 64 {
-                break;
-            }
-        }
-        let body = STANDARD_NO_PAD.decode(body).map_err(|_| corrupt("bad stanza body"))?;
-        stanzas.push((args, body));
-    }
+    let header = parse_header(file).map_err(DecryptFailure::Corrupt)?;
 
     let mut file_key: Option<Zeroizing<Vec<u8>>> = None;
-    'outer: for (args, body) in &stanzas {
-        if args.first() != Some(&"X25519") || args.len() != 2 || body.len() != 32 {
-            continue;
-        }
-        let Ok(share) = STANDARD_NO_PAD.decode(args[1]) else { continue };
-        let Ok(share): Result<[u8; 32], _> = share.try_into() else { continue };
-        for identity in identities {
-            let shared = identity.secret.diffie_hellman(&PublicKey::from(share));
-            if !shared.was_contributory() {
-                continue;
-            }
-            let mut salt = Vec::with_capacity(64);
-            salt.extend_from_slice(&share);
-            salt.extend_from_slice(&identity.recipient().key);
-            let Ok(wrap_key) = hkdf32(&salt, shared.as_bytes(), X25519_INFO) else { continue };
-            let Ok(key) = chacha(&wrap_key[..]) else { continue };
-            let mut buf = Zeroizing::new(body.clone());
-            if let Ok(plain) =
-                key.open_in_place(aead::Nonce::assume_unique_for_key([0; 12]), aead::Aad::empty(), &mut buf)
-            {
-                file_key = Some(Zeroizing::new(plain.to_vec()));
+    'outer: for identity in identities {
+        for stanza in &header.stanzas {
+            if let Some(key) = unwrap_x25519(stanza, identity).map_err(DecryptFailure::Corrupt)? {
+                file_key = Some(key);
                 break 'outer;
             }
         }
     }
     let file_key = file_key.ok_or(DecryptFailure::NoMatch)?;
     let mac_key = hkdf32(&[], &file_key, b"header").map_err(|_| corrupt("HKDF failed"))?;
-    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, &mac_key[..]), &file[..mac_line_start + 3], &mac)
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, &mac_key[..]), &file[..header.mac_end], &header.mac)
         .map_err(|_| corrupt("header MAC does not match"))?;
 
-    let rest = &file[pos..];
-    if rest.len() < 16 + 16 {
-        return Err(corrupt("truncated payload"));
+    let rest = &file[header.payload_start..];
+    if rest.len() < 16 {
+        return Err(corrupt("truncated payload nonce"));
     }
     let (nonce, mut data) = rest.split_at(16);
+    if data.is_empty() {
+        return Err(corrupt("the payload has no chunk"));
+    }
     let payload_key = hkdf32(nonce, &file_key, b"payload").map_err(|_| corrupt("HKDF failed"))?;
     let key = chacha(&payload_key[..]).map_err(|_| corrupt("bad payload key"))?;
     let mut out = Zeroizing::new(Vec::new());
     let mut counter = 0u128;
     loop {
         let take = data.len().min(CHUNK + 16);
+        if take < 16 {
+            return Err(corrupt("truncated payload chunk"));
+        }
         let last = take == data.len();
         let mut buf = Zeroizing::new(data[..take].to_vec());
         let plain = key
             .open_in_place(stream_nonce(counter, last), aead::Aad::empty(), &mut buf)
             .map_err(|_| corrupt("payload does not authenticate (truncated or changed)"))?;
+        if last && plain.is_empty() && counter > 0 {
+            return Err(corrupt("the final payload chunk is empty (only an empty payload may end so)"));
+        }
         out.extend_from_slice(plain);
         data = &data[take..];
         counter += 1;
@@ -329,14 +402,33 @@ pub fn armor(binary: &[u8]) -> String {
     out
 }
 
+/// Reads the ASCII armor strictly (RFC 7468's strict PEM, as age and SOPS do): the armor is
+/// malleable otherwise. Only whitespace around the block and CRLF line ends are tolerated; every
+/// base64 line is 64 columns but the last (1 to 64), with canonical padded base64, nothing else.
 pub fn dearmor(text: &str) -> Result<Vec<u8>, String> {
-    let text = text.trim();
-    let inner = text
-        .strip_prefix(ARMOR_BEGIN)
-        .and_then(|t| t.strip_suffix(ARMOR_END))
-        .ok_or_else(|| "the data key is not an armored age file".to_owned())?;
-    let b64: String = inner.split_whitespace().collect();
-    STANDARD.decode(b64).map_err(|_| "the armored data key is not valid base64".to_owned())
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    if lines.first() != Some(&ARMOR_BEGIN) {
+        return Err(format!("the data key is not an armored age file (it must start with `{ARMOR_BEGIN}`)"));
+    }
+    if lines.len() < 2 || lines.last() != Some(&ARMOR_END) {
+        return Err(format!("the armored data key does not end with `{ARMOR_END}`"));
+    }
+    let body = &lines[1..lines.len() - 1];
+    for (i, line) in body.iter().enumerate() {
+        let columns_ok = if i + 1 == body.len() { (1..=64).contains(&line.len()) } else { line.len() == 64 };
+        if !columns_ok {
+            return Err(format!(
+                "armor line {} is {} columns (every line must be 64 but the last, 1 to 64)",
+                i + 2,
+                line.len()
+            ));
+        }
+        if !line.bytes().all(|b| is_base64_char(b) || b == b'=') {
+            return Err(format!("armor line {} has a character that is not base64", i + 2));
+        }
+    }
+    STANDARD.decode(body.concat()).map_err(|_| "the armored data key is not canonical base64".to_owned())
 }
 
 // --- bech32 (BIP 173, the original checksum constant, as age uses) ---
