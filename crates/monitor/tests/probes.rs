@@ -595,7 +595,10 @@ async fn a_command_probes_reason_never_shows_a_secret_whole_split_or_cut() {
         .iter()
         .enumerate()
         .map(|(i, command)| {
-            let mut spec = ProbeSpec::new(format!("cmd-{i}"), Target::Command { command: command.clone(), env: Default::default() });
+            let mut spec = ProbeSpec::new(
+                format!("cmd-{i}"),
+                Target::Command { command: command.clone(), env: Default::default() },
+            );
             spec.failure_threshold = 1;
             spec
         })
