@@ -67,26 +67,11 @@ async fn check_service(shared: &Arc<Shared>, name: &str) {
             (instance, passed)
         }
     });
-    let results = futures_join_all(checks).await;
+    let results = futures_util::future::join_all(checks).await;
     for (instance, passed) in results {
         record_check(&instance, passed, health.healthy_after, health.unhealthy_after);
     }
     decide_failover(shared, name);
-}
-
-/// Runs the futures concurrently and collects their outputs (in order).
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut outputs = Vec::with_capacity(handles.len());
-    for handle in handles {
-        if let Ok(output) = handle.await {
-            outputs.push(output);
-        }
-    }
-    outputs
 }
 
 fn record_check(instance: &Instance, passed: bool, healthy_after: u32, unhealthy_after: u32) {

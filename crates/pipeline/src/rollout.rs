@@ -262,7 +262,8 @@ async fn start_color(
 ) -> Result<Vec<InstanceRef>, String> {
     log.line(format!("{service}: starting {count} instance{} as {color}", if count == 1 { "" } else { "s" }));
     let starts = (0..count).map(|index| start_instance(run, log, service, spec, artifact, color, index));
-    let results = futures_join_all(starts).await;
+    // Started together on this task (no spawning: the starts borrow the run).
+    let results = futures_util::future::join_all(starts).await;
     let (started, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     let started: Vec<InstanceRef> = started.into_iter().filter_map(Result::ok).collect();
     if let Some(Err(problem)) = failed.into_iter().next() {
@@ -270,26 +271,6 @@ async fn start_color(
         return Err(problem);
     }
     Ok(started)
-}
-
-/// Awaits futures concurrently on this task (no spawning: they borrow the run).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 async fn load(run: &Run) -> Result<EnvState, String> {

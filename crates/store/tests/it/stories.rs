@@ -254,7 +254,7 @@ async fn two_acquirers_of_a_stale_lease_one_takes_it_over(place: Place) {
     let holders: Vec<Holder> =
         (0..4).map(|n| Holder { id: format!("server-{n}"), host: format!("host-{n}"), pid: 100 + n }).collect();
     let attempts = holders.iter().map(|h| store.acquire_lease("deploy/staging", h, "deploy", ttl));
-    let outcomes = futures_join_all(attempts).await;
+    let outcomes = futures_util::future::join_all(attempts).await;
     let winners: Vec<&Lease> = outcomes
         .iter()
         .filter_map(|o| match o.as_ref().unwrap() {
@@ -272,26 +272,6 @@ async fn two_acquirers_of_a_stale_lease_one_takes_it_over(place: Place) {
     }
     let events = store.events(None, 10).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.kind == "lease.taken_over").count(), 1, "{events:?}");
-}
-
-/// Polls futures together on this task, so the attempts interleave in the store.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 async fn breaking_a_lease_is_deliberate_and_recorded(place: Place) {
