@@ -55,7 +55,9 @@ fn parse_location(location: &str) -> Result<(String, Backend)> {
         return Ok((location.to_owned(), Backend::Postgres));
     }
     let path = location.strip_prefix("sqlite://").unwrap_or(location);
-    if path.is_empty() || location.contains("://") && !location.starts_with("sqlite://") {
+    // Windlass sets SQLite's options itself; a `?` would also hide the file from the checks that
+    // keep it private.
+    if path.is_empty() || path.contains('?') || location.contains("://") && !location.starts_with("sqlite://") {
         return Err(StoreError::BadLocation(location.to_owned()));
     }
     Ok((format!("sqlite://{path}?mode=rwc"), Backend::Sqlite))
@@ -102,8 +104,8 @@ async fn enable_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
 fn private_sqlite_files(path: &std::path::Path) -> std::io::Result<()> {
     use windlass_failpoint::private;
     let name = path.to_string_lossy();
-    if name.is_empty() || name.starts_with(':') || name.contains('?') {
-        // In memory, or options SQLite interprets itself: nothing to prepare.
+    if name.is_empty() || name.starts_with(':') {
+        // In memory: no file to prepare.
         return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -42,3 +42,18 @@ async fn the_database_and_its_wal_and_shm_are_0600_new_or_tightened_on_open() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+/// A location with options after `?` (which Windlass sets itself, and which used to hide the file
+/// from the checks above) is refused, saying what a location may be; nothing is created.
+#[tokio::test]
+async fn a_location_with_options_is_refused() {
+    let dir = windlass_testkit::tempdir();
+    let db = dir.path().join("state").join("windlass.db");
+    let location = format!("sqlite://{}?mode=rwc", db.display());
+    let clock = windlass_store::ManualClock::new(start_time());
+    let Err(err) = windlass_store::SqlStore::open(&location, std::sync::Arc::new(clock)).await else {
+        panic!("{location} was accepted")
+    };
+    assert!(err.to_string().contains("is not a state store location"), "{err}");
+    assert!(!dir.path().join("state").exists(), "nothing is created for a refused location");
+}
