@@ -641,12 +641,18 @@ async fn scale_owned(
     while let Ok(line) = lines.try_recv() {
         done.push(run.variables.redact(&line));
     }
-    result.map_err(|e| DeployError::Failed(run.variables.redact(&e)))?;
-    let message = format!("{service} scaled to {count}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
+    let because = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    // A failed scale is audited too: it started (and stopped) instances.
+    let (kind, message) = match &result {
+        Ok(()) => ("scale", format!("{service} scaled to {count}{because}")),
+        Err(problem) => {
+            ("scale.failed", format!("{service} not scaled to {count}{because}: {}", run.variables.redact(problem)))
+        }
+    };
     let event = NewEvent {
         actor: actor.into(),
         environment: Some(environment.into()),
-        kind: "scale".into(),
+        kind: kind.into(),
         subject: Some(service.into()),
         message: message.clone(),
         data: "{}".into(),
@@ -654,6 +660,7 @@ async fn scale_owned(
     if let Err(err) = deployer.store.record_event(&event).await {
         tracing::warn!(%err, "cannot record an audit event");
     }
+    result.map_err(|e| DeployError::Failed(run.variables.redact(&e)))?;
     Ok(Scaled { lines: done, message })
 }
 

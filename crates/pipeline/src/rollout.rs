@@ -689,18 +689,33 @@ pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Res
     }
     instances.extend(started.iter().cloned());
     let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
-    if let Err(err) = run.deployer.edge.put_pool(service, &color, &addresses).await {
-        // The edge may have applied it before failing to answer: back to what is recorded.
+    // Undoes the pool change when it cannot be recorded: the edge back on the recorded instances,
+    // the new ones stopped.
+    let undo = async |problem: String| {
         let before: Vec<SocketAddr> = recorded.instances.iter().map(|i| i.address).collect();
         let _ = run.deployer.edge.put_pool(service, &color, &before).await;
         stop_instances(run, &started).await;
-        return Err(err.to_string());
+        problem
+    };
+    if let Err(err) = run.deployer.edge.put_pool(service, &color, &addresses).await {
+        // The edge may have applied it before failing to answer: back to what is recorded.
+        return Err(undo(err.to_string()).await);
     }
-    let mut state = load(run).await?;
+    let mut state = match load(run).await {
+        Ok(state) => state,
+        Err(problem) => return Err(undo(problem).await),
+    };
     if let Some(recorded) = state.services.get_mut(service).and_then(|s| s.colors.get_mut(&color)) {
         recorded.instances = instances;
     }
-    save(run, &state).await?;
+    if run.lock_lost() {
+        return Err(
+            undo(format!("the lock of `{}` was lost while scaling; nothing was changed", run.environment)).await
+        );
+    }
+    if let Err(problem) = save(run, &state).await {
+        return Err(undo(problem).await);
+    }
     stop_instances(run, &removed).await;
     log.line(format!("{service}: {count} instances on {color}"));
     Ok(())

@@ -191,6 +191,20 @@ async fn emergency_commands_are_applied_and_recorded() {
     let run = platform.cli(&["scale", "production", "nope", "3"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("`nope` does not run in `production`"), "{}", run.stderr);
+    // A scale whose new instance cannot start changes nothing, and is recorded as failed.
+    for entry in std::fs::read_dir(platform.state_dir().join("artifacts")).unwrap() {
+        let _ = std::fs::remove_file(entry.unwrap().path().join("windlass-demo"));
+    }
+    let run = platform.cli(&["scale", "production", "api", "5", "--reason", "more"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let status = platform.status();
+    assert_eq!(status["services"]["api"]["colors"]["blue"]["instances"].as_array().unwrap().len(), 3);
+    assert_eq!(platform.alive_instances(), 3);
+    let failed = platform.json(&["events", "production", "--kind", "scale.failed"]);
+    let failed = failed["events"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["message"].as_str().unwrap().starts_with("api not scaled to 5: more: "), "{failed:?}");
+    assert_eq!(platform.get("api.shop.localhost", "/version").await.status, 200);
 
     // No secondary is configured: failover is refused with the edge's reason.
     let run = platform.cli(&["failover", "production", "api", "--to", "secondary"]);
