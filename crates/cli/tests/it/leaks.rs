@@ -4,8 +4,9 @@
 //! Slack and a webhook, a backup and a restore, and the API. Then every place a secret could
 //! land is scanned for every form of each (plain, URL-encoded, base64 at every alignment): every
 //! file under the state dir, the store, every API answer the CLI gets, the argv of every process
-//! on the machine while the deploy runs (shims, instances, `sh`), and every outgoing
-//! notification. And every file under the state dir is 0600, every directory 0700.
+//! on the machine from the server's start to the end of the restore (read every 5 ms, and once
+//! more while a step holds; shims, instances, `sh`, `pg_dump` must have been seen), and every
+//! outgoing notification. And every file under the state dir is 0600, every directory 0700.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -100,6 +101,54 @@ fn scan_argv(needles: &[(String, &'static str)]) -> usize {
         }
     }
     seen
+}
+
+/// Reads the argv of every process on the machine every few milliseconds until stopped, so the
+/// short-lived ones (a migrate command's `sh`, `pg_dump`, a probe's `sh`, instances starting)
+/// are seen too. Returns the hits and the programs seen.
+struct ArgvWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, std::collections::BTreeSet<String>)>,
+}
+
+impl ArgvWatch {
+    fn start(needles: Vec<(String, &'static str)>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut seen, mut hits, mut programs) =
+                (std::collections::HashSet::new(), Vec::new(), std::collections::BTreeSet::new());
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    let pid = entry.file_name().to_string_lossy().into_owned();
+                    if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                        continue;
+                    }
+                    let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+                    if cmdline.is_empty() || !seen.insert((pid.clone(), cmdline.clone())) {
+                        continue;
+                    }
+                    let program = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+                    let program = String::from_utf8_lossy(program);
+                    programs.insert(program.rsplit('/').next().unwrap_or_default().to_owned());
+                    for (needle, name) in &needles {
+                        if cmdline.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                            let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                            hits.push(format!("pid {pid} ({shown}) holds a form of {name}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (hits, programs)
+        });
+        ArgvWatch { stop, thread }
+    }
+
+    fn finish(self) -> (Vec<String>, std::collections::BTreeSet<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
 
 fn wait_for(path: &Path, what: &str) {
@@ -221,6 +270,7 @@ signing_secret = "{SIGNING}"
         assert_eq!(run.code, 0, "{args:?}: {}{}", run.stdout, run.stderr);
     }
     platform.kill_server();
+    let watch = ArgvWatch::start(needles.clone());
     platform.start_server(&[("WINDLASS_AGE_KEY_FILE", key.to_str().unwrap())]);
 
     // The deploy runs in the background while the test reads every process's argv at the
@@ -263,6 +313,12 @@ signing_secret = "{SIGNING}"
         "the backup's and restore's output",
         format!("{}{}", backup.all_output(), restore.all_output()).as_bytes(),
     );
+    // Every argv seen from the server's start to the end of the restore.
+    let (hits, programs) = watch.finish();
+    assert!(hits.is_empty(), "{hits:#?}");
+    for program in ["windlass", "windlass-shim", "windlass-demo", "sh", "pg_dump"] {
+        assert!(programs.contains(program), "no `{program}` was seen running: {programs:?}");
+    }
 
     // Every answer of the API, as the CLI shows them and raw.
     for args in [
