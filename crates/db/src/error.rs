@@ -47,8 +47,6 @@ pub enum Error {
     Restore(String),
     #[error("verify: {0}")]
     Verify(String),
-    #[error("schedule: {0}")]
-    Schedule(String),
     #[error("database: {0}")]
     Sql(String),
     #[error("{0}")]

@@ -1,50 +1,10 @@
-//! Backup and verify schedules: `daily HH:MM` (UTC) or `every N` with N in `m`, `h` or `d`
-//! (`every 6h`). The server asks [`next_due`] with its own clock and runs what is due.
+//! When a backup or verify job is due. The schedule itself (`daily 03:00` UTC, `every 6h`) is
+//! parsed once by `windlass-config` ([`Schedule`]); the server asks [`next_due`] with its own
+//! clock and runs what is due. This module must not read the schedule's text.
 
 use jiff::Timestamp;
 
-use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schedule {
-    /// Every day at this minute of the day, UTC (`daily 03:00`).
-    Daily { minute_of_day: u32 },
-    /// At this interval after the last run (`every 6h`).
-    Every { seconds: u64 },
-}
-
-impl Schedule {
-    pub fn parse(text: &str) -> Result<Self> {
-        let text = text.trim();
-        let bad = || {
-            Error::Schedule(format!("`{text}` is not a schedule; write `daily 03:00` (UTC) or `every 6h` (m, h or d)"))
-        };
-        if let Some(time) = text.strip_prefix("daily ") {
-            let (h, m) = time.trim().split_once(':').ok_or_else(bad)?;
-            let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            return Ok(Schedule::Daily { minute_of_day: h * 60 + m });
-        }
-        if let Some(interval) = text.strip_prefix("every ") {
-            let interval = interval.trim();
-            let unit = interval.chars().last().ok_or_else(bad)?;
-            let count: u64 = interval[..interval.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
-            let unit_seconds = match unit {
-                'm' => 60,
-                'h' => 3600,
-                'd' => 86_400,
-                _ => return Err(bad()),
-            };
-            if count == 0 {
-                return Err(bad());
-            }
-            return Ok(Schedule::Every { seconds: count.saturating_mul(unit_seconds) });
-        }
-        Err(bad())
-    }
-}
+pub use windlass_config::schedule::Schedule;
 
 /// When the scheduled job is next due. After a run: the first slot after `last_run` (a slot
 /// missed while the server was down is due at once, and runs once). Never run: the next slot
@@ -79,16 +39,6 @@ mod tests {
 
     fn ts(text: &str) -> Timestamp {
         text.parse().unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-
-    #[test]
-    fn parses_schedules() {
-        assert_eq!(Schedule::parse("daily 03:00").ok(), Some(Schedule::Daily { minute_of_day: 180 }));
-        assert_eq!(Schedule::parse("every 6h").ok(), Some(Schedule::Every { seconds: 21_600 }));
-        assert_eq!(Schedule::parse("every 30m").ok(), Some(Schedule::Every { seconds: 1800 }));
-        for bad in ["daily 25:00", "every 0h", "every 6x", "weekly", "daily 3"] {
-            assert!(Schedule::parse(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

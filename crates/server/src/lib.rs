@@ -216,19 +216,18 @@ async fn database_schedules(deployer: Arc<Deployer>, environments: Vec<String>) 
 }
 
 async fn run_due_database_jobs(deployer: &Deployer, environment: &str) -> Result<(), String> {
-    use windlass_db::schedule::{Schedule, is_due};
+    use windlass_db::schedule::is_due;
     use windlass_db::{BackupPolicy, ScheduledJob};
     let config = deployer.shared_config().map_err(|e| e.to_string())?;
     let Some(database) = &config.database else { return Ok(()) };
     let jobs = [
-        (ScheduledJob::Backup, "backup", database.backup.schedule.as_ref()),
-        (ScheduledJob::Verify, "verify", database.backup.verify.as_ref()),
+        (ScheduledJob::Backup, "backup", database.backup.schedule),
+        (ScheduledJob::Verify, "verify", database.backup.verify),
     ];
     let now = jiff::Timestamp::now();
     let mut due = Vec::new();
     for (job, name, schedule) in jobs {
         let Some(schedule) = schedule else { continue };
-        let schedule = Schedule::parse(&schedule.value).map_err(|e| e.to_string())?;
         let key = format!("db-schedule/{environment}/{name}");
         let last = deployer.store.setting(&key).await.map_err(|e| e.to_string())?.and_then(|t| t.parse().ok());
         if is_due(schedule, last, now) {
@@ -253,10 +252,10 @@ async fn run_due_database_jobs(deployer: &Deployer, environment: &str) -> Result
     for (job, name, key) in due {
         let last = deployer.store.setting(&key).await.map_err(|e| e.to_string())?.and_then(|t| t.parse().ok());
         let schedule = match job {
-            ScheduledJob::Backup => database.backup.schedule.as_ref(),
-            ScheduledJob::Verify => database.backup.verify.as_ref(),
+            ScheduledJob::Backup => database.backup.schedule,
+            ScheduledJob::Verify => database.backup.verify,
         };
-        if let Some(schedule) = schedule.and_then(|s| Schedule::parse(&s.value).ok())
+        if let Some(schedule) = schedule
             && is_due(schedule, last, now)
         {
             still_due.push((job, name, key));

@@ -4,6 +4,7 @@
 //! It must not connect to a database; `windlass-db` does.
 
 use crate::decode::{At, Cx, Decode, Spanned, Table, Value};
+use crate::schedule::Schedule;
 use crate::template::{CommandTemplate, Setting};
 use crate::units::Duration;
 
@@ -35,9 +36,9 @@ pub struct Backup {
     pub max_age: Duration,
     pub dir: Option<String>,
     /// When the server takes a scheduled backup (`daily 03:00` UTC, `every 6h`).
-    pub schedule: Option<Spanned<String>>,
+    pub schedule: Option<Schedule>,
     /// When the server verifies the newest backup.
-    pub verify: Option<Spanned<String>>,
+    pub verify: Option<Schedule>,
 }
 
 impl Default for Backup {
@@ -86,20 +87,24 @@ impl Decode for Database {
                 let at = at.key("backup");
                 let mut b = Table::open(cx, v, &at)?;
                 let defaults = Backup::default();
-                let backup = Backup {
-                    before_migrate: b.or(cx, "before_migrate", defaults.before_migrate),
-                    keep: b.or(cx, "keep", defaults.keep),
-                    max_age: b.or(cx, "max_age", defaults.max_age),
-                    dir: b.optional(cx, "dir"),
-                    schedule: b.optional(cx, "schedule"),
-                    verify: b.optional(cx, "verify"),
-                };
-                for schedule in [&backup.schedule, &backup.verify].into_iter().flatten() {
-                    if !valid_schedule(&schedule.value) {
-                        cx.error(schedule.span.clone(), format!("`{}` is not a schedule", schedule.value)).help =
-                            Some("write \"daily 03:00\" (UTC) or \"every 6h\" (m, h or d)".into());
+                let before_migrate = b.or(cx, "before_migrate", defaults.before_migrate);
+                let keep = b.or(cx, "keep", defaults.keep);
+                let max_age = b.or(cx, "max_age", defaults.max_age);
+                let dir = b.optional(cx, "dir");
+                // Parsed here once; the server's scheduler works with the `Schedule`, never the text.
+                let mut schedule = |cx: &mut Cx, key: &'static str| {
+                    let text = b.optional::<Spanned<String>>(cx, key)?;
+                    match Schedule::parse(&text.value) {
+                        Ok(schedule) => Some(schedule),
+                        Err(_) => {
+                            cx.error(text.span.clone(), format!("`{}` is not a schedule", text.value)).help =
+                                Some("write \"daily 03:00\" (UTC) or \"every 6h\" (m, h or d)".into());
+                            None
+                        }
                     }
-                }
+                };
+                let (schedule, verify) = (schedule(cx, "schedule"), schedule(cx, "verify"));
+                let backup = Backup { before_migrate, keep, max_age, dir, schedule, verify };
                 b.finish(cx);
                 Some(backup)
             })
@@ -118,23 +123,9 @@ impl Decode for Database {
     }
 }
 
-/// `daily HH:MM` or `every N(m|h|d)`, as windlass-db's schedule parser reads them.
-fn valid_schedule(text: &str) -> bool {
-    if let Some(time) = text.trim().strip_prefix("daily ") {
-        let Some((h, m)) = time.trim().split_once(':') else { return false };
-        return matches!((h.parse::<u32>(), m.parse::<u32>()), (Ok(h), Ok(m)) if h < 24 && m < 60);
-    }
-    if let Some(interval) = text.trim().strip_prefix("every ") {
-        let interval = interval.trim();
-        let Some(unit) = interval.chars().last() else { return false };
-        return matches!(unit, 'm' | 'h' | 'd')
-            && matches!(interval[..interval.len() - 1].parse::<u64>(), Ok(n) if n > 0);
-    }
-    false
-}
-
 #[cfg(test)]
 mod backup_schedule_tests {
+    use crate::schedule::Schedule;
     use crate::{Source, parse};
 
     const BASE: &str = "[project]\nname = \"shop\"\n[environments.production]\n[services.api]\nrun = \"api\"\n";
@@ -169,8 +160,8 @@ mod backup_schedule_tests {
         let parsed = database("{ schedule = \"daily 03:00\", verify = \"every 6h\", keep = 7 }");
         assert!(!parsed.has_errors());
         let backup = parsed.config.database.map(|d| d.backup).unwrap_or_default();
-        assert_eq!(backup.schedule.map(|s| s.value).as_deref(), Some("daily 03:00"));
-        assert_eq!(backup.verify.map(|s| s.value).as_deref(), Some("every 6h"));
+        assert_eq!(backup.schedule, Some(Schedule::Daily { minute_of_day: 180 }));
+        assert_eq!(backup.verify, Some(Schedule::Every { seconds: 6 * 3600 }));
         assert_eq!(backup.keep, 7);
 
         let parsed = database("{ schedule = \"nightly\" }");
