@@ -46,14 +46,23 @@ fn armed() -> &'static HashMap<String, Action> {
     })
 }
 
+/// Why a `WINDLASS_FAILPOINTS` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("`{entry}` is not of the form name=action")]
+    NotNameAction { entry: String },
+    #[error("unknown action `{action}` for `{name}` (expected abort, exit(N), panic or off)")]
+    UnknownAction { name: String, action: String },
+}
+
 /// Parses `name=action;name=action`.
-pub fn parse(spec: &str) -> Result<HashMap<String, Action>, String> {
+pub fn parse(spec: &str) -> Result<HashMap<String, Action>, SpecError> {
     let mut points = HashMap::new();
     for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let (name, action) =
-            entry.split_once('=').ok_or_else(|| format!("`{entry}` is not of the form name=action"))?;
+            entry.split_once('=').ok_or_else(|| SpecError::NotNameAction { entry: entry.to_owned() })?;
         let action = parse_action(action.trim())
-            .ok_or_else(|| format!("unknown action `{action}` for `{name}` (expected abort, exit(N), panic or off)"))?;
+            .ok_or_else(|| SpecError::UnknownAction { name: name.to_owned(), action: action.to_owned() })?;
         points.insert(name.trim().to_owned(), action);
     }
     Ok(points)
@@ -104,8 +113,8 @@ mod tests {
 
     #[test]
     fn rejects_unknown_actions_and_missing_equals() {
-        assert!(parse("a=explode").unwrap_err().contains("unknown action"));
-        assert!(parse("just-a-name").unwrap_err().contains("name=action"));
+        assert!(parse("a=explode").unwrap_err().to_string().contains("unknown action"));
+        assert!(parse("just-a-name").unwrap_err().to_string().contains("name=action"));
     }
 
     #[test]
