@@ -246,7 +246,8 @@ impl DockerRuntime {
             .call(Method::POST, &path, Some(("application/x-tar", context)), &action, BUILD_TIMEOUT)
             .await?
             .ok(&action)?;
-        image::build_outcome(&answer.body).map_err(|message| DockerError::Build { image: tag.clone(), message })?;
+        image::build_outcome(&answer.body)
+            .map_err(|failed| DockerError::Build { image: tag.clone(), message: failed.0 })?;
         let id = self.image_with_hash(&tag, &executable.sha256).await?.ok_or_else(|| DockerError::Build {
             image: tag.clone(),
             message: "the build reported success, but the image is not there".into(),
@@ -664,7 +665,7 @@ async fn read_executable(id: &str, program: &Path) -> Result<Executable, Runtime
         Ok(Executable { path, bytes, sha256 })
     })
     .await
-    .map_err(|err| RuntimeError::Task(err.to_string()))?
+    .map_err(RuntimeError::Task)?
 }
 
 impl DockerRuntime {

@@ -98,6 +98,8 @@ pub enum RuntimeError {
     InvalidSpec { id: String, reason: String },
     #[error("instance {id}: program {}: {reason}", program.display())]
     Program { id: String, program: PathBuf, reason: String },
+    #[error("instance {id}: program {}: {source}", program.display())]
+    ProgramUnreadable { id: String, program: PathBuf, source: std::io::Error },
     #[error("no instance {0}")]
     NotFound(String),
     #[error("instance {id} is already running{}", shim_pid.map(|pid| format!(" (shim pid {pid})")).unwrap_or_default())]
@@ -113,7 +115,7 @@ pub enum RuntimeError {
     #[error("{} is not valid: {source}", path.display())]
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("a background task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Docker(#[from] DockerError),
 }

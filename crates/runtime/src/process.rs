@@ -336,7 +336,7 @@ fn check_program(id: &str, program: &Path) -> Result<(), RuntimeError> {
         |reason: String| Err(RuntimeError::Program { id: id.to_owned(), program: program.to_owned(), reason });
     match std::fs::metadata(program) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => problem("does not exist".into()),
-        Err(err) => problem(err.to_string()),
+        Err(source) => Err(RuntimeError::ProgramUnreadable { id: id.to_owned(), program: program.to_owned(), source }),
         Ok(meta) if !meta.is_file() => problem("is not a file".into()),
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => problem("is not executable".into()),
         Ok(_) => Ok(()),
@@ -350,5 +350,5 @@ fn io_error(action: &'static str, path: &Path, source: io::Error) -> RuntimeErro
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
 ) -> Result<T, RuntimeError> {
-    tokio::task::spawn_blocking(work).await.map_err(|err| RuntimeError::Task(err.to_string()))?
+    tokio::task::spawn_blocking(work).await.map_err(RuntimeError::Task)?
 }

@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 
+use crate::RuntimeError;
 use crate::files::{self, ShimInfo, Status};
 use crate::logfile::LogWriter;
 use crate::spec::{ExitInfo, InstanceSpec, InstanceState, MAX_SOCKETS};
@@ -52,11 +53,12 @@ pub fn main() -> ExitCode {
     let mut shim = Shim { status: Status::new(InstanceState::Starting, Some(std::process::id())), dir, diag };
     let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(shim.run()),
-        Err(err) => Err(format!("cannot start the async runtime: {err}")),
+        Err(err) => Err(ShimError::AsyncRuntime(err)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(reason) => {
+        Err(error) => {
+            let reason = error.to_string();
             shim.diag.log(format_args!("giving up: {reason}"));
             shim.set(|status| {
                 status.state = InstanceState::Exited;
@@ -86,6 +88,27 @@ fn close_inherited_fds() {
     }
 }
 
+/// Why the shim gave up; its text is what `status.json` records as the instance's error.
+#[derive(Debug, thiserror::Error)]
+enum ShimError {
+    #[error("cannot start the async runtime: {0}")]
+    AsyncRuntime(#[source] io::Error),
+    #[error("cannot handle signals: {0}")]
+    Signals(#[source] io::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{} does not exist", .0.display())]
+    NoSpec(PathBuf),
+    #[error("cannot bind socket {name} on {address}: {source}")]
+    Bind { name: String, address: SocketAddr, source: io::Error },
+    #[error("socket {name}: {source}")]
+    Address { name: String, source: io::Error },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot start {}: {source}", program.display())]
+    Start { program: PathBuf, source: io::Error },
+}
+
 struct Shim {
     dir: PathBuf,
     diag: Diag,
@@ -103,14 +126,12 @@ impl Shim {
         }
     }
 
-    async fn run(&mut self) -> Result<(), String> {
-        let mut signals = Signals::install().map_err(|err| format!("cannot handle signals: {err}"))?;
+    async fn run(&mut self) -> Result<(), ShimError> {
+        let mut signals = Signals::install().map_err(ShimError::Signals)?;
         self.set(|_| {}); // records our pid
         let spec_path = self.dir.join(files::SPEC);
-        let spec: InstanceSpec = files::read_json(&spec_path)
-            .map_err(|err| err.to_string())?
-            .ok_or_else(|| format!("{} does not exist", spec_path.display()))?;
-        spec.validate().map_err(|err| err.to_string())?;
+        let spec: InstanceSpec = files::read_json(&spec_path)?.ok_or(ShimError::NoSpec(spec_path))?;
+        spec.validate()?;
 
         // Bound once: every restart of the child gets the same sockets, so the ports never change
         // and connections made while the child restarts wait in the backlog.
@@ -118,25 +139,33 @@ impl Shim {
             .sockets
             .iter()
             .map(|name| {
-                TcpListener::bind((spec.listen_host, 0)).map_err(|err| {
-                    format!("cannot bind socket {name} on {}: {err}", SocketAddr::new(spec.listen_host, 0))
+                TcpListener::bind((spec.listen_host, 0)).map_err(|source| ShimError::Bind {
+                    name: name.clone(),
+                    address: SocketAddr::new(spec.listen_host, 0),
+                    source,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut addresses = BTreeMap::new();
         for (name, listener) in spec.sockets.iter().zip(&listeners) {
-            let address = listener.local_addr().map_err(|err| format!("socket {name}: {err}"))?;
+            let address = listener.local_addr().map_err(|source| ShimError::Address { name: name.clone(), source })?;
             addresses.insert(name.clone(), address);
         }
         let info = ShimInfo { shim_pid: std::process::id(), addresses, started_at: Timestamp::now() };
         let info_path = self.dir.join(files::SHIM);
-        files::write_json_atomic(&info_path, &info)
-            .map_err(|err| format!("cannot write {}: {err}", info_path.display()))?;
+        files::write_json_atomic(&info_path, &info).map_err(|source| ShimError::Io {
+            action: "write",
+            path: info_path.clone(),
+            source,
+        })?;
         self.diag.log(format_args!("shim {} for {} listening on {:?}", info.shim_pid, spec.id, info.addresses));
 
         let output_path = self.dir.join(files::OUTPUT_LOG);
-        let output = LogWriter::open(output_path.clone(), spec.log)
-            .map_err(|err| format!("cannot open {}: {err}", output_path.display()))?;
+        let output = LogWriter::open(output_path.clone(), spec.log).map_err(|source| ShimError::Io {
+            action: "open",
+            path: output_path.clone(),
+            source,
+        })?;
         self.supervise(&spec, &listeners, Arc::new(Mutex::new(output)), &mut signals).await
     }
 
@@ -147,7 +176,7 @@ impl Shim {
         listeners: &[TcpListener],
         output: Arc<Mutex<LogWriter>>,
         signals: &mut Signals,
-    ) -> Result<(), String> {
+    ) -> Result<(), ShimError> {
         let policy = spec.restart;
         let mut restart_times: VecDeque<Instant> = VecDeque::new();
         let mut backoff = policy.backoff_initial;
@@ -194,12 +223,13 @@ impl Shim {
                         status.last_exit = Some(exit);
                     });
                 }
-                Err(err) => {
-                    let reason = format!("cannot start {}: {err}", spec.program.display());
+                Err(source) => {
+                    let error = ShimError::Start { program: spec.program.clone(), source };
                     if !ever_ran {
                         // Not a crash but a setup problem: retrying would not help.
-                        return Err(reason);
+                        return Err(error);
                     }
+                    let reason = error.to_string();
                     self.diag.log(&reason);
                     self.set(|status| status.error = Some(reason));
                 }

@@ -125,8 +125,13 @@ fn append(tar: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
     tar.resize(tar.len() + padding, 0);
 }
 
+/// A build the Docker Engine refused: its error message and the tail of the build's output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildFailed(pub String);
+
 /// Reads a build's answer (one JSON object per line): the image id it reports, or the error.
-pub fn build_outcome(body: &[u8]) -> Result<Option<String>, String> {
+pub fn build_outcome(body: &[u8]) -> Result<Option<String>, BuildFailed> {
     let mut id = None;
     let mut output = Vec::new();
     let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>();
@@ -134,7 +139,7 @@ pub fn build_outcome(body: &[u8]) -> Result<Option<String>, String> {
         let Ok(message) = message else { break };
         if let Some(error) = message.get("error").and_then(|e| e.as_str()) {
             let context: String = output.join("");
-            return Err(format!("{}{}", error.trim(), tail_of(&context)));
+            return Err(BuildFailed(format!("{}{}", error.trim(), tail_of(&context))));
         }
         if let Some(text) = message.get("stream").and_then(|s| s.as_str()) {
             output.push(text.to_owned());
@@ -248,7 +253,7 @@ mod tests {
         assert_eq!(build_outcome(ok), Ok(Some("sha256:abc".into())));
         let failed = br#"{"stream":"Step 2/3 : COPY program /program\n"}
 {"errorDetail":{"message":"no such file"},"error":"no such file"}"#;
-        let err = build_outcome(failed).unwrap_err();
+        let err = build_outcome(failed).unwrap_err().0;
         assert!(err.starts_with("no such file") && err.contains("COPY program"), "{err}");
     }
 
