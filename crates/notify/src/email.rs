@@ -159,7 +159,7 @@ impl Email {
 
     /// The email for `message`: the title as subject, then the text, the fields and where it
     /// came from, as plain text.
-    fn email(&self, message: &Message) -> Result<lettre::Message, String> {
+    fn email(&self, message: &Message) -> Result<lettre::Message, lettre::error::Error> {
         let mut body = format!("{}\n\n", message.title);
         if !message.text.is_empty() {
             body.push_str(&format!("{}\n\n", message.text));
@@ -179,7 +179,7 @@ impl Email {
         for to in &self.to {
             builder = builder.to(to.clone());
         }
-        builder.header(ContentType::TEXT_PLAIN).body(body).map_err(|err| err.to_string())
+        builder.header(ContentType::TEXT_PLAIN).body(body)
     }
 
     fn secrets(&self) -> Vec<String> {
@@ -197,7 +197,7 @@ impl Email {
         }
     }
 
-    fn tls_parameters(&self) -> Result<TlsParameters, String> {
+    fn tls_parameters(&self) -> Result<TlsParameters, TlsSetupError> {
         let bundle = match &self.ca_file {
             Some(path) => path.clone(),
             None => std::env::var_os("SSL_CERT_FILE")
@@ -205,7 +205,7 @@ impl Email {
                 .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into()),
         };
         let certificates = rustls_pki_types::CertificateDer::pem_file_iter(&bundle)
-            .map_err(|err| format!("cannot read CA certificates from {} ({err})", bundle.display()))?;
+            .map_err(|source| TlsSetupError::Read { bundle: bundle.clone(), source })?;
         let mut builder = TlsParameters::builder(self.host.clone()).certificate_store(CertificateStore::None);
         let mut check = rustls::RootCertStore::empty();
         let mut trusted = 0;
@@ -219,9 +219,9 @@ impl Email {
             }
         }
         if trusted == 0 {
-            return Err(format!("{} holds no CA certificate", bundle.display()));
+            return Err(TlsSetupError::NoCertificate { bundle });
         }
-        builder.build_rustls().map_err(|err| err.to_string())
+        builder.build_rustls().map_err(TlsSetupError::Build)
     }
 
     fn transport(&self, tls: Option<TlsParameters>, retry: &RetryPolicy) -> AsyncSmtpTransport<Tokio1Executor> {
@@ -249,6 +249,17 @@ enum Failure {
     Fatal(String),
     /// A 4xx reply, a lost or refused connection, a timeout: try again.
     Transient(String),
+}
+
+/// Why TLS towards the SMTP server could not be set up (before any connection).
+#[derive(Debug, thiserror::Error)]
+enum TlsSetupError {
+    #[error("cannot read CA certificates from {} ({source})", bundle.display())]
+    Read { bundle: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("{} holds no CA certificate", bundle.display())]
+    NoCertificate { bundle: PathBuf },
+    #[error("{0}")]
+    Build(#[source] lettre::transport::smtp::Error),
 }
 
 /// The TLS error somewhere in `err`'s chain (lettre reports a failed handshake as a connection

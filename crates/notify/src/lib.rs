@@ -36,7 +36,7 @@ pub use pagerduty::{
     PagerDutyWebhookEvent, pagerduty_dedup_key, pagerduty_severity, parse_pagerduty_webhook, verify_pagerduty_webhook,
 };
 pub use slack::Slack;
-pub use webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Webhook, signature, verify_signature};
+pub use webhook::{SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, Webhook, signature, verify_signature};
 
 /// What happened, in a form every receiver can render.
 #[derive(Debug, Clone, PartialEq, Serialize)]

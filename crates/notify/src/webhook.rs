@@ -42,17 +42,33 @@ pub fn verify_signature(
     signature_header: &str,
     now: i64,
     tolerance: Duration,
-) -> Result<(), String> {
-    let timestamp: i64 = timestamp.parse().map_err(|_| format!("`{timestamp}` is not a Unix time"))?;
+) -> Result<(), SignatureError> {
+    let timestamp: i64 =
+        timestamp.parse().map_err(|_| SignatureError::NotUnixTime { timestamp: timestamp.to_owned() })?;
     if (now - timestamp).unsigned_abs() > tolerance.as_secs() {
-        return Err(format!("timestamp {timestamp} is more than {}s from now ({now}): a replay?", tolerance.as_secs()));
+        return Err(SignatureError::Stale { timestamp, now, tolerance_secs: tolerance.as_secs() });
     }
-    let given = signature_header.strip_prefix("v1=").ok_or("the signature does not start with `v1=`")?;
-    let given = hex::decode(given).map_err(|_| "the signature is not hex")?;
+    let given = signature_header.strip_prefix("v1=").ok_or(SignatureError::NoVersion)?;
+    let given = hex::decode(given).map_err(|_| SignatureError::NotHex)?;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let mut signed = format!("{timestamp}.").into_bytes();
     signed.extend_from_slice(body);
-    ring::hmac::verify(&key, &signed, &given).map_err(|_| "the signature does not match".to_owned())
+    ring::hmac::verify(&key, &signed, &given).map_err(|_| SignatureError::Mismatch)
+}
+
+/// Why [`verify_signature`] refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("`{timestamp}` is not a Unix time")]
+    NotUnixTime { timestamp: String },
+    #[error("timestamp {timestamp} is more than {tolerance_secs}s from now ({now}): a replay?")]
+    Stale { timestamp: i64, now: i64, tolerance_secs: u64 },
+    #[error("the signature does not start with `v1=`")]
+    NoVersion,
+    #[error("the signature is not hex")]
+    NotHex,
+    #[error("the signature does not match")]
+    Mismatch,
 }
 
 impl Webhook {
@@ -121,9 +137,9 @@ mod tests {
             Ok(())
         );
         let replay = verify_signature("s3cret-signing-key", "1700000000", body, &signed, 1_700_001_000, tolerance);
-        assert!(replay.unwrap_err().contains("replay"));
+        assert!(replay.unwrap_err().to_string().contains("replay"));
         let forged = verify_signature("another-key", "1700000000", body, &signed, 1_700_000_100, tolerance);
-        assert!(forged.unwrap_err().contains("does not match"));
+        assert_eq!(forged, Err(SignatureError::Mismatch));
         let tampered = verify_signature("s3cret-signing-key", "1700000000", b"{}", &signed, 1_700_000_100, tolerance);
         assert!(tampered.is_err());
     }
