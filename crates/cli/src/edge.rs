@@ -63,7 +63,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let parse = |text: &str| text.parse::<SocketAddr>().with_context(|| format!("`{text}` is not an address"));
     let state_dir = windlass_config::config_dir(&path).join(config.project.state_dir.as_deref().unwrap_or(".windlass"));
-    let mut settings = windlass_edge::config::settings_from_config(&config, token).map_err(UsageError)?;
+    let mut settings =
+        windlass_edge::config::settings_from_config(&config, token).map_err(|e| UsageError(e.to_string()))?;
     // A measuring aid: switch hot-path features off one at a time to see what each costs.
     if let Ok(disabled) = std::env::var(DISABLE_VAR) {
         settings.hot_path =

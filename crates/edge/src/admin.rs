@@ -1,8 +1,10 @@
 //! The admin API, on its own listener (loopback by default): how the control plane drives the
 //! edge. Reads are open; every write needs `Authorization: Bearer <token>`. A write is applied
-//! whole or not at all (see [`Shared::update`]).
+//! whole or not at all (see [`Shared::update`]). Every body is a type of [`api`]; this module
+//! must not build JSON by hand, so that the edge and [`crate::client`] cannot drift apart.
 
-use std::collections::BTreeMap;
+pub mod api;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -13,17 +15,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::shared::{Shared, UpdateError};
 use crate::spec::{PoolSpec, ServiceSpec, SpecError};
+use api::{FailoverRequest, PoolMembership, Switch};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/edge/state", get(state))
         .route("/edge/events", get(events))
+        .route("/edge/counters", get(counters))
         .route("/edge/maintenance", put(maintenance_all))
         .route("/edge/services/{service}", put(put_service).delete(delete_service))
         .route("/edge/services/{service}/weights", put(weights))
@@ -37,7 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
+    (status, Json(api::ErrorBody { error: message.to_string() })).into_response()
 }
 
 async fn require_token_for_writes(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
@@ -77,7 +79,10 @@ fn apply(
     change: impl FnOnce(&mut crate::spec::EdgeSpec) -> Result<(), SpecError>,
 ) -> Response {
     match shared.update(change) {
-        Ok(spec) => Json(json!({ "service": service, "spec": spec.services.get(service) })).into_response(),
+        Ok(spec) => {
+            Json(api::ServiceChanged { service: service.to_owned(), spec: spec.services.get(service).cloned() })
+                .into_response()
+        }
         Err(UpdateError::Invalid(err @ (SpecError::UnknownService(_) | SpecError::UnknownPool { .. }))) => {
             error(StatusCode::NOT_FOUND, err)
         }
@@ -90,54 +95,65 @@ fn service_mut<'s>(spec: &'s mut crate::spec::EdgeSpec, service: &str) -> Result
     spec.services.get_mut(service).ok_or_else(|| SpecError::UnknownService(service.to_owned()))
 }
 
-async fn state(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+async fn state(State(shared): State<Arc<Shared>>) -> Json<api::EdgeState> {
     let table = shared.table.load_full();
     let now_ms = shared.now_ms();
-    let services: BTreeMap<&str, serde_json::Value> = table
+    let services = table
         .services
         .iter()
         .map(|service| {
-            let pools: BTreeMap<&str, serde_json::Value> = service
+            let pools = service
                 .pools
                 .iter()
                 .map(|pool| {
-                    let instances: Vec<serde_json::Value> = pool
+                    let instances = pool
                         .instances
                         .iter()
-                        .map(|i| {
-                            json!({
-                                "address": i.address,
-                                "healthy": i.healthy.load(Ordering::Relaxed),
-                                "ejected": i.ejected_until_ms.load(Ordering::Relaxed) > now_ms,
-                                "in_flight": i.outstanding.load(Ordering::Relaxed),
-                            })
+                        .map(|i| api::InstanceState {
+                            address: i.address,
+                            healthy: i.healthy.load(Ordering::Relaxed),
+                            ejected: i.ejected_until_ms.load(Ordering::Relaxed) > now_ms,
+                            in_flight: i.outstanding.load(Ordering::Relaxed) as u64,
                         })
                         .collect();
-                    let in_flight = pool.in_flight();
+                    let in_flight = pool.in_flight() as u64;
                     let taking_traffic = service.takes_traffic(pool);
-                    (
-                        pool.name.as_str(),
-                        json!({
-                            "weight": pool.weight,
-                            "taking_traffic": taking_traffic,
-                            "in_flight": in_flight,
-                            "drained": !taking_traffic && in_flight == 0,
-                            "instances": instances,
-                        }),
-                    )
+                    let state = api::PoolState {
+                        weight: pool.weight,
+                        taking_traffic,
+                        in_flight,
+                        drained: !taking_traffic && in_flight == 0,
+                        instances,
+                    };
+                    (pool.name.clone(), state)
                 })
                 .collect();
-            (
-                service.name.as_str(),
-                json!({ "maintenance": service.maintenance, "failed_over": service.failed_over, "pools": pools }),
-            )
+            let state = api::ServiceState { maintenance: service.maintenance, failed_over: service.failed_over, pools };
+            (service.name.clone(), state)
         })
         .collect();
-    Json(json!({ "maintenance_all": table.spec.maintenance_all, "services": services, "spec": &*table.spec }))
+    Json(api::EdgeState { maintenance_all: table.spec.maintenance_all, services, spec: (*table.spec).clone() })
 }
 
-async fn events(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!({ "events": shared.events() }))
+async fn events(State(shared): State<Arc<Shared>>) -> Json<api::Events> {
+    Json(api::Events { events: shared.events() })
+}
+
+/// The counters of every service of one table: pools as routed now, and the service's own
+/// maintenance and rate-limited answers (which belong to no pool).
+async fn counters(State(shared): State<Arc<Shared>>) -> Json<api::Counters> {
+    let table = shared.table.load_full();
+    let services = table
+        .services
+        .iter()
+        .map(|service| {
+            let own = service.edge_metrics.snapshot();
+            let pools = service.pools.iter().map(|pool| (pool.name.clone(), pool.metrics.snapshot())).collect();
+            let counters = api::ServiceCounters { maintenance: own.maintenance, rate_limited: own.rate_limited, pools };
+            (service.name.clone(), counters)
+        })
+        .collect();
+    Json(api::Counters { services })
 }
 
 async fn put_service(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
@@ -158,7 +174,7 @@ async fn delete_service(State(shared): State<Arc<Shared>>, Path(service): Path<S
 }
 
 async fn weights(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
-    let weights: BTreeMap<String, i64> = match parse(&body) {
+    let weights: api::Weights = match parse(&body) {
         Ok(weights) => weights,
         Err(bad) => return bad.into_response(),
     };
@@ -167,12 +183,6 @@ async fn weights(State(shared): State<Arc<Shared>>, Path(service): Path<String>,
         shared.record_event(&service, "weights", format!("weights set to {weights:?}"));
     }
     response
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Switch {
-    enabled: bool,
 }
 
 async fn maintenance(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
@@ -209,16 +219,10 @@ async fn maintenance_all(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
                 "maintenance",
                 format!("maintenance for all {}", if switch.enabled { "on" } else { "off" }),
             );
-            Json(json!({ "maintenance_all": switch.enabled })).into_response()
+            Json(api::MaintenanceAll { maintenance_all: switch.enabled }).into_response()
         }
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailoverRequest {
-    to: String,
 }
 
 async fn failover(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
@@ -243,12 +247,6 @@ async fn failover(State(shared): State<Arc<Shared>>, Path(service): Path<String>
         );
     }
     response
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PoolMembership {
-    instances: Vec<std::net::SocketAddr>,
 }
 
 async fn put_pool(
@@ -284,16 +282,16 @@ async fn pool_metrics(State(shared): State<Arc<Shared>>, Path((service, pool)): 
         return error(StatusCode::NOT_FOUND, format!("service `{service}` has no pool `{pool}`"));
     };
     let snapshot = found.metrics.snapshot();
-    Json(json!({
-        "service": service,
-        "pool": pool,
-        "requests": snapshot.requests(),
-        "errors": snapshot.errors(),
-        "p50_micros": snapshot.quantile_micros(0.50),
-        "p95_micros": snapshot.quantile_micros(0.95),
-        "p99_micros": snapshot.quantile_micros(0.99),
-        "snapshot": snapshot,
-    }))
+    Json(api::PoolMetrics {
+        requests: snapshot.requests(),
+        errors: snapshot.errors(),
+        p50_micros: snapshot.quantile_micros(0.50),
+        p95_micros: snapshot.quantile_micros(0.95),
+        p99_micros: snapshot.quantile_micros(0.99),
+        service,
+        pool,
+        snapshot,
+    })
     .into_response()
 }
 

@@ -71,15 +71,22 @@ pub fn spec_from_config(config: &Config, environment: &str) -> EdgeSpec {
     spec
 }
 
+/// Why `[edge]` cannot be turned into the edge's settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the maintenance page {path}: {source}")]
+    MaintenancePage { path: String, source: std::io::Error },
+}
+
 /// The edge's settings from `[edge]`; a maintenance page file is read here (an error names it).
-pub fn settings_from_config(config: &Config, admin_token: String) -> Result<Settings, String> {
+pub fn settings_from_config(config: &Config, admin_token: String) -> Result<Settings, SettingsError> {
     let edge = &config.edge;
     let maintenance = &edge.maintenance;
     let page = match &maintenance.page {
         Some(file) => {
             let path = windlass_config::config_dir(config.source.path()).join(file);
             std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read the maintenance page {}: {e}", path.display()))?
+                .map_err(|source| SettingsError::MaintenancePage { path: path.display().to_string(), source })?
         }
         None => default_page(&maintenance.message),
     };

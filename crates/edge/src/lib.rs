@@ -7,12 +7,14 @@
 //!   switch, weight change or new instance set never fails or splits a request.
 //! - Control (`admin`, `health`): the token-protected admin API the server drives, `/metrics`, and
 //!   the active health checks that decide failover. The state is persisted on every change and
-//!   restored on start.
+//!   restored on start. The admin API's bodies are the types of `admin::api`; `client` is the
+//!   control plane's side of it ([`client::EdgeControl`], [`client::EdgeClient`]).
 //!
 //! The edge knows nothing of deploys: it serves whatever table it was last given.
 
 pub mod access_log;
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod health;
 pub mod metrics;
@@ -62,7 +64,9 @@ pub enum StartError {
     #[error("cannot listen on {address}: {source}")]
     Listen { address: SocketAddr, source: std::io::Error },
     #[error("the persisted edge state cannot be used: {0}")]
-    State(String),
+    State(#[from] spec::LoadError),
+    #[error("the persisted edge state cannot be used: cannot write {path}: {source}")]
+    Save { path: String, source: std::io::Error },
     #[error("the edge state is invalid: {0}")]
     Spec(#[from] spec::SpecError),
     #[error("cannot start the edge's threads: {0}")]
@@ -102,7 +106,7 @@ impl EdgeHandle {
 /// the state, and starts the worker and control threads.
 pub fn start(options: EdgeOptions) -> Result<EdgeHandle, StartError> {
     let restored_spec = match &options.state_path {
-        Some(path) => EdgeSpec::load(path).map_err(StartError::State)?,
+        Some(path) => EdgeSpec::load(path)?,
         None => None,
     };
     let restored = restored_spec.is_some();
@@ -111,7 +115,7 @@ pub fn start(options: EdgeOptions) -> Result<EdgeHandle, StartError> {
         && !restored
     {
         spec.check()?;
-        spec.save(path).map_err(|e| StartError::State(format!("cannot write {}: {e}", path.display())))?;
+        spec.save(path).map_err(|source| StartError::Save { path: path.display().to_string(), source })?;
     }
     let shared = Shared::new(spec, options.settings, options.state_path.clone())?;
 

@@ -52,6 +52,11 @@ pub struct HotPath {
     pub forwarded_headers: bool,
 }
 
+/// A name in the list of hot-path features to switch off that is not one of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a hot-path feature (metrics, request-id, forwarded-headers)")]
+pub struct UnknownFeature(pub String);
+
 impl Default for HotPath {
     fn default() -> Self {
         HotPath { metrics: true, request_id: true, forwarded_headers: true }
@@ -60,18 +65,14 @@ impl Default for HotPath {
 
 impl HotPath {
     /// Reads a comma-separated list of features to switch off.
-    pub fn without(list: &str) -> Result<Self, String> {
+    pub fn without(list: &str) -> Result<Self, UnknownFeature> {
         let mut features = HotPath::default();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "metrics" => features.metrics = false,
                 "request-id" => features.request_id = false,
                 "forwarded-headers" => features.forwarded_headers = false,
-                other => {
-                    return Err(format!(
-                        "`{other}` is not a hot-path feature (metrics, request-id, forwarded-headers)"
-                    ));
-                }
+                other => return Err(UnknownFeature(other.to_owned())),
             }
         }
         Ok(features)
@@ -120,7 +121,7 @@ pub(crate) fn unix_millis() -> u64 {
 }
 
 /// Something the edge did on its own or was told to do, for the monitor and for people.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EdgeEvent {
     pub at_unix_ms: u64,
     pub service: String,
@@ -235,6 +236,6 @@ mod tests {
         let features = HotPath::without("metrics, request-id").unwrap();
         assert_eq!(features, HotPath { metrics: false, request_id: false, forwarded_headers: true });
         assert_eq!(HotPath::without("").unwrap(), HotPath::default());
-        assert!(HotPath::without("routing").unwrap_err().contains("not a hot-path feature"));
+        assert!(HotPath::without("routing").unwrap_err().to_string().contains("not a hot-path feature"));
     }
 }

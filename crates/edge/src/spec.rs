@@ -99,6 +99,17 @@ pub struct RateLimitSpec {
 }
 
 /// Why a spec cannot be applied.
+/// Why a persisted spec cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid edge state: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("{path}: {source}")]
+    Invalid { path: String, source: SpecError },
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
     #[error("unknown service `{0}`")]
@@ -209,16 +220,17 @@ impl EdgeSpec {
     }
 
     /// Reads a persisted spec; `None` when there is none yet.
-    pub fn load(path: &Path) -> Result<Option<Self>, String> {
+    pub fn load(path: &Path) -> Result<Option<Self>, LoadError> {
+        let path_text = || path.display().to_string();
         match std::fs::read(path) {
             Ok(bytes) => {
-                let spec: EdgeSpec = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{} is not a valid edge state: {e}", path.display()))?;
-                spec.check().map_err(|e| format!("{}: {e}", path.display()))?;
+                let spec: EdgeSpec =
+                    serde_json::from_slice(&bytes).map_err(|source| LoadError::Parse { path: path_text(), source })?;
+                spec.check().map_err(|source| LoadError::Invalid { path: path_text(), source })?;
                 Ok(Some(spec))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+            Err(source) => Err(LoadError::Read { path: path_text(), source }),
         }
     }
 

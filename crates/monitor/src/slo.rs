@@ -33,11 +33,11 @@ pub enum SloError {
     #[error(transparent)]
     Store(#[from] windlass_store::StoreError),
     #[error("cannot read the edge's counters: {0}")]
-    Edge(String),
+    Edge(#[from] windlass_edge::client::EdgeError),
     #[error("the stored rollup of `{service}` at {start} has an unreadable histogram")]
     Histogram { service: String, start: Timestamp },
-    #[error("the stored SLO cursor of `{environment}` is unreadable: {message}")]
-    Cursor { environment: String, message: String },
+    #[error("the SLO cursor of `{environment}` cannot be written: {source}")]
+    Cursor { environment: String, source: serde_json::Error },
 }
 
 /// What a service answered over a span: the sum over its pools.

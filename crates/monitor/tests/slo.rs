@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use windlass_edge::client::EdgeClient;
 use windlass_edge::spec::{EdgeSpec, PoolSpec, RouteSpec, ServiceSpec};
 use windlass_edge::{EdgeHandle, EdgeOptions, Settings};
 use windlass_monitor::slo::collector::{Collected, Collector, CollectorSettings};
 use windlass_monitor::slo::report::{self, Objective, Severity, Source};
 use windlass_monitor::slo::{Counts, HOUR, MINUTE, render};
-use windlass_pipeline::edge::EdgeClient;
 use windlass_store::{Clock, ManualClock, Store};
 use windlass_testkit::TempDir;
 use windlass_testkit::http;
@@ -88,7 +88,6 @@ fn collector(store: &Arc<dyn Store>, clock: &ManualClock, edge: &EdgeHandle) -> 
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),
-        edge_admin: Some(edge.admin_address),
     }
 }
 
@@ -326,7 +325,6 @@ async fn downsampling_keeps_totals_and_percentiles(place: Place) {
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),
-        edge_admin: None,
     };
 
     // At 02:30 the first two hours are complete: merged, their minutes kept.

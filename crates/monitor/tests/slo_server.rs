@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use windlass_edge::client::EdgeClient;
 use windlass_edge::spec::{EdgeSpec, PoolSpec, RouteSpec, ServiceSpec};
 use windlass_edge::{EdgeOptions, Settings};
 use windlass_monitor::slo::collector::{Collected, Collector, CollectorSettings};
-use windlass_pipeline::edge::EdgeClient;
 use windlass_store::ManualClock;
 use windlass_testkit::http;
 use windlass_testkit::process::{Process, loopback_listener};
@@ -84,7 +84,6 @@ latency = {{ p95 = "300ms", p99 = "2s" }}
         clock: Arc::new(clock.clone()),
         environment: "production".into(),
         settings: CollectorSettings::default(),
-        edge_admin: Some(edge.admin_address),
     };
     let services = vec!["api".to_owned()];
     assert_eq!(collector.collect(&services).await.unwrap(), Collected::Baseline);

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
+use windlass_edge::client::EdgeClient;
 use windlass_edge::metrics::{BUCKETS, bucket_of};
 use windlass_monitor::slo::collector::{Collector, CollectorSettings};
 use windlass_monitor::slo::report::{self, Objective};
 use windlass_monitor::slo::{Counts, HOUR, MINUTE};
-use windlass_pipeline::edge::EdgeClient;
 use windlass_store::{Clock, ManualClock, Store};
 
 const ENV: &str = "production";
@@ -136,7 +136,6 @@ async fn a_year_of_rollups_for_100_services() {
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),
-        edge_admin: None,
     };
     let (mut write_time, mut downsample_time, mut minute_rows, mut merged_away) =
         (Duration::ZERO, Duration::ZERO, 0u64, 0);

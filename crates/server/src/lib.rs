@@ -163,7 +163,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     });
     tokio::spawn(probes::run(deployer.clone(), store, environments.clone(), probes, courier.clone()));
     tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));
-    tokio::spawn(slo::collect(deployer.clone(), environments.clone(), options.edge_admin, courier.clone()));
+    tokio::spawn(slo::collect(deployer.clone(), environments.clone(), courier.clone()));
     tokio::spawn(database_schedules(deployer.clone(), environments));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

@@ -3,7 +3,6 @@
 //! time) and `GET /api/v1/slo/{env}`, the report `windlass slo <env>` prints.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,17 +30,12 @@ fn lease_name(environment: &str) -> String {
 }
 
 /// Collects every managed environment once a minute, for as long as the server runs.
-pub(crate) async fn collect(
-    deployer: Arc<Deployer>,
-    environments: Vec<String>,
-    edge_admin: SocketAddr,
-    courier: Arc<crate::courier::Courier>,
-) {
+pub(crate) async fn collect(deployer: Arc<Deployer>, environments: Vec<String>, courier: Arc<crate::courier::Courier>) {
     let settings = CollectorSettings::default();
     let mut leases: BTreeMap<String, Lease> = BTreeMap::new();
     loop {
         for environment in &environments {
-            if let Err(err) = collect_once(&deployer, environment, edge_admin, &settings, &mut leases).await {
+            if let Err(err) = collect_once(&deployer, environment, &settings, &mut leases).await {
                 tracing::warn!(%err, environment, "SLO collection");
             }
             // The collecting server (the lease holder) turns burn-rate alerts into alerts.
@@ -69,7 +63,6 @@ pub(crate) async fn collect(
 async fn collect_once(
     deployer: &Deployer,
     environment: &str,
-    edge_admin: SocketAddr,
     settings: &CollectorSettings,
     leases: &mut BTreeMap<String, Lease>,
 ) -> Result<(), String> {
@@ -113,7 +106,6 @@ async fn collect_once(
         clock: Arc::new(SystemClock),
         environment: environment.to_owned(),
         settings: settings.clone(),
-        edge_admin: Some(edge_admin),
     };
     collector.collect(&services).await.map_err(|e| e.to_string())?;
     collector.downsample(DOWNSAMPLE_HOURS_PER_RUN).await.map_err(|e| e.to_string())?;

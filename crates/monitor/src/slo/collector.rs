@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use windlass_edge::client::EdgeControl;
 use windlass_edge::metrics::Snapshot;
-use windlass_pipeline::edge::EdgeControl;
 use windlass_store::{Clock, SloCursor, Store};
 
 use super::{Counts, HOUR, MINUTE, SloError, floor_to};
@@ -72,44 +72,11 @@ pub struct Collector {
     pub clock: Arc<dyn Clock>,
     pub environment: String,
     pub settings: CollectorSettings,
-    /// The edge's admin address, to read its `/metrics`: maintenance and rate-limited answers are
-    /// counted per service (pool `-`), which the per-pool metrics API does not serve. `None`: not
-    /// counted (they never consume budget either way).
-    pub edge_admin: Option<std::net::SocketAddr>,
 }
 
-/// The pseudo-pool under which the edge counts a service's maintenance and rate-limited answers.
+/// The pseudo-pool under which a reading keeps a service's maintenance and rate-limited answers
+/// (the name the edge's `/metrics` gives them; stored cursors use it too).
 pub const SERVICE_POOL: &str = "-";
-
-/// Per service: the maintenance and rate-limited answers of pool `-` in the edge's Prometheus
-/// text.
-pub fn parse_service_counters(text: &str) -> BTreeMap<String, (u64, u64)> {
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for line in text.lines() {
-        let (is_maintenance, rest) = if let Some(rest) = line.strip_prefix("windlass_edge_maintenance_answers_total{") {
-            (true, rest)
-        } else if let Some(rest) = line.strip_prefix("windlass_edge_rate_limited_total{") {
-            (false, rest)
-        } else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else { continue };
-        let Some(service) = labels.strip_prefix("service=\"").and_then(|l| l.split_once('"')).map(|(s, _)| s) else {
-            continue;
-        };
-        if !labels.ends_with(&format!("pool=\"{SERVICE_POOL}\"")) {
-            continue;
-        }
-        let Ok(value) = value.trim().parse::<u64>() else { continue };
-        let entry = out.entry(service.to_owned()).or_default();
-        if is_maintenance {
-            entry.0 = value;
-        } else {
-            entry.1 = value;
-        }
-    }
-    out
-}
 
 fn shift(at: Timestamp, by: Duration, forward: bool) -> Timestamp {
     let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
@@ -149,41 +116,19 @@ pub fn intervals(now: &Readings, before: &Readings) -> BTreeMap<String, Counts> 
 }
 
 impl Collector {
-    /// Reads the counters of every pool of `services` that the edge routes.
+    /// Reads the counters of every pool of `services` that the edge routes, and each service's
+    /// maintenance and rate-limited answers (as pool [`SERVICE_POOL`]), in one read of the edge's
+    /// typed counters.
     pub async fn read_edge(&self, services: &[String]) -> Result<Readings, SloError> {
-        let state = self.edge.state().await.map_err(|e| SloError::Edge(e.to_string()))?;
+        let mut counters = self.edge.counters().await?;
         let mut readings = Readings::new();
         for service in services {
-            let Some(routed) = state.services.get(service) else { continue };
-            let mut pools = BTreeMap::new();
-            for pool in routed.pools.keys() {
-                let snapshot =
-                    self.edge.pool_metrics(service, pool).await.map_err(|e| SloError::Edge(e.to_string()))?;
-                pools.insert(pool.clone(), snapshot);
-            }
+            let Some(routed) = counters.services.remove(service) else { continue };
+            let mut pools = routed.pools;
+            let own =
+                Snapshot { maintenance: routed.maintenance, rate_limited: routed.rate_limited, ..Snapshot::default() };
+            pools.insert(SERVICE_POOL.to_owned(), own);
             readings.insert(service.clone(), pools);
-        }
-        if let Some(admin) = self.edge_admin {
-            let reply = windlass_http::send(windlass_http::Request {
-                method: "GET",
-                address: admin,
-                host: "",
-                path: "/metrics",
-                headers: &[],
-                body: None,
-                timeout: Duration::from_secs(10),
-            })
-            .await
-            .map_err(|e| SloError::Edge(format!("GET /metrics: {e}")))?;
-            if reply.status != 200 {
-                return Err(SloError::Edge(format!("GET /metrics answered {}", reply.status)));
-            }
-            for (service, (maintenance, rate_limited)) in parse_service_counters(&reply.text()) {
-                if let Some(pools) = readings.get_mut(&service) {
-                    let snapshot = Snapshot { maintenance, rate_limited, ..Snapshot::default() };
-                    pools.insert(SERVICE_POOL.to_owned(), snapshot);
-                }
-            }
         }
         Ok(readings)
     }
@@ -211,7 +156,7 @@ impl Collector {
             carried.entry(service.clone()).or_default().extend(pools.iter().map(|(p, s)| (p.clone(), s.clone())));
         }
         let data = serde_json::to_string(&carried)
-            .map_err(|e| SloError::Cursor { environment: self.environment.clone(), message: e.to_string() })?;
+            .map_err(|source| SloError::Cursor { environment: self.environment.clone(), source })?;
         let cursor = SloCursor { environment: self.environment.clone(), at: now, data };
         let previous = stored.filter(|(at, _)| *at <= now && shift(*at, self.settings.max_gap, true) >= now);
         let Some((previous_at, before)) = previous else {
@@ -317,18 +262,6 @@ mod tests {
         let mut r = Readings::new();
         r.insert("api".into(), pools.iter().map(|(p, s)| ((*p).to_owned(), s.clone())).collect());
         r
-    }
-
-    #[test]
-    fn service_counters_from_prometheus_text() {
-        let text = "windlass_edge_requests_total{service=\"api\",pool=\"-\",class=\"5xx\"} 0\n\
-                    windlass_edge_maintenance_answers_total{service=\"api\",pool=\"-\"} 12\n\
-                    windlass_edge_maintenance_answers_total{service=\"api\",pool=\"blue\"} 0\n\
-                    windlass_edge_rate_limited_total{service=\"api\",pool=\"-\"} 3\n\
-                    windlass_edge_rate_limited_total{service=\"web\",pool=\"-\"} 4\n";
-        let counters = parse_service_counters(text);
-        assert_eq!(counters["api"], (12, 3));
-        assert_eq!(counters["web"], (0, 4));
     }
 
     #[test]

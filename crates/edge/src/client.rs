@@ -1,0 +1,159 @@
+//! The client of the admin API: what the control plane (pipeline, server, monitor) asks of a
+//! running edge, written down once as the [`EdgeControl`] trait, and [`EdgeClient`], which
+//! speaks it over HTTP with the types of [`crate::admin::api`].
+//!
+//! This module only talks to an edge over its admin listener; it must not reach into an edge's
+//! memory (in-process callers use the same HTTP path as a remote server does) and must not
+//! decide anything about deploys.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use windlass_http::HttpError;
+
+use crate::admin::api::{self, Counters, EdgeEvent, EdgeState, Events, FailoverRequest, PoolMembership, Switch};
+use crate::metrics::Snapshot;
+use crate::spec::ServiceSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("the edge's admin API at {address} cannot be reached: {source}")]
+    Unreachable { address: SocketAddr, source: HttpError },
+    #[error("the edge refused `{call}` ({status}): {message}")]
+    Refused { call: String, status: u16, message: String },
+    #[error("the edge answered `{call}` with something unreadable: {source}")]
+    Unreadable { call: String, source: serde_json::Error },
+    #[error("the body of `{call}` cannot be written: {source}")]
+    Encode { call: String, source: serde_json::Error },
+}
+
+#[async_trait::async_trait]
+pub trait EdgeControl: Send + Sync + std::fmt::Debug {
+    async fn state(&self) -> Result<EdgeState, EdgeError>;
+    /// The edge's recent events, oldest first.
+    async fn events(&self) -> Result<Vec<EdgeEvent>, EdgeError>;
+    /// Creates or replaces a service's whole spec (routes, pools, health...).
+    async fn put_service(&self, service: &str, spec: &ServiceSpec) -> Result<(), EdgeError>;
+    /// Sets a pool's members, creating it with weight 0 if new.
+    async fn put_pool(&self, service: &str, pool: &str, instances: &[SocketAddr]) -> Result<(), EdgeError>;
+    async fn delete_pool(&self, service: &str, pool: &str) -> Result<(), EdgeError>;
+    /// Sets every pool's weight at once: the atomic switch.
+    async fn set_weights(&self, service: &str, weights: &BTreeMap<String, u8>) -> Result<(), EdgeError>;
+    async fn maintenance(&self, service: Option<&str>, enabled: bool) -> Result<(), EdgeError>;
+    async fn failover(&self, service: &str, to: &str) -> Result<(), EdgeError>;
+    /// A pool's answer counters and latency histogram since the edge started.
+    async fn pool_metrics(&self, service: &str, pool: &str) -> Result<Snapshot, EdgeError>;
+    /// Every routed service's counters (pools, maintenance and rate-limited answers), read at
+    /// one moment.
+    async fn counters(&self) -> Result<Counters, EdgeError>;
+    /// The admin token, which the edge also accepts to pin a request to a pool.
+    fn pin_token(&self) -> &str;
+    /// Where the edge serves traffic.
+    fn public_address(&self) -> SocketAddr;
+}
+
+/// An edge reached over its admin API.
+#[derive(Debug, Clone)]
+pub struct EdgeClient {
+    pub admin: SocketAddr,
+    pub public: SocketAddr,
+    pub token: String,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+impl EdgeClient {
+    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<windlass_http::Reply, EdgeError> {
+        let authorization = format!("Bearer {}", self.token);
+        let reply = windlass_http::send(windlass_http::Request {
+            method,
+            address: self.admin,
+            host: "",
+            path,
+            headers: &[("authorization", &authorization)],
+            body,
+            timeout: TIMEOUT,
+        })
+        .await
+        .map_err(|source| EdgeError::Unreachable { address: self.admin, source })?;
+        if (200..300).contains(&reply.status) {
+            return Ok(reply);
+        }
+        let message = serde_json::from_slice::<api::ErrorBody>(&reply.body)
+            .map(|body| body.error)
+            .unwrap_or_else(|_| reply.text());
+        Err(EdgeError::Refused { call: format!("{method} {path}"), status: reply.status, message })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, EdgeError> {
+        let reply = self.call("GET", path, None).await?;
+        serde_json::from_slice(&reply.body)
+            .map_err(|source| EdgeError::Unreadable { call: format!("GET {path}"), source })
+    }
+
+    async fn put(&self, path: &str, body: &impl Serialize) -> Result<(), EdgeError> {
+        let body =
+            serde_json::to_vec(body).map_err(|source| EdgeError::Encode { call: format!("PUT {path}"), source })?;
+        self.call("PUT", path, Some(body)).await.map(drop)
+    }
+}
+
+#[async_trait::async_trait]
+impl EdgeControl for EdgeClient {
+    async fn state(&self) -> Result<EdgeState, EdgeError> {
+        self.get("/edge/state").await
+    }
+
+    async fn events(&self) -> Result<Vec<EdgeEvent>, EdgeError> {
+        self.get::<Events>("/edge/events").await.map(|answer| answer.events)
+    }
+
+    async fn put_service(&self, service: &str, spec: &ServiceSpec) -> Result<(), EdgeError> {
+        self.put(&format!("/edge/services/{service}"), spec).await
+    }
+
+    async fn put_pool(&self, service: &str, pool: &str, instances: &[SocketAddr]) -> Result<(), EdgeError> {
+        let body = PoolMembership { instances: instances.to_vec() };
+        self.put(&format!("/edge/services/{service}/pools/{pool}"), &body).await
+    }
+
+    async fn delete_pool(&self, service: &str, pool: &str) -> Result<(), EdgeError> {
+        self.call("DELETE", &format!("/edge/services/{service}/pools/{pool}"), None).await.map(drop)
+    }
+
+    async fn set_weights(&self, service: &str, weights: &BTreeMap<String, u8>) -> Result<(), EdgeError> {
+        self.put(&format!("/edge/services/{service}/weights"), weights).await
+    }
+
+    async fn maintenance(&self, service: Option<&str>, enabled: bool) -> Result<(), EdgeError> {
+        let path = match service {
+            Some(service) => format!("/edge/services/{service}/maintenance"),
+            None => "/edge/maintenance".to_owned(),
+        };
+        self.put(&path, &Switch { enabled }).await
+    }
+
+    async fn failover(&self, service: &str, to: &str) -> Result<(), EdgeError> {
+        self.put(&format!("/edge/services/{service}/failover"), &FailoverRequest { to: to.to_owned() }).await
+    }
+
+    async fn pool_metrics(&self, service: &str, pool: &str) -> Result<Snapshot, EdgeError> {
+        let path = format!("/edge/services/{service}/pools/{pool}/metrics");
+        self.get::<api::PoolMetrics>(&path).await.map(|answer| answer.snapshot)
+    }
+
+    async fn counters(&self) -> Result<Counters, EdgeError> {
+        self.get("/edge/counters").await
+    }
+
+    fn pin_token(&self) -> &str {
+        &self.token
+    }
+
+    fn public_address(&self) -> SocketAddr {
+        self.public
+    }
+}
