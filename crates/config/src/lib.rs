@@ -18,6 +18,7 @@ mod model;
 pub mod monitor;
 pub mod oncall;
 pub mod probes;
+pub mod server;
 pub mod source;
 pub mod template;
 pub mod units;
