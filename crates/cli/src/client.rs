@@ -3,19 +3,21 @@
 //! (default http://127.0.0.1:7700) and presents the token from `--token-file` /
 //! `WINDLASS_TOKEN` / `.windlass/token`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use windlass_http::{self as http, HttpError, Url, UrlRequest};
 
 use crate::{Outcome, OutputFormat, UsageError};
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
+
+/// How long one call may take; a deploy's events are followed without a limit.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long connecting and the answer's head may take when following events.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Clone)]
 pub struct Connection {
@@ -25,39 +27,43 @@ pub struct Connection {
     /// A file holding your token [default: WINDLASS_TOKEN, or .windlass/token]
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for an https:// server instead of the system's, for a
+    /// server whose certificate a private CA signed [default: WINDLASS_CA_FILE]
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
 }
 
 impl Connection {
     /// A connection to `server` with the token in `token_file`.
     pub fn to(server: &str, token_file: &std::path::Path) -> Self {
-        Connection { server: Some(server.to_owned()), token_file: Some(token_file.to_owned()) }
+        Connection { server: Some(server.to_owned()), token_file: Some(token_file.to_owned()), ca_file: None }
     }
 }
 
 pub struct Client {
-    address: SocketAddr,
-    authority: String,
+    url: Url,
     token: String,
+    ca_file: Option<PathBuf>,
 }
 
 impl Client {
     pub fn new(connection: &Connection) -> anyhow::Result<Self> {
-        let url = connection
+        let server = connection
             .server
             .clone()
             .or_else(|| std::env::var("WINDLASS_SERVER").ok())
             .unwrap_or_else(|| DEFAULT_SERVER.into());
-        let (authority, host, port, _) = windlass_pipeline::http::split_url(&url).map_err(UsageError)?;
-        let address = if host == "localhost" {
-            SocketAddr::from(([127, 0, 0, 1], port))
-        } else {
-            use std::net::ToSocketAddrs as _;
-            (host.as_str(), port)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| UsageError(format!("cannot resolve the server `{host}`")))?
-        };
+        let url = Url::parse(&server).map_err(|err| UsageError(format!("--server: {err}")))?;
+        let ca_file = connection.ca_file.clone().or_else(|| std::env::var_os("WINDLASS_CA_FILE").map(PathBuf::from));
+        if let Some(file) = &ca_file
+            && !url.https
+        {
+            return Err(UsageError(format!(
+                "--ca-file {} is for an https:// server, and the server is {server}",
+                file.display()
+            ))
+            .into());
+        }
         let token = match (&connection.token_file, std::env::var("WINDLASS_TOKEN")) {
             (Some(file), _) => std::fs::read_to_string(file)
                 .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", file.display())))?,
@@ -66,64 +72,74 @@ impl Client {
                 UsageError("no token: set WINDLASS_TOKEN, pass --token-file, or create one with `windlass token create --name <you>`".into())
             })?,
         };
-        Ok(Client { address, authority, token: token.trim().to_owned() })
+        Ok(Client { url, token: token.trim().to_owned(), ca_file })
     }
 
-    async fn open(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let stream = tokio::net::TcpStream::connect(self.address).await.with_context(|| {
-            format!("cannot reach the windlass server at {} (is `windlass server` running?)", self.address)
-        })?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        Ok(sender)
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(format!("/api/v1{path}"))
-            .header("host", &self.authority)
-            .header("authorization", format!("Bearer {}", self.token));
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
+    /// Sends a request to `/api/v1{path}` and returns once the answer's head has arrived.
+    async fn open(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> anyhow::Result<http::Streaming> {
+        let authorization = format!("Bearer {}", self.token);
+        let url = Url { path: format!("/api/v1{path}"), ..self.url.clone() };
+        let sent = http::stream_url(UrlRequest {
+            method,
+            url: &url,
+            headers: &[("authorization", &authorization)],
+            body: body.map(|b| b.to_string().into_bytes()),
+            timeout,
+            ca_file: self.ca_file.as_deref(),
+        })
+        .await;
+        match sent {
+            Ok(streaming) => Ok(streaming),
+            Err(err @ (HttpError::Connect { .. } | HttpError::Resolve { .. })) => Err(anyhow::Error::new(err).context(
+                format!("cannot reach the windlass server at {} (is `windlass server` running?)", self.url.authority),
+            )),
+            Err(HttpError::Timeout { .. } | HttpError::TimeoutAt { .. }) => {
+                anyhow::bail!("the server did not answer within {} seconds", timeout.as_secs())
+            }
+            Err(err) => {
+                Err(anyhow::Error::new(err)
+                    .context(format!("talking to the windlass server at {}", self.url.authority)))
+            }
         }
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        Ok(builder.body(Full::new(bytes))?)
     }
 
     /// One call; a non-2xx answer becomes an error with the server's message.
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let mut sender = self.open().await?;
-        let response =
-            tokio::time::timeout(Duration::from_secs(120), sender.send_request(self.request(method, path, body)?))
-                .await
-                .context("the server did not answer within 2 minutes")??;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let call = async {
+            let response = self.open(method, path, body, CALL_TIMEOUT).await?;
+            let status = response.status;
+            let bytes = response.bytes().await?;
+            anyhow::Ok((status, bytes))
+        };
+        let (status, bytes) =
+            tokio::time::timeout(CALL_TIMEOUT, call).await.context("the server did not answer within 2 minutes")??;
         let value: Value =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
-        if status.is_success() {
+        if (200..300).contains(&status) {
             return Ok(value);
         }
         let message = value.get("error").and_then(Value::as_str).unwrap_or("no message").to_owned();
-        if status.is_client_error() {
+        if (400..500).contains(&status) {
             Err(UsageError(message).into())
         } else {
-            Err(anyhow::anyhow!("the server failed ({status}): {message}"))
+            Err(anyhow::anyhow!("the server failed ({}): {message}", StatusLine(status)))
         }
     }
 
     /// Follows a server-sent event stream until it ends; `on_event(kind, data)`.
     pub async fn follow(&self, path: &str, mut on_event: impl FnMut(&str, &Value)) -> anyhow::Result<()> {
-        let mut sender = self.open().await?;
-        let response = sender.send_request(self.request("GET", path, None)?).await?;
-        if !response.status().is_success() {
-            anyhow::bail!("cannot follow {path}: {}", response.status());
+        let mut response = self.open("GET", path, None, FOLLOW_TIMEOUT).await?;
+        if !(200..300).contains(&response.status) {
+            anyhow::bail!("cannot follow {path}: {}", StatusLine(response.status));
         }
-        let mut body = response.into_body();
         let mut buffer = String::new();
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else { continue };
+        while let Some(data) = response.chunk().await? {
             buffer.push_str(&String::from_utf8_lossy(&data));
             while let Some(end) = buffer.find("\n\n") {
                 let block: String = buffer.drain(..end + 2).collect();
@@ -144,6 +160,18 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// A status as hyper showed it before (`404 Not Found`), for messages that stay the same.
+struct StatusLine(u16);
+
+impl std::fmt::Display for StatusLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match http::StatusCode::from_u16(self.0) {
+            Ok(code) => write!(f, "{code}"),
+            Err(_) => write!(f, "{}", self.0),
+        }
     }
 }
 

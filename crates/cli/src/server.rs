@@ -105,7 +105,7 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
         for note in &handle.recovery {
             println!("recovered: {note}");
         }
-        println!("server listening on http://{}", handle.address);
+        println!("server listening on {}://{}", handle.scheme, handle.address);
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}

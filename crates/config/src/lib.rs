@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod oncall;
 pub mod probes;
 pub mod schedule;
+pub mod server;
 pub mod source;
 pub mod template;
 pub mod units;

@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::shared::Shared;
@@ -136,20 +133,18 @@ fn decide_failover(shared: &Shared, name: &str) {
     }
 }
 
-/// One check: `GET path` answered 2xx within the timeout.
+/// One check: `GET path` answered 2xx within the timeout (through the one outgoing client,
+/// `windlass-http`; the proxy's upstream hot path keeps its own pooled client).
 pub async fn probe(instance: &Instance, path: &str, timeout: Duration) -> bool {
-    let address = instance.address;
-    let attempt = async {
-        let stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, address.to_string())
-            .header(hyper::header::USER_AGENT, "windlass-edge-health")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let response = sender.send_request(request).await.ok()?;
-        Some(response.status().is_success())
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+    let reply = windlass_http::send(windlass_http::Request {
+        method: "GET",
+        address: instance.address,
+        host: "",
+        path,
+        headers: &[("user-agent", "windlass-edge-health")],
+        body: None,
+        timeout,
+    })
+    .await;
+    matches!(reply, Ok(reply) if (200..300).contains(&reply.status))
 }

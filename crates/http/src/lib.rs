@@ -9,6 +9,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+pub use hyper::{HeaderMap, StatusCode};
+
 /// Bodies larger than this are an error, not a memory problem.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -30,6 +32,7 @@ impl Reply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    /// The URL was refused (the words of a [`UrlError`]).
     #[error("{0}")]
     BadUrl(String),
     #[error("cannot resolve {host}: {message}")]
@@ -75,10 +78,12 @@ async fn exchange(request: Request<'_>) -> Result<Reply, HttpError> {
 }
 
 /// A URL this client can reach: `http://` or `https://`, a host, an optional port and a path.
+/// Parsed by the `url` crate (WHATWG rules: the host is lower-cased, IDNA names become
+/// punycode, the path is percent-encoded where it must be).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     pub https: bool,
-    /// The host as written, with the port if one was written (the Host header).
+    /// The host with the port if it is not the scheme's default (the Host header).
     pub authority: String,
     /// The host name or address, without brackets.
     pub host: String,
@@ -87,19 +92,67 @@ pub struct Url {
     pub path: String,
 }
 
+/// Why a URL was refused. The messages never quote credentials written in the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{url}` is not an http:// or https:// URL")]
+    Scheme { url: String },
+    #[error("`{url}` is not an http:// URL")]
+    NotHttp { url: String },
+    #[error("credentials in the URL are not supported; use a header")]
+    Credentials,
+    #[error("`{url}` has no host")]
+    NoHost { url: String },
+    #[error("`{url}` has a bad port")]
+    BadPort { url: String },
+    #[error("`{url}` is not a valid URL: {source}")]
+    Invalid { url: String, source: url::ParseError },
+}
+
+/// Callers whose own errors are still words (`?` in a function returning `Result<_, String>`).
+impl From<UrlError> for String {
+    fn from(err: UrlError) -> String {
+        err.to_string()
+    }
+}
+
 impl Url {
-    pub fn parse(url: &str) -> Result<Url, String> {
-        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-            (Some(rest), _) => (true, rest),
-            (None, Some(rest)) => (false, rest),
-            _ => return Err(format!("`{}` is not an http:// or https:// URL", redact_userinfo(url))),
+    pub fn parse(text: &str) -> Result<Url, UrlError> {
+        let https = match text.get(..8).map(str::to_ascii_lowercase) {
+            Some(prefix) if prefix == "https://" => true,
+            _ if text.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")) => false,
+            _ => return Err(UrlError::Scheme { url: redact_userinfo(text) }),
         };
-        if rest.split('/').next().is_some_and(|authority| authority.contains('@')) {
-            return Err("credentials in the URL are not supported; use a header".into());
+        let rest = &text[if https { 8 } else { 7 }..];
+        // Checked on the text: the parser would accept `user:password@` and the error messages
+        // below quote the URL.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(UrlError::Credentials);
         }
-        let plain = format!("http://{rest}");
-        let (authority, host, port, path) = split_url(&plain).map_err(|e| e.replacen("http://", "", 1))?;
-        let port = if https && !authority.ends_with(&format!(":{port}")) { 443 } else { port };
+        // WHATWG parsing would take `http:///x` as the host `x`; a URL in a config means what it says.
+        if authority.is_empty() {
+            return Err(UrlError::NoHost { url: text.to_owned() });
+        }
+        let parsed = url::Url::parse(text).map_err(|source| match source {
+            url::ParseError::EmptyHost => UrlError::NoHost { url: text.to_owned() },
+            url::ParseError::InvalidPort => UrlError::BadPort { url: text.to_owned() },
+            source => UrlError::Invalid { url: text.to_owned(), source },
+        })?;
+        let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+            return Err(UrlError::NoHost { url: text.to_owned() });
+        };
+        let port = parsed.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+        let authority = match parsed.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let path = match parsed.query() {
+            Some(query) => format!("{}?{query}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
+        let path = if path.starts_with('/') { path } else { format!("/{path}") };
         Ok(Url { https, authority, host, port, path })
     }
 }
@@ -134,8 +187,70 @@ pub async fn send_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
 }
 
 async fn exchange_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
-    let url = request.url;
     let started = Instant::now();
+    let (response, address, leaf) = open_url(request).await?;
+    let mut reply = collect(response, address, started).await?;
+    reply.peer_certificate = leaf;
+    Ok(reply)
+}
+
+/// A response whose body is read as it arrives: server-sent events, a log that follows.
+pub struct Streaming {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    address: SocketAddr,
+    body: hyper::body::Incoming,
+}
+
+impl Streaming {
+    /// The next piece of the body as it came off the wire; `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|err| HttpError::Protocol {
+                address: self.address,
+                message: format!("reading the body: {err}"),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The whole rest of the body, without the size limit of [`send_url`] (for a peer that is
+    /// trusted to send what it was asked for, such as the Windlass server to its CLI).
+    pub async fn bytes(self) -> Result<Bytes, HttpError> {
+        let address = self.address;
+        Ok(self
+            .body
+            .collect()
+            .await
+            .map_err(|err| HttpError::Protocol { address, message: format!("reading the body: {err}") })?
+            .to_bytes())
+    }
+}
+
+/// Sends a request and returns once the response's head has arrived: `timeout` bounds the
+/// connection, the TLS handshake and the wait for the head, not the body.
+pub async fn stream_url(request: UrlRequest<'_>) -> Result<Streaming, HttpError> {
+    let timeout = request.timeout;
+    let url = request.url;
+    match tokio::time::timeout(timeout, open_url(request)).await {
+        Ok(result) => {
+            let (response, address, _) = result?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            Ok(Streaming { status, headers, address, body: response.into_body() })
+        }
+        Err(_) => Err(HttpError::TimeoutAt { host: url.authority.clone(), timeout }),
+    }
+}
+
+type Opened = (hyper::Response<hyper::body::Incoming>, SocketAddr, Option<Bytes>);
+
+/// Connects (with TLS for `https://`), sends the request and waits for the response's head.
+async fn open_url(request: UrlRequest<'_>) -> Result<Opened, HttpError> {
+    let url = request.url;
     let address = resolve(&url.host, url.port).await?;
     let stream =
         tokio::net::TcpStream::connect(address).await.map_err(|source| HttpError::Connect { address, source })?;
@@ -150,7 +265,7 @@ async fn exchange_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
         timeout: request.timeout,
     };
     if !url.https {
-        return exchange_on(stream, plain, started).await;
+        return Ok((respond_on(stream, plain).await?, address, None));
     }
     let tls = |message: String| HttpError::Tls { host: url.host.clone(), message };
     let config = client_config(ca_file).map_err(tls)?;
@@ -159,9 +274,7 @@ async fn exchange_url(request: UrlRequest<'_>) -> Result<Reply, HttpError> {
         tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| tls(e.to_string()))?;
     let leaf =
         stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|c| Bytes::copy_from_slice(c));
-    let mut reply = exchange_on(stream, plain, started).await?;
-    reply.peer_certificate = leaf;
-    Ok(reply)
+    Ok((respond_on(stream, plain).await?, address, leaf))
 }
 
 /// The first address of `host`: `localhost` and names under `.localhost` are loopback (RFC 6761)
@@ -235,9 +348,19 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let address = request.address;
+    let response = respond_on(stream, request).await?;
+    collect(response, address, started).await
+}
+
+async fn respond_on<S>(stream: S, request: Request<'_>) -> Result<hyper::Response<hyper::body::Incoming>, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let address = request.address;
     let protocol = |message: String| HttpError::Protocol { address, message };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| protocol(err.to_string()))?;
+    // The connection task ends with the exchange: it is owned by this request, not the caller.
     tokio::spawn(connection);
     let host = if request.host.is_empty() { address.to_string() } else { request.host.to_owned() };
     let mut builder = hyper::Request::builder().method(request.method).uri(request.path).header("host", host);
@@ -249,49 +372,32 @@ where
     }
     let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
     let outgoing = builder.body(body).map_err(|err| protocol(err.to_string()))?;
-    let response = sender.send_request(outgoing).await.map_err(|err| protocol(err.to_string()))?;
+    sender.send_request(outgoing).await.map_err(|err| protocol(err.to_string()))
+}
+
+async fn collect(
+    response: hyper::Response<hyper::body::Incoming>,
+    address: SocketAddr,
+    started: Instant,
+) -> Result<Reply, HttpError> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = Limited::new(response.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|err| protocol(format!("reading the body: {err}")))?
+        .map_err(|err| HttpError::Protocol { address, message: format!("reading the body: {err}") })?
         .to_bytes();
     Ok(Reply { status, headers, body, elapsed: started.elapsed(), peer_certificate: None })
 }
 
 /// Parses `http://host[:port]/path?query` into (host with port as written, host name, port,
 /// path). Only plain HTTP: smoke checks and health gates reach loopback and the edge.
-pub fn split_url(url: &str) -> Result<(String, String, u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
-    // The authority ends at the first `/`, `?` or `#` (`https://host?token=x` has no path).
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(at) if rest.as_bytes()[at] == b'/' => (&rest[..at], rest[at..].to_owned()),
-        Some(at) => (&rest[..at], format!("/{}", &rest[at..])),
-        None => (rest, "/".to_owned()),
-    };
-    let path = path.split('#').next().unwrap_or("/").to_owned();
-    if authority.is_empty() {
-        return Err(format!("`{url}` has no host"));
+pub fn split_url(url: &str) -> Result<(String, String, u16, String), UrlError> {
+    let parsed = Url::parse(url)?;
+    if parsed.https {
+        return Err(UrlError::NotHttp { url: url.to_owned() });
     }
-    // `[::1]` and `[::1]:8080`: the port is what follows the closing bracket.
-    let (name, port) = match authority.strip_prefix('[') {
-        Some(bracketed) => {
-            let (ip, after) = bracketed.split_once(']').ok_or_else(|| format!("`{url}` has an unclosed `[`"))?;
-            match after.strip_prefix(':') {
-                Some(port) => (ip.to_owned(), port.parse::<u16>().map_err(|_| format!("`{url}` has a bad port"))?),
-                None if after.is_empty() => (ip.to_owned(), 80),
-                None => return Err(format!("`{url}` has something after the `]`")),
-            }
-        }
-        None => match authority.rsplit_once(':') {
-            Some((name, port)) => {
-                (name.to_owned(), port.parse::<u16>().map_err(|_| format!("`{url}` has a bad port"))?)
-            }
-            None => (authority.to_owned(), 80),
-        },
-    };
-    Ok((authority.to_owned(), name, port, path))
+    Ok((parsed.authority, parsed.host, parsed.port, parsed.path))
 }
 
 #[cfg(test)]
@@ -318,11 +424,16 @@ mod tests {
         );
         assert_eq!(super::Url::parse("https://[::1]:8443/").unwrap().port, 8443);
         assert_eq!(super::Url::parse("http://127.0.0.1/").unwrap().port, 80);
-        let err = super::Url::parse("ftp://user:hunter2@x/").unwrap_err();
+        let err = super::Url::parse("ftp://user:hunter2@x/").unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
-        assert!(super::Url::parse("https://user:hunter2@x/").unwrap_err().contains("credentials"));
+        assert!(super::Url::parse("https://user:hunter2@x/").unwrap_err().to_string().contains("credentials"));
         let query = super::Url::parse("https://hooks.test?token=s3cret").unwrap();
         assert_eq!((query.host.as_str(), query.path.as_str()), ("hooks.test", "/?token=s3cret"));
+        assert_eq!(
+            super::Url::parse("http://x:notaport/"),
+            Err(super::UrlError::BadPort { url: "http://x:notaport/".into() })
+        );
+        assert!(matches!(super::Url::parse("http:///nohost"), Err(super::UrlError::NoHost { .. })));
         let v6 = super::Url::parse("http://[::1]/x").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 80));
     }

@@ -6,10 +6,12 @@
 //! secrets at once get a conflict instead of one silently undoing the other.
 //!
 //! Auth: a token from `BAO_TOKEN` or `VAULT_TOKEN`, or AppRole with `BAO_ROLE_ID`/`BAO_SECRET_ID`
-//! (or the `VAULT_` spellings). Only plain `http://` addresses are supported for now (the dev
-//! server, or a local agent/proxy that terminates TLS); an `https://` address is refused.
+//! (or the `VAULT_` spellings). The address is `http://` or `https://`; over https the server's
+//! certificate is checked against the system's CAs, or against the CA certificates (PEM) in the
+//! file named by `BAO_CACERT` (or `VAULT_CACERT`), for an OpenBao whose certificate a private CA
+//! signed. Requests go through the one outgoing client, `windlass-http`.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -66,8 +68,8 @@ impl Credentials {
 /// An environment's secrets in OpenBao KV v2.
 pub struct BaoBackend {
     address: String,
-    host: String,
-    port: u16,
+    url: windlass_http::Url,
+    ca_file: Option<PathBuf>,
     mount: String,
     path: String,
     credentials: Credentials,
@@ -92,20 +94,16 @@ pub struct Entry {
 impl BaoBackend {
     pub fn new(address: &str, mount: &str, prefix: &str, environment: &str, credentials: Credentials) -> Result<Self> {
         let address = address.trim_end_matches('/').to_owned();
-        if address.starts_with("https://") {
-            return Err(SecretsError::Unsupported(format!(
-                "OpenBao at {address}: https:// is not supported yet; use http:// to a local OpenBao agent or proxy"
-            )));
-        }
-        let (_, host, port, _) =
-            windlass_http::split_url(&address).map_err(|e| SecretsError::Config(format!("OpenBao address: {e}")))?;
+        let url =
+            windlass_http::Url::parse(&address).map_err(|e| SecretsError::Config(format!("OpenBao address: {e}")))?;
+        let ca_file = env_any(&["BAO_CACERT", "VAULT_CACERT"]).map(PathBuf::from);
         let mount = mount.trim_matches('/').to_owned();
         let prefix = prefix.trim_matches('/');
         let path = if prefix.is_empty() { environment.to_owned() } else { format!("{prefix}/{environment}") };
         Ok(BaoBackend {
             address,
-            host,
-            port,
+            url,
+            ca_file,
             mount,
             path,
             credentials,
@@ -118,32 +116,26 @@ impl BaoBackend {
         format!("{}/data/{}", self.mount, self.path)
     }
 
-    async fn resolve(&self) -> Result<SocketAddr> {
-        tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| SecretsError::BaoUnreachable { address: self.address.clone(), why: e.to_string() })?
-            .next()
-            .ok_or_else(|| SecretsError::BaoUnreachable {
-                address: self.address.clone(),
-                why: format!("`{}` does not resolve", self.host),
-            })
+    /// Trusts the CA certificates (PEM) in `ca_file` instead of the system's for an `https://`
+    /// address (what `BAO_CACERT` sets; `None` goes back to the system's).
+    pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> Self {
+        self.ca_file = ca_file;
+        self
     }
 
     async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Result<(u16, Value)> {
-        let address = self.resolve().await?;
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         if let Some(token) = token {
             headers.push(("x-vault-token", token));
         }
-        let authority = format!("{}:{}", self.host, self.port);
-        let reply = windlass_http::send(windlass_http::Request {
+        let url = windlass_http::Url { path: format!("/v1/{path}"), ..self.url.clone() };
+        let reply = windlass_http::send_url(windlass_http::UrlRequest {
             method,
-            address,
-            host: &authority,
-            path: &format!("/v1/{path}"),
+            url: &url,
             headers: &headers,
             body: body.map(|b| b.to_string().into_bytes()),
             timeout: TIMEOUT,
+            ca_file: self.ca_file.as_deref(),
         })
         .await
         .map_err(|e| SecretsError::BaoUnreachable { address: self.address.clone(), why: e.to_string() })?;

@@ -102,15 +102,15 @@ async fn a_token_without_a_policy_is_permission_denied() {
 }
 
 #[tokio::test]
-async fn unreachable_https_and_kv_v1_are_clear_errors() {
+async fn unreachable_bad_addresses_and_kv_v1_are_clear_errors() {
     let err = BaoBackend::new("http://127.0.0.1:1", "secret", "p", "production", token("x"))
         .unwrap()
         .load_all()
         .await
         .unwrap_err();
     assert!(matches!(err, SecretsError::BaoUnreachable { .. }) && err.to_string().contains("127.0.0.1:1"), "{err}");
-    let err = BaoBackend::new("https://bao.example.com", "secret", "p", "production", token("x")).unwrap_err();
-    assert!(err.to_string().contains("https:// is not supported"), "{err}");
+    let err = BaoBackend::new("ftp://bao.example.com", "secret", "p", "production", token("x")).unwrap_err();
+    assert!(err.to_string().contains("OpenBao address"), "{err}");
 
     let mount = unique("wtest-kv1");
     let (status, reply) =
@@ -210,4 +210,48 @@ async fn a_sealed_server_is_a_clear_error() {
     let err = fresh.load_all().await.unwrap_err();
     assert!(matches!(err, SecretsError::BaoSealed { .. }), "{err}");
     assert!(err.to_string().contains("is sealed") && err.to_string().contains(&address), "{err}");
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca() {
+    let bin = bao_bin();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("https://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    // `-dev-tls` makes a CA of its own and a certificate for 127.0.0.1 signed by it.
+    let _server = OwnServer(
+        std::process::Command::new(bin)
+            .args([
+                "server",
+                "-dev",
+                "-dev-tls",
+                "-dev-root-token-id=tlstest",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                &format!("-dev-tls-cert-dir={}", certs.display()),
+            ])
+            .env("HOME", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = certs.join("vault-ca.pem");
+    let b = BaoBackend::new(&address, "secret", "p", "production", token("tlstest")).unwrap().with_ca_file(Some(ca));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match b.load_all().await {
+            Ok(_) => break,
+            Err(err) => assert!(std::time::Instant::now() < deadline, "the dev server did not start: {err}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    b.set_many(vec![("OVER_TLS".into(), SecretValue::new("tls-value-42"))]).await.unwrap();
+    assert_eq!(b.get("OVER_TLS").await.unwrap().expose(), "tls-value-42");
+    // Without the private CA the server's certificate does not verify against the system's CAs.
+    let untrusting =
+        BaoBackend::new(&address, "secret", "p", "production", token("tlstest")).unwrap().with_ca_file(None);
+    let err = untrusting.load_all().await.unwrap_err();
+    assert!(matches!(err, SecretsError::BaoUnreachable { .. }) && err.to_string().contains("TLS"), "{err}");
 }

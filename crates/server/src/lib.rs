@@ -8,6 +8,7 @@
 pub mod alerts;
 mod api;
 mod courier;
+pub mod listener;
 mod probes;
 mod signals;
 mod slo;
@@ -49,6 +50,8 @@ pub enum ServerError {
     Deploy(#[from] windlass_pipeline::DeployError),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] listener::TlsError),
 }
 
 /// The state directory's stable server id, created on first start: deploys and locks are owned
@@ -84,6 +87,8 @@ pub async fn open_store(state_dir: &Path, database: Option<&str>) -> Result<Arc<
 /// A running server.
 pub struct ServerHandle {
     pub address: SocketAddr,
+    /// `https` with `[server] tls`, else `http`.
+    pub scheme: &'static str,
     /// What recovery found and did at start, one line each.
     pub recovery: Vec<String>,
     pub deployer: Arc<Deployer>,
@@ -142,9 +147,8 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     for note in &recovery.notes {
         tracing::warn!("{note}");
     }
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServerError::Listen { address: options.listen, source })?;
+    let tls = listener::TlsFiles::from_config(&config, &options.config_path);
+    let listener = listener::Bound::bind(options.listen, tls.as_ref()).await?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let alerting = alerts::open(store.clone(), &config).await?;
     let courier =
@@ -165,12 +169,13 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));
     tokio::spawn(slo::collect(deployer.clone(), environments.clone(), courier.clone()));
     tokio::spawn(database_schedules(deployer.clone(), environments));
+    let scheme = listener.scheme();
     let task = tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
+        if let Err(err) = listener.serve(app).await {
             tracing::error!(%err, "the API server stopped");
         }
     });
-    Ok(ServerHandle { address, recovery: recovery.notes, deployer, task })
+    Ok(ServerHandle { address, scheme, recovery: recovery.notes, deployer, task })
 }
 
 /// Once a second: stops warm colors whose keep-warm time is over, and returns traffic left on

@@ -69,6 +69,8 @@ pub struct Config {
     pub edge: Edge,
     pub secrets: SecretsBackend,
     pub probes: IndexMap<String, crate::probes::Probe>,
+    /// `[server]`: how `windlass server` serves its API (TLS).
+    pub server: crate::server::Server,
 }
 
 impl Config {
@@ -103,6 +105,7 @@ impl Config {
         let edge = section(cx, "edge").and_then(|v| Edge::decode(cx, v, &at.key("edge")));
         let secrets = section(cx, "secrets").and_then(|v| SecretsBackend::decode(cx, v, &at.key("secrets")));
         let probes = section(cx, "probes").map(|v| crate::probes::decode_probes(cx, v, &at.key("probes")));
+        let server = section(cx, "server").and_then(|v| crate::server::Server::decode(cx, v, &at.key("server")));
         if let Some(top) = top {
             top.finish(cx);
         }
@@ -129,6 +132,7 @@ impl Config {
             edge: edge.unwrap_or_default(),
             secrets: secrets.unwrap_or_default(),
             probes: probes.unwrap_or_default(),
+            server: server.unwrap_or_default(),
         }
     }
 }
