@@ -18,4 +18,5 @@ mod recovery;
 mod redaction;
 mod release;
 mod secrets;
+mod shutdown;
 mod validate;
