@@ -56,6 +56,14 @@ pub struct ServerArgs {
     /// Read variables from this file instead of each environment's env file.
     #[arg(long)]
     env_file: Option<PathBuf>,
+    /// On SIGTERM or Ctrl-C, how long running deploys get to finish or reach their next step;
+    /// one still running then is left for recovery on the next start, as after a crash.
+    #[arg(long, default_value = "30s", value_parser = grace)]
+    shutdown_grace: std::time::Duration,
+}
+
+fn grace(text: &str) -> Result<std::time::Duration, String> {
+    windlass_config::units::Duration::parse(text).map(|d| d.as_std())
 }
 
 fn address(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -86,10 +94,24 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
         (None, Ok(token)) => token,
         (None, Err(_)) => read_token(&state_dir.join("edge.token"))?,
     };
+    // Logs go to stderr, filtered by RUST_LOG (default: info); each deploy's lines carry its
+    // spans (`deploy{id,env}:phase{name}:step{name}`).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let handle = windlass_server::start(ServerOptions {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Installed before the server announces itself: a SIGTERM right after the announcement
+        // stops it cleanly instead of killing it by the default action.
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut handle = windlass_server::start(ServerOptions {
             config_path: path,
             state_dir,
             database: args.state.database,
@@ -107,9 +129,18 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
         }
         println!("server listening on {}://{}", handle.scheme, handle.address);
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
-            () = handle.wait() => {}
+            () = handle.failed() => {}
+        }
+        handle.stop_taking_work();
+        println!(
+            "server stopping: no new work; running deploys get {:?} to finish or reach their next step",
+            args.shutdown_grace
+        );
+        let stopped = handle.shutdown(args.shutdown_grace).await;
+        if stopped.dropped > 0 {
+            println!("{} task(s) left unfinished; their deploys are recovered on the next start", stopped.dropped);
         }
         // Instances and the edge keep running: the server is only their control plane.
         println!("server stopped; instances and the edge keep serving");

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 use windlass_config::{Config, Source};
 use windlass_runtime::Runtime;
 use windlass_store::{Acquire, DeployId, DeployStatus, Holder, Lease, NewDeploy, NewEvent, StepStatus, Store};
@@ -48,6 +49,10 @@ pub struct Deployer {
     /// config every few seconds, and a large one (thousands of probes) costs tens of
     /// milliseconds to parse.
     pub parsed: ConfigCache,
+    /// The time, injected (the store's clock): what the pipeline records and decides by it.
+    pub clock: Arc<dyn windlass_store::Clock>,
+    /// The owner of the deploys, scales and notifications this deployer runs in the background.
+    pub tasks: crate::supervisor::Supervisor,
 }
 
 /// The last parse of the config file, reused while the file's text is unchanged.
@@ -261,6 +266,9 @@ impl Deployer {
     /// true if the lease was lost (broken, or taken over after a stall).
     pub fn heartbeat(&self, lease: &Lease) -> (Heartbeat, Arc<AtomicBool>) {
         let lost = Arc::new(AtomicBool::new(false));
+        // Owned by the guard, which aborts it when dropped: it lives exactly as long as the work
+        // holding the lease, which the supervisor owns.
+        #[allow(clippy::disallowed_methods)]
         let task = tokio::spawn(renew(self.store.clone(), lease.clone(), lost.clone()));
         (Heartbeat(task), lost)
     }
@@ -271,7 +279,7 @@ impl Deployer {
         let source = Source::read(&self.config_path).map_err(|err| DeployError::Config(err.to_string()))?;
         let config = parse_config(&source)?;
         let plan = plan::plan(&config, &request.environment, &request.options)?;
-        let overridden = plan::check_window(&config, &request.environment, &request.options, jiff::Timestamp::now())
+        let overridden = plan::check_window(&config, &request.environment, &request.options, self.clock.now())
             .map_err(DeployError::Rejected)?;
         let variables = self.variables(&config, &request.environment).await?;
         // A service keeps the version it runs until a deploy names another.
@@ -318,19 +326,23 @@ impl Deployer {
                 .collect::<Result<Vec<String>, String>>()
                 .map_err(cannot)?;
             let command = run.render(lookup).map_err(cannot)?;
-            let mut artifact = artifacts::snapshot_words(
-                &command,
-                &words,
-                &self.config_dir(),
-                &self.artifacts_dir,
-                spec.dir.as_deref(),
-            )
+            // Hashing and copying a build is blocking file work (seconds for a large one): it
+            // runs on the blocking pool, not on the thread that serves the API.
+            let (config_dir, artifacts_dir, dir) = (self.config_dir(), self.artifacts_dir.clone(), spec.dir.clone());
+            let mut artifact = tokio::task::spawn_blocking(move || {
+                artifacts::snapshot_words(&command, &words, &config_dir, &artifacts_dir, dir.as_deref())
+            })
+            .await
+            .map_err(|err| DeployError::Failed(format!("snapshotting `{service}` stopped: {err}")))?
             .map_err(|err| err.redacted(variables.redactor()))?;
             artifact.version = version;
             artifacts.insert(service.to_owned(), artifact);
         }
         let migrations = match config.database.as_ref().and_then(|d| d.migrate.as_ref()) {
-            Some(windlass_config::Migrate::Dir(dir)) => migrations_hash(&self.config_dir().join(&dir.value)),
+            Some(windlass_config::Migrate::Dir(dir)) => {
+                let dir = self.config_dir().join(&dir.value);
+                tokio::task::spawn_blocking(move || migrations_hash(&dir)).await.ok().flatten()
+            }
             _ => None,
         };
         let fingerprint = Fingerprint {
@@ -447,6 +459,7 @@ impl Deployer {
     }
 
     /// Runs a prepared deploy to its end and records the outcome; the lock is released after.
+    #[tracing::instrument(name = "deploy", skip_all, fields(id = %prepared.id, env = %prepared.environment))]
     pub async fn execute(self: &Arc<Self>, prepared: Prepared) -> DeployStatus {
         let (heartbeat, lost) = self.heartbeat(&prepared.lease);
         let mut run = Run {
@@ -476,7 +489,7 @@ impl Deployer {
                 text,
                 fields.clone(),
             );
-            crate::notifications::send(self.store.clone(), &prepared.config, &prepared.variables, message);
+            crate::notifications::notify(self, &prepared.config, &prepared.variables, message);
         };
         notify(
             "deploy.started",
@@ -585,11 +598,11 @@ pub async fn scale(
     let deployer = deployer.clone();
     let (environment, service, actor) = (environment.to_owned(), service.to_owned(), actor.to_owned());
     let reason = reason.map(str::to_owned);
-    let task =
-        tokio::spawn(
-            async move { scale_owned(&deployer, &environment, &service, count, &actor, reason.as_deref()).await },
-        );
-    task.await.map_err(|err| DeployError::Failed(format!("the scale stopped before its end: {err}")))?
+    let tasks = deployer.tasks.clone();
+    tasks
+        .run(async move { scale_owned(&deployer, &environment, &service, count, &actor, reason.as_deref()).await })
+        .await
+        .map_err(|err| DeployError::Failed(format!("the scale stopped before its end: {err}")))?
 }
 
 async fn scale_owned(
@@ -738,6 +751,8 @@ pub struct StepLog {
 impl StepLog {
     fn open(store: Arc<dyn Store>, id: DeployId, seq: i64, variables: Variables) -> Self {
         let (sender, mut lines) = mpsc::unbounded_channel::<String>();
+        // Owned by the step: `close` waits for it, so the output is stored before the step ends.
+        #[allow(clippy::disallowed_methods)]
         let writer = tokio::spawn(async move {
             while let Some(line) = lines.recv().await {
                 let mut text = variables.redact(&line);
@@ -759,7 +774,10 @@ impl StepLog {
     /// arrive on the returned receiver.
     pub fn detached() -> (Self, mpsc::UnboundedReceiver<String>) {
         let (sender, lines) = mpsc::unbounded_channel();
-        (StepLog { sender, writer: tokio::spawn(async {}) }, lines)
+        // Nothing to write: an empty task that ends at once.
+        #[allow(clippy::disallowed_methods)]
+        let writer = tokio::spawn(async {});
+        (StepLog { sender, writer }, lines)
     }
 
     pub fn line(&self, text: impl Into<String>) {
@@ -825,6 +843,13 @@ impl Run {
         if let Some(reason) = self.deployer.store.setting(&stop_key(&self.id)).await.ok().flatten() {
             return Err(format!("stopped before `{title}`: {reason}"));
         }
+        // The start of a step is the deploy's safe point: when the server is stopping, the deploy
+        // waits here to be dropped, recorded as running at its last step exactly as a crash would
+        // leave it, and recovery on the next start takes it from there.
+        if self.deployer.tasks.is_stopping() {
+            tracing::warn!(deploy = %self.id, "the server is stopping: this deploy stops before `{title}`");
+            self.deployer.tasks.park().await;
+        }
         self.open_step(phase, title).await
     }
 
@@ -872,61 +897,87 @@ impl Run {
     async fn deploy(&mut self, plan: &Plan, artifacts: &BTreeMap<String, Artifact>) -> Result<(), String> {
         let route_hosts = route_hosts(&self.config, &self.environment);
         for phase in &plan.phases {
-            if let Some(why) = &phase.skipped {
-                self.skipped(&phase.name, &format!("phase {}", phase.name), why).await?;
-                continue;
+            let span = tracing::info_span!("phase", name = %phase.name);
+            self.phase(phase, artifacts, &route_hosts).instrument(span).await?;
+        }
+        Ok(())
+    }
+
+    async fn phase(
+        &mut self,
+        phase: &crate::plan::PhasePlan,
+        artifacts: &BTreeMap<String, Artifact>,
+        route_hosts: &[String],
+    ) -> Result<(), String> {
+        if let Some(why) = &phase.skipped {
+            tracing::debug!("phase skipped: {why}");
+            return self.skipped(&phase.name, &format!("phase {}", phase.name), why).await;
+        }
+        tracing::debug!("phase started");
+        for step in &phase.steps {
+            let title = step.title();
+            let span = tracing::info_span!("step", name = %title);
+            self.step(phase, step, title, artifacts, route_hosts).instrument(span).await?;
+            windlass_failpoint::hit("pipeline.after_step");
+        }
+        Ok(())
+    }
+
+    async fn step(
+        &mut self,
+        phase: &crate::plan::PhasePlan,
+        step: &StepPlan,
+        title: String,
+        artifacts: &BTreeMap<String, Artifact>,
+        route_hosts: &[String],
+    ) -> Result<(), String> {
+        tracing::debug!("step started");
+        match step {
+            StepPlan::Validate => {
+                let step = self.begin(&phase.name, &title).await?;
+                let checked = self.config.env.values().filter(|s| s.applies_to(&self.environment)).count();
+                step.log.line(format!(
+                    "config {} and {checked} variables of {} are in order",
+                    self.deployer.config_path.display(),
+                    self.environment
+                ));
+                self.end(step, Ok(())).await?
             }
-            for step in &phase.steps {
-                let title = step.title();
-                match step {
-                    StepPlan::Validate => {
-                        let step = self.begin(&phase.name, &title).await?;
-                        let checked = self.config.env.values().filter(|s| s.applies_to(&self.environment)).count();
-                        step.log.line(format!(
-                            "config {} and {checked} variables of {} are in order",
-                            self.deployer.config_path.display(),
-                            self.environment
-                        ));
-                        self.end(step, Ok(())).await?
-                    }
-                    StepPlan::Rollout { service, .. } => {
-                        let artifact = artifacts
-                            .get(service)
-                            .cloned()
-                            .ok_or_else(|| format!("no artifact was snapshotted for `{service}`"))?;
-                        let config_deploy = self.id.to_string();
-                        let step = self.begin(&phase.name, &title).await?;
-                        let result = rollout::roll_out(self, &step.log, service, &artifact, &config_deploy).await;
-                        self.end(step, result).await?
-                    }
-                    StepPlan::Command { index, .. } => {
-                        let Some(custom) = self.config.phases.get(&phase.name).and_then(|p| p.steps.get(*index)) else {
-                            continue;
-                        };
-                        let custom = custom.clone();
-                        let step = self.begin(&phase.name, &title).await?;
-                        let result = self.command(&custom, &step.log).await;
-                        self.end(step, result).await?;
-                        if custom.undo.is_some() {
-                            self.changes.push(Change::Step { title: title.clone(), step: Box::new(custom) });
-                        }
-                    }
-                    StepPlan::Migrate { .. } => {
-                        let step = self.begin(&phase.name, &title).await?;
-                        let result = self.migrate(&step.log).await;
-                        self.end(step, result).await?
-                    }
-                    StepPlan::Smoke { index, .. } => {
-                        let Some(check) = self.config.smoke.get(*index).cloned() else { continue };
-                        let hosts = route_hosts.clone();
-                        let step = self.begin(&phase.name, &title).await?;
-                        let result = checks::smoke(&check, &self.variables, &hosts, &*self.deployer.edge, None)
-                            .await
-                            .map(|summary| step.log.line(summary));
-                        self.end(step, result).await?
-                    }
+            StepPlan::Rollout { service, .. } => {
+                let artifact = artifacts
+                    .get(service)
+                    .cloned()
+                    .ok_or_else(|| format!("no artifact was snapshotted for `{service}`"))?;
+                let config_deploy = self.id.to_string();
+                let step = self.begin(&phase.name, &title).await?;
+                let result = rollout::roll_out(self, &step.log, service, &artifact, &config_deploy).await;
+                self.end(step, result).await?
+            }
+            StepPlan::Command { index, .. } => {
+                let Some(custom) = self.config.phases.get(&phase.name).and_then(|p| p.steps.get(*index)) else {
+                    return Ok(());
+                };
+                let custom = custom.clone();
+                let step = self.begin(&phase.name, &title).await?;
+                let result = self.command(&custom, &step.log).await;
+                self.end(step, result).await?;
+                if custom.undo.is_some() {
+                    self.changes.push(Change::Step { title: title.clone(), step: Box::new(custom) });
                 }
-                windlass_failpoint::hit("pipeline.after_step");
+            }
+            StepPlan::Migrate { .. } => {
+                let step = self.begin(&phase.name, &title).await?;
+                let result = self.migrate(&step.log).await;
+                self.end(step, result).await?
+            }
+            StepPlan::Smoke { index, .. } => {
+                let Some(check) = self.config.smoke.get(*index).cloned() else { return Ok(()) };
+                let hosts = route_hosts.to_vec();
+                let step = self.begin(&phase.name, &title).await?;
+                let result = checks::smoke(&check, &self.variables, &hosts, &*self.deployer.edge, None)
+                    .await
+                    .map(|summary| step.log.line(summary));
+                self.end(step, result).await?
             }
         }
         Ok(())

@@ -22,6 +22,7 @@ pub mod recover;
 pub mod rollback;
 pub mod rollout;
 pub mod state;
+pub mod supervisor;
 pub mod vars;
 
 pub use deploy::{Deployer, Prepared, StartRequest};

@@ -68,8 +68,28 @@ pub fn build(name: &str, kind: &ReceiverKind, variables: &Variables) -> Result<A
     made.map_err(|problem| variables.redact(&format!("receiver `{name}`: {problem}")))
 }
 
-/// Sends `message` to the config's deploy receivers in the background.
-pub fn send(store: Arc<dyn Store>, config: &Config, variables: &Variables, mut message: Message) {
+/// Sends `message` to the config's deploy receivers in the background, as a task of the
+/// deployer's supervisor (a notification still goes out while the server stops, within its grace).
+pub fn notify(deployer: &crate::Deployer, config: &Config, variables: &Variables, message: Message) {
+    let tasks = deployer.tasks.clone();
+    let delivery = delivery(deployer.store.clone(), config, variables, message);
+    tasks.spawn(delivery);
+}
+
+/// Like [`notify`] for callers without a deployer at hand; the task is not owned by the
+/// supervisor, so a stopping server may drop it. Prefer [`notify`].
+pub fn send(store: Arc<dyn Store>, config: &Config, variables: &Variables, message: Message) {
+    // Not owned: see the doc comment; kept for callers that have only a store.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(delivery(store, config, variables, message));
+}
+
+fn delivery(
+    store: Arc<dyn Store>,
+    config: &Config,
+    variables: &Variables,
+    mut message: Message,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (receivers, problems) = receivers(config, variables);
     message.title = variables.redact(&message.title);
     message.text = variables.redact(&message.text);
@@ -77,7 +97,7 @@ pub fn send(store: Arc<dyn Store>, config: &Config, variables: &Variables, mut m
         *value = variables.redact(value);
     }
     let redactor = variables.clone();
-    tokio::spawn(async move {
+    async move {
         let mut failures = problems;
         for outcome in windlass_notify::broadcast(&receivers, &message, &RetryPolicy::default()).await {
             if let Err(err) = outcome {
@@ -96,7 +116,7 @@ pub fn send(store: Arc<dyn Store>, config: &Config, variables: &Variables, mut m
             };
             let _ = store.record_event(&event).await;
         }
-    });
+    }
 }
 
 /// A message about a deploy of `environment`.

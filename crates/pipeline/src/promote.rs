@@ -102,7 +102,7 @@ pub async fn source_services(deployer: &Deployer, request: &PromoteRequest) -> R
 pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prepared, DeployError> {
     let services = source_services(deployer, request).await?;
     let config = deployer.shared_config()?;
-    let overridden = plan::check_window(&config, &request.to, &request.options, jiff::Timestamp::now())
+    let overridden = plan::check_window(&config, &request.to, &request.options, deployer.clock.now())
         .map_err(DeployError::Rejected)?;
     let variables = deployer.variables(&config, &request.to).await?;
     let source =

@@ -57,7 +57,7 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
         // Instances a pool at the edge still names after reconciliation: never stopped.
         let mut still_routed: BTreeSet<std::net::SocketAddr> = BTreeSet::new();
         let mut state = EnvState::load(&*deployer.store, environment).await?;
-        let now = jiff::Timestamp::now().as_millisecond();
+        let now = deployer.clock.now().as_millisecond();
         for (service, service_state) in &mut state.services {
             let keep_warm = config
                 .as_ref()
@@ -203,7 +203,7 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
 /// will be retried on the next round). Returns what was retired.
 pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<String>, DeployError> {
     let state = EnvState::load(&*deployer.store, environment).await?;
-    let now = jiff::Timestamp::now().as_millisecond();
+    let now = deployer.clock.now().as_millisecond();
     let due: Vec<(String, String)> = state
         .services
         .iter()

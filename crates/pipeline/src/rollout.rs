@@ -45,10 +45,6 @@ impl Change {
     }
 }
 
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
 /// The config a color runs with: this deploy's, or the snapshot recorded with an older deploy.
 pub async fn config_of(run: &Run, config_deploy: &str) -> Result<Arc<Config>, String> {
     if config_deploy == run.id.as_str() {
@@ -68,6 +64,7 @@ pub async fn config_of(run: &Run, config_deploy: &str) -> Result<Arc<Config>, St
 }
 
 /// Rolls `service` out with its strategy: `artifact`, configured as deploy `config_deploy` says.
+#[tracing::instrument(name = "rollout", skip_all, fields(service = %service, strategy = tracing::field::Empty))]
 pub async fn roll_out(
     run: &mut Run,
     log: &StepLog,
@@ -83,6 +80,13 @@ pub async fn roll_out(
     prune_dead(run, log, service).await?;
     let version = artifact.version.as_ref().map(|v| format!(" version {v}")).unwrap_or_default();
     log.line(format!("{service}: build {}{version} from {}", artifact.short_hash(), artifact.source.display()));
+    let strategy = match spec.strategy {
+        Strategy::Rolling => "rolling",
+        Strategy::BlueGreen => "blue-green",
+        Strategy::Canary(_) => "canary",
+    };
+    tracing::Span::current().record("strategy", tracing::field::display(strategy));
+    tracing::debug!(artifact = artifact.short_hash(), "rolling out");
     match spec.strategy {
         Strategy::Rolling => rolling(run, log, service, &spec, artifact, config_deploy).await?,
         Strategy::BlueGreen | Strategy::Canary(_) => {
@@ -348,7 +352,7 @@ async fn blue_green(
             aborted.reason.clone(),
             vec![("service".to_owned(), service.to_owned()), ("stable".to_owned(), old.clone())],
         );
-        crate::notifications::send(run.deployer.store.clone(), &run.config, &run.variables, message);
+        crate::notifications::notify(&run.deployer, &run.config, &run.variables, message);
         reset.map_err(|e| {
             format!("the canary was aborted ({}) but its weight could not be reset: {e}", aborted.reason)
         })?;
@@ -363,7 +367,8 @@ async fn blue_green(
     service_state.live = Some(new.clone());
     let keep_warm = spec.keep_warm.as_std();
     if let Some(old_state) = old.as_ref().and_then(|o| service_state.colors.get_mut(o)) {
-        old_state.retire_at_ms = Some(now_ms() + i64::try_from(keep_warm.as_millis()).unwrap_or(i64::MAX));
+        old_state.retire_at_ms =
+            Some(run.deployer.clock.now().as_millisecond() + i64::try_from(keep_warm.as_millis()).unwrap_or(i64::MAX));
     }
     save(run, &state).await?;
     match &old {

@@ -880,15 +880,25 @@ async fn promote(
 /// Runs `work` as a task of the server's own and waits for it. Work that takes a lock or
 /// records state runs this way: a client that disconnects drops the wait, never the work
 /// half-way (with the lock held, or instances started and not recorded).
-async fn owned<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> Result<T, Response> {
-    tokio::spawn(work).await.map_err(|err| error(StatusCode::INTERNAL_SERVER_ERROR, format!("the work stopped: {err}")))
+async fn owned<T: Send + 'static>(
+    state: &AppState,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, Response> {
+    state
+        .deployer
+        .tasks
+        .run(work)
+        .await
+        .map_err(|err| error(StatusCode::SERVICE_UNAVAILABLE, format!("the work stopped: {err}")))
 }
 
 /// Starts a prepared deploy in the background; its id.
 fn run_in_background(deployer: &Arc<Deployer>, prepared: windlass_pipeline::deploy::Prepared) -> String {
     let id = prepared.id.to_string();
     let deployer = deployer.clone();
-    tokio::spawn(async move { deployer.execute(prepared).await });
+    deployer.tasks.clone().spawn(async move {
+        deployer.execute(prepared).await;
+    });
     id
 }
 
@@ -900,7 +910,7 @@ async fn launch(
     start: impl std::future::Future<Output = Result<windlass_pipeline::deploy::Prepared, DeployError>> + Send + 'static,
 ) -> Response {
     let deployer = state.deployer.clone();
-    let started = owned(async move { start.await.map(|prepared| run_in_background(&deployer, prepared)) }).await;
+    let started = owned(state, async move { start.await.map(|prepared| run_in_background(&deployer, prepared)) }).await;
     match started {
         Ok(Ok(id)) => (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response(),
         Ok(Err(err)) => deploy_error(err),
@@ -936,7 +946,7 @@ where
                 "`{environment}` needs approval by someone other than the requester ({actor}); leave out --approve and ask a colleague to run `windlass approve {environment}`"
             ),
         )),
-        (Approval::Required | Approval::Anyone, false) => Some(match owned(ask()).await {
+        (Approval::Required | Approval::Anyone, false) => Some(match owned(state, ask()).await {
             Err(response) => response,
             Ok(Err(err)) => deploy_error(err),
             Ok(Ok(pending)) => {
@@ -995,7 +1005,7 @@ async fn decide_approval(
     let deployer = state.deployer.clone();
     match body.decision {
         Verdict::Approve => {
-            let approved = owned(async move {
+            let approved = owned(&state, async move {
                 let (request, prepared) = approval::approve(&deployer, &environment, &actor, body.reason).await?;
                 Ok::<_, DeployError>((request, run_in_background(&deployer, prepared)))
             })
@@ -1010,7 +1020,8 @@ async fn decide_approval(
         }
         Verdict::Reject => {
             let rejected =
-                owned(async move { approval::reject(&deployer, &environment, &actor, body.reason).await }).await;
+                owned(&state, async move { approval::reject(&deployer, &environment, &actor, body.reason).await })
+                    .await;
             match rejected {
                 Ok(Ok(request)) => Json(json!({ "approval": request })).into_response(),
                 Ok(Err(err)) => deploy_error(err),

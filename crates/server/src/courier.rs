@@ -40,7 +40,7 @@ impl Courier {
             return;
         }
         let courier = self.clone();
-        tokio::spawn(async move { courier.send_all(dispatches).await });
+        self.deployer.tasks.spawn(async move { courier.send_all(dispatches).await });
     }
 
     async fn send_all(self: Arc<Self>, dispatches: Vec<Dispatch>) {
@@ -155,7 +155,7 @@ impl Courier {
                 "to": dispatch.to.to_string(),
             }),
             links,
-            at: jiff::Timestamp::now().to_string(),
+            at: self.deployer.clock.now().to_string(),
         }
     }
 

@@ -20,8 +20,14 @@ use std::sync::Arc;
 
 use windlass_pipeline::Deployer;
 use windlass_pipeline::edge::{EdgeClient, EdgeControl};
+use windlass_pipeline::supervisor::Supervisor;
 use windlass_runtime::{ProcessRuntime, Runtime};
-use windlass_store::{Holder, Store, SystemClock};
+use windlass_store::{Clock, Holder, Store, SystemClock};
+
+/// The server's clock: the real time, shared by the store and the deployer.
+fn store_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
 
 pub struct ServerOptions {
     pub config_path: PathBuf,
@@ -81,7 +87,7 @@ pub async fn open_store(state_dir: &Path, database: Option<&str>) -> Result<Arc<
     windlass_failpoint::private::ensure_dir(state_dir)
         .map_err(|err| ServerError::Setup(format!("cannot create {}: {err}", state_dir.display())))?;
     let location = database.map(str::to_owned).unwrap_or_else(|| default_database(state_dir));
-    Ok(windlass_store::open(&location, Arc::new(SystemClock)).await?)
+    Ok(windlass_store::open(&location, store_clock()).await?)
 }
 
 /// A running server.
@@ -92,14 +98,51 @@ pub struct ServerHandle {
     /// What recovery found and did at start, one line each.
     pub recovery: Vec<String>,
     pub deployer: Arc<Deployer>,
-    task: tokio::task::JoinHandle<()>,
+    /// The API server: it ends by itself only if serving fails.
+    serving: tokio::task::JoinHandle<()>,
 }
 
+/// How long a stopping server waits by default for its deploys to finish or reach a safe point.
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl ServerHandle {
-    /// Serves until the task ends (it does not end by itself).
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    /// Completes if the API server stops by itself (it fails to serve); it does not otherwise.
+    pub async fn failed(&mut self) {
+        let _ = (&mut self.serving).await;
     }
+
+    /// Refuses new work from now on (503) and stops the loops; [`ServerHandle::shutdown`] does
+    /// the rest.
+    pub fn stop_taking_work(&self) {
+        self.deployer.tasks.begin_stop();
+    }
+
+    /// Stops the server: new work is refused at once (503), the loops stop, running deploys get
+    /// up to `grace` to finish or reach their next safe point; whatever is still running then is
+    /// dropped as a crash would drop it, for recovery on the next start. The API serves reads
+    /// until the end. Instances and the edge are not touched.
+    pub async fn shutdown(mut self, grace: std::time::Duration) -> windlass_pipeline::supervisor::Shutdown {
+        let outcome = self.deployer.tasks.shutdown(grace).await;
+        // Not a graceful stop of the API: a client following a deploy that was just dropped
+        // would keep its connection open for ever. Its stream ends, as after a crash.
+        self.serving.abort();
+        let _ = (&mut self.serving).await;
+        outcome
+    }
+}
+
+/// While the server stops, only reads are served: anything that could start work gets 503.
+async fn refuse_work_when_stopping(
+    axum::extract::State(tasks): axum::extract::State<windlass_pipeline::supervisor::Supervisor>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if tasks.is_stopping() && !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
+        let body = axum::Json(serde_json::json!({ "error": "the server is shutting down; try again when it is back" }));
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    next.run(request).await
 }
 
 /// Opens everything, recovers, and starts serving.
@@ -132,7 +175,10 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         holder: Holder::this_process(id),
         env_file: options.env_file.clone(),
         parsed: Default::default(),
+        clock: store_clock(),
+        tasks: Supervisor::new(),
     });
+    let tasks = deployer.tasks.clone();
     let config = deployer.shared_config()?;
     for environment in &options.environments {
         windlass_pipeline::plan::check_environment(&config, environment)
@@ -153,9 +199,9 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     let alerting = alerts::open(store.clone(), &config).await?;
     let courier =
         Arc::new(courier::Courier { deployer: deployer.clone(), store: store.clone(), alerting: alerting.clone() });
-    tokio::spawn(alerts::run(courier.clone()));
-    tokio::spawn(signals::run(courier.clone(), environments.clone()));
-    tokio::spawn(signals::guard(courier.clone(), environments.clone()));
+    tasks.spawn_loop("alerts", alerts::run(courier.clone()));
+    tasks.spawn_loop("signals", signals::run(courier.clone(), environments.clone()));
+    tasks.spawn_loop("guard", signals::guard(courier.clone(), environments.clone()));
     let probes = probes::Probes::default();
     let app = api::router(api::AppState {
         deployer: deployer.clone(),
@@ -164,18 +210,22 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         probes: probes.clone(),
         alerting,
         courier: courier.clone(),
-    });
-    tokio::spawn(probes::run(deployer.clone(), store, environments.clone(), probes, courier.clone()));
-    tokio::spawn(retire_warm_colors(deployer.clone(), environments.clone()));
-    tokio::spawn(slo::collect(deployer.clone(), environments.clone(), courier.clone()));
-    tokio::spawn(database_schedules(deployer.clone(), environments));
+    })
+    .layer(axum::middleware::from_fn_with_state(tasks.clone(), refuse_work_when_stopping));
+    tasks.spawn_loop("probes", probes::run(deployer.clone(), store, environments.clone(), probes, courier.clone()));
+    tasks.spawn_loop("retire warm colors", retire_warm_colors(deployer.clone(), environments.clone()));
+    tasks.spawn_loop("slo", slo::collect(deployer.clone(), environments.clone(), courier.clone()));
+    tasks.spawn_loop("database schedules", database_schedules(deployer.clone(), environments));
     let scheme = listener.scheme();
-    let task = tokio::spawn(async move {
+    // The API server is not one of the supervisor's tasks: it serves reads (status, a deploy's
+    // progress) while the supervisor stops the work, and stops last ([`ServerHandle::shutdown`]).
+    #[allow(clippy::disallowed_methods)]
+    let serving = tokio::spawn(async move {
         if let Err(err) = listener.serve(app).await {
             tracing::error!(%err, "the API server stopped");
         }
     });
-    Ok(ServerHandle { address, scheme, recovery: recovery.notes, deployer, task })
+    Ok(ServerHandle { address, scheme, recovery: recovery.notes, deployer, serving })
 }
 
 /// Once a second: stops warm colors whose keep-warm time is over, and returns traffic left on
@@ -229,7 +279,7 @@ async fn run_due_database_jobs(deployer: &Deployer, environment: &str) -> Result
         (ScheduledJob::Backup, "backup", database.backup.schedule),
         (ScheduledJob::Verify, "verify", database.backup.verify),
     ];
-    let now = jiff::Timestamp::now();
+    let now = deployer.clock.now();
     let mut due = Vec::new();
     for (job, name, schedule) in jobs {
         let Some(schedule) = schedule else { continue };

@@ -14,7 +14,6 @@ use windlass_pipeline::Deployer;
 
 use crate::courier::Courier;
 use windlass_pipeline::state::EnvState;
-use windlass_store::SystemClock;
 use windlass_store::{NewEvent, Store};
 
 /// How often the wanted probes are recomputed (a deploy's new instances are probed this soon).
@@ -73,7 +72,7 @@ pub(crate) async fn run(
             if let Err(problem) = reconcile(&deployer, &store, environment, &probes, &courier).await {
                 tracing::warn!(environment, "probes: {problem}");
             }
-            if let Err(err) = record_samples(&*store, environment, &probes).await {
+            if let Err(err) = record_samples(&*store, environment, &probes, deployer.clock.now()).await {
                 tracing::warn!(environment, %err, "probes: cannot record their results");
             }
         }
@@ -88,13 +87,14 @@ async fn record_samples(
     store: &dyn Store,
     environment: &str,
     probes: &Probes,
+    now: jiff::Timestamp,
 ) -> Result<(), windlass_store::StoreError> {
     let Some(prober) = probes.prober(environment) else { return Ok(()) };
     let results = prober.take_service_results();
     if results.is_empty() {
         return Ok(());
     }
-    let minute = windlass_monitor::slo::floor_to(jiff::Timestamp::now(), 60);
+    let minute = windlass_monitor::slo::floor_to(now, 60);
     // Every entry counts at least one check: the prober makes one when a check finishes.
     let samples: Vec<windlass_store::ProbeSampleRow> = results
         .iter()
@@ -168,7 +168,7 @@ fn start(
     // Every reason (a command probe's last output line, an error quoting a URL) is redacted by
     // the prober before it is kept, logged, recorded as an event or handed to the alert engine.
     let (prober, mut transitions) =
-        Prober::redacting(specs, Arc::new(SystemClock), redactor).map_err(|e| e.to_string())?;
+        Prober::redacting(specs, courier.deployer.clock.clone(), redactor).map_err(|e| e.to_string())?;
     prober.carry_over(previous);
     let (stop, stopped) = watch::channel(false);
     let looping = prober.clone();
@@ -181,7 +181,9 @@ fn start(
         .spawn(move || runtime.block_on(looping.run(stopped)))
         .map_err(|e| format!("cannot start the probes' thread: {e}"))?;
     let environment = environment.to_owned();
-    tokio::spawn(async move {
+    // Ends when the prober is replaced (its transitions' channel closes), or with the server.
+    let tasks = courier.deployer.tasks.clone();
+    tasks.spawn_loop("probe transitions", async move {
         while let Some(mut transition) = transitions.recv().await {
             if transition.from == Health::Unknown
                 && let Some(before) = known.get(&transition.probe)

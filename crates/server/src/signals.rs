@@ -294,7 +294,7 @@ async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), Str
             let keep_warm = config.service_in(environment, &service).map(|s| s.keep_warm.as_std()).unwrap_or_default();
             let finished = last.finished_at.unwrap_or(last.started_at);
             let warm_until = finished.checked_add(keep_warm).unwrap_or(finished);
-            if jiff::Timestamp::now() > warm_until {
+            if deployer.clock.now() > warm_until {
                 return Ok(());
             }
             let marker = format!("auto-rollback/{}", last.id);
@@ -323,7 +323,9 @@ async fn guard_once(courier: &Arc<Courier>, environment: &str) -> Result<(), Str
                     )
                     .await;
                     let deployer = deployer.clone();
-                    tokio::spawn(async move { deployer.execute(prepared).await });
+                    deployer.tasks.clone().spawn(async move {
+                        deployer.execute(prepared).await;
+                    });
                 }
                 Err(err) => {
                     audit(

@@ -18,5 +18,6 @@ mod recovery;
 mod redaction;
 mod release;
 mod secrets;
+mod shutdown;
 mod tls;
 mod validate;
