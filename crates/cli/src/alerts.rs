@@ -4,15 +4,11 @@
 use serde_json::{Value, json};
 
 use crate::client::{self, Client, Connection};
-use crate::{Outcome, OutputFormat, UsageError};
+use crate::table::Table;
+use crate::{Outcome, OutputFormat, UsageError, print_json};
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or("")
-}
-
-fn print_json(value: &Value) -> anyhow::Result<Outcome> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(Outcome::Ok)
 }
 
 #[derive(clap::Args)]
@@ -67,6 +63,7 @@ pub fn alerts(args: AlertsArgs) -> anyhow::Result<Outcome> {
     if alerts.is_empty() {
         println!("no {}alerts", if args.all { "" } else { "firing " });
     }
+    let mut table = Table::new();
     for alert in &alerts {
         let state = if alert["status"] == "resolved" {
             "resolved".to_owned()
@@ -77,18 +74,17 @@ pub fn alerts(args: AlertsArgs) -> anyhow::Result<Outcome> {
         } else {
             "firing".to_owned()
         };
-        println!(
-            "{}  {:<9} {:<11} {}/{}  {}  since {}  {}",
-            text(&alert["id"]),
-            text(&alert["severity"]),
+        table.row([
+            text(&alert["id"]).to_owned(),
+            text(&alert["severity"]).to_owned(),
             state,
-            text(&alert["environment"]),
-            text(&alert["service"]),
-            text(&alert["name"]),
-            text(&alert["fired_at"]),
-            text(&alert["summary"])
-        );
+            format!("{}/{}", text(&alert["environment"]), text(&alert["service"])),
+            text(&alert["name"]).to_owned(),
+            format!("since {}", text(&alert["fired_at"])),
+            text(&alert["summary"]).to_owned(),
+        ]);
     }
+    table.print();
     Ok(Outcome::Ok)
 }
 
@@ -154,6 +150,7 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
             }
+            let mut table = Table::new();
             for silence in answer["silences"].as_array().into_iter().flatten() {
                 let matchers: Vec<String> = silence["matchers"]
                     .as_object()
@@ -162,16 +159,15 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
                     .filter(|(_, v)| !v.is_null())
                     .map(|(k, v)| format!("{k}={}", text(v)))
                     .collect();
-                println!(
-                    "{:<24} {:<7} {}  until {}  by {}: {}",
-                    text(&silence["id"]),
-                    if silence["active"] == true { "active" } else { "ended" },
+                table.row([
+                    text(&silence["id"]).to_owned(),
+                    if silence["active"] == true { "active" } else { "ended" }.to_owned(),
                     matchers.join(","),
-                    silence["ends_at"].as_str().unwrap_or("closed"),
-                    text(&silence["author"]),
-                    text(&silence["reason"])
-                );
+                    format!("until {}", silence["ends_at"].as_str().unwrap_or("closed")),
+                    format!("by {}: {}", text(&silence["author"]), text(&silence["reason"])),
+                ]);
             }
+            table.print();
         }
         SilenceCommand::Expire { id } => {
             let answer = runtime.block_on(client.call("DELETE", &format!("/silences/{id}"), None))?;
@@ -237,17 +233,17 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
             if json_output {
                 return print_json(&answer);
             }
+            let mut table = Table::new();
             for incident in answer["incidents"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<5} {:<9} {}/{}  opened {}  {}",
-                    incident["id"],
-                    text(&incident["status"]),
-                    text(&incident["environment"]),
-                    text(&incident["service"]),
-                    text(&incident["opened_at"]),
-                    text(&incident["title"])
-                );
+                table.row([
+                    incident["id"].to_string(),
+                    text(&incident["status"]).to_owned(),
+                    format!("{}/{}", text(&incident["environment"]), text(&incident["service"])),
+                    format!("opened {}", text(&incident["opened_at"])),
+                    text(&incident["title"]).to_owned(),
+                ]);
             }
+            table.print();
         }
         IncidentCommand::Show { id } => {
             let answer = runtime.block_on(client.call("GET", &format!("/incidents/{id}"), None))?;
@@ -255,10 +251,17 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
                 return print_json(&answer);
             }
             println!("incident {}: {} ({})", answer["id"], text(&answer["title"]), text(&answer["status"]));
+            let mut timeline = Table::new();
             for entry in answer["timeline"].as_array().into_iter().flatten() {
-                let who = entry["actor"].as_str().map(|a| format!(" [{a}]")).unwrap_or_default();
-                println!("  {}  {:<20}{who} {}", text(&entry["at"]), text(&entry["kind"]), text(&entry["message"]));
+                let who = entry["actor"].as_str().map(|a| format!("[{a}]")).unwrap_or_default();
+                timeline.row([
+                    format!("  {}", text(&entry["at"])),
+                    text(&entry["kind"]).to_owned(),
+                    who,
+                    text(&entry["message"]).to_owned(),
+                ]);
             }
+            timeline.print();
         }
         IncidentCommand::Note { id, text: note } => {
             let body = json!({ "text": note });

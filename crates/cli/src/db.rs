@@ -10,7 +10,8 @@ use windlass_db::{BackupPolicy, MigrateRequest, Options, Source, WriteStop};
 use windlass_pipeline::database::Target;
 use windlass_pipeline::vars::Variables;
 
-use crate::{Outcome, UsageError, config_path, load_config};
+use crate::table::{Align, Table};
+use crate::{Outcome, OutputFormat, UsageError, config_path, load_config};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -92,9 +93,18 @@ struct Common {
     /// The directory holding pg_dump, pg_restore and psql [default: found in PATH]
     #[arg(long, env = "WINDLASS_PG_BIN_DIR")]
     pg_bin_dir: Option<PathBuf>,
-    /// Print JSON instead of text (status, plan, backups).
-    #[arg(long)]
+    /// `json`: print JSON instead of text (status, plan, backups).
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+    /// The older spelling of `--output json`, kept so scripts using it keep working.
+    #[arg(long, hide = true)]
     json: bool,
+}
+
+impl Common {
+    fn json(&self) -> bool {
+        self.json || self.output == OutputFormat::Json
+    }
 }
 
 /// Everything a command needs, resolved from the config, the environment and its secrets.
@@ -255,29 +265,30 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
         Command::Backups(common) => {
             let target = resolve(&common).await?;
             let all = target.store.list()?;
-            if common.json {
+            if common.json() {
                 println!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(Outcome::Ok);
             }
             if all.is_empty() {
                 println!("no backups in {}", target.store.dir.display());
             }
+            let mut table = Table::new().align(2, Align::Right).align(4, Align::Right);
             for m in all {
                 let verified = match &m.verification {
                     Some(v) if v.ok => format!("verified {}", v.at),
                     Some(v) => format!("VERIFY FAILED {}: {}", v.at, v.detail),
                     None => "not verified".into(),
                 };
-                println!(
-                    "{}  {}  {} bytes  schema {}  {} rows  {}",
+                table.row([
                     m.name,
                     m.reason,
-                    m.size_bytes,
-                    m.schema_version.map_or("-".into(), |v| v.to_string()),
-                    m.tables.values().sum::<i64>(),
-                    verified
-                );
+                    format!("{} bytes", m.size_bytes),
+                    format!("schema {}", m.schema_version.map_or("-".into(), |v| v.to_string())),
+                    format!("{} rows", m.tables.values().sum::<i64>()),
+                    verified,
+                ]);
             }
+            table.print();
             Ok(Outcome::Ok)
         }
         Command::Restore { common, backup, yes } => {
@@ -341,7 +352,7 @@ async fn status(common: &Common, plan: bool) -> anyhow::Result<Outcome> {
     let target = resolve(common).await?;
     let status = target.database.status(migrations_dir(&target)?).await?;
     let bad = !status.mismatched.is_empty() || !status.unknown.is_empty() || !status.interrupted.is_empty();
-    if common.json {
+    if common.json() {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(if bad { Outcome::NotOk } else { Outcome::Ok });
     }

@@ -10,11 +10,13 @@ mod db;
 mod edge;
 mod init;
 mod ops;
+mod output;
 mod probes;
 mod release;
 mod secrets;
 mod server;
 mod slo;
+mod table;
 mod up;
 mod validate;
 
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+pub use output::print_json;
 
 #[derive(Parser)]
 #[command(name = "windlass", version, about = "Deploy and operate a multi-service web platform from one binary.")]
@@ -89,8 +92,38 @@ enum Command {
     Silence(alerts::SilenceArgs),
     /// Incidents: list, show, note, resolve, postmortem, stats (MTTR, MTBF).
     Incident(alerts::IncidentArgs),
+    /// Print a shell completion script: `source <(windlass completions bash)`.
+    Completions(CompletionsArgs),
 }
 
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    shell: CompletionShell,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `windlass completions <shell>`: the script, generated from the same clap definition that
+/// parses the arguments, so it never falls behind a new command or flag.
+fn completions(args: CompletionsArgs) -> anyhow::Result<Outcome> {
+    use clap::CommandFactory as _;
+    let shell = match args.shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "windlass", &mut std::io::stdout());
+    Ok(Outcome::Ok)
+}
+
+/// `--output text|json`, on every command that prints results: text is for people (tables
+/// through [`table`]), JSON is the API's typed response, pretty-printed, for scripts.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
     #[default]
@@ -187,6 +220,7 @@ fn main() -> ExitCode {
         Command::Alerts(args) => alerts::alerts(args),
         Command::Silence(args) => alerts::silence(args),
         Command::Incident(args) => alerts::incident(args),
+        Command::Completions(args) => completions(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::client::{self, Client, Connection};
-use crate::{Outcome, OutputFormat, UsageError};
+use crate::table::Table;
+use crate::{Outcome, OutputFormat, UsageError, print_json};
 
 #[derive(clap::Args)]
 pub struct DeployArgs {
@@ -195,15 +196,16 @@ pub fn deploys(args: DeploysArgs) -> anyhow::Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(Outcome::Ok);
     }
+    let mut table = Table::new();
     for deploy in answer["deploys"].as_array().into_iter().flatten() {
-        println!(
-            "{}  {:<12} {:<10} {}",
+        table.row([
             deploy["id"].as_str().unwrap_or(""),
             deploy["status"].as_str().unwrap_or(""),
             deploy["actor"].as_str().unwrap_or(""),
-            deploy["reason"].as_str().unwrap_or("")
-        );
+            deploy["reason"].as_str().unwrap_or(""),
+        ]);
     }
+    table.print();
     Ok(Outcome::Ok)
 }
 
@@ -250,16 +252,17 @@ pub fn events(args: EventsArgs) -> anyhow::Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(Outcome::Ok);
     }
+    let mut table = Table::new();
     for event in answer["events"].as_array().into_iter().flatten() {
-        println!(
-            "{}  {:<10} {:<12} {:<26} {}",
+        table.row([
             event["at"].as_str().unwrap_or(""),
             event["environment"].as_str().unwrap_or("-"),
             event["actor"].as_str().unwrap_or(""),
             event["kind"].as_str().unwrap_or(""),
-            event["message"].as_str().unwrap_or("")
-        );
+            event["message"].as_str().unwrap_or(""),
+        ]);
     }
+    table.print();
     Ok(Outcome::Ok)
 }
 
@@ -388,6 +391,8 @@ pub enum LockCommand {
 pub struct LockArgs {
     #[command(subcommand)]
     command: LockCommand,
+    #[arg(long, value_enum, default_value_t, global = true)]
+    output: OutputFormat,
     #[command(flatten)]
     connection: Connection,
 }
@@ -398,6 +403,9 @@ pub fn lock(args: LockArgs) -> anyhow::Result<Outcome> {
     match args.command {
         LockCommand::Show { environment } => {
             let answer = rt.block_on(client.call("GET", &format!("/environments/{environment}/lock"), None))?;
+            if args.output == OutputFormat::Json {
+                return print_json(&answer);
+            }
             match answer["lock"].as_object() {
                 Some(lock) => println!(
                     "{environment} is locked by {} ({}) since {}{}",
@@ -417,6 +425,9 @@ pub fn lock(args: LockArgs) -> anyhow::Result<Outcome> {
             let body = json!({ "reason": reason });
             let answer =
                 rt.block_on(client.call("DELETE", &format!("/environments/{environment}/lock"), Some(&body)))?;
+            if args.output == OutputFormat::Json {
+                return print_json(&answer);
+            }
             println!("broke the lock of {environment} held by {}", answer["broken"]["holder"].as_str().unwrap_or(""));
         }
     }
@@ -437,6 +448,8 @@ pub struct MaintenanceArgs {
     service: Option<String>,
     #[arg(long)]
     reason: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
     #[command(flatten)]
     connection: Connection,
 }
@@ -446,6 +459,9 @@ pub fn maintenance(args: MaintenanceArgs) -> anyhow::Result<Outcome> {
     let body = json!({ "enabled": args.switch == Switch::On, "service": args.service, "reason": args.reason });
     let path = format!("/environments/{}/maintenance", args.environment);
     let answer = client::runtime()?.block_on(client.call("PUT", &path, Some(&body)))?;
+    if args.output == OutputFormat::Json {
+        return print_json(&answer);
+    }
     println!("{}", answer["message"].as_str().unwrap_or(""));
     Ok(Outcome::Ok)
 }
@@ -459,6 +475,8 @@ pub struct FailoverArgs {
     to: String,
     #[arg(long)]
     reason: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
     #[command(flatten)]
     connection: Connection,
 }
@@ -468,6 +486,9 @@ pub fn failover(args: FailoverArgs) -> anyhow::Result<Outcome> {
     let body = json!({ "to": args.to, "reason": args.reason });
     let path = format!("/environments/{}/services/{}/failover", args.environment, args.service);
     let answer = client::runtime()?.block_on(client.call("PUT", &path, Some(&body)))?;
+    if args.output == OutputFormat::Json {
+        return print_json(&answer);
+    }
     println!("{}", answer["message"].as_str().unwrap_or(""));
     Ok(Outcome::Ok)
 }
@@ -479,6 +500,8 @@ pub struct ScaleArgs {
     instances: usize,
     #[arg(long)]
     reason: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
     #[command(flatten)]
     connection: Connection,
 }
@@ -488,6 +511,9 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<Outcome> {
     let body = json!({ "instances": args.instances, "reason": args.reason });
     let path = format!("/environments/{}/services/{}/scale", args.environment, args.service);
     let answer = client::runtime()?.block_on(client.call("PUT", &path, Some(&body)))?;
+    if args.output == OutputFormat::Json {
+        return print_json(&answer);
+    }
     for line in answer["output"].as_array().into_iter().flatten() {
         println!("{}", line.as_str().unwrap_or(""));
     }
@@ -500,6 +526,8 @@ pub struct LogsArgs {
     service: String,
     #[arg(long, default_value_t = 100)]
     tail: usize,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
     #[command(flatten)]
     connection: Connection,
 }
@@ -508,6 +536,9 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let path = format!("/environments/{}/services/{}/logs?tail={}", args.environment, args.service, args.tail);
     let answer = client::runtime()?.block_on(client.call("GET", &path, None))?;
+    if args.output == OutputFormat::Json {
+        return print_json(&answer);
+    }
     for instance in answer["instances"].as_array().into_iter().flatten() {
         let id = instance["id"].as_str().unwrap_or("");
         for line in instance["lines"].as_array().into_iter().flatten() {

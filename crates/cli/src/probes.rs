@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::client::{self, Client, Connection};
+use crate::table::Table;
 use crate::{Outcome, OutputFormat};
 
 #[derive(clap::Args)]
@@ -47,20 +48,9 @@ fn table(probes: &[Value]) -> String {
             [text(&p["name"]), text(&p["kind"]), text(&p["health"]), format!("{latency}{cert}"), last]
         })
         .collect();
-    let header = ["PROBE", "KIND", "HEALTH", "LATENCY", "LAST RESULT"];
-    let widths: Vec<usize> =
-        (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    let mut line = |cells: [&str; 5]| {
-        for (i, cell) in cells.iter().take(4).enumerate() {
-            out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
-        }
-        out.push_str(cells[4]);
-        out.push('\n');
-    };
-    line(header);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    let mut table = Table::with_header(["PROBE", "KIND", "HEALTH", "LATENCY", "LAST RESULT"]);
+    for row in rows {
+        table.row(row);
     }
-    out
+    table.render()
 }

@@ -14,7 +14,8 @@ use windlass_secrets::files::FileBackend;
 use windlass_secrets::sops::Format;
 use windlass_secrets::{Backend, OpenOptions, Redactor, SecretValue, SecretsError};
 
-use crate::{Outcome, UsageError};
+use crate::table::Table;
+use crate::{Outcome, OutputFormat, UsageError, print_json};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -66,6 +67,8 @@ enum Sub {
     /// Names and last change, never values.
     List {
         env: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
         #[command(flatten)]
         common: Common,
     },
@@ -221,17 +224,23 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             out.write_all(b"\n")?;
             Ok(Outcome::Ok)
         }
-        Sub::List { env, common } => {
+        Sub::List { env, output, common } => {
             let env = Env::open(&common, &env)?;
             let backend = env.backend()?;
             let list = runtime.block_on(backend.list()).map_err(fail)?;
-            let width = list.iter().map(|i| i.name.len()).max().unwrap_or(0);
-            for info in &list {
-                match info.version {
-                    Some(v) => println!("{:width$}  changed {}  (version {v})", info.name, info.changed),
-                    None => println!("{:width$}  changed {}", info.name, info.changed),
-                }
+            if output == OutputFormat::Json {
+                let secrets: Vec<ListedSecret> = list
+                    .iter()
+                    .map(|i| ListedSecret { name: &i.name, changed: &i.changed, version: i.version })
+                    .collect();
+                return print_json(&ListedSecrets { secrets });
             }
+            let mut table = Table::new();
+            for info in &list {
+                let version = info.version.map(|v| format!("(version {v})")).unwrap_or_default();
+                table.row([info.name.clone(), format!("changed {}", info.changed), version]);
+            }
+            table.print();
             if list.is_empty() {
                 eprintln!("no secrets in {}", backend.describe());
             }
@@ -325,6 +334,20 @@ fn parse_recipients(keys: &[String]) -> anyhow::Result<Vec<Recipient>> {
 }
 
 /// The value for `set`: stdin, or a prompt without echo when stdin is a terminal.
+/// `secrets list --output json`: names and when they changed, never a value.
+#[derive(serde::Serialize)]
+struct ListedSecrets<'a> {
+    secrets: Vec<ListedSecret<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ListedSecret<'a> {
+    name: &'a str,
+    changed: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+}
+
 fn read_value(name: &str) -> anyhow::Result<SecretValue> {
     let stdin = std::io::stdin();
     let mut text = String::new();

@@ -161,6 +161,8 @@ pub enum TokenCommand {
     List {
         #[command(flatten)]
         state: StateArgs,
+        #[arg(long, value_enum, default_value_t)]
+        output: crate::OutputFormat,
     },
     /// Revoke a token by name.
     Revoke {
@@ -189,15 +191,17 @@ pub fn token(args: TokenArgs) -> anyhow::Result<Outcome> {
                 eprintln!("token `{name}` created; it is shown only now:");
                 println!("{token}");
             }
-            TokenCommand::List { state } => {
+            TokenCommand::List { state, output } => {
                 let (_, _, dir) = state.resolve()?;
                 let store = windlass_server::open_store(&dir, state.database.as_deref()).await?;
-                for token in store.tokens().await? {
-                    match token.revoked_at {
-                        Some(at) => println!("{}  created {}  revoked {at}", token.name, token.created_at),
-                        None => println!("{}  created {}", token.name, token.created_at),
-                    }
-                }
+                let tokens: Vec<crate::output::TokenRow> = (store.tokens().await?.into_iter())
+                    .map(|t| crate::output::TokenRow {
+                        name: t.name,
+                        created_at: t.created_at,
+                        revoked_at: t.revoked_at,
+                    })
+                    .collect();
+                crate::output::tokens(&tokens, output)?;
             }
             TokenCommand::Revoke { name, state } => {
                 let (_, _, dir) = state.resolve()?;

@@ -11,6 +11,7 @@ mod harness;
 mod init;
 mod injection;
 mod leaks;
+mod output;
 mod platform;
 mod private_files;
 mod readme;

@@ -1,0 +1,59 @@
+//! The contract of the server's `/api/v1`: every request body, query and response as a Rust
+//! type, shared by the server (which builds its answers from them) and the CLI (which reads
+//! them), so a renamed field fails to compile instead of printing nothing. The OpenAPI 3.1
+//! document served at `/api/v1/openapi.json` is derived from these types ([`openapi`]).
+//!
+//! The JSON these types make is the wire format: field names and shapes must not change without
+//! a new API version. This crate does no I/O and knows nothing of the server's libraries (it
+//! must stay light: the CLI depends on it); times are RFC 3339 text as the server writes them.
+//!
+//! A few bodies the monitor owns (alerts, silences, incidents, the SLO report) are carried as
+//! JSON objects here; their fields are the monitor's serde types.
+
+pub mod alerts;
+pub mod approval;
+pub mod canary;
+pub mod deploys;
+pub mod events;
+pub mod locks;
+pub mod openapi;
+pub mod operations;
+pub mod probes;
+pub mod slo;
+pub mod status;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error the API answers: a 4xx for what the caller got wrong (400 malformed, 401/403
+/// token, 404 unknown, 409 conflict or locked, 422 config) and a 5xx for the server's failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl ErrorBody {
+    pub fn new(message: impl std::fmt::Display) -> Self {
+        ErrorBody { error: message.to_string() }
+    }
+}
+
+/// `GET /healthz` (outside `/api/v1`, no token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// A deploy (or rollback, promotion, approved request) was started: `202` with its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Started {
+    pub id: String,
+}
+
+/// `?limit=` of listings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    pub limit: Option<u32>,
+}
