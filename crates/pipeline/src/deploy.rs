@@ -315,9 +315,9 @@ impl Deployer {
             let words = words
                 .iter()
                 .map(|word| windlass_config::template::Template::parse(word).and_then(|t| t.render(lookup)))
-                .collect::<Result<Vec<String>, String>>()
-                .map_err(cannot)?;
-            let command = run.render(lookup).map_err(cannot)?;
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|err| cannot(err.into()))?;
+            let command = run.render(lookup).map_err(|err| cannot(err.into()))?;
             let mut artifact = artifacts::snapshot_words(
                 &command,
                 &words,
