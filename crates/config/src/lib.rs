@@ -33,6 +33,32 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use model::*;
 pub use source::Source;
 
+/// A value that does not follow its grammar (a duration, a percentage, a size, a rate, a deploy
+/// window, a variable's format, a metric rule, on-call hours). The message says what is wrong, as
+/// diagnostics show it; a grammar error has no underlying cause to keep as a source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(String);
+
+impl From<String> for InvalidValue {
+    fn from(message: String) -> Self {
+        InvalidValue(message)
+    }
+}
+
+/// For callers that carry problems as text (diagnostics, messages): the message itself.
+impl From<InvalidValue> for String {
+    fn from(invalid: InvalidValue) -> Self {
+        invalid.0
+    }
+}
+
+impl From<&str> for InvalidValue {
+    fn from(message: &str) -> Self {
+        InvalidValue(message.to_owned())
+    }
+}
+
 /// A file that could not be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -101,7 +101,7 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         const DAYS: [(&str, Weekday); 7] = [
             ("Mon", Weekday::Monday),
             ("Tue", Weekday::Tuesday),
@@ -403,9 +403,9 @@ mod tests {
         let handoff = Handoff::parse("mon 09:30").unwrap();
         assert_eq!(handoff.weekday, Weekday::Monday);
         assert_eq!(handoff.time, Time::constant(9, 30, 0, 0));
-        assert!(Handoff::parse("Monday").unwrap_err().contains("needs a weekday and a time"));
-        assert!(Handoff::parse("Mnd 09:00").unwrap_err().contains("`Mnd` is not a day"));
-        assert!(Handoff::parse("Mon 9h").unwrap_err().contains("not a time"));
+        assert!(Handoff::parse("Monday").unwrap_err().to_string().contains("needs a weekday and a time"));
+        assert!(Handoff::parse("Mnd 09:00").unwrap_err().to_string().contains("`Mnd` is not a day"));
+        assert!(Handoff::parse("Mon 9h").unwrap_err().to_string().contains("not a time"));
     }
 
     #[test]

@@ -400,12 +400,12 @@ impl MetricExpr {
     }
 
     /// Parses `name{l="v"}`, `increase(sel[10m])`, `rate(sel[5m])` and `ratio(expr, expr)`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         let mut parser = ExprParser { text, at: 0 };
         let expr = parser.expr()?;
         parser.skip_space();
         if parser.at < text.len() {
-            return Err(format!("unexpected `{}` at column {}", &text[parser.at..], parser.at + 1));
+            return Err(format!("unexpected `{}` at column {}", &text[parser.at..], parser.at + 1).into());
         }
         Ok(expr)
     }
@@ -858,10 +858,10 @@ rules = []
         assert!(!selector.matches("a_total", [("x", "1"), ("y", "a\"b")]));
         assert!(!selector.matches("a_total", [("y", "c")]), "a missing label is the empty string");
         assert_eq!(MetricExpr::parse("rate(x[5m])").unwrap().window(), Some(Duration::from_secs(300)));
-        assert!(MetricExpr::parse("x{a=1}").unwrap_err().contains("expected `\"`"));
-        assert!(MetricExpr::parse("ratio(a)").unwrap_err().contains("expected `,`"));
-        assert!(MetricExpr::parse("x y").unwrap_err().contains("unexpected `y`"));
-        assert!(MetricExpr::parse("increase(x[0s])").unwrap_err().contains("window of 0"));
+        assert!(MetricExpr::parse("x{a=1}").unwrap_err().to_string().contains("expected `\"`"));
+        assert!(MetricExpr::parse("ratio(a)").unwrap_err().to_string().contains("expected `,`"));
+        assert!(MetricExpr::parse("x y").unwrap_err().to_string().contains("unexpected `y`"));
+        assert!(MetricExpr::parse("increase(x[0s])").unwrap_err().to_string().contains("window of 0"));
         assert!(CompareOp::Less.holds(0.99, 0.998) && !CompareOp::Less.holds(f64::NAN, 1.0));
         assert!(!CompareOp::NotEqual.holds(f64::NAN, 1.0));
     }

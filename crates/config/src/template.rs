@@ -26,6 +26,24 @@ pub enum Piece {
     Var(String),
 }
 
+/// Why a template could not be read or filled in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("`${{` without a closing `}}`")]
+    Unclosed,
+    #[error("`${{{name}}}` is not a variable reference (names use letters, digits and `_`)")]
+    NotAReference { name: String },
+    #[error("variable `{name}` is not set")]
+    Unset { name: String },
+}
+
+/// For callers that still carry errors as text (their messages are unchanged).
+impl From<TemplateError> for String {
+    fn from(error: TemplateError) -> Self {
+        error.to_string()
+    }
+}
+
 /// A string with `${NAME}` references; `$${` writes a literal `${`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -34,7 +52,7 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, TemplateError> {
         let mut pieces = Vec::new();
         let mut text = String::new();
         let mut rest = raw;
@@ -46,14 +64,12 @@ impl Template {
                 rest = after;
             } else if let Some(after) = rest.strip_prefix("${") {
                 // The text is not quoted: it may be a secret URL (the error points at where it is).
-                let end = after.find('}').ok_or_else(|| "`${` without a closing `}`".to_owned())?;
+                let end = after.find('}').ok_or(TemplateError::Unclosed)?;
                 let name = &after[..end];
                 let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
-                    return Err(format!(
-                        "`${{{name}}}` is not a variable reference (names use letters, digits and `_`)"
-                    ));
+                    return Err(TemplateError::NotAReference { name: name.to_owned() });
                 }
                 if !text.is_empty() {
                     pieces.push(Piece::Text(std::mem::take(&mut text)));
@@ -86,12 +102,14 @@ impl Template {
     }
 
     /// Fills in the references; a variable `lookup` does not know is an error naming it.
-    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, TemplateError> {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Var(name) => out.push_str(&lookup(name).ok_or_else(|| format!("variable `{name}` is not set"))?),
+                Piece::Var(name) => {
+                    out.push_str(&lookup(name).ok_or_else(|| TemplateError::Unset { name: name.clone() })?)
+                }
             }
         }
         Ok(out)
@@ -367,7 +385,7 @@ impl Lexer {
 impl CommandTemplate {
     /// Parses a command; the references sh would split (unquoted) or not expand (after a
     /// backslash, in a quoted here-document) are returned for `validate` to warn about.
-    pub fn parse(raw: &str) -> Result<(Self, Vec<Reference>), String> {
+    pub fn parse(raw: &str) -> Result<(Self, Vec<Reference>), TemplateError> {
         let template = Template::parse(raw)?;
         let mut lexer = Lexer::default();
         let (mut script, mut unquoted) = (String::new(), Vec::new());
@@ -429,19 +447,19 @@ impl CommandTemplate {
 
     /// Checks that every variable the command references is in `env`, the environment its
     /// process gets; one that is not is an error naming it.
-    pub fn check_env(&self, env: &BTreeMap<String, String>) -> Result<(), String> {
+    pub fn check_env(&self, env: &BTreeMap<String, String>) -> Result<(), TemplateError> {
         match self.vars().find(|name| !env.contains_key(*name)) {
-            Some(name) => Err(format!("variable `{name}` is not set")),
+            Some(name) => Err(TemplateError::Unset { name: name.to_owned() }),
             None => Ok(()),
         }
     }
 
     /// The variables the command references, with their values from `lookup`, for a process
     /// environment; a variable `lookup` does not know is an error naming it.
-    pub fn env_from(
+    pub fn env_from<E>(
         &self,
-        mut lookup: impl FnMut(&str) -> Result<String, String>,
-    ) -> Result<BTreeMap<String, String>, String> {
+        mut lookup: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<BTreeMap<String, String>, E> {
         let mut env = BTreeMap::new();
         for name in self.vars() {
             if !env.contains_key(name) {
@@ -598,9 +616,9 @@ mod tests {
         assert_eq!(t.vars().collect::<Vec<_>>(), ["DB_HOST"]);
         let rendered = t.render(|name| (name == "DB_HOST").then(|| "db".to_owned())).unwrap();
         assert_eq!(rendered, "postgres://db:5432/${literal} --port $PORT");
-        assert!(t.render(|_| None).unwrap_err().contains("DB_HOST"));
-        assert!(Template::parse("${OPEN").unwrap_err().contains("closing"));
-        assert!(Template::parse("${not valid}").unwrap_err().contains("not a variable reference"));
+        assert!(t.render(|_| None).unwrap_err().to_string().contains("DB_HOST"));
+        assert!(Template::parse("${OPEN").unwrap_err().to_string().contains("closing"));
+        assert!(Template::parse("${not valid}").unwrap_err().to_string().contains("not a variable reference"));
     }
 
     fn command(raw: &str) -> (String, Vec<String>) {
@@ -636,7 +654,7 @@ mod tests {
         let (parsed, _) = CommandTemplate::parse("printf '%s' \"${A}\" ${B}").unwrap();
         assert_eq!(parsed.vars().collect::<Vec<_>>(), ["A", "B"]);
         let env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
-        assert!(parsed.check_env(&env).unwrap_err().contains("`B` is not set"));
+        assert!(parsed.check_env(&env).unwrap_err().to_string().contains("`B` is not set"));
     }
 
     #[test]

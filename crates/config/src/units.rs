@@ -21,7 +21,7 @@ impl Duration {
     }
 
     /// Parses `<number><unit>` repeated (`1h30m`); units: ms, s, m, h, d.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         let text = text.trim();
         if text.is_empty() {
             return Err("an empty string is not a duration".into());
@@ -31,7 +31,7 @@ impl Duration {
         while !rest.is_empty() {
             let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!("`{text}` must start each part with a number, as in \"500ms\" or \"1m30s\""));
+                return Err(format!("`{text}` must start each part with a number, as in \"500ms\" or \"1m30s\"").into());
             }
             let number: u128 = rest[..digits].parse().map_err(|_| format!("`{text}` has a number too large"))?;
             rest = &rest[digits..];
@@ -43,8 +43,8 @@ impl Duration {
                 "m" => 60_000,
                 "h" => 3_600_000,
                 "d" => 86_400_000,
-                "" => return Err(format!("`{text}` needs a unit (ms, s, m, h or d)")),
-                other => return Err(format!("`{other}` is not a duration unit (ms, s, m, h or d)")),
+                "" => return Err(format!("`{text}` needs a unit (ms, s, m, h or d)").into()),
+                other => return Err(format!("`{other}` is not a duration unit (ms, s, m, h or d)").into()),
             };
             total_ms = total_ms.saturating_add(number.saturating_mul(factor));
             rest = &rest[unit_len..];
@@ -96,22 +96,22 @@ impl Percent {
     }
 
     /// Parses `"0.1%"` .. `"100%"`, at most four decimals.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         let number =
             text.trim().strip_suffix('%').ok_or_else(|| format!("`{text}` needs a `%` sign, as in \"99.9%\""))?.trim();
         let (whole, decimals) = number.split_once('.').unwrap_or((number, ""));
         let all_digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
         if whole.is_empty() || !all_digits(whole) || !all_digits(decimals) {
-            return Err(format!("`{text}` is not a percentage"));
+            return Err(format!("`{text}` is not a percentage").into());
         }
         if decimals.len() > 4 {
-            return Err(format!("`{text}` has more than four decimals"));
+            return Err(format!("`{text}` has more than four decimals").into());
         }
         let whole: u64 = whole.parse().map_err(|_| format!("`{text}` is not a percentage"))?;
         let scaled_decimals: u64 = format!("{decimals:0<4}").parse().unwrap_or(0);
         let ppm = whole * 10_000 + scaled_decimals;
         if ppm > 1_000_000 {
-            return Err(format!("`{text}` is more than 100%"));
+            return Err(format!("`{text}` is more than 100%").into());
         }
         Ok(Self { ppm: ppm as u32 })
     }
@@ -135,11 +135,11 @@ impl fmt::Display for Percent {
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         let text = text.trim();
         let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         if digits == 0 {
-            return Err(format!("`{text}` must start with a number, as in \"64KiB\""));
+            return Err(format!("`{text}` must start with a number, as in \"64KiB\"").into());
         }
         let number: u64 = text[..digits].parse().map_err(|_| format!("`{text}` is too large"))?;
         let factor: u64 = match text[digits..].trim() {
@@ -150,9 +150,9 @@ impl ByteSize {
             "MiB" => 1 << 20,
             "GB" => 1_000_000_000,
             "GiB" => 1 << 30,
-            other => return Err(format!("`{other}` is not a size unit (B, KB, KiB, MB, MiB, GB, GiB)")),
+            other => return Err(format!("`{other}` is not a size unit (B, KB, KiB, MB, MiB, GB, GiB)").into()),
         };
-        number.checked_mul(factor).map(Self).ok_or_else(|| format!("`{text}` is too large"))
+        number.checked_mul(factor).map(Self).ok_or_else(|| format!("`{text}` is too large")).map_err(Into::into)
     }
 }
 
@@ -164,7 +164,7 @@ pub struct Rate {
 }
 
 impl Rate {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         let (count, per) =
             text.trim().split_once('/').ok_or_else(|| format!("`{text}` is not a rate; write it as \"100/s\""))?;
         let count: u32 = count.trim().parse().map_err(|_| format!("`{count}` is not a whole number"))?;
@@ -175,7 +175,7 @@ impl Rate {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
             "h" => Duration::from_secs(3600),
-            other => return Err(format!("`{other}` is not a rate period (s, m or h)")),
+            other => return Err(format!("`{other}` is not a rate period (s, m or h)").into()),
         };
         Ok(Self { count, per })
     }
@@ -192,9 +192,9 @@ mod tests {
         assert_eq!(Duration::parse("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(Duration::parse("1d").map(|d| d.to_string()), Ok("1d".into()));
         assert_eq!(Duration::from_millis(90_500).to_string(), "1m30s500ms");
-        assert!(Duration::parse("5").unwrap_err().contains("needs a unit"));
-        assert!(Duration::parse("5 minutes").unwrap_err().contains("not a duration unit"));
-        assert!(Duration::parse("ms").unwrap_err().contains("start each part with a number"));
+        assert!(Duration::parse("5").unwrap_err().to_string().contains("needs a unit"));
+        assert!(Duration::parse("5 minutes").unwrap_err().to_string().contains("not a duration unit"));
+        assert!(Duration::parse("ms").unwrap_err().to_string().contains("start each part with a number"));
         assert!(Duration::parse("").is_err());
         assert!(Duration::parse("99999999999999999999d").is_err());
     }
@@ -205,8 +205,8 @@ mod tests {
         assert_eq!(Percent::parse("0.1%").map(Percent::ppm), Ok(1_000));
         assert_eq!(Percent::parse("99.99%").map(|p| p.to_string()), Ok("99.99%".into()));
         assert_eq!(Percent::parse("100%").map(Percent::ppm), Ok(1_000_000));
-        assert!(Percent::parse("101%").unwrap_err().contains("more than 100%"));
-        assert!(Percent::parse("99.9").unwrap_err().contains("needs a `%`"));
+        assert!(Percent::parse("101%").unwrap_err().to_string().contains("more than 100%"));
+        assert!(Percent::parse("99.9").unwrap_err().to_string().contains("needs a `%`"));
         assert!(Percent::parse("-1%").is_err());
         assert!(Percent::parse("1.23456%").is_err());
     }

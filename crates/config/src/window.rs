@@ -21,14 +21,14 @@ pub struct DeployWindow {
 const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 impl DeployWindow {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         let mut parts = text.split_whitespace();
         let (Some(days), Some(hours)) = (parts.next(), parts.next()) else {
-            return Err(format!("`{text}` needs days and hours, as in \"Mon-Fri 08:00-18:00 Europe/Berlin\""));
+            return Err(format!("`{text}` needs days and hours, as in \"Mon-Fri 08:00-18:00 Europe/Berlin\"").into());
         };
         let zone_name = parts.next().unwrap_or("UTC");
         if parts.next().is_some() {
-            return Err(format!("`{text}` has more than days, hours and a time zone"));
+            return Err(format!("`{text}` has more than days, hours and a time zone").into());
         }
         let days = parse_days(days)?;
         let (start, end) =
@@ -153,9 +153,9 @@ mod tests {
 
     #[test]
     fn bad_windows_say_why() {
-        assert!(DeployWindow::parse("Mon-Fri").unwrap_err().contains("needs days and hours"));
-        assert!(DeployWindow::parse("Mon-Fry 08:00-18:00").unwrap_err().contains("`Fry` is not a day"));
-        assert!(DeployWindow::parse("Mon 8-18").unwrap_err().contains("not a time of day"));
-        assert!(DeployWindow::parse("Mon 08:00-18:00 Mars/Olympus").unwrap_err().contains("time zone"));
+        assert!(DeployWindow::parse("Mon-Fri").unwrap_err().to_string().contains("needs days and hours"));
+        assert!(DeployWindow::parse("Mon-Fry 08:00-18:00").unwrap_err().to_string().contains("`Fry` is not a day"));
+        assert!(DeployWindow::parse("Mon 8-18").unwrap_err().to_string().contains("not a time of day"));
+        assert!(DeployWindow::parse("Mon 08:00-18:00 Mars/Olympus").unwrap_err().to_string().contains("time zone"));
     }
 }

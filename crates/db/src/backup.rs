@@ -88,7 +88,7 @@ impl BackupStore {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(Error::Io(format!("{}: {err}", self.dir.display()))),
+            Err(err) => return Err(Error::io(self.dir.display().to_string(), err)),
         };
         let mut manifests = Vec::new();
         for entry in entries.flatten() {
@@ -96,7 +96,7 @@ impl BackupStore {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|err| Error::Io(format!("{}: {err}", path.display())))?;
+            let text = std::fs::read_to_string(&path).map_err(|err| Error::io(path.display().to_string(), err))?;
             let manifest: Manifest = serde_json::from_str(&text)
                 .map_err(|err| Error::Backup(format!("{} is not a backup manifest: {err}", path.display())))?;
             self.check_manifest(&manifest, &path)?;
@@ -147,7 +147,7 @@ impl BackupStore {
     }
 
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let text = serde_json::to_string_pretty(manifest).map_err(|err| Error::Io(err.to_string()))?;
+        let text = serde_json::to_string_pretty(manifest).map_err(Error::Json)?;
         write_atomic(&self.manifest_path(&manifest.name), text.as_bytes())
     }
 
@@ -241,12 +241,12 @@ pub(crate) fn create_private_file(path: &Path) -> std::io::Result<std::fs::File>
 /// Sets a file to 0600 (a file a child process wrote).
 pub(crate) fn make_private(path: &Path) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|err| Error::Io(format!("cannot make {} private (0600): {err}", path.display())))
+        .map_err(|err| Error::io(format!("cannot make {} private (0600)", path.display()), err))
 }
 
 /// Writes a file atomically (0600): a temporary file, fsync, rename, fsync of the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |err: std::io::Error| Error::Io(format!("{}: {err}", path.display()));
+    let io = |err: std::io::Error| Error::io(path.display().to_string(), err);
     let tmp = path.with_extension("tmp");
     let mut file = create_private_file(&tmp).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
@@ -266,11 +266,11 @@ pub(crate) fn sync_dir(path: &Path) {
 
 /// sha256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|err| Error::Io(format!("{}: {err}", path.display())))?;
+    let mut file = std::fs::File::open(path).map_err(|err| Error::io(path.display().to_string(), err))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buffer).map_err(|err| Error::Io(format!("{}: {err}", path.display())))?;
+        let n = file.read(&mut buffer).map_err(|err| Error::io(path.display().to_string(), err))?;
         if n == 0 {
             break;
         }
@@ -302,14 +302,18 @@ pub fn check_file(store: &BackupStore, manifest: &Manifest) -> Result<()> {
 #[allow(unsafe_code)]
 pub fn free_space(dir: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::Io(format!("{}: a path with a NUL byte", dir.display())))?;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+        Error::io(
+            dir.display().to_string(),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path with a NUL byte"),
+        )
+    })?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
     // SAFETY: c_path is a valid NUL-terminated string and stat points to writable memory of the
     // right type; statvfs only writes into it.
     let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
     if rc != 0 {
-        return Err(Error::Io(format!("statvfs {}: {}", dir.display(), std::io::Error::last_os_error())));
+        return Err(Error::io(format!("statvfs {}", dir.display()), std::io::Error::last_os_error()));
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let stat = unsafe { stat.assume_init() };

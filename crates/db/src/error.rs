@@ -47,10 +47,23 @@ pub enum Error {
     Restore(String),
     #[error("verify: {0}")]
     Verify(String),
+    /// The driver's message, redacted: it is kept as text (not as the driver's error) because
+    /// the driver's own message may quote the URL with its password.
     #[error("database: {0}")]
     Sql(String),
+    /// A file or directory could not be read, written or checked; `context` names it.
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    /// A manifest or intent record could not be written as JSON.
     #[error("{0}")]
-    Io(String),
+    Json(#[source] serde_json::Error),
+}
+
+impl Error {
+    /// An [`Error::Io`] about `context` (a path, or what was being done to it).
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
 }
 
 fn restored_note(restored: &Option<String>) -> String {

@@ -57,7 +57,7 @@ impl RestoreIntent {
     /// Writes it durably (temporary file, fsync, rename, fsync of the directory), 0600.
     pub fn save(&self, store: &BackupStore) -> Result<()> {
         crate::backup::create_private_dir(&store.dir)?;
-        let text = serde_json::to_string_pretty(self).map_err(|err| Error::Io(err.to_string()))?;
+        let text = serde_json::to_string_pretty(self).map_err(Error::Json)?;
         write_atomic(&store.dir.join(INTENT_FILE), text.as_bytes())
     }
 
@@ -78,7 +78,7 @@ impl RestoreIntent {
                 ))
             }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(Error::Io(format!("{}: {err}", path.display()))),
+            Err(err) => Err(Error::io(path.display().to_string(), err)),
         }
     }
 
@@ -90,7 +90,7 @@ impl RestoreIntent {
                 Ok(())
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(Error::Io(format!("{}: {err}", path.display()))),
+            Err(err) => Err(Error::io(path.display().to_string(), err)),
         }
     }
 }

@@ -749,8 +749,7 @@ impl Database {
             backup::make_private(&partial)?;
             let sha256 = file_sha256(&partial)?;
             let size_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-            std::fs::rename(&partial, &final_path)
-                .map_err(|err| Error::Io(format!("{}: {err}", final_path.display())))?;
+            std::fs::rename(&partial, &final_path).map_err(|err| Error::io(final_path.display().to_string(), err))?;
             sync_dir(&final_path);
             Ok(new_manifest(name, "postgres", file, size_bytes, sha256, schema_version, tables, tool))
         }
@@ -765,7 +764,7 @@ impl Database {
         let file = format!("{name}.sqlite");
         let partial = store.dir.join(format!("{file}.partial"));
         // VACUUM INTO fills an empty file it is given: made here 0600, so the copy is private.
-        backup::create_private_file(&partial).map_err(|err| Error::Io(format!("{}: {err}", partial.display())))?;
+        backup::create_private_file(&partial).map_err(|err| Error::io(partial.display().to_string(), err))?;
         let mut conn = self.open("backup").await?;
         let vacuum = conn.exec(&format!("VACUUM INTO '{}'", partial.display().to_string().replace('\'', "''"))).await;
         conn.close().await;
@@ -780,7 +779,7 @@ impl Database {
         let final_path = store.dir.join(&file);
         let sha256 = file_sha256(&partial)?;
         let size_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        std::fs::rename(&partial, &final_path).map_err(|err| Error::Io(format!("{}: {err}", final_path.display())))?;
+        std::fs::rename(&partial, &final_path).map_err(|err| Error::io(final_path.display().to_string(), err))?;
         sync_dir(&final_path);
         Ok(new_manifest(name, "sqlite", file, size_bytes, sha256, schema_version, tables, "sqlite VACUUM INTO".into()))
     }
@@ -1048,7 +1047,7 @@ impl Database {
         let copy = store.dir.join(format!(".verify-{}.sqlite", manifest.name));
         backup::create_private_file(&copy)
             .and_then(|mut to| std::io::copy(&mut std::fs::File::open(store.file_path(manifest))?, &mut to))
-            .map_err(|err| Error::Io(format!("{}: {err}", copy.display())))?;
+            .map_err(|err| Error::io(copy.display().to_string(), err))?;
         let result = async {
             let mut conn = Conn::open(&format!("sqlite://{}", copy.display()), "windlass verify").await?;
             let checked = async {

@@ -51,7 +51,7 @@ pub(crate) async fn acquire(
                 .read(true)
                 .write(true)
                 .open(&lock_path)
-                .map_err(|err| Error::Io(format!("cannot open the lock file {}: {err}", lock_path.display())))?;
+                .map_err(|err| Error::io(format!("cannot open the lock file {}", lock_path.display()), err))?;
             loop {
                 match file.try_lock() {
                     Ok(()) => break,
@@ -68,7 +68,7 @@ pub(crate) async fn acquire(
                         )));
                     }
                     Err(std::fs::TryLockError::Error(err)) => {
-                        return Err(Error::Io(format!("cannot lock {}: {err}", lock_path.display())));
+                        return Err(Error::io(format!("cannot lock {}", lock_path.display()), err));
                     }
                 }
             }

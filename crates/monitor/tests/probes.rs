@@ -437,7 +437,9 @@ async fn command_probes_see_variables_as_data() {
     assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
     let value = format!("hi; touch {m} & $(touch {m}) `touch {m}` '\"\ntouch {m}", m = marker.display());
     let resolve = |setting: &Setting| match setting {
-        Setting::Text(template) => template.render(|name| (name == "GREETING").then(|| value.clone())),
+        Setting::Text(template) => {
+            template.render(|name| (name == "GREETING").then(|| value.clone())).map_err(String::from)
+        }
         Setting::Secret(name) => Err(format!("no {name}")),
     };
     let list = probes_for(&parsed.config, "production", &BTreeMap::new(), &resolve);
@@ -451,7 +453,7 @@ async fn command_probes_see_variables_as_data() {
     assert!(!marker.exists(), "the value ran as shell code");
 
     let nothing_set = |setting: &Setting| match setting {
-        Setting::Text(template) => template.render(|_| None),
+        Setting::Text(template) => template.render(|_| None).map_err(String::from),
         Setting::Secret(name) => Err(format!("no {name}")),
     };
     let unset = probes_for(&parsed.config, "production", &BTreeMap::new(), &nothing_set);
@@ -543,7 +545,9 @@ environment = "staging"
     let config = parsed.config;
     let values = BTreeMap::from([("DATABASE_URL", "postgres://app:pw@db/shop"), ("API_HOST", "127.0.0.1:7000")]);
     let resolve = |setting: &Setting| match setting {
-        Setting::Text(template) => template.render(|name| values.get(name).map(|v| (*v).to_owned())),
+        Setting::Text(template) => {
+            template.render(|name| values.get(name).map(|v| (*v).to_owned())).map_err(String::from)
+        }
         Setting::Secret(name) => values.get(name.as_str()).map(|v| (*v).to_owned()).ok_or_else(|| format!("no {name}")),
     };
     let instances = BTreeMap::from([(
@@ -569,7 +573,7 @@ environment = "staging"
     assert!(!format!("{:?}", list.probes[0]).contains("pw@"), "the database URL stays hidden");
 
     let nothing_set = |setting: &Setting| match setting {
-        Setting::Text(template) => template.render(|_| None),
+        Setting::Text(template) => template.render(|_| None).map_err(String::from),
         Setting::Secret(name) => Err(format!("secret `{name}` has no value")),
     };
     let staging = probes_for(&config, "staging", &BTreeMap::new(), &nothing_set);

@@ -323,9 +323,9 @@ impl Deployer {
             let words = words
                 .iter()
                 .map(|word| windlass_config::template::Template::parse(word).and_then(|t| t.render(lookup)))
-                .collect::<Result<Vec<String>, String>>()
-                .map_err(cannot)?;
-            let command = run.render(lookup).map_err(cannot)?;
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|err| cannot(err.into()))?;
+            let command = run.render(lookup).map_err(|err| cannot(err.into()))?;
             // Hashing and copying a build is blocking file work (seconds for a large one): it
             // runs on the blocking pool, not on the thread that serves the API.
             let (config_dir, artifacts_dir, dir) = (self.config_dir(), self.artifacts_dir.clone(), spec.dir.clone());

@@ -116,7 +116,9 @@ impl Variables {
     /// name.
     pub fn render(&self, setting: &Setting, builtins: &BTreeMap<String, String>) -> Result<String, String> {
         match setting {
-            Setting::Text(template) => template.render(|name| self.get(name).or_else(|| builtins.get(name).cloned())),
+            Setting::Text(template) => {
+                template.render(|name| self.get(name).or_else(|| builtins.get(name).cloned())).map_err(String::from)
+            }
             Setting::Secret(name) => self.get(name).ok_or_else(|| format!("secret `{name}` has no value")),
         }
     }
