@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auto::{ProbeList, probes_for, spec_from_config};
-pub use cert::{days_left, not_after};
+pub use cert::{CertError, days_left, not_after};
 pub use check::Probe;
 pub use scheduler::{Prober, ServiceResults, start_offset};
 pub use state::{Health, ProbeStatus, Transition};

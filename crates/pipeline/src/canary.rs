@@ -406,6 +406,8 @@ impl Window {
     }
 }
 
+/// Both pools' counters from one read of the edge's typed counters, so that the canary and the
+/// stable pool are compared over the same moments.
 async fn read_pools(
     run: &Run,
     service: &str,
@@ -413,10 +415,18 @@ async fn read_pools(
     stable: &str,
     compare: bool,
 ) -> Result<(Snapshot, Option<Snapshot>), Aborted> {
-    let edge = &run.deployer.edge;
-    let unreadable = |e: crate::edge::EdgeError| Aborted { reason: format!("cannot read the canary's metrics: {e}") };
-    let canary = edge.pool_metrics(service, canary).await.map_err(unreadable)?;
-    let stable = if compare { Some(edge.pool_metrics(service, stable).await.map_err(unreadable)?) } else { None };
+    let unreadable = |reason: String| Aborted { reason: format!("cannot read the canary's metrics: {reason}") };
+    let mut counters = run.deployer.edge.counters().await.map_err(|e| unreadable(e.to_string()))?;
+    let mut pools = counters
+        .services
+        .remove(service)
+        .ok_or_else(|| unreadable(format!("the edge routes no service `{service}`")))?
+        .pools;
+    let mut take = |pool: &str| {
+        pools.remove(pool).ok_or_else(|| unreadable(format!("service `{service}` has no pool `{pool}` at the edge")))
+    };
+    let canary = take(canary)?;
+    let stable = if compare { Some(take(stable)?) } else { None };
     Ok((canary, stable))
 }
 

@@ -19,14 +19,14 @@ pub struct ProbeList {
 }
 
 /// A configured probe with its settings resolved by `resolve` (variables and secrets).
-pub fn spec_from_config(
+pub fn spec_from_config<E: std::fmt::Display>(
     config: &Config,
     probe: &ProbeConfig,
-    resolve: &dyn Fn(&Setting) -> Result<String, String>,
+    resolve: &dyn Fn(&Setting) -> Result<String, E>,
 ) -> Result<ProbeSpec, ProbeError> {
     let name = &probe.name.value;
     let unresolved = |message: String| ProbeError::Unresolved { probe: name.clone(), message };
-    let text = |setting: &Setting| resolve(setting).map_err(unresolved);
+    let text = |setting: &Setting| resolve(setting).map_err(|err| unresolved(err.to_string()));
     let ca_file = probe.ca_file.as_ref().map(|file| windlass_config::config_dir(config.source.path()).join(file));
     let headers: Vec<(String, String)> = probe.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let target = match (&probe.target, probe.kind) {
@@ -48,7 +48,7 @@ pub fn spec_from_config(
         (ProbeTarget::Command(command), _) => Target::Command {
             command: command.script().to_owned(),
             env: command
-                .env_from(|name| resolve(&Setting::Text(Template::variable(name))))
+                .env_from(|name| resolve(&Setting::Text(Template::variable(name))).map_err(|err| err.to_string()))
                 .map_err(unresolved)?
                 .into_iter()
                 .map(|(name, value)| (name, SecretText::new(value)))
@@ -80,11 +80,11 @@ pub fn spec_from_config(
 ///   `health/<service>/<host>`). These take the health check's timeout, `unhealthy_after` as the
 ///   failure threshold and `healthy_after` as the success threshold, the probe interval (30 s)
 ///   and severity `critical`.
-pub fn probes_for(
+pub fn probes_for<E: std::fmt::Display>(
     config: &Config,
     environment: &str,
     instances: &BTreeMap<String, Vec<SocketAddr>>,
-    resolve: &dyn Fn(&Setting) -> Result<String, String>,
+    resolve: &dyn Fn(&Setting) -> Result<String, E>,
 ) -> ProbeList {
     let mut list = ProbeList::default();
     for probe in config.probes.values() {

@@ -5,22 +5,43 @@
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 
+/// Why a certificate's expiry cannot be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CertError {
+    #[error("the certificate ends early")]
+    EndsEarly,
+    #[error("the certificate has a bad length")]
+    BadLength,
+    #[error("{0}")]
+    Structure(&'static str),
+    #[error("notAfter is not text")]
+    NotText,
+    #[error("notAfter `{0}` is not in UTC")]
+    NotUtc(String),
+    #[error("notAfter `{0}` has an unexpected form")]
+    UnexpectedForm(String),
+    #[error("bad notAfter `{0}`")]
+    BadDigits(String),
+    #[error("bad notAfter `{text}`: {source}")]
+    BadTime { text: String, source: jiff::Error },
+}
+
 /// One DER element: its tag, its contents, and what follows it.
-fn element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
-    let (&tag, rest) = input.split_first().ok_or("the certificate ends early")?;
-    let (&first, rest) = rest.split_first().ok_or("the certificate ends early")?;
+fn element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), CertError> {
+    let (&tag, rest) = input.split_first().ok_or(CertError::EndsEarly)?;
+    let (&first, rest) = rest.split_first().ok_or(CertError::EndsEarly)?;
     let (length, rest) = if first < 0x80 {
         (usize::from(first), rest)
     } else {
         let count = usize::from(first & 0x7f);
         if count == 0 || count > 4 || rest.len() < count {
-            return Err("the certificate has a bad length".into());
+            return Err(CertError::BadLength);
         }
         let length = rest[..count].iter().fold(0usize, |n, &b| (n << 8) | usize::from(b));
         (length, &rest[count..])
     };
     if rest.len() < length {
-        return Err("the certificate ends early".into());
+        return Err(CertError::EndsEarly);
     }
     Ok((tag, &rest[..length], &rest[length..]))
 }
@@ -31,14 +52,14 @@ const GENERALIZED_TIME: u8 = 0x18;
 const VERSION: u8 = 0xa0;
 
 /// The `notAfter` of a DER certificate.
-pub fn not_after(der: &[u8]) -> Result<Timestamp, String> {
+pub fn not_after(der: &[u8]) -> Result<Timestamp, CertError> {
     let (tag, certificate, _) = element(der)?;
     if tag != SEQUENCE {
-        return Err("not a DER certificate".into());
+        return Err(CertError::Structure("not a DER certificate"));
     }
     let (tag, tbs, _) = element(certificate)?;
     if tag != SEQUENCE {
-        return Err("the certificate has no tbsCertificate".into());
+        return Err(CertError::Structure("the certificate has no tbsCertificate"));
     }
     let mut rest = tbs;
     let (tag, _, after) = element(rest)?;
@@ -51,27 +72,27 @@ pub fn not_after(der: &[u8]) -> Result<Timestamp, String> {
     }
     let (tag, validity, _) = element(rest)?;
     if tag != SEQUENCE {
-        return Err("the certificate has no validity".into());
+        return Err(CertError::Structure("the certificate has no validity"));
     }
     let (_, _, after_not_before) = element(validity)?;
     let (tag, time, _) = element(after_not_before)?;
-    let text = std::str::from_utf8(time).map_err(|_| "notAfter is not text")?;
+    let text = std::str::from_utf8(time).map_err(|_| CertError::NotText)?;
     parse_time(tag, text)
 }
 
 /// UTCTime `YYMMDDHHMMSSZ` (years 1950..2049) or GeneralizedTime `YYYYMMDDHHMMSSZ`.
-fn parse_time(tag: u8, text: &str) -> Result<Timestamp, String> {
-    let digits = text.strip_suffix('Z').ok_or_else(|| format!("notAfter `{text}` is not in UTC"))?;
+fn parse_time(tag: u8, text: &str) -> Result<Timestamp, CertError> {
+    let digits = text.strip_suffix('Z').ok_or_else(|| CertError::NotUtc(text.to_owned()))?;
     let full = match (tag, digits.len()) {
         (UTC_TIME, 12) => {
-            let year: u32 = digits[..2].parse().map_err(|_| format!("bad notAfter `{text}`"))?;
+            let year: u32 = digits[..2].parse().map_err(|_| CertError::BadDigits(text.to_owned()))?;
             format!("{}{digits}", if year >= 50 { "19" } else { "20" })
         }
         (GENERALIZED_TIME, 14) => digits.to_owned(),
-        _ => return Err(format!("notAfter `{text}` has an unexpected form")),
+        _ => return Err(CertError::UnexpectedForm(text.to_owned())),
     };
     if !full.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("bad notAfter `{text}`"));
+        return Err(CertError::BadDigits(text.to_owned()));
     }
     let number = |range: std::ops::Range<usize>| full[range].parse::<i16>().unwrap_or(-1);
     let datetime = DateTime::new(
@@ -83,8 +104,11 @@ fn parse_time(tag: u8, text: &str) -> Result<Timestamp, String> {
         number(12..14) as i8,
         0,
     )
-    .map_err(|err| format!("bad notAfter `{text}`: {err}"))?;
-    datetime.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).map_err(|err| err.to_string())
+    .map_err(|source| CertError::BadTime { text: text.to_owned(), source })?;
+    datetime
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .map_err(|source| CertError::BadTime { text: text.to_owned(), source })
 }
 
 /// Whole days from `now` until `not_after` (negative once expired).

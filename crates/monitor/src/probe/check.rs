@@ -51,7 +51,9 @@ impl Probe {
     pub async fn run_redacted(&self, now: Timestamp, redactor: &Redactor) -> Outcome {
         let started = Instant::now();
         let timeout = self.spec.timeout;
-        let mut outcome = match tokio::time::timeout(timeout, self.run_inner(now, started, redactor)).await {
+        let span = tracing::info_span!("probe", name = %self.spec.name);
+        let run = tracing::Instrument::instrument(self.run_inner(now, started, redactor), span);
+        let mut outcome = match tokio::time::timeout(timeout, run).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::fail(format!("no answer within {}", show_duration(timeout)), started.elapsed()),
         };
