@@ -224,28 +224,15 @@ pub struct EventsArgs {
     connection: Connection,
 }
 
-/// A query-string value, percent-encoded.
-fn query_value(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `windlass events [env]`: the audit trail, newest first.
 pub fn events(args: EventsArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let mut path = format!("/events?limit={}", args.limit);
     if let Some(environment) = &args.environment {
-        path.push_str(&format!("&environment={}", query_value(environment)));
+        path.push_str(&format!("&environment={}", windlass_http::percent::encode(environment)));
     }
     if let Some(kind) = &args.kind {
-        path.push_str(&format!("&kind={}", query_value(kind)));
+        path.push_str(&format!("&kind={}", windlass_http::percent::encode(kind)));
     }
     let answer = client::runtime()?.block_on(client.call("GET", &path, None))?;
     if args.output == OutputFormat::Json {

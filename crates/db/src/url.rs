@@ -74,25 +74,7 @@ pub fn redact_in(text: &str, url: &str) -> String {
 }
 
 /// `%XX` escapes decoded (a URL's password as the server sees it).
-pub(crate) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len() + 1
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub(crate) use windlass_http::percent::decode as percent_decode;
 
 /// The URL with its database name replaced.
 pub fn with_database(url: &str, database: &str) -> String {

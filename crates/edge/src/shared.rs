@@ -220,10 +220,7 @@ impl Shared {
     /// Compares a presented token with the admin token in constant time.
     pub fn token_is_valid(&self, presented: &[u8]) -> bool {
         let expected = self.settings.admin_token.as_bytes();
-        if expected.is_empty() || presented.len() != expected.len() {
-            return false;
-        }
-        presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        !expected.is_empty() && windlass_http::constant_time_eq(presented, expected)
     }
 }
 

@@ -11,6 +11,15 @@ use hyper_util::rt::TokioIo;
 
 pub use hyper::{HeaderMap, StatusCode};
 
+pub mod percent;
+
+/// Whether two secrets (a presented token and the expected one, a computed MAC and the stored
+/// one) are equal, in time that depends only on their lengths, never on where they differ. The
+/// one constant-time compare of Windlass.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Bodies larger than this are an error, not a memory problem.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -436,6 +445,14 @@ mod tests {
         assert!(matches!(super::Url::parse("http:///nohost"), Err(super::UrlError::NoHost { .. })));
         let v6 = super::Url::parse("http://[::1]/x").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 80));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_slices() {
+        assert!(super::constant_time_eq(b"wl_token", b"wl_token"));
+        assert!(!super::constant_time_eq(b"wl_token", b"wl_tokem"));
+        assert!(!super::constant_time_eq(b"wl_token", b"wl_toke"));
+        assert!(super::constant_time_eq(b"", b""));
     }
 
     #[tokio::test]

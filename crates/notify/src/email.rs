@@ -63,22 +63,7 @@ impl std::fmt::Debug for Email {
     }
 }
 
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+use windlass_http::percent::decode_utf8 as percent_decode;
 
 impl Email {
     /// `to`: the recipients; `from`: the sender (`Windlass <windlass@localhost>` when `None`);

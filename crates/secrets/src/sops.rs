@@ -259,8 +259,7 @@ impl Document {
         let stored_mac = raw.mac.strip_prefix("ENC[").ok_or_else(|| malformed(file, "no sops MAC"))?;
         let (decrypted_mac, _) = decrypt_value(stored_mac, &data_key, &raw.lastmodified)
             .map_err(|e| e.unwrap_or_else(|| tampered(file, "the MAC")))?;
-        let same = decrypted_mac.len() == mac.len()
-            && decrypted_mac.iter().zip(mac.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        let same = windlass_http::constant_time_eq(&decrypted_mac, mac.as_bytes());
         if !same {
             return Err(tampered(file, "the MAC over all values"));
         }
