@@ -74,6 +74,8 @@ impl Client {
             format!("cannot reach the windlass server at {} (is `windlass server` running?)", self.address)
         })?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // The CLI, not the control plane: drives one connection, ends with it.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(connection);
         Ok(sender)
     }

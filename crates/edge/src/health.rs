@@ -40,6 +40,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             next_due.insert(name.clone(), now + Duration::from_millis(health.interval_ms.max(10)));
             let shared = shared.clone();
             let name = name.clone();
+            // The edge's, not the control plane's: one check, owned by the health loop's map.
+            #[allow(clippy::disallowed_methods)]
             running.insert(name.clone(), tokio::spawn(async move { check_service(&shared, &name).await }));
         }
         tokio::select! {
@@ -142,6 +144,8 @@ pub async fn probe(instance: &Instance, path: &str, timeout: Duration) -> bool {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(address).await.ok()?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        // The edge's: drives one health-check connection, ends with it.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(connection);
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, address.to_string())

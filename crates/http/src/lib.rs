@@ -238,6 +238,8 @@ where
     let protocol = |message: String| HttpError::Protocol { address, message };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| protocol(err.to_string()))?;
+    // Drives one client connection, ends with it.
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(connection);
     let host = if request.host.is_empty() { address.to_string() } else { request.host.to_owned() };
     let mut builder = hyper::Request::builder().method(request.method).uri(request.path).header("host", host);
