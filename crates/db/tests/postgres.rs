@@ -1,5 +1,7 @@
 //! Migrations, backups, restore under a write stop and verify against a real PostgreSQL, each
 //! test in a database of its own.
+// Tests: their tasks live as long as the test.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};

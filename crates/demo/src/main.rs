@@ -12,6 +12,9 @@
 //!
 //! On SIGTERM it stops accepting, finishes the requests in flight (up to 30 s), then exits.
 
+// The demo service, not the control plane: its tasks live as long as it.
+#![allow(clippy::disallowed_methods)]
+
 mod app;
 mod faults;
 mod listen;

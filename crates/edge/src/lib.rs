@@ -182,8 +182,12 @@ fn run_control(
     };
     runtime.block_on(async move {
         let Ok(listener) = tokio::net::TcpListener::from_std(admin_listener) else { return };
+        // The edge's own loops, stopped by its `stop` signal.
+        #[allow(clippy::disallowed_methods)]
         let health = tokio::spawn(health::run(shared.clone(), stop.clone()));
         if let Some(certificates) = certificates {
+            // The edge's own loops, stopped by its `stop` signal.
+            #[allow(clippy::disallowed_methods)]
             tokio::spawn(reload_certificates(shared.clone(), certificates, stop.clone()));
         }
         let mut admin_stop = stop.clone();

@@ -516,6 +516,8 @@ async fn forward(
     {
         let upstream = hyper::upgrade::on(&mut response);
         let (shared, service, pool) = (shared.clone(), service_name.to_owned(), pool.name.clone());
+        // A per-connection task (an upgraded connection), owned by its worker.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let _session = in_flight;
             if let (Ok(downstream), Ok(upstream)) = (downstream.await, upstream.await) {
@@ -617,6 +619,8 @@ async fn open(shared: &Shared, address: SocketAddr) -> Result<SendRequest<Incomi
     // One buffer, one `write` per request (see the server's builder).
     let (sender, conn) =
         hyper::client::conn::http1::Builder::new().writev(false).handshake(TokioIo::new(stream)).await?;
+    // Drives one upstream connection of the hot path, ends with it.
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });

@@ -252,6 +252,8 @@ async fn accept_loop(
                 let builder = builder.clone();
                 let certificates = certificates.clone();
                 let watcher = graceful.watcher();
+                // A per-connection task, owned by its worker (graceful watcher).
+                #[allow(clippy::disallowed_methods)]
                 tokio::spawn(async move {
                     let Some(certificates) = certificates else {
                         let connection = Arc::new(Connection::new(client, "http"));

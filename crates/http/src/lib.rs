@@ -370,6 +370,7 @@ where
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| protocol(err.to_string()))?;
     // The connection task ends with the exchange: it is owned by this request, not the caller.
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(connection);
     let host = if request.host.is_empty() { address.to_string() } else { request.host.to_owned() };
     let mut builder = hyper::Request::builder().method(request.method).uri(request.path).header("host", host);

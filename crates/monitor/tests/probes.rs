@@ -3,6 +3,8 @@
 //! `redis-server`s, real commands, and the demo's real `/metrics`. Results are driven one check at
 //! a time through the prober with a manual clock, so thresholds are counted exactly.
 
+// Tests: their tasks live as long as the test.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;

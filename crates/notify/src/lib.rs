@@ -255,6 +255,8 @@ pub async fn broadcast(
     let mut tasks = Vec::new();
     for receiver in receivers {
         let (receiver, message, retry) = (receiver.clone(), message.clone(), *retry);
+        // Scoped: joined below before this function returns.
+        #[allow(clippy::disallowed_methods)]
         tasks.push(tokio::spawn(async move { receiver.deliver(&message, &retry).await }));
     }
     join(tasks).await
@@ -269,6 +271,8 @@ pub async fn broadcast_alert(
     let mut tasks = Vec::new();
     for receiver in receivers {
         let (receiver, alert, retry) = (receiver.clone(), alert.clone(), *retry);
+        // Scoped: joined below before this function returns.
+        #[allow(clippy::disallowed_methods)]
         tasks.push(tokio::spawn(async move { receiver.alert(&alert, &retry).await }));
     }
     join(tasks).await

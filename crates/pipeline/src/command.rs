@@ -69,6 +69,8 @@ async fn run_once(
     .into_iter()
     .flatten()
     {
+        // Scoped: reads one stream of the command, ends with it; the command waits for them.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(read_lines(stream, redactor.clone(), sender.clone()));
     }
     drop(sender);

@@ -13,6 +13,7 @@ pub mod command;
 pub mod database;
 pub mod deploy;
 pub mod edge;
+pub mod guard;
 /// The HTTP client, re-exported for the crates that reach the pipeline's peers the same way.
 pub use windlass_http as http;
 pub mod notifications;
@@ -21,6 +22,7 @@ pub mod promote;
 pub mod recover;
 pub mod rollback;
 pub mod rollout;
+pub mod schedules;
 pub mod state;
 pub mod supervisor;
 pub mod vars;

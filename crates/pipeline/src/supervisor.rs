@@ -165,6 +165,8 @@ impl Supervisor {
 }
 
 #[cfg(test)]
+// The test drives a shutdown from a task of its own, beside the supervisor under test.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

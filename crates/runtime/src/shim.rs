@@ -282,6 +282,8 @@ struct Signals {
 impl Signals {
     fn install() -> io::Result<Self> {
         let mut hangup = signal(SignalKind::hangup())?;
+        // The shim's own process, not the control plane: ignores SIGHUP for the shim's life.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move { while hangup.recv().await.is_some() {} });
         Ok(Signals { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
     }
@@ -381,6 +383,8 @@ fn exit_info(status: io::Result<ExitStatus>) -> ExitInfo {
 }
 
 /// Copies one of the child's streams into the output log, line by line.
+// The shim's own process, not the control plane: the caller owns the returned handle.
+#[allow(clippy::disallowed_methods)]
 fn pump(
     stream: impl AsyncRead + Unpin + Send + 'static,
     name: &'static str,

@@ -254,117 +254,14 @@ async fn retire_warm_colors(deployer: Arc<Deployer>, environments: Vec<String>) 
     }
 }
 
-/// Runs the scheduled backups and verifications of `[database] backup.schedule|verify`, once
-/// every 30 s looking for what is due. The last run of each job is kept in the store, so a
-/// restarted server neither repeats nor forgets one; a short lease keeps two servers sharing a
-/// store from running the same job. Every run is an event (`db.backup`, `db.backup_failed`,
-/// `db.verify`, `db.verify_failed`), which the monitor turns into alerts.
+/// Every 30 s, the scheduled database jobs that are due ([`windlass_pipeline::schedules`]).
 async fn database_schedules(deployer: Arc<Deployer>, environments: Vec<String>) {
     loop {
         for environment in &environments {
-            if let Err(err) = run_due_database_jobs(&deployer, environment).await {
+            if let Err(err) = windlass_pipeline::schedules::run_due(&deployer, environment).await {
                 tracing::warn!(%err, environment, "scheduled database jobs");
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     }
-}
-
-async fn run_due_database_jobs(deployer: &Deployer, environment: &str) -> Result<(), String> {
-    use windlass_db::schedule::is_due;
-    use windlass_db::{BackupPolicy, ScheduledJob};
-    let config = deployer.shared_config().map_err(|e| e.to_string())?;
-    let Some(database) = &config.database else { return Ok(()) };
-    let jobs = [
-        (ScheduledJob::Backup, "backup", database.backup.schedule),
-        (ScheduledJob::Verify, "verify", database.backup.verify),
-    ];
-    let now = deployer.clock.now();
-    let mut due = Vec::new();
-    for (job, name, schedule) in jobs {
-        let Some(schedule) = schedule else { continue };
-        let key = format!("db-schedule/{environment}/{name}");
-        let last = deployer.store.setting(&key).await.map_err(|e| e.to_string())?.and_then(|t| t.parse().ok());
-        if is_due(schedule, last, now) {
-            due.push((job, name, key));
-        }
-    }
-    if due.is_empty() {
-        return Ok(());
-    }
-    let lease_name = format!("db-schedule/{environment}");
-    let lease = match deployer
-        .store
-        .acquire_lease(&lease_name, &deployer.holder, "scheduled database job", std::time::Duration::from_secs(3600))
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        windlass_store::Acquire::Acquired(lease) => lease,
-        windlass_store::Acquire::Held(_) => return Ok(()),
-    };
-    // Another server sharing the store may have run these while this one waited for the lease.
-    let mut still_due = Vec::new();
-    for (job, name, key) in due {
-        let last = deployer.store.setting(&key).await.map_err(|e| e.to_string())?.and_then(|t| t.parse().ok());
-        let schedule = match job {
-            ScheduledJob::Backup => database.backup.schedule,
-            ScheduledJob::Verify => database.backup.verify,
-        };
-        if let Some(schedule) = schedule
-            && is_due(schedule, last, now)
-        {
-            still_due.push((job, name, key));
-        }
-    }
-    let due = still_due;
-    let names: Vec<&'static str> = due.iter().map(|(_, name, _)| *name).collect();
-    let result = async {
-        let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
-        let target = windlass_pipeline::database::Target::resolve(
-            &config,
-            &deployer.config_path,
-            environment,
-            &variables,
-            windlass_db::Options::default(),
-        )?
-        .ok_or("no [database]")?;
-        let policy = BackupPolicy { store: target.store.clone(), retention: target.retention };
-        for (job, name, key) in due {
-            let outcome = windlass_db::run_scheduled(&target.database, job, &policy).await;
-            let kind = if outcome.ok { format!("db.{name}") } else { format!("db.{name}_failed") };
-            let event = windlass_store::NewEvent {
-                actor: "windlass".into(),
-                environment: Some(environment.to_owned()),
-                kind: kind.clone(),
-                subject: outcome.backup.clone(),
-                message: variables.redact(&outcome.message),
-                data: serde_json::to_string(&outcome).unwrap_or_default(),
-            };
-            let _ = deployer.store.record_event(&event).await;
-            if outcome.ok {
-                tracing::info!(environment, "{kind}: {}", variables.redact(&outcome.message));
-            } else {
-                tracing::error!(environment, "{kind}: {}", variables.redact(&outcome.message));
-            }
-            deployer.store.set_setting(&key, &now.to_string()).await.map_err(|e| e.to_string())?;
-        }
-        Ok::<(), String>(())
-    }
-    .await;
-    if let Err(problem) = &result {
-        // A job that cannot even start failed too: say so where alerts look.
-        for name in names {
-            let event = windlass_store::NewEvent {
-                actor: "windlass".into(),
-                environment: Some(environment.to_owned()),
-                kind: format!("db.{name}_failed"),
-                subject: None,
-                message: format!("the scheduled {name} could not start: {problem}"),
-                data: "{}".into(),
-            };
-            let _ = deployer.store.record_event(&event).await;
-        }
-    }
-    let _ = deployer.store.release_lease(&lease).await;
-    result
 }

@@ -4,6 +4,8 @@
 //! Nothing here fakes a component; it only starts, reaches and cleans up real ones. Timeouts in
 //! these helpers only turn a hang into a clear failure: no test asserts how long anything took.
 
+// Test helpers: their tasks live as long as the test that starts them.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;

@@ -1,6 +1,9 @@
 //! `bench-upstream`: answers every request with a 2-byte body on one current-thread runtime, as
 //! the upstream in `../shared/EDGE-PERF.md` did. Listens on `$PORT` (127.0.0.1).
 
+// A benchmark upstream: its tasks live as long as the run.
+#![allow(clippy::disallowed_methods)]
+
 use std::convert::Infallible;
 
 use http_body_util::Full;

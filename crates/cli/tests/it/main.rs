@@ -1,5 +1,7 @@
 //! The `windlass` binary as a user runs it: real process, real files, exit codes and output.
 
+// Tests: their tasks live as long as the test.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod alerting;

@@ -1,5 +1,7 @@
 //! The demo service, run as a real process and reached over loopback.
 
+// Tests: their tasks live as long as the test.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;

@@ -1,5 +1,7 @@
 //! The edge with real demo-service processes behind it, on loopback.
 
+// Tests: their tasks live as long as the test.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;

@@ -413,6 +413,8 @@ async fn run_command(
         Ok(child) => child,
         Err(err) => return Outcome::fail(format!("cannot start /bin/sh: {err}"), started.elapsed()),
     };
+    // Scoped: reads one stream of the probe's command, ends with it.
+    #[allow(clippy::disallowed_methods)]
     let read = |stream: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
         tokio::spawn(async move {
             let mut bytes = Vec::new();

@@ -94,6 +94,8 @@ impl Client {
         let http = |source: hyper::Error| DockerError::Http { action: action.to_owned(), source };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+        // Not the control plane's: drives one Docker API connection, ends with it.
+        #[allow(clippy::disallowed_methods)]
         let driver = tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%err, "docker connection ended with an error");

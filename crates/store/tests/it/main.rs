@@ -2,6 +2,8 @@
 //! against the real PostgreSQL that `.ci/run` starts (a database of its own per test); crash and
 //! race tests use real child processes.
 
+// Tests: their tasks live as long as the test.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backends;
