@@ -21,8 +21,10 @@ pub mod promote;
 pub mod recover;
 pub mod rollback;
 pub mod rollout;
+pub mod shared_edge;
 pub mod state;
 pub mod vars;
+pub mod view;
 
 pub use deploy::{Deployer, Prepared, StartRequest};
 pub use plan::{DeployOptions, Plan, PlanError};
