@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -26,7 +26,7 @@ use windlass_monitor::alert::{AckVia, AlertError, Matchers, NewSilence, severity
 use windlass_monitor::incident::{human, postmortem};
 use windlass_store::{Clock, NewEvent, Store, SystemClock};
 
-use crate::api::{Actor, AppState, body, error};
+use crate::api::{Actor, AppState, Path, Query, body, error};
 
 /// The setting that holds the server's secret for acknowledgement links.
 const LINK_SECRET: &str = "alerts.link_secret";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use windlass_monitor::slo::collector::{Collector, CollectorSettings};
@@ -17,7 +17,7 @@ use windlass_pipeline::Deployer;
 use windlass_pipeline::state::EnvState;
 use windlass_store::{Acquire, Clock, Lease, StoreError, SystemClock};
 
-use crate::api::{AppState, error};
+use crate::api::{AppState, Path, error};
 
 /// How long the collector's lease lives without a renewal (renewed every minute).
 const LEASE_TTL: Duration = Duration::from_secs(5 * 60);

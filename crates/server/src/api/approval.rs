@@ -3,14 +3,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use windlass_api::approval::{ApprovalPending, ApprovalShown, Approved, DecisionRequest, Verdict};
 use windlass_pipeline::DeployError;
 use windlass_pipeline::approval::{self, Gate};
 
-use super::{Actor, AppState, body, deploy_error, error, known_environment, owned, run_in_background};
+use super::{Actor, AppState, Path, body, deploy_error, error, known_environment, owned, run_in_background};
 
 /// The environment's approval policy applied to a deploy or promotion by `actor`: none (go
 /// ahead) when it needs no approval or the requester may and does approve it; otherwise the

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use windlass_api::canary::{
@@ -11,7 +11,7 @@ use windlass_api::canary::{
 };
 use windlass_pipeline::canary::{Command, Control, Progress, Verdict, control_key, progress_key};
 
-use super::{Actor, AppState, audit, body, deploy_error, error, known_environment};
+use super::{Actor, AppState, Path, audit, body, deploy_error, error, known_environment};
 
 /// A canary's progress as the API shows it.
 fn shown(progress: Progress) -> CanaryProgress {

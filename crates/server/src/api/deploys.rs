@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +27,8 @@ use windlass_pipeline::{DeployError, view};
 use windlass_store::{Deploy, DeployId, Store};
 
 use super::{
-    Actor, AppState, body, deploy_error, error, known_environment, owned, run_in_background, shared_edge_conflict,
+    Actor, AppState, Path, Query, body, deploy_error, error, known_environment, owned, run_in_background,
+    shared_edge_conflict,
 };
 
 pub(super) async fn create(

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use windlass_api::locks::{BreakLockRequest, BrokenLock, Lock, LockBroken, LockShown};
@@ -14,7 +14,7 @@ use windlass_api::operations::{
 use windlass_pipeline::deploy::lock_name;
 use windlass_pipeline::state::EnvState;
 
-use super::{Actor, AppState, audit, body, deploy_error, error, known_environment};
+use super::{Actor, AppState, Path, Query, audit, body, deploy_error, error, known_environment};
 
 pub(super) async fn show_lock(State(state): State<AppState>, Path(environment): Path<String>) -> Response {
     if let Err(response) = known_environment(&state, &environment) {

@@ -2,14 +2,14 @@
 //! `windlass_pipeline::view::status`), the monitor's probes and the audit trail.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 use windlass_api::events::{Event, EventList, EventQuery};
 
-use super::{AppState, deploy_error, error, known_environment};
+use super::{AppState, Path, Query, deploy_error, error, known_environment};
 
 pub(super) async fn status(State(state): State<AppState>) -> Response {
     match windlass_pipeline::view::status(&state.deployer).await {
