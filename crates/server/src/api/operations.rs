@@ -86,6 +86,11 @@ pub(super) async fn maintenance(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
+    if let Some(service) = &request.service
+        && let Err(response) = edge_service_name(&environment, service)
+    {
+        return response;
+    }
     if let Err(err) = state.deployer.edge.maintenance(request.service.as_deref(), request.enabled).await {
         return edge_error(err);
     }
@@ -95,6 +100,20 @@ pub(super) async fn maintenance(
     let message = format!("maintenance {switched} for {what}{}", reason_suffix(&request.reason));
     audit(&*state.store, &actor, &environment, "maintenance", &what, message.clone()).await;
     Json(MaintenanceDone { maintenance: request.enabled, service: request.service, message }).into_response()
+}
+
+/// A service name the edge's admin API can be asked about: the edge knows services by the
+/// config's names, which are plain words; anything else (a control character, a slash) is no
+/// service of ours, and would not even make a URL to the edge.
+fn edge_service_name(environment: &str, service: &str) -> Result<(), Response> {
+    let plain = !service.is_empty()
+        && service.len() <= 200
+        && service.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain {
+        Ok(())
+    } else {
+        Err(error(StatusCode::NOT_FOUND, format!("no service `{}` in `{environment}`", service.escape_debug())))
+    }
 }
 
 fn reason_suffix(reason: &Option<String>) -> String {
@@ -128,6 +147,9 @@ pub(super) async fn failover(
     }
     if request.to != "secondary" && request.to != "primary" {
         return error(StatusCode::BAD_REQUEST, format!("`--to {}`: use `secondary` or `primary`", request.to));
+    }
+    if let Err(response) = edge_service_name(&environment, &service) {
+        return response;
     }
     if let Err(err) = state.deployer.edge.failover(&service, &request.to).await {
         return edge_error(err);
