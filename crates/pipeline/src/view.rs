@@ -275,3 +275,82 @@ pub async fn status(deployer: &Deployer) -> Result<Status, DeployError> {
     }
     Ok(Status { edge_reachable: edge.is_some(), environments })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(failover: &str) -> windlass_config::Config {
+        let text = format!(
+            "[project]\nname = \"shop\"\n\n[environments.production]\n\n[pipeline]\nphases = [\"backend\"]\n\n\
+             [services.api]\nphase = \"backend\"\nrun = \"./api\"\nroute = {{ host = \"api.localhost\" }}\n\
+             health = {{ path = \"/health\" }}\nfailover = {failover}\n"
+        );
+        let parsed = windlass_config::parse(&windlass_config::Source::new("windlass.toml", text));
+        assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics.iter().map(|d| d.render()).collect::<Vec<_>>());
+        parsed.config
+    }
+
+    fn pool(sha256: &str, deploy: &str) -> ColorState {
+        ColorState {
+            deploy_id: deploy.into(),
+            config_deploy: deploy.into(),
+            artifact: crate::artifacts::Artifact {
+                command: "./api".into(),
+                source: "api".into(),
+                sha256: sha256.into(),
+                program: "api".into(),
+                args: Vec::new(),
+                workdir: None,
+                tree_sha256: None,
+                version: None,
+            },
+            instances: Vec::new(),
+            retire_at_ms: None,
+        }
+    }
+
+    fn serving(secondary: Option<ColorState>) -> ServiceState {
+        let live = pool("aaaaaaaaaaaaaaaa", "d2");
+        ServiceState { live: Some("blue".into()), colors: [("blue".to_owned(), live)].into(), secondary }
+    }
+
+    #[test]
+    fn a_static_secondary_always_warns_that_deploys_do_not_reach_it() {
+        let config = config(r#"{ secondary = ["127.0.0.2:8000"] }"#);
+        let drift = secondary_drift(&config, "production", "api", Some(&serving(None))).expect("a failover");
+        let SecondaryDrift::Static(fixed) = &drift else { panic!("{drift:?}") };
+        assert_eq!(fixed.addresses, ["127.0.0.2:8000"]);
+        assert!(fixed.warning.ends_with(", not build aaaaaaaaaaaa"), "{}", fixed.warning);
+        let wire = serde_json::to_value(&drift).unwrap();
+        assert_eq!(wire["deployed_by_windlass"], false);
+    }
+
+    #[test]
+    fn a_managed_secondary_warns_only_when_it_is_behind_or_missing() {
+        let config = config("{ instances = 1 }");
+        let in_step =
+            secondary_drift(&config, "production", "api", Some(&serving(Some(pool("aaaaaaaaaaaaaaaa", "d2")))));
+        let Some(SecondaryDrift::Managed(managed)) = in_step else { panic!("{in_step:?}") };
+        assert!(managed.in_step && managed.warning.is_none(), "{managed:?}");
+        assert_eq!(managed.deploy.as_deref(), Some("d2"));
+
+        let behind =
+            secondary_drift(&config, "production", "api", Some(&serving(Some(pool("bbbbbbbbbbbbbbbb", "d1")))));
+        let Some(SecondaryDrift::Managed(managed)) = behind else { panic!("{behind:?}") };
+        assert!(!managed.in_step);
+        assert!(managed.warning.as_deref().is_some_and(|w| w.contains("runs build bbbbbbbbbbbb")), "{managed:?}");
+
+        let missing = secondary_drift(&config, "production", "api", Some(&serving(None)));
+        let Some(SecondaryDrift::Managed(managed)) = missing else { panic!("{missing:?}") };
+        assert!(managed.warning.as_deref().is_some_and(|w| w.contains("runs no instance")), "{managed:?}");
+    }
+
+    #[test]
+    fn a_service_without_failover_has_no_secondary() {
+        let text = "[project]\nname = \"shop\"\n\n[environments.production]\n\n[pipeline]\nphases = [\"backend\"]\n\n\
+                    [services.api]\nphase = \"backend\"\nrun = \"./api\"\n";
+        let parsed = windlass_config::parse(&windlass_config::Source::new("windlass.toml", text));
+        assert_eq!(secondary_drift(&parsed.config, "production", "api", None), None);
+    }
+}
