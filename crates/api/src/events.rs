@@ -30,6 +30,6 @@ pub struct Event {
     pub subject: Option<String>,
     pub message: String,
     /// Details by kind (null when there are none readable).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub data: serde_json::Value,
 }

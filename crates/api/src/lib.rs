@@ -57,3 +57,40 @@ pub struct Started {
 pub struct LimitQuery {
     pub limit: Option<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::approval::{Approval, Decision, Fingerprint};
+    use crate::deploys::DeployRequest;
+
+    /// The approval's decision is flattened beside its fields, as the server has always sent it.
+    #[test]
+    fn an_approval_reads_back_what_it_wrote() {
+        let approval = Approval {
+            id: "a1".into(),
+            environment: "production".into(),
+            requested_by: "ann".into(),
+            requested_at: "2026-01-01T00:00:00Z".into(),
+            options: DeployRequest { reason: Some("fix".into()), ..Default::default() },
+            fingerprint: Fingerprint {
+                config_sha256: "c".into(),
+                artifacts: [("api".to_owned(), "s".to_owned())].into(),
+                migrations_sha256: None,
+            },
+            promote_from: None,
+            services: Vec::new(),
+            decision: Decision::Rejected { by: "bob".into(), reason: None },
+        };
+        let wire = serde_json::to_value(&approval).unwrap();
+        assert_eq!(wire["status"], "rejected");
+        assert_eq!(wire["by"], "bob");
+        assert!(wire.get("promote_from").is_none() && wire.get("services").is_none(), "{wire}");
+        assert_eq!(serde_json::from_value::<Approval>(wire).unwrap(), approval);
+    }
+
+    #[test]
+    fn a_deploy_request_refuses_unknown_fields() {
+        assert!(serde_json::from_str::<DeployRequest>(r#"{"dry_run": true}"#).unwrap().dry_run);
+        assert!(serde_json::from_str::<DeployRequest>(r#"{"dryrun": true}"#).is_err());
+    }
+}

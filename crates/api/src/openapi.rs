@@ -50,11 +50,36 @@ impl Modify for BearerToken {
     }
 }
 
+/// Every answer described: OpenAPI requires a description, and the routes above only name most
+/// answers by their body.
+struct Described;
+
+impl Modify for Described {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let utoipa::openapi::RefOr::T(response) = response else { continue };
+                    if response.description.is_empty() {
+                        response.description = match status.chars().next() {
+                            Some('4') => "What the caller got wrong",
+                            Some('5') => "The server's failure",
+                            _ => "Done",
+                        }
+                        .to_owned();
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Windlass server API", description = "The control plane's `/api/v1`: deploys, operations, approvals, canaries, probes, alerts, incidents and SLOs."),
     servers((url = "/api/v1")),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &Described),
     security(("token" = [])),
     paths(
         status, create_deploy, list_deploys, rollback, show_lock, break_lock, maintenance, failover, scale, logs,
@@ -227,5 +252,13 @@ mod tests {
             assert!(paths.contains_key(path), "{path} missing");
         }
         assert!(doc["components"]["schemas"]["Status"].is_object());
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("a path item") {
+                for (status, response) in operation["responses"].as_object().expect("responses") {
+                    let described = response["description"].as_str().is_some_and(|d| !d.is_empty());
+                    assert!(described, "{method} {path} {status} has no description");
+                }
+            }
+        }
     }
 }

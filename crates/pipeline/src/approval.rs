@@ -306,3 +306,83 @@ async fn open_request(deployer: &Deployer, environment: &str) -> Result<Approval
         _ => Err(DeployError::Conflict(format!("no deploy of `{environment}` awaits approval"))),
     }
 }
+
+/// What the environment's approval policy says of a deploy or promotion by `actor`, who asked
+/// with `approve` (or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// No approval needed, or the requester may and does approve it: go ahead.
+    Go,
+    /// The requester approves their own deploy where someone else must: refused, with why.
+    SelfApprovalRefused(String),
+    /// Record a request and wait for an approval.
+    Ask,
+}
+
+/// The approval policy applied to a request (pure: the caller records the request on [`Gate::Ask`]).
+pub fn gate(policy: Approval, approve: bool, environment: &str, actor: &str) -> Gate {
+    match (policy, approve) {
+        (Approval::None, _) | (Approval::Anyone, true) => Gate::Go,
+        (Approval::Required, true) => Gate::SelfApprovalRefused(format!(
+            "`{environment}` needs approval by someone other than the requester ({actor}); leave out --approve and ask a colleague to run `windlass approve {environment}`"
+        )),
+        (Approval::Required | Approval::Anyone, false) => Gate::Ask,
+    }
+}
+
+/// What the requester is told of a request `pending` recorded under `policy`. `what` follows
+/// "request <id>" (" to promote from staging").
+pub fn pending_message(policy: Approval, environment: &str, pending: &ApprovalRequest, what: &str) -> String {
+    format!(
+        "`{environment}` needs approval: request {}{what} is waiting; {} approves it with `windlass approve {environment}`",
+        pending.id,
+        if policy == Approval::Required { "someone else" } else { "anyone" },
+    )
+}
+
+impl From<&ApprovalRequest> for windlass_api::approval::Approval {
+    fn from(request: &ApprovalRequest) -> Self {
+        use windlass_api::approval as wire;
+        wire::Approval {
+            id: request.id.clone(),
+            environment: request.environment.clone(),
+            requested_by: request.requested_by.clone(),
+            requested_at: request.requested_at.clone(),
+            options: crate::view::options_shown(&request.options),
+            fingerprint: wire::Fingerprint {
+                config_sha256: request.fingerprint.config_sha256.clone(),
+                artifacts: request.fingerprint.artifacts.clone(),
+                migrations_sha256: request.fingerprint.migrations_sha256.clone(),
+            },
+            promote_from: request.promote_from.clone(),
+            services: request.services.clone(),
+            decision: match &request.decision {
+                Decision::Pending => wire::Decision::Pending,
+                Decision::Approved { by, deploy_id } => {
+                    wire::Decision::Approved { by: by.clone(), deploy_id: deploy_id.clone() }
+                }
+                Decision::Rejected { by, reason } => {
+                    wire::Decision::Rejected { by: by.clone(), reason: reason.clone() }
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_decides_who_may_approve() {
+        assert_eq!(gate(Approval::None, false, "prod", "ann"), Gate::Go);
+        assert_eq!(gate(Approval::None, true, "prod", "ann"), Gate::Go);
+        assert_eq!(gate(Approval::Anyone, true, "prod", "ann"), Gate::Go);
+        assert_eq!(gate(Approval::Anyone, false, "prod", "ann"), Gate::Ask);
+        assert_eq!(gate(Approval::Required, false, "prod", "ann"), Gate::Ask);
+        let Gate::SelfApprovalRefused(why) = gate(Approval::Required, true, "prod", "ann") else {
+            panic!("self-approval where someone else must approve goes ahead")
+        };
+        assert!(why.contains("someone other than the requester (ann)"), "{why}");
+    }
+}

@@ -23,9 +23,11 @@ pub mod recover;
 pub mod rollback;
 pub mod rollout;
 pub mod schedules;
+pub mod shared_edge;
 pub mod state;
 pub mod supervisor;
 pub mod vars;
+pub mod view;
 
 pub use deploy::{Deployer, Prepared, StartRequest};
 pub use plan::{DeployOptions, Plan, PlanError};

@@ -10,20 +10,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use windlass_api::alerts::{
+    AckRequest, Acknowledged, AlertList, AlertQuery, AlreadyAcknowledged, HookIgnored, IncidentList, IncidentResolved,
+    LinkAcknowledged, NoteRequest, Noted, Postmortem, Reliability, ReliabilityQuery, SilenceList, SilenceRequest,
+};
 use windlass_config::Config;
 use windlass_monitor::alert::persist::{Alerting, PersistError, incident_from};
 use windlass_monitor::alert::{AckVia, AlertError, Matchers, NewSilence, severity};
 use windlass_monitor::incident::{human, postmortem};
 use windlass_store::{Clock, NewEvent, Store, SystemClock};
 
-use crate::api::{Actor, AppState, body, error};
+use crate::api::{Actor, AppState, Path, Query, body, error};
 
 /// The setting that holds the server's secret for acknowledgement links.
 const LINK_SECRET: &str = "alerts.link_secret";
@@ -117,10 +120,10 @@ async fn pagerduty_hook(State(state): State<AppState>, headers: axum::http::Head
         return error(StatusCode::UNAUTHORIZED, last_error);
     };
     if event.action() != Some(windlass_notify::AlertAction::Acknowledge) {
-        return (StatusCode::ACCEPTED, Json(json!({ "ignored": event.event_type }))).into_response();
+        return (StatusCode::ACCEPTED, Json(HookIgnored { ignored: event.event_type })).into_response();
     }
     let Some(id) = event.incident_key.clone() else {
-        return (StatusCode::ACCEPTED, Json(json!({ "ignored": "an incident without an incident_key" })))
+        return (StatusCode::ACCEPTED, Json(HookIgnored { ignored: "an incident without an incident_key".into() }))
             .into_response();
     };
     let by = event.agent.clone().unwrap_or_else(|| "PagerDuty".to_owned());
@@ -130,14 +133,14 @@ async fn pagerduty_hook(State(state): State<AppState>, headers: axum::http::Head
         Err(err) => persist_error(err),
         // PagerDuty echoes acknowledgements Windlass sent itself: already done is fine.
         Ok(Err(AlertError::AlreadyAcknowledged { .. })) => {
-            (StatusCode::OK, Json(json!({ "alert": id, "already_acknowledged": true }))).into_response()
+            (StatusCode::OK, Json(AlreadyAcknowledged { alert: id, already_acknowledged: true })).into_response()
         }
         Ok(Err(err)) => alert_error(err),
         Ok(Ok(dispatches)) => {
             state.courier.deliver(dispatches);
             let message = format!("alert {id} acknowledged in PagerDuty by {by}");
             audit(&*state.store, &by, None, "alert.ack", &id, message.clone()).await;
-            Json(json!({ "alert": id, "acknowledged_by": by, "message": message })).into_response()
+            Json(Acknowledged { alert: id, acknowledged_by: by, message }).into_response()
         }
     }
 }
@@ -175,15 +178,7 @@ async fn audit(store: &dyn Store, actor: &str, environment: Option<&str>, kind: 
     }
 }
 
-#[derive(Deserialize)]
-struct EnvQuery {
-    environment: Option<String>,
-    /// `firing` (the default), `resolved` or `all`.
-    status: Option<String>,
-    limit: Option<u32>,
-}
-
-async fn list_alerts(State(state): State<AppState>, Query(query): Query<EnvQuery>) -> Response {
+async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {
     let wanted = query.status.as_deref().unwrap_or("firing");
     if !matches!(wanted, "firing" | "resolved" | "all") {
         return error(StatusCode::BAD_REQUEST, "status is one of firing, resolved, all");
@@ -202,17 +197,9 @@ async fn list_alerts(State(state): State<AppState>, Query(query): Query<EnvQuery
         })
         .await;
     match alerts {
-        Ok(alerts) => Json(json!({ "alerts": alerts })).into_response(),
+        Ok(alerts) => Json(AlertList { alerts }).into_response(),
         Err(err) => persist_error(err),
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct AckRequest {
-    note: Option<String>,
-    /// `cli` when the CLI asks; `api` otherwise.
-    via: Option<String>,
 }
 
 async fn ack(
@@ -244,7 +231,7 @@ async fn ack(
             let (environment, name) = alert.unwrap_or_default();
             let message = format!("acknowledged alert {name}{}", note.map(|n| format!(": {n}")).unwrap_or_default());
             audit(&*state.store, &actor, Some(&environment), "alert.ack", &id, message.clone()).await;
-            Json(json!({ "alert": id, "acknowledged_by": actor, "message": message })).into_response()
+            Json(Acknowledged { alert: id, acknowledged_by: actor, message }).into_response()
         }
     }
 }
@@ -274,7 +261,7 @@ async fn ack_link(State(state): State<AppState>, Path(token): Path<String>) -> R
             let id = token.split('.').next().unwrap_or_default().to_owned();
             state.courier.deliver(dispatches);
             audit(&*state.store, by, None, "alert.ack", &id, format!("acknowledged alert {id} by a signed link")).await;
-            Json(json!({ "alert": id, "acknowledged_by": by })).into_response()
+            Json(LinkAcknowledged { alert: id, acknowledged_by: by.to_owned() }).into_response()
         }
     }
 }
@@ -291,7 +278,7 @@ pub async fn ack_link_for(
     Ok(format!("/ack/{}", windlass_monitor::alert::ack_token(&secret, alert, fired_at, expires)))
 }
 
-async fn list_silences(State(state): State<AppState>, Query(query): Query<EnvQuery>) -> Response {
+async fn list_silences(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {
     let result = state
         .alerting
         .with(|engine, now| {
@@ -305,29 +292,16 @@ async fn list_silences(State(state): State<AppState>, Query(query): Query<EnvQue
                 })
                 .map(|s| {
                     let mut value = serde_json::to_value(s).unwrap_or(Value::Null);
-                    value["active"] = json!(s.is_active(now));
+                    value["active"] = Value::Bool(s.is_active(now));
                     value
                 })
                 .collect::<Vec<Value>>()
         })
         .await;
     match result {
-        Ok(silences) => Json(json!({ "silences": silences })).into_response(),
+        Ok(silences) => Json(SilenceList { silences }).into_response(),
         Err(err) => persist_error(err),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SilenceRequest {
-    environment: Option<String>,
-    service: Option<String>,
-    name: Option<String>,
-    severity: Option<String>,
-    /// How long, such as `2h`.
-    #[serde(rename = "for")]
-    duration: String,
-    reason: String,
 }
 
 async fn add_silence(
@@ -407,7 +381,7 @@ async fn expire_silence(
     }
 }
 
-async fn list_incidents(State(state): State<AppState>, Query(query): Query<EnvQuery>) -> Response {
+async fn list_incidents(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let records = match state.store.incident_records(query.environment.as_deref(), limit).await {
         Ok(records) => records,
@@ -423,7 +397,7 @@ async fn list_incidents(State(state): State<AppState>, Query(query): Query<EnvQu
             Err(err) => return persist_error(err),
         }
     }
-    Json(json!({ "incidents": incidents })).into_response()
+    Json(IncidentList { incidents }).into_response()
 }
 
 async fn find_incident(state: &AppState, id: &str) -> Result<windlass_monitor::incident::Incident, Response> {
@@ -447,17 +421,10 @@ async fn show_postmortem(State(state): State<AppState>, Path(id): Path<String>) 
     match find_incident(&state, &id).await {
         Ok(incident) => {
             let markdown = postmortem(&incident, SystemClock.now());
-            Json(json!({ "incident": incident.id, "markdown": markdown })).into_response()
+            Json(Postmortem { incident: incident.id, markdown }).into_response()
         }
         Err(response) => response,
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoteRequest {
-    text: Option<String>,
-    note: Option<String>,
 }
 
 fn incident_number(id: &str) -> Result<u64, Response> {
@@ -492,7 +459,7 @@ async fn add_note(
             Err(response) => response,
         },
         Ok(Err(err)) => alert_error(err),
-        Ok(Ok(())) => Json(json!({ "incident": number, "note": text })).into_response(),
+        Ok(Ok(())) => Json(Noted { incident: number, note: text }).into_response(),
     }
 }
 
@@ -537,17 +504,9 @@ async fn resolve_incident(
                 format!("resolved incident {id}"),
             )
             .await;
-            Json(json!({ "incident": number, "status": "resolved" })).into_response()
+            Json(IncidentResolved { incident: number, status: "resolved".into() }).into_response()
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ReliabilityQuery {
-    environment: String,
-    service: String,
-    /// The period: the last this many days (default 30).
-    days: Option<u32>,
 }
 
 /// MTTR and MTBF of a service over the last `days`.
@@ -564,17 +523,17 @@ async fn reliability(State(state): State<AppState>, Query(query): Query<Reliabil
     let to = SystemClock.now();
     let from = to - Duration::from_secs(u64::from(days) * 86_400);
     let stats = windlass_monitor::incident::reliability(&incidents, &query.environment, &query.service, from, to);
-    Json(json!({
-        "environment": query.environment,
-        "service": query.service,
-        "from": from.to_string(),
-        "to": to.to_string(),
-        "incidents": stats.incidents,
-        "mttr_seconds": stats.mttr.map(|d| d.as_secs()),
-        "mtbf_seconds": stats.mtbf.map(|d| d.as_secs()),
-        "downtime_seconds": stats.downtime.as_secs(),
-        "mttr": stats.mttr.map(human),
-        "mtbf": stats.mtbf.map(human),
-    }))
+    Json(Reliability {
+        environment: query.environment,
+        service: query.service,
+        from: from.to_string(),
+        to: to.to_string(),
+        incidents: stats.incidents as u64,
+        mttr_seconds: stats.mttr.map(|d| d.as_secs()),
+        mtbf_seconds: stats.mtbf.map(|d| d.as_secs()),
+        downtime_seconds: stats.downtime.as_secs(),
+        mttr: stats.mttr.map(human),
+        mtbf: stats.mtbf.map(human),
+    })
     .into_response()
 }

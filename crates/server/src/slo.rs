@@ -7,17 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use windlass_monitor::slo::collector::{Collector, CollectorSettings};
 use windlass_monitor::slo::report::{self, Objective};
 use windlass_pipeline::Deployer;
 use windlass_pipeline::state::EnvState;
 use windlass_store::{Acquire, Clock, Lease, StoreError, SystemClock};
 
-use crate::api::AppState;
+use crate::api::{AppState, Path, error};
 
 /// How long the collector's lease lives without a renewal (renewed every minute).
 const LEASE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -142,10 +141,6 @@ async fn probe_samples(
             Vec::new()
         }
     }
-}
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
 /// `GET /api/v1/slo/{env}`: every `[slo.<service>]` objective's figures now.

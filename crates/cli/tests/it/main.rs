@@ -6,6 +6,7 @@
 
 mod alerting;
 mod canary;
+mod contract;
 mod db;
 mod deploys;
 mod docker;

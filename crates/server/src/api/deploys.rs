@@ -1,0 +1,289 @@
+//! Deploys over the API: starting one (a dry run answers its plan), rolling back, promoting,
+//! and reading deploy records, also as a stream of server-sent events.
+//!
+//! Starting work goes through [`launch`]: the start (lock, record) and the run are tasks of the
+//! server's own, never of the request.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use windlass_api::deploys::{
+    DeployDetail, DeployList, DeployRequest, DryRun, PromoteRequest, RollbackRequest, StepOutput, StepStarted,
+};
+use windlass_api::{ErrorBody, LimitQuery, Started};
+use windlass_pipeline::approval;
+use windlass_pipeline::deploy::StartRequest;
+use windlass_pipeline::vars::Variables;
+use windlass_pipeline::{DeployError, view};
+use windlass_store::{Deploy, DeployId, Store};
+
+use super::{
+    Actor, AppState, Path, Query, body, deploy_error, error, known_environment, owned, run_in_background,
+    shared_edge_conflict,
+};
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let options: DeployRequest = match body(&bytes) {
+        Ok(options) => options,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    let request = StartRequest { environment, actor, options: view::options(options), expect: None };
+    if request.options.dry_run {
+        return match state.deployer.plan(&request) {
+            Ok(plan) => Json(DryRun { dry_run: true, plan: view::plan(&plan) }).into_response(),
+            Err(err) => deploy_error(err),
+        };
+    }
+    if let Err(response) = shared_edge_conflict(&state, &request.environment).await {
+        return response;
+    }
+    let ask = {
+        let (deployer, request) = (state.deployer.clone(), request.clone());
+        move || async move { approval::request(&deployer, &request).await }
+    };
+    if let Some(response) =
+        super::approval::gate(&state, &request.environment, &request.actor, request.options.approve, "", ask).await
+    {
+        return response;
+    }
+    let deployer = state.deployer.clone();
+    launch(&state, async move { deployer.start(&request).await }).await
+}
+
+pub(super) async fn rollback(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let request: RollbackRequest = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    if let Err(response) = shared_edge_conflict(&state, &environment).await {
+        return response;
+    }
+    let deployer = state.deployer.clone();
+    let start = async move {
+        windlass_pipeline::rollback::start(
+            &deployer,
+            &environment,
+            &actor,
+            request.to.as_deref(),
+            request.reason,
+            request.restore_database,
+        )
+        .await
+    };
+    launch(&state, start).await
+}
+
+/// Deploys to `{env}` the builds that run in `from`; into an environment with approvals, it is
+/// a request like any deploy.
+pub(super) async fn promote(
+    State(state): State<AppState>,
+    Extension(Actor(actor)): Extension<Actor>,
+    Path(environment): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let body: PromoteRequest = match body(&bytes) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    if let Err(response) = shared_edge_conflict(&state, &environment).await {
+        return response;
+    }
+    let request = windlass_pipeline::promote::PromoteRequest {
+        from: body.from,
+        to: environment,
+        services: body.services,
+        actor,
+        options: windlass_pipeline::plan::DeployOptions {
+            reason: body.reason,
+            override_window: body.override_window,
+            ..Default::default()
+        },
+    };
+    let what = format!(" to promote from {}", request.from);
+    let ask = {
+        let (deployer, request) = (state.deployer.clone(), request.clone());
+        move || async move { approval::request_promotion(&deployer, &request).await }
+    };
+    if let Some(response) = super::approval::gate(&state, &request.to, &request.actor, body.approve, &what, ask).await {
+        return response;
+    }
+    let deployer = state.deployer.clone();
+    launch(&state, async move { windlass_pipeline::promote::start(&deployer, &request).await }).await
+}
+
+/// Starts a deploy (or rollback, or promotion) with `start` (which takes the lock and records
+/// the deploy) and runs it in the background, both in a task of their own: 202 with its id, or
+/// the error that kept it from starting.
+async fn launch(
+    state: &AppState,
+    start: impl std::future::Future<Output = Result<windlass_pipeline::deploy::Prepared, DeployError>> + Send + 'static,
+) -> Response {
+    let deployer = state.deployer.clone();
+    let started = owned(state, async move { start.await.map(|prepared| run_in_background(&deployer, prepared)) }).await;
+    match started {
+        Ok(Ok(id)) => (StatusCode::ACCEPTED, Json(Started { id })).into_response(),
+        Ok(Err(err)) => deploy_error(err),
+        Err(response) => response,
+    }
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Path(environment): Path<String>,
+    Query(limit): Query<LimitQuery>,
+) -> Response {
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
+    match state.store.deploys(&environment, limit.limit.unwrap_or(20).min(500)).await {
+        Ok(deploys) => {
+            let variables = view::shown_variables(&state.deployer, &environment).await;
+            let deploys = deploys.iter().map(|d| view::deploy(d, variables.as_ref())).collect();
+            Json(DeployList { deploys }).into_response()
+        }
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+async fn find_deploy(store: &dyn Store, id: &str) -> Result<Deploy, Response> {
+    let parsed = DeployId::parse(id).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no deploy `{id}`")))?;
+    match store.deploy(&parsed).await {
+        Ok(Some(deploy)) => Ok(deploy),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no deploy `{id}`"))),
+        Err(err) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, err)),
+    }
+}
+
+pub(super) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let deploy = match find_deploy(&*state.store, &id).await {
+        Ok(deploy) => deploy,
+        Err(response) => return response,
+    };
+    let variables = view::shown_variables(&state.deployer, &deploy.environment).await;
+    match state.store.steps(&deploy.id).await {
+        Ok(steps) => Json(DeployDetail {
+            deploy: view::deploy(&deploy, variables.as_ref()),
+            steps: steps.iter().map(view::step).collect(),
+        })
+        .into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+/// What a watcher of a deploy has already been sent.
+struct Watch {
+    store: Arc<dyn Store>,
+    id: DeployId,
+    /// Per step: how much output was sent, and whether its end was.
+    sent: BTreeMap<i64, (usize, bool)>,
+    queue: std::collections::VecDeque<Event>,
+    done: bool,
+    /// The environment's variables, for the redaction of the `done` event's artifacts.
+    variables: Option<Variables>,
+}
+
+impl Watch {
+    async fn poll(&mut self) -> Result<(), String> {
+        let deploy = self.store.deploy(&self.id).await.map_err(|e| e.to_string())?;
+        let steps = self.store.steps(&self.id).await.map_err(|e| e.to_string())?;
+        for step in &steps {
+            let (sent, ended) = self.sent.entry(step.seq).or_insert_with(|| {
+                let started = StepStarted {
+                    seq: step.seq,
+                    phase: step.phase.clone(),
+                    name: step.name.clone(),
+                    status: "running".into(),
+                };
+                self.queue.push_back(sse("step", &started));
+                (0, false)
+            });
+            if step.output.len() > *sent {
+                let text = step.output[*sent..].to_owned();
+                self.queue.push_back(sse("output", &StepOutput { seq: step.seq, text }));
+                *sent = step.output.len();
+            }
+            if !*ended && step.status != windlass_store::StepStatus::Running {
+                *ended = true;
+                self.queue.push_back(sse("step", &view::step(step)));
+            }
+        }
+        if let Some(deploy) = deploy
+            && deploy.status != windlass_store::DeployStatus::Running
+        {
+            self.queue.push_back(sse("done", &view::deploy(&deploy, self.variables.as_ref())));
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+fn sse(kind: &str, data: &impl Serialize) -> Event {
+    Event::default().event(kind).data(serde_json::to_string(data).unwrap_or_default())
+}
+
+/// Server-sent events of a deploy: `step` (started, ended), `output` (new text of a step) and
+/// `done` (the deploy's end); a finished deploy replays everything and ends the stream.
+pub(super) async fn watch(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let deploy = match find_deploy(&*state.store, &id).await {
+        Ok(deploy) => deploy,
+        Err(response) => return response,
+    };
+    let variables = view::shown_variables(&state.deployer, &deploy.environment).await;
+    let watch = Watch {
+        store: state.store.clone(),
+        id: deploy.id,
+        sent: BTreeMap::new(),
+        queue: Default::default(),
+        done: false,
+        variables,
+    };
+    let stream = futures_util::stream::unfold((watch, true), |(mut watch, first)| async move {
+        loop {
+            if let Some(event) = watch.queue.pop_front() {
+                return Some((Ok::<Event, Infallible>(event), (watch, false)));
+            }
+            if watch.done {
+                return None;
+            }
+            if !first {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Err(problem) = watch.poll().await {
+                watch.done = true;
+                watch.queue.push_back(sse("error", &ErrorBody { error: problem }));
+            }
+            if watch.queue.is_empty() && !watch.done {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
