@@ -37,6 +37,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             next_due.insert(name.clone(), now + Duration::from_millis(health.interval_ms.max(10)));
             let shared = shared.clone();
             let name = name.clone();
+            // The edge's, not the control plane's: one check, owned by the health loop's map.
+            #[allow(clippy::disallowed_methods)]
             running.insert(name.clone(), tokio::spawn(async move { check_service(&shared, &name).await }));
         }
         tokio::select! {
