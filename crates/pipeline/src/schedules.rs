@@ -4,7 +4,7 @@
 //! (`db.backup`, `db.backup_failed`, `db.verify`, `db.verify_failed`), which the monitor turns into
 //! alerts. The server calls [`run_due`] every 30 s; this module does not loop or sleep itself.
 
-use windlass_db::schedule::{Schedule, is_due};
+use windlass_db::schedule::is_due;
 use windlass_db::{BackupPolicy, ScheduledJob};
 
 use crate::{DeployError, Deployer};
@@ -35,7 +35,6 @@ pub async fn run_due(deployer: &Deployer, environment: &str) -> Result<(), Sched
     let mut due = Vec::new();
     for (job, name, schedule) in jobs {
         let Some(schedule) = schedule else { continue };
-        let schedule = Schedule::parse(&schedule.value)?;
         let key = format!("db-schedule/{environment}/{name}");
         let last = deployer.store.setting(&key).await?.and_then(|t| t.parse().ok());
         if is_due(schedule, last, now) {
@@ -62,7 +61,7 @@ pub async fn run_due(deployer: &Deployer, environment: &str) -> Result<(), Sched
             ScheduledJob::Backup => database.backup.schedule,
             ScheduledJob::Verify => database.backup.verify,
         };
-        if let Some(schedule) = schedule.and_then(|s| Schedule::parse(&s.value).ok())
+        if let Some(schedule) = schedule
             && is_due(schedule, last, now)
         {
             still_due.push((job, name, key));
