@@ -63,7 +63,7 @@ pub struct ServerArgs {
 }
 
 fn grace(text: &str) -> Result<std::time::Duration, String> {
-    windlass_config::units::Duration::parse(text).map(|d| d.as_std())
+    windlass_config::units::Duration::parse(text).map(|d| d.as_std()).map_err(|e| e.to_string())
 }
 
 fn address(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
