@@ -1,6 +1,11 @@
-//! A small HTTP/1.1 client for what Windlass asks of others: the edge's admin API, health
-//! gates, smoke checks, OpenBao and webhooks. One connection per request (these are rare and must not share a
-//! broken connection), a deadline over the whole exchange, and the time the exchange took.
+//! The one outgoing HTTP/1.1 client of Windlass: the CLI's calls to the server, the edge's admin
+//! API and health checks, health gates, smoke checks, probes, OpenBao and webhooks. One connection
+//! per request (these are rare and must not share a broken connection), a deadline over the whole
+//! exchange (or, when streaming, over everything up to the response's head), and the time the
+//! exchange took; `https://` with rustls against the system's CAs or a given CA file.
+//!
+//! It must not grow a connection pool or retries: the edge's upstream hot path has its own pooled
+//! client, and callers decide what a failure means (notify retries, a health check counts it).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -253,20 +253,8 @@ pub fn split_command(command: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// Finds the executable a command names: a path (relative to the config's directory), or a name
-/// looked up on PATH and then beside the running windlass (where `windlass-demo` is installed).
-pub fn resolve_program(program: &str, config_dir: &Path) -> Option<PathBuf> {
-    let is_file = |p: &Path| p.is_file();
-    if program.contains('/') {
-        let path = config_dir.join(program);
-        return is_file(&path).then(|| std::path::absolute(&path).unwrap_or(path));
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(program)).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let beside_us = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(program)));
-    on_path.into_iter().chain(beside_us).find(|p| is_file(p))
-}
+/// Finds the executable a command names (the config's check and the deploy look alike).
+pub use windlass_config::resolve_program;
 
 /// Snapshots what `command` runs: its executable into `<store_dir>/<sha256>/<name>` (once per
 /// content), and with a `service_dir` (relative to the config's directory) that whole directory,

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use windlass_runtime::{DockerRuntime, InstanceSpec, InstanceState, RestartPolicy, Runtime, RuntimeError, RuntimeKind};
@@ -76,21 +76,8 @@ impl Drop for Sandbox {
     }
 }
 
-/// Polls `check` until it gives a value; the deadline only turns a hang into a clear failure.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+// Polling until a condition holds: the one helper in testkit.
+use windlass_testkit::eventually;
 
 /// The demo's build id for an executable: FNV-1a of its bytes (see `crates/demo`).
 fn demo_build_id(program: &Path) -> String {

@@ -15,8 +15,10 @@ pub mod receiver;
 pub mod redis;
 pub mod smtp;
 pub mod tools;
+pub mod wait;
 
 pub use tempfile::TempDir;
+pub use wait::{Wait, eventually};
 
 /// A fresh temporary directory, removed when dropped.
 pub fn tempdir() -> TempDir {

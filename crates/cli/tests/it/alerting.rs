@@ -47,13 +47,8 @@ fn cache_probe() -> String {
 }
 
 async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..150 {
-        if let Some(found) = probe() {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out waiting for {what}");
+    // Each probe runs the CLI: every 200 ms, not testkit's default 20 ms.
+    windlass_testkit::Wait::every(Duration::from_millis(200)).until(what, || std::future::ready(probe())).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

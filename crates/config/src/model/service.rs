@@ -89,11 +89,12 @@ pub(super) fn check_docker_services(
 }
 
 /// The file a program names: a path (relative to the config's directory), or a name on PATH or
-/// beside the running windlass; how a deploy finds it too.
-fn resolve_program(program: &str, config_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+/// beside the running windlass (where `windlass-demo` is installed); how a deploy finds it too.
+/// A path comes back absolute (instances run in other directories).
+pub fn resolve_program(program: &str, config_dir: &std::path::Path) -> Option<std::path::PathBuf> {
     if program.contains('/') {
         let path = config_dir.join(program);
-        return path.is_file().then_some(path);
+        return path.is_file().then(|| std::path::absolute(&path).unwrap_or(path));
     }
     let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(program)).collect::<Vec<_>>())

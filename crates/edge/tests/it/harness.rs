@@ -115,20 +115,8 @@ pub async fn state(edge: &EdgeHandle) -> serde_json::Value {
     serde_json::from_str(&http::get(edge.admin_address, "/edge/state").await.unwrap().body).unwrap()
 }
 
-/// Waits (bounded) until `condition` holds, polling; panics with `what` otherwise.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1000 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+// Polling until a condition holds: the one helper in testkit.
+pub use windlass_testkit::eventually;
 
 /// What a load generator saw.
 #[derive(Debug, Default)]

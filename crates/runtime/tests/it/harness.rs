@@ -1,10 +1,8 @@
 //! A runtime root of its own per test, killed clean when the test ends (even when it fails).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use windlass_runtime::{InstanceSpec, ProcessRuntime};
 use windlass_testkit::TempDir;
@@ -62,21 +60,8 @@ pub fn demo_spec(id: &str, version: &str) -> InstanceSpec {
     spec
 }
 
-/// Polls `check` until it gives a value; the deadline only turns a hang into a clear failure.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+// Polling until a condition holds: the one helper in testkit.
+pub use windlass_testkit::eventually;
 
 /// Whether a process runs (a zombie does not: it holds no sockets and will never run again).
 pub fn alive(pid: u32) -> bool {
