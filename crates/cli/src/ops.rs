@@ -109,8 +109,8 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
             }
             return Ok(Outcome::Ok);
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
 }
 
@@ -311,8 +311,8 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
         if args.output == OutputFormat::Text {
             println!("rollback {id} started");
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
 }
 

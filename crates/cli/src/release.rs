@@ -184,8 +184,8 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
         if args.output == OutputFormat::Text {
             println!("deploy {id} started");
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
 }
 
@@ -265,8 +265,8 @@ pub fn approve(args: DecideArgs) -> anyhow::Result<Outcome> {
             println!("approved {} requested by {}", answer.approval.id, answer.approval.requested_by);
             println!("deploy {id} started");
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
 }
 
