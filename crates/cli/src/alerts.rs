@@ -1,14 +1,88 @@
 //! Alerting from the command line, through the server: `ack`, `silence add|list|expire`,
 //! `alerts`, `incident list|show|note|resolve|postmortem|stats`.
 
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
+use windlass_api::alerts::{
+    AckRequest, Acknowledged, AlertList, IncidentList, IncidentResolved, NoteRequest, Noted, Postmortem, Reliability,
+    SilenceList, SilenceRequest,
+};
 
 use crate::client::{self, Client, Connection};
+use crate::output::{call, get};
 use crate::table::Table;
 use crate::{Outcome, OutputFormat, UsageError, print_json};
 
-fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or("")
+// The API carries alerts, silences and incidents as the monitor's own serde objects; the CLI
+// reads the fields it shows through these views (a field the monitor renamed is an error here,
+// not an empty column) and prints `--output json` as the server sent it.
+
+/// An alert as `windlass alerts` shows it.
+#[derive(Deserialize)]
+struct AlertView {
+    id: String,
+    severity: String,
+    status: String,
+    environment: String,
+    service: String,
+    name: String,
+    fired_at: String,
+    summary: String,
+    ack: Option<AckView>,
+    silenced_by: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AckView {
+    by: String,
+}
+
+/// A silence as `silence list|add|expire` shows it (`active` only in listings).
+#[derive(Deserialize)]
+struct SilenceView {
+    id: String,
+    matchers: MatchersView,
+    ends_at: Option<String>,
+    author: String,
+    reason: String,
+    #[serde(default)]
+    active: bool,
+}
+
+/// A silence's matchers (printed in alphabetical order, as they always were).
+#[derive(Deserialize)]
+struct MatchersView {
+    name: Option<String>,
+    service: Option<String>,
+    environment: Option<String>,
+    severity: Option<String>,
+}
+
+/// An incident as `incident list|show` shows it (listings come without timelines).
+#[derive(Deserialize)]
+struct IncidentView {
+    id: u64,
+    environment: String,
+    service: String,
+    title: String,
+    status: String,
+    opened_at: String,
+    #[serde(default)]
+    timeline: Vec<TimelineView>,
+}
+
+#[derive(Deserialize)]
+struct TimelineView {
+    at: String,
+    kind: String,
+    actor: Option<String>,
+    message: String,
+}
+
+/// Reads one of the monitor's objects the API carries untyped as the view `T`.
+fn view<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(value.clone())
+        .map_err(|err| anyhow::anyhow!("the server's {what} is not what this windlass understands: {err}"))
 }
 
 #[derive(clap::Args)]
@@ -26,13 +100,13 @@ pub struct AckArgs {
 
 pub fn ack(args: AckArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let body = json!({ "note": args.note, "via": "cli" });
-    let answer =
-        client::runtime()?.block_on(client.call("POST", &format!("/alerts/{}/ack", args.alert), Some(&body)))?;
+    let body = AckRequest { note: args.note, via: Some("cli".into()) };
+    let path = format!("/alerts/{}/ack", args.alert);
+    let answer: Acknowledged = client::runtime()?.block_on(call(&client, "POST", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
     }
-    println!("alert {}: {}", args.alert, text(&answer["message"]));
+    println!("alert {}: {}", args.alert, answer.message);
     Ok(Outcome::Ok)
 }
 
@@ -55,33 +129,33 @@ pub fn alerts(args: AlertsArgs) -> anyhow::Result<Outcome> {
     if let Some(environment) = &args.environment {
         path.push_str(&format!("&environment={environment}"));
     }
-    let answer = client::runtime()?.block_on(client.call("GET", &path, None))?;
+    let answer: AlertList = client::runtime()?.block_on(get(&client, &path))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
     }
-    let alerts = answer["alerts"].as_array().cloned().unwrap_or_default();
+    let alerts: Vec<AlertView> = answer.alerts.iter().map(|a| view(a, "alert")).collect::<anyhow::Result<_>>()?;
     if alerts.is_empty() {
         println!("no {}alerts", if args.all { "" } else { "firing " });
     }
     let mut table = Table::new();
-    for alert in &alerts {
-        let state = if alert["status"] == "resolved" {
+    for alert in alerts {
+        let state = if alert.status == "resolved" {
             "resolved".to_owned()
-        } else if let Some(by) = alert["ack"]["by"].as_str() {
-            format!("acked by {by}")
-        } else if let Some(silence) = alert["silenced_by"].as_str() {
+        } else if let Some(ack) = &alert.ack {
+            format!("acked by {}", ack.by)
+        } else if let Some(silence) = &alert.silenced_by {
             format!("silenced ({silence})")
         } else {
             "firing".to_owned()
         };
         table.row([
-            text(&alert["id"]).to_owned(),
-            text(&alert["severity"]).to_owned(),
+            alert.id,
+            alert.severity,
             state,
-            format!("{}/{}", text(&alert["environment"]), text(&alert["service"])),
-            text(&alert["name"]).to_owned(),
-            format!("since {}", text(&alert["fired_at"])),
-            text(&alert["summary"]).to_owned(),
+            format!("{}/{}", alert.environment, alert.service),
+            alert.name,
+            format!("since {}", alert.fired_at),
+            alert.summary,
         ]);
     }
     table.print();
@@ -127,54 +201,53 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
     let runtime = client::runtime()?;
     match args.command {
         SilenceCommand::Add { environment, service, name, severity, duration, reason } => {
-            let body = json!({
-                "environment": environment,
-                "service": service,
-                "name": name,
-                "severity": severity,
-                "for": duration,
-                "reason": reason,
-            });
-            let answer = runtime.block_on(client.call("POST", "/silences", Some(&body)))?;
+            let body = SilenceRequest { environment: Some(environment), service, name, severity, duration, reason };
+            let answer: Value = runtime.block_on(call(&client, "POST", "/silences", Some(&body)))?;
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
             }
-            println!("silence {} until {}", text(&answer["id"]), text(&answer["ends_at"]));
+            let silence: SilenceView = view(&answer, "silence")?;
+            println!("silence {} until {}", silence.id, silence.ends_at.unwrap_or_default());
         }
         SilenceCommand::List { environment } => {
             let path = match environment {
                 Some(environment) => format!("/silences?environment={environment}"),
                 None => "/silences".into(),
             };
-            let answer = runtime.block_on(client.call("GET", &path, None))?;
+            let answer: SilenceList = runtime.block_on(get(&client, &path))?;
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
             }
             let mut table = Table::new();
-            for silence in answer["silences"].as_array().into_iter().flatten() {
-                let matchers: Vec<String> = silence["matchers"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| format!("{k}={}", text(v)))
-                    .collect();
+            for silence in &answer.silences {
+                let silence: SilenceView = view(silence, "silence")?;
+                let m = &silence.matchers;
+                let matchers: Vec<String> = [
+                    ("environment", &m.environment),
+                    ("name", &m.name),
+                    ("service", &m.service),
+                    ("severity", &m.severity),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
                 table.row([
-                    text(&silence["id"]).to_owned(),
-                    if silence["active"] == true { "active" } else { "ended" }.to_owned(),
+                    silence.id,
+                    if silence.active { "active" } else { "ended" }.to_owned(),
                     matchers.join(","),
-                    format!("until {}", silence["ends_at"].as_str().unwrap_or("closed")),
-                    format!("by {}: {}", text(&silence["author"]), text(&silence["reason"])),
+                    format!("until {}", silence.ends_at.as_deref().unwrap_or("closed")),
+                    format!("by {}: {}", silence.author, silence.reason),
                 ]);
             }
             table.print();
         }
         SilenceCommand::Expire { id } => {
-            let answer = runtime.block_on(client.call("DELETE", &format!("/silences/{id}"), None))?;
+            let answer: Value = runtime.block_on(call(&client, "DELETE", &format!("/silences/{id}"), None::<&()>))?;
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
             }
-            println!("silence {id} ended at {}", text(&answer["ends_at"]));
+            let silence: SilenceView = view(&answer, "silence")?;
+            println!("silence {id} ended at {}", silence.ends_at.unwrap_or_default());
         }
     }
     Ok(Outcome::Ok)
@@ -229,51 +302,50 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
             if let Some(environment) = environment {
                 path.push_str(&format!("&environment={environment}"));
             }
-            let answer = runtime.block_on(client.call("GET", &path, None))?;
+            let answer: IncidentList = runtime.block_on(get(&client, &path))?;
             if json_output {
                 return print_json(&answer);
             }
             let mut table = Table::new();
-            for incident in answer["incidents"].as_array().into_iter().flatten() {
+            for incident in &answer.incidents {
+                let incident: IncidentView = view(incident, "incident")?;
                 table.row([
-                    incident["id"].to_string(),
-                    text(&incident["status"]).to_owned(),
-                    format!("{}/{}", text(&incident["environment"]), text(&incident["service"])),
-                    format!("opened {}", text(&incident["opened_at"])),
-                    text(&incident["title"]).to_owned(),
+                    incident.id.to_string(),
+                    incident.status,
+                    format!("{}/{}", incident.environment, incident.service),
+                    format!("opened {}", incident.opened_at),
+                    incident.title,
                 ]);
             }
             table.print();
         }
         IncidentCommand::Show { id } => {
-            let answer = runtime.block_on(client.call("GET", &format!("/incidents/{id}"), None))?;
+            let answer: Value = runtime.block_on(get(&client, &format!("/incidents/{id}")))?;
             if json_output {
                 return print_json(&answer);
             }
-            println!("incident {}: {} ({})", answer["id"], text(&answer["title"]), text(&answer["status"]));
+            let incident: IncidentView = view(&answer, "incident")?;
+            println!("incident {}: {} ({})", incident.id, incident.title, incident.status);
             let mut timeline = Table::new();
-            for entry in answer["timeline"].as_array().into_iter().flatten() {
-                let who = entry["actor"].as_str().map(|a| format!("[{a}]")).unwrap_or_default();
-                timeline.row([
-                    format!("  {}", text(&entry["at"])),
-                    text(&entry["kind"]).to_owned(),
-                    who,
-                    text(&entry["message"]).to_owned(),
-                ]);
+            for entry in incident.timeline {
+                let who = entry.actor.map(|a| format!("[{a}]")).unwrap_or_default();
+                timeline.row([format!("  {}", entry.at), entry.kind, who, entry.message]);
             }
             timeline.print();
         }
         IncidentCommand::Note { id, text: note } => {
-            let body = json!({ "text": note });
-            let answer = runtime.block_on(client.call("POST", &format!("/incidents/{id}/notes"), Some(&body)))?;
+            let body = NoteRequest { text: Some(note), note: None };
+            let path = format!("/incidents/{id}/notes");
+            let answer: Noted = runtime.block_on(call(&client, "POST", &path, Some(&body)))?;
             if json_output {
                 return print_json(&answer);
             }
             println!("noted on incident {id}");
         }
         IncidentCommand::Resolve { id, note } => {
-            let body = json!({ "note": note });
-            let answer = runtime.block_on(client.call("POST", &format!("/incidents/{id}/resolve"), Some(&body)))?;
+            let body = NoteRequest { text: None, note };
+            let path = format!("/incidents/{id}/resolve");
+            let answer: IncidentResolved = runtime.block_on(call(&client, "POST", &path, Some(&body)))?;
             if json_output {
                 return print_json(&answer);
             }
@@ -283,24 +355,23 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
             if id.parse::<u64>().is_err() {
                 return Err(UsageError(format!("`{id}` is not an incident number")).into());
             }
-            let answer = runtime.block_on(client.call("GET", &format!("/incidents/{id}/postmortem"), None))?;
+            let answer: Postmortem = runtime.block_on(get(&client, &format!("/incidents/{id}/postmortem")))?;
             if json_output {
                 return print_json(&answer);
             }
-            print!("{}", text(&answer["markdown"]));
+            print!("{}", answer.markdown);
         }
         IncidentCommand::Stats { environment, service, days } => {
             let path = format!("/reliability?environment={environment}&service={service}&days={days}");
-            let answer = runtime.block_on(client.call("GET", &path, None))?;
+            let answer: Reliability = runtime.block_on(get(&client, &path))?;
             if json_output {
                 return print_json(&answer);
             }
-            let or_none = |v: &Value| v.as_str().unwrap_or("—").to_owned();
             println!(
                 "{service} in {environment}, last {days} days: {} incidents, MTTR {}, MTBF {}",
-                answer["incidents"],
-                or_none(&answer["mttr"]),
-                or_none(&answer["mtbf"])
+                answer.incidents,
+                answer.mttr.as_deref().unwrap_or("—"),
+                answer.mtbf.as_deref().unwrap_or("—")
             );
         }
     }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use windlass_http::{self as http, HttpError, Url, UrlRequest};
 
-use crate::{Outcome, OutputFormat, UsageError};
+use crate::UsageError;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 
@@ -177,59 +177,4 @@ impl std::fmt::Display for StatusLine {
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
-}
-
-fn str_of<'v>(value: &'v Value, key: &str) -> &'v str {
-    value.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-/// Prints a deploy's progress as plain lines: `[phase] step`, its output indented, and how
-/// it ended. Returns the deploy's final record.
-pub async fn watch(client: &Client, id: &str, output: OutputFormat) -> anyhow::Result<Value> {
-    let mut done = Value::Null;
-    let mut started = std::collections::HashMap::new();
-    client
-        .follow(&format!("/deploys/{id}/events"), |kind, data| match kind {
-            "step" if output == OutputFormat::Text => {
-                let status = str_of(data, "status");
-                let line = format!("[{}] {}", str_of(data, "phase"), str_of(data, "name"));
-                let seq = data.get("seq").and_then(Value::as_i64).unwrap_or_default();
-                let elapsed = started.get(&seq).map_or(0.0, |at: &std::time::Instant| at.elapsed().as_secs_f64());
-                match status {
-                    "running" => {
-                        started.insert(seq, std::time::Instant::now());
-                        println!("{line}");
-                    }
-                    "succeeded" => println!("  ✓ {} ({elapsed:.1}s)", str_of(data, "name")),
-                    "skipped" => println!("  - skipped"),
-                    other => println!("  ✗ {} {other}: {}", str_of(data, "name"), str_of(data, "error")),
-                }
-            }
-            "output" if output == OutputFormat::Text => {
-                for line in str_of(data, "text").lines() {
-                    println!("    {line}");
-                }
-            }
-            "done" => done = data.clone(),
-            "error" => eprintln!("error following the deploy: {}", str_of(data, "error")),
-            _ => {}
-        })
-        .await?;
-    Ok(done)
-}
-
-/// Prints how a deploy ended and maps it to the outcome.
-pub fn finish(done: &Value, output: OutputFormat) -> anyhow::Result<Outcome> {
-    let status = str_of(done, "status");
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(done)?),
-        OutputFormat::Text => {
-            let id = str_of(done, "id");
-            match done.get("error").and_then(Value::as_str) {
-                Some(error) => println!("deploy {id} {status}: {error}"),
-                None => println!("deploy {id} {status}"),
-            }
-        }
-    }
-    Ok(if status == "succeeded" { Outcome::Ok } else { Outcome::NotOk })
 }

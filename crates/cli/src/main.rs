@@ -8,6 +8,7 @@ mod alerts;
 mod client;
 mod db;
 mod edge;
+mod follow;
 mod init;
 mod ops;
 mod output;

@@ -1,9 +1,18 @@
 //! The commands that ask the server: deploy, deploys, rollback, status, lock, maintenance,
 //! failover, scale, logs.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use windlass_api::deploys::{DeployDetail, DeployList, DeployRequest, DryRun, RollbackRequest, StepPlan};
+use windlass_api::events::EventList;
+use windlass_api::locks::{BreakLockRequest, LockBroken, LockShown};
+use windlass_api::operations::{
+    FailoverDone, FailoverRequest, Logs, MaintenanceDone, MaintenanceRequest, ScaleDone, ScaleRequest,
+};
+use windlass_api::status::Status;
 
 use crate::client::{self, Client, Connection};
+use crate::output::{call, get};
 use crate::table::Table;
 use crate::{Outcome, OutputFormat, UsageError, print_json};
 
@@ -54,35 +63,37 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
             UsageError(format!("unexpected argument `{extra}`; did you mean `windlass deploy show {extra}`?")).into()
         );
     }
-    let mut versions = serde_json::Map::new();
+    let mut versions = BTreeMap::new();
     for pair in &args.versions {
         let Some((service, version)) = pair.split_once('=') else {
             return Err(UsageError(format!("`--version {pair}`: write SERVICE=VERSION, such as api=v2")).into());
         };
-        if versions.insert(service.to_owned(), Value::from(version)).is_some() {
+        if versions.insert(service.to_owned(), version.to_owned()).is_some() {
             return Err(UsageError(format!("`--version`: `{service}` is named twice")).into());
         }
     }
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = json!({
-            "versions": versions,
-            "skip": args.skip,
-            "only": args.only,
-            "dry_run": args.dry_run,
-            "reason": args.reason,
-            "override_window": args.override_window,
-            "approve": args.approve,
-        });
-        let answer = client.call("POST", &format!("/environments/{}/deploys", args.environment), Some(&body)).await?;
-        if args.dry_run {
+        let body = DeployRequest {
+            versions,
+            skip: args.skip,
+            only: args.only,
+            dry_run: args.dry_run,
+            reason: args.reason,
+            override_window: args.override_window,
+            approve: args.approve,
+        };
+        let path = format!("/environments/{}/deploys", args.environment);
+        if body.dry_run {
+            let answer: DryRun = call(&client, "POST", &path, Some(&body)).await?;
             print_plan(&answer, args.output)?;
             return Ok(Outcome::Ok);
         }
-        if args.detach && answer.get("approval").is_some() {
+        let answer: crate::release::StartAnswer = call(&client, "POST", &path, Some(&body)).await?;
+        if let (true, crate::release::StartAnswer::Pending(pending)) = (args.detach, &answer) {
             match args.output {
-                OutputFormat::Json => println!("{answer}"),
-                OutputFormat::Text => eprintln!("{}", answer["message"].as_str().unwrap_or_default()),
+                OutputFormat::Json => println!("{}", serde_json::to_string(&answer)?),
+                OutputFormat::Text => eprintln!("{}", pending.message),
             }
             return Ok(Outcome::Ok);
         }
@@ -94,42 +105,39 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
         }
         if args.detach {
             if args.output == OutputFormat::Json {
-                println!("{answer}");
+                println!("{}", serde_json::to_string(&answer)?);
             }
             return Ok(Outcome::Ok);
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
 }
 
-fn print_plan(answer: &Value, output: OutputFormat) -> anyhow::Result<()> {
+fn print_plan(answer: &DryRun, output: OutputFormat) -> anyhow::Result<()> {
     if output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(answer)?);
         return Ok(());
     }
-    let plan = &answer["plan"];
-    println!("plan for {} (dry run: nothing changes)", plan["environment"].as_str().unwrap_or(""));
-    for phase in plan["phases"].as_array().into_iter().flatten() {
-        let name = phase["name"].as_str().unwrap_or("");
-        match phase["skipped"].as_str() {
+    let plan = &answer.plan;
+    println!("plan for {} (dry run: nothing changes)", plan.environment);
+    for phase in &plan.phases {
+        let name = &phase.name;
+        match &phase.skipped {
             Some(why) => println!("[{name}] skipped ({why})"),
-            None if phase["steps"].as_array().is_none_or(Vec::is_empty) => println!("[{name}] nothing to do"),
+            None if phase.steps.is_empty() => println!("[{name}] nothing to do"),
             None => {
                 println!("[{name}]");
-                for step in phase["steps"].as_array().into_iter().flatten() {
-                    let text = match step["kind"].as_str() {
-                        Some("validate") => "validate config and variables".to_owned(),
-                        Some("rollout") => format!(
-                            "roll out {} ({}, {} instances)",
-                            step["service"].as_str().unwrap_or(""),
-                            step["strategy"].as_str().unwrap_or(""),
-                            step["instances"]
-                        ),
-                        Some("smoke") => format!("smoke check: {}", step["name"].as_str().unwrap_or("")),
-                        Some("migrate") if step["backup"] == true => "back up the database, then migrate it".into(),
-                        Some("migrate") => "migrate the database (no backup)".into(),
-                        _ => step["name"].as_str().unwrap_or("").to_owned(),
+                for step in &phase.steps {
+                    let text = match step {
+                        StepPlan::Validate => "validate config and variables".to_owned(),
+                        StepPlan::Rollout { service, strategy, instances } => {
+                            format!("roll out {service} ({strategy}, {instances} instances)")
+                        }
+                        StepPlan::Smoke { name, .. } => format!("smoke check: {name}"),
+                        StepPlan::Migrate { backup: true } => "back up the database, then migrate it".into(),
+                        StepPlan::Migrate { backup: false } => "migrate the database (no backup)".into(),
+                        StepPlan::Command { name, .. } => name.clone(),
                     };
                     println!("  - {text}");
                 }
@@ -139,38 +147,55 @@ fn print_plan(answer: &Value, output: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The builds a deploy record names, as far as `deploy show` prints them (the record's
+/// `artifacts` are the pipeline's own layout, carried by the API as an object).
+#[derive(serde::Deserialize, Default)]
+struct RecordedArtifacts {
+    #[serde(default)]
+    services: BTreeMap<String, RecordedService>,
+}
+
+#[derive(serde::Deserialize)]
+struct RecordedService {
+    #[serde(default)]
+    artifact: RecordedArtifact,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RecordedArtifact {
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    sha256: String,
+}
+
 fn show(connection: &Connection, id: &str, output: OutputFormat) -> anyhow::Result<Outcome> {
     let client = Client::new(connection)?;
-    let answer = client::runtime()?.block_on(client.call("GET", &format!("/deploys/{id}"), None))?;
+    let answer: DeployDetail = client::runtime()?.block_on(get(&client, &format!("/deploys/{id}")))?;
     if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(Outcome::Ok);
+        return print_json(&answer);
     }
-    let deploy = &answer["deploy"];
-    println!("deploy {}: {}", deploy["id"].as_str().unwrap_or(""), deploy["status"].as_str().unwrap_or(""));
-    println!("  by {} at {}", deploy["actor"].as_str().unwrap_or(""), deploy["started_at"].as_str().unwrap_or(""));
-    if let Some(reason) = deploy["reason"].as_str() {
+    let deploy = &answer.deploy;
+    println!("deploy {}: {}", deploy.id, deploy.status);
+    println!("  by {} at {}", deploy.actor, deploy.started_at);
+    if let Some(reason) = &deploy.reason {
         println!("  why: {reason}");
     }
-    if let Some(error) = deploy["error"].as_str() {
+    if let Some(error) = &deploy.error {
         println!("  error: {error}");
     }
-    for (service, recorded) in deploy["artifacts"]["services"].as_object().into_iter().flatten() {
-        let sha = recorded["artifact"]["sha256"].as_str().unwrap_or("");
+    let artifacts: RecordedArtifacts = serde_json::from_value(deploy.artifacts.clone()).unwrap_or_default();
+    for (service, recorded) in &artifacts.services {
+        let sha = &recorded.artifact.sha256;
         println!(
             "  {service}: {} (build {})",
-            recorded["artifact"]["command"].as_str().unwrap_or(""),
-            &sha[..12.min(sha.len())]
+            recorded.artifact.command.as_deref().unwrap_or(""),
+            sha.get(..12).unwrap_or(sha)
         );
     }
-    for step in answer["steps"].as_array().into_iter().flatten() {
-        println!(
-            "[{}] {}: {}",
-            step["phase"].as_str().unwrap_or(""),
-            step["name"].as_str().unwrap_or(""),
-            step["status"].as_str().unwrap_or("")
-        );
-        for line in step["output"].as_str().unwrap_or("").lines() {
+    for step in &answer.steps {
+        println!("[{}] {}: {}", step.phase, step.name, step.status);
+        for line in step.output.lines() {
             println!("    {line}");
         }
     }
@@ -191,19 +216,13 @@ pub struct DeploysArgs {
 pub fn deploys(args: DeploysArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let path = format!("/environments/{}/deploys?limit={}", args.environment, args.limit);
-    let answer = client::runtime()?.block_on(client.call("GET", &path, None))?;
+    let answer: DeployList = client::runtime()?.block_on(get(&client, &path))?;
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(Outcome::Ok);
+        return print_json(&answer);
     }
     let mut table = Table::new();
-    for deploy in answer["deploys"].as_array().into_iter().flatten() {
-        table.row([
-            deploy["id"].as_str().unwrap_or(""),
-            deploy["status"].as_str().unwrap_or(""),
-            deploy["actor"].as_str().unwrap_or(""),
-            deploy["reason"].as_str().unwrap_or(""),
-        ]);
+    for deploy in &answer.deploys {
+        table.row([&deploy.id, &deploy.status, &deploy.actor, deploy.reason.as_deref().unwrap_or("")]);
     }
     table.print();
     Ok(Outcome::Ok)
@@ -234,19 +253,18 @@ pub fn events(args: EventsArgs) -> anyhow::Result<Outcome> {
     if let Some(kind) = &args.kind {
         path.push_str(&format!("&kind={}", windlass_http::percent::encode(kind)));
     }
-    let answer = client::runtime()?.block_on(client.call("GET", &path, None))?;
+    let answer: EventList = client::runtime()?.block_on(get(&client, &path))?;
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(Outcome::Ok);
+        return print_json(&answer);
     }
     let mut table = Table::new();
-    for event in answer["events"].as_array().into_iter().flatten() {
+    for event in &answer.events {
         table.row([
-            event["at"].as_str().unwrap_or(""),
-            event["environment"].as_str().unwrap_or("-"),
-            event["actor"].as_str().unwrap_or(""),
-            event["kind"].as_str().unwrap_or(""),
-            event["message"].as_str().unwrap_or(""),
+            event.at.as_str(),
+            event.environment.as_deref().unwrap_or("-"),
+            &event.actor,
+            &event.kind,
+            &event.message,
         ]);
     }
     table.print();
@@ -273,14 +291,15 @@ pub struct RollbackArgs {
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = json!({ "to": args.deploy_id, "reason": args.reason, "restore_database": args.restore_database });
-        let answer = client.call("POST", &format!("/environments/{}/rollback", args.environment), Some(&body)).await?;
-        let id = answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let body = RollbackRequest { to: args.deploy_id, reason: args.reason, restore_database: args.restore_database };
+        let path = format!("/environments/{}/rollback", args.environment);
+        let answer: windlass_api::Started = call(&client, "POST", &path, Some(&body)).await?;
+        let id = answer.id;
         if args.output == OutputFormat::Text {
             println!("rollback {id} started");
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
 }
 
@@ -296,64 +315,55 @@ pub struct StatusArgs {
 
 pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let answer = client::runtime()?.block_on(client.call("GET", "/status", None))?;
+    let answer: Status = client::runtime()?.block_on(get(&client, "/status"))?;
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(Outcome::Ok);
+        return print_json(&answer);
     }
-    if answer["edge_reachable"] == Value::Bool(false) {
+    if !answer.edge_reachable {
         println!("warning: the edge's admin API cannot be reached");
     }
-    for (environment, env) in answer["environments"].as_object().into_iter().flatten() {
+    for (environment, env) in &answer.environments {
         if args.environment.as_ref().is_some_and(|e| e != environment) {
             continue;
         }
         println!("{environment}");
-        if let Some(lock) = env["lock"].as_object() {
-            println!(
-                "  locked by {} since {}",
-                lock["holder"].as_str().unwrap_or(""),
-                lock["since"].as_str().unwrap_or("")
-            );
+        if let Some(lock) = &env.lock {
+            println!("  locked by {} since {}", lock.holder, lock.since);
         }
-        if let Some(last) = env["last_deploy"].as_object() {
-            println!("  last deploy {} {}", last["id"].as_str().unwrap_or(""), last["status"].as_str().unwrap_or(""));
+        if let Some(last) = &env.last_deploy {
+            println!("  last deploy {} {}", last.id, last.status);
         }
-        for (service, state) in env["services"].as_object().into_iter().flatten() {
-            let live = state["live"].as_str().unwrap_or("none");
+        for (service, state) in &env.services {
+            let live = state.live.as_deref().unwrap_or("none");
             let mut flags = Vec::new();
-            if state["maintenance"] == Value::Bool(true) {
+            if state.maintenance == Some(true) {
                 flags.push("maintenance");
             }
-            if state["failed_over"] == Value::Bool(true) {
+            if state.failed_over == Some(true) {
                 flags.push("failed over");
             }
             println!(
                 "  {service}: live {live}{}",
                 if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) }
             );
-            if let Some(warning) = state["secondary"]["warning"].as_str() {
+            if let Some(warning) = state.secondary.as_ref().and_then(|s| s.warning()) {
                 println!("    ! {warning}");
             }
-            for (color, recorded) in state["colors"].as_object().into_iter().flatten() {
-                let warm = recorded["retire_at"].as_str().map(|t| format!(", warm until {t}")).unwrap_or_default();
-                let version = recorded["version"].as_str().map(|v| format!(" version {v}")).unwrap_or_default();
-                println!(
-                    "    {color}: deploy {} build {}{version}{warm}",
-                    recorded["deploy"].as_str().unwrap_or(""),
-                    recorded["build"].as_str().unwrap_or("")
-                );
-                for instance in recorded["instances"].as_array().into_iter().flatten() {
-                    let health = match instance["healthy"].as_bool() {
+            for (color, recorded) in &state.colors {
+                let warm = recorded.retire_at.as_ref().map(|t| format!(", warm until {t}")).unwrap_or_default();
+                let version = recorded.version.as_ref().map(|v| format!(" version {v}")).unwrap_or_default();
+                println!("    {color}: deploy {} build {}{version}{warm}", recorded.deploy, recorded.build);
+                for instance in &recorded.instances {
+                    let health = match instance.healthy {
                         Some(true) => "healthy",
                         Some(false) => "unhealthy",
                         None => "not routed",
                     };
                     println!(
                         "      {} {} {} {health}",
-                        instance["id"].as_str().unwrap_or(""),
-                        instance["address"].as_str().unwrap_or(""),
-                        instance["state"].as_str().unwrap_or("gone"),
+                        instance.id,
+                        instance.address,
+                        instance.state.as_deref().unwrap_or("gone"),
                     );
                 }
             }
@@ -389,17 +399,17 @@ pub fn lock(args: LockArgs) -> anyhow::Result<Outcome> {
     let rt = client::runtime()?;
     match args.command {
         LockCommand::Show { environment } => {
-            let answer = rt.block_on(client.call("GET", &format!("/environments/{environment}/lock"), None))?;
+            let answer: LockShown = rt.block_on(get(&client, &format!("/environments/{environment}/lock")))?;
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
             }
-            match answer["lock"].as_object() {
+            match &answer.lock {
                 Some(lock) => println!(
                     "{environment} is locked by {} ({}) since {}{}",
-                    lock["holder"].as_str().unwrap_or(""),
-                    lock["purpose"].as_str().unwrap_or(""),
-                    lock["since"].as_str().unwrap_or(""),
-                    if lock["stale"] == Value::Bool(true) {
+                    lock.holder,
+                    lock.purpose,
+                    lock.since,
+                    if lock.stale {
                         "; its holder stopped renewing it (stale): the next deploy takes it over"
                     } else {
                         ""
@@ -409,13 +419,13 @@ pub fn lock(args: LockArgs) -> anyhow::Result<Outcome> {
             }
         }
         LockCommand::Break { environment, reason } => {
-            let body = json!({ "reason": reason });
-            let answer =
-                rt.block_on(client.call("DELETE", &format!("/environments/{environment}/lock"), Some(&body)))?;
+            let body = BreakLockRequest { reason: Some(reason) };
+            let path = format!("/environments/{environment}/lock");
+            let answer: LockBroken = rt.block_on(call(&client, "DELETE", &path, Some(&body)))?;
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
             }
-            println!("broke the lock of {environment} held by {}", answer["broken"]["holder"].as_str().unwrap_or(""));
+            println!("broke the lock of {environment} held by {}", answer.broken.holder);
         }
     }
     Ok(Outcome::Ok)
@@ -443,13 +453,13 @@ pub struct MaintenanceArgs {
 
 pub fn maintenance(args: MaintenanceArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let body = json!({ "enabled": args.switch == Switch::On, "service": args.service, "reason": args.reason });
+    let body = MaintenanceRequest { enabled: args.switch == Switch::On, service: args.service, reason: args.reason };
     let path = format!("/environments/{}/maintenance", args.environment);
-    let answer = client::runtime()?.block_on(client.call("PUT", &path, Some(&body)))?;
+    let answer: MaintenanceDone = client::runtime()?.block_on(call(&client, "PUT", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
     }
-    println!("{}", answer["message"].as_str().unwrap_or(""));
+    println!("{}", answer.message);
     Ok(Outcome::Ok)
 }
 
@@ -470,13 +480,13 @@ pub struct FailoverArgs {
 
 pub fn failover(args: FailoverArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let body = json!({ "to": args.to, "reason": args.reason });
+    let body = FailoverRequest { to: args.to, reason: args.reason };
     let path = format!("/environments/{}/services/{}/failover", args.environment, args.service);
-    let answer = client::runtime()?.block_on(client.call("PUT", &path, Some(&body)))?;
+    let answer: FailoverDone = client::runtime()?.block_on(call(&client, "PUT", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
     }
-    println!("{}", answer["message"].as_str().unwrap_or(""));
+    println!("{}", answer.message);
     Ok(Outcome::Ok)
 }
 
@@ -495,14 +505,14 @@ pub struct ScaleArgs {
 
 pub fn scale(args: ScaleArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let body = json!({ "instances": args.instances, "reason": args.reason });
+    let body = ScaleRequest { instances: args.instances as u64, reason: args.reason };
     let path = format!("/environments/{}/services/{}/scale", args.environment, args.service);
-    let answer = client::runtime()?.block_on(client.call("PUT", &path, Some(&body)))?;
+    let answer: ScaleDone = client::runtime()?.block_on(call(&client, "PUT", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
     }
-    for line in answer["output"].as_array().into_iter().flatten() {
-        println!("{}", line.as_str().unwrap_or(""));
+    for line in &answer.output {
+        println!("{line}");
     }
     Ok(Outcome::Ok)
 }
@@ -522,14 +532,13 @@ pub struct LogsArgs {
 pub fn logs(args: LogsArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let path = format!("/environments/{}/services/{}/logs?tail={}", args.environment, args.service, args.tail);
-    let answer = client::runtime()?.block_on(client.call("GET", &path, None))?;
+    let answer: Logs = client::runtime()?.block_on(get(&client, &path))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
     }
-    for instance in answer["instances"].as_array().into_iter().flatten() {
-        let id = instance["id"].as_str().unwrap_or("");
-        for line in instance["lines"].as_array().into_iter().flatten() {
-            println!("{id} | {}", line.as_str().unwrap_or(""));
+    for instance in &answer.instances {
+        for line in &instance.lines {
+            println!("{} | {line}", instance.id);
         }
     }
     Ok(Outcome::Ok)

@@ -1,9 +1,15 @@
-//! What `--output json` prints, for the commands whose results do not come from the server's
-//! API (tokens read from the store directly): a small serializable view of each, so JSON output
-//! never depends on a library type's internal layout and never carries a secret.
+//! How the CLI reads the server and prints results: [`call`] reads an answer as its
+//! `windlass-api` type (never by looking fields up in untyped JSON), [`print_json`] is what
+//! `--output json` prints, and the commands whose results do not come from the server (tokens,
+//! read from the store directly) get a small serializable view here, so their JSON never depends
+//! on a library type's layout and never carries a secret.
 
+use anyhow::Context as _;
 use jiff::Timestamp;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::Client;
 
 use crate::table::Table;
 use crate::{Outcome, OutputFormat};
@@ -51,4 +57,23 @@ pub fn tokens(tokens: &[TokenRow], output: OutputFormat) -> anyhow::Result<Outco
     }
     table.print();
     Ok(Outcome::Ok)
+}
+
+/// One call to the server, its answer read as the API's type `T` (the `windlass-api` crate the
+/// server answers from), so a field the server renamed is an error here, not an empty column.
+pub async fn call<T: DeserializeOwned>(
+    client: &Client,
+    method: &str,
+    path: &str,
+    body: Option<&impl Serialize>,
+) -> anyhow::Result<T> {
+    let body = body.map(serde_json::to_value).transpose()?;
+    let answer = client.call(method, path, body.as_ref()).await?;
+    serde_json::from_value(answer)
+        .with_context(|| format!("the server's answer to {method} /api/v1{path} is not what this windlass understands"))
+}
+
+/// [`call`] without a body.
+pub async fn get<T: DeserializeOwned>(client: &Client, path: &str) -> anyhow::Result<T> {
+    call(client, "GET", path, None::<&()>).await
 }

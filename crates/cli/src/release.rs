@@ -1,10 +1,17 @@
 //! Release control from the command line: `windlass canary status|promote|abort` and
 //! `windlass promote <from> <to>`, and approvals: `windlass approve|reject <env>`.
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use windlass_api::Started;
+use windlass_api::approval::{ApprovalPending, ApprovalShown, Approved, Decision, DecisionRequest, Verdict};
+use windlass_api::canary::{
+    CanaryAction as Action, CanaryDecided, CanaryList, CanaryProgress, CanaryRequest, IntervalVerdict,
+};
+use windlass_api::deploys::PromoteRequest;
 
 use crate::client::{self, Client, Connection};
-use crate::{Outcome, OutputFormat, UsageError};
+use crate::output::{call, get};
+use crate::{Outcome, OutputFormat, UsageError, print_json};
 
 #[derive(clap::Args)]
 pub struct CanaryArgs {
@@ -43,20 +50,16 @@ pub fn canary(args: CanaryArgs) -> anyhow::Result<Outcome> {
     match args.action {
         CanaryAction::Status { environment, service, output, connection } => {
             let client = Client::new(&connection)?;
-            let answer = client::runtime()?.block_on(client.call(
-                "GET",
-                &format!("/environments/{environment}/canary"),
-                None,
-            ))?;
-            let canaries: Vec<&Value> = answer["canaries"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|c| service.as_deref().is_none_or(|s| c["service"] == s))
-                .collect();
+            let answer: CanaryList =
+                client::runtime()?.block_on(get(&client, &format!("/environments/{environment}/canary")))?;
+            let canaries: Vec<&CanaryProgress> =
+                answer.canaries.iter().filter(|c| service.as_deref().is_none_or(|s| c.service == s)).collect();
             if output == OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&json!({ "canaries": canaries }))?);
-                return Ok(Outcome::Ok);
+                #[derive(Serialize)]
+                struct Shown<'a> {
+                    canaries: Vec<&'a CanaryProgress>,
+                }
+                return print_json(&Shown { canaries });
             }
             if canaries.is_empty() {
                 println!("no canary in {environment}");
@@ -67,38 +70,40 @@ pub fn canary(args: CanaryArgs) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         CanaryAction::Promote { environment, service, connection } => {
-            decide(&connection, &environment, service, "promote")
+            decide(&connection, &environment, service, Action::Promote)
         }
-        CanaryAction::Abort { environment, service, connection } => decide(&connection, &environment, service, "abort"),
+        CanaryAction::Abort { environment, service, connection } => {
+            decide(&connection, &environment, service, Action::Abort)
+        }
     }
 }
 
-fn print_canary(canary: &Value) {
-    let text = |key: &str| canary[key].as_str().unwrap_or("?").to_owned();
+fn print_canary(canary: &CanaryProgress) {
     println!(
         "{}: {} ({}) in deploy {}; stable {}",
-        text("service"),
-        text("canary"),
-        text("outcome"),
-        text("deploy_id"),
-        text("stable")
+        canary.service, canary.canary, canary.outcome, canary.deploy_id, canary.stable
     );
     println!(
         "  step {}/{} at {}%; intervals passed {}, failed {}, inconclusive in a row {}",
-        canary["step"], canary["steps"], canary["weight"], canary["passed"], canary["failed"], canary["inconclusive"]
+        canary.step, canary.steps, canary.weight, canary.passed, canary.failed, canary.inconclusive
     );
-    if let Some(last) = canary["last"].as_object() {
-        let verdict = canary["last_verdict"]["verdict"].as_str().unwrap_or("?");
-        let ms = |key: &str| last.get(key).and_then(Value::as_f64).map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    if let Some(last) = &canary.last {
+        let verdict = match &canary.last_verdict {
+            Some(IntervalVerdict::Passed) => "passed",
+            Some(IntervalVerdict::Failed { .. }) => "failed",
+            Some(IntervalVerdict::Inconclusive { .. }) => "inconclusive",
+            None => "?",
+        };
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
         println!(
             "  last interval: {verdict}: {} requests, {} errors, p95 {}, p99 {}",
-            last.get("requests").unwrap_or(&Value::Null),
-            last.get("errors").unwrap_or(&Value::Null),
-            ms("p95_ms"),
-            ms("p99_ms")
+            last.requests,
+            last.errors,
+            ms(last.p95_ms),
+            ms(last.p99_ms)
         );
     }
-    if let Some(reason) = canary["reason"].as_str() {
+    if let Some(reason) = &canary.reason {
         println!("  reason: {reason}");
     }
 }
@@ -108,21 +113,16 @@ fn decide(
     connection: &Connection,
     environment: &str,
     service: Option<String>,
-    action: &str,
+    action: Action,
 ) -> anyhow::Result<Outcome> {
     let client = Client::new(connection)?;
     let runtime = client::runtime()?;
     let service = match service {
         Some(service) => service,
         None => {
-            let answer = runtime.block_on(client.call("GET", &format!("/environments/{environment}/canary"), None))?;
-            let running: Vec<String> = answer["canaries"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|c| c["outcome"] == "running")
-                .filter_map(|c| c["service"].as_str().map(str::to_owned))
-                .collect();
+            let answer: CanaryList = runtime.block_on(get(&client, &format!("/environments/{environment}/canary")))?;
+            let running: Vec<String> =
+                answer.canaries.into_iter().filter(|c| c.outcome == "running").map(|c| c.service).collect();
             match running.as_slice() {
                 [one] => one.clone(),
                 [] => return Err(UsageError(format!("no canary is running in {environment}")).into()),
@@ -137,8 +137,8 @@ fn decide(
         }
     };
     let path = format!("/environments/{environment}/services/{service}/canary");
-    let answer = runtime.block_on(client.call("POST", &path, Some(&json!({ "action": action }))))?;
-    println!("{}", answer["message"].as_str().unwrap_or(""));
+    let answer: CanaryDecided = runtime.block_on(call(&client, "POST", &path, Some(&CanaryRequest { action })))?;
+    println!("{}", answer.message);
     Ok(Outcome::Ok)
 }
 
@@ -169,58 +169,74 @@ pub struct PromoteArgs {
 pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = json!({
-            "from": args.from,
-            "services": args.services,
-            "reason": args.reason,
-            "override_window": args.override_window,
-            "approve": args.approve,
-        });
-        let answer = client.call("POST", &format!("/environments/{}/promote", args.to), Some(&body)).await?;
+        let body = PromoteRequest {
+            from: args.from,
+            services: args.services,
+            reason: args.reason,
+            override_window: args.override_window,
+            approve: args.approve,
+        };
+        let path = format!("/environments/{}/promote", args.to);
+        let answer: StartAnswer = call(&client, "POST", &path, Some(&body)).await?;
         let Some(id) = started_deploy(&client, &args.to, &answer).await? else {
             return Ok(Outcome::NotOk);
         };
         if args.output == OutputFormat::Text {
             println!("deploy {id} started");
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
+}
+
+/// The answer to a request that starts a deploy (deploy, promote): started at once, or recorded
+/// as an approval request when the environment needs one.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StartAnswer {
+    // First: a pending request has no `id` of its own at the top, a started deploy has nothing else.
+    Pending(Box<ApprovalPending>),
+    Started(Started),
 }
 
 /// The id of the deploy a request started: at once, or, for an environment with approvals,
 /// once its approval request is decided (none when it was rejected, said on stderr).
-pub async fn started_deploy(client: &Client, environment: &str, answer: &Value) -> anyhow::Result<Option<String>> {
-    let Some(request) = answer.get("approval") else {
-        return Ok(Some(answer.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()));
-    };
-    eprintln!("{}", answer["message"].as_str().unwrap_or_default());
-    await_approval(client, environment, request).await
+pub async fn started_deploy(
+    client: &Client,
+    environment: &str,
+    answer: &StartAnswer,
+) -> anyhow::Result<Option<String>> {
+    match answer {
+        StartAnswer::Started(started) => Ok(Some(started.id.clone())),
+        StartAnswer::Pending(pending) => {
+            eprintln!("{}", pending.message);
+            await_approval(client, environment, &pending.approval.id).await
+        }
+    }
 }
 
-/// Waits until the approval request `request` is decided: the id of the deploy it became, or
-/// none when it was rejected (said on stderr).
-async fn await_approval(client: &Client, environment: &str, request: &Value) -> anyhow::Result<Option<String>> {
-    let id = request["id"].as_str().unwrap_or_default().to_owned();
+/// Waits until the approval request `id` is decided: the id of the deploy it became, or none
+/// when it was rejected (said on stderr).
+async fn await_approval(client: &Client, environment: &str, id: &str) -> anyhow::Result<Option<String>> {
     eprintln!("waiting for the decision on {id} (Ctrl-C stops waiting; the request stays open)");
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let answer = client.call("GET", &format!("/environments/{environment}/approval"), None).await?;
-        let latest = &answer["approval"];
-        if latest["id"] != id.as_str() {
-            return Err(anyhow::anyhow!("approval request {id} was replaced by {}", latest["id"]));
+        let answer: ApprovalShown = get(client, &format!("/environments/{environment}/approval")).await?;
+        let latest = answer.approval;
+        if latest.id != id {
+            return Err(anyhow::anyhow!("approval request {id} was replaced by \"{}\"", latest.id));
         }
-        match latest["status"].as_str() {
-            Some("approved") => {
-                eprintln!("approved by {}", latest["by"].as_str().unwrap_or("?"));
-                return Ok(latest["deploy_id"].as_str().map(str::to_owned));
+        match latest.decision {
+            Decision::Approved { by, deploy_id } => {
+                eprintln!("approved by {by}");
+                return Ok(Some(deploy_id));
             }
-            Some("rejected") => {
-                let reason = latest["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
-                eprintln!("rejected by {}{reason}", latest["by"].as_str().unwrap_or("?"));
+            Decision::Rejected { by, reason } => {
+                let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
+                eprintln!("rejected by {by}{reason}");
                 return Ok(None);
             }
-            _ => {}
+            Decision::Pending => {}
         }
     }
 }
@@ -241,37 +257,29 @@ pub struct DecideArgs {
 pub fn approve(args: DecideArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = json!({ "decision": "approve", "reason": args.reason });
+        let body = DecisionRequest { decision: Verdict::Approve, reason: args.reason };
         let path = format!("/environments/{}/approval", args.environment);
-        let answer = client.call("POST", &path, Some(&body)).await?;
-        let id = answer["id"].as_str().unwrap_or_default().to_owned();
+        let answer: Approved = call(&client, "POST", &path, Some(&body)).await?;
+        let id = answer.id;
         if args.output == OutputFormat::Text {
-            println!(
-                "approved {} requested by {}",
-                answer["approval"]["id"].as_str().unwrap_or("?"),
-                answer["approval"]["requested_by"].as_str().unwrap_or("?")
-            );
+            println!("approved {} requested by {}", answer.approval.id, answer.approval.requested_by);
             println!("deploy {id} started");
         }
-        let done = client::watch(&client, &id, args.output).await?;
-        client::finish(&done, args.output)
+        let done = crate::follow::watch(&client, &id, args.output).await?;
+        crate::follow::finish(&done, args.output)
     })
 }
 
 /// `windlass reject <env>`: the waiting deploy never runs.
 pub fn reject(args: DecideArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let body = json!({ "decision": "reject", "reason": args.reason });
+    let body = DecisionRequest { decision: Verdict::Reject, reason: args.reason };
     let path = format!("/environments/{}/approval", args.environment);
-    let answer = client::runtime()?.block_on(client.call("POST", &path, Some(&body)))?;
+    let answer: ApprovalShown = client::runtime()?.block_on(call(&client, "POST", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        print_json(&answer)?;
     } else {
-        println!(
-            "rejected {} requested by {}",
-            answer["approval"]["id"].as_str().unwrap_or("?"),
-            answer["approval"]["requested_by"].as_str().unwrap_or("?")
-        );
+        println!("rejected {} requested by {}", answer.approval.id, answer.approval.requested_by);
     }
     Ok(Outcome::Ok)
 }

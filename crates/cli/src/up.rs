@@ -169,9 +169,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 client.call("POST", &format!("/environments/{}/deploys", args.environment), Some(&body)).await?;
             let id = answer["id"].as_str().unwrap_or_default().to_owned();
             println!("deploy {id} started");
-            client::watch(&client, &id, OutputFormat::Text).await
+            crate::follow::watch(&client, &id, OutputFormat::Text).await
         })?;
-        let outcome = client::finish(&done, OutputFormat::Text)?;
+        let outcome = crate::follow::finish(&done, OutputFormat::Text)?;
         if outcome != Outcome::Ok {
             println!("the deploy did not succeed; `windlass up` stops what it started");
             return Ok(outcome);
