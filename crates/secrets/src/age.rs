@@ -38,7 +38,7 @@ impl Recipient {
         if text.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(bad("recipients are lowercase"));
         }
-        let (hrp, data) = bech32_decode(text).map_err(|e| bad(&e))?;
+        let (hrp, data) = bech32_decode(text).map_err(|e| bad(&e.0))?;
         if hrp != RECIPIENT_HRP {
             return Err(bad("wrong prefix"));
         }
@@ -91,7 +91,7 @@ impl Identity {
             ))
         };
         let lower = Zeroizing::new(text.to_ascii_lowercase());
-        let (hrp, data) = bech32_decode(&lower).map_err(|e| bad(&e))?;
+        let (hrp, data) = bech32_decode(&lower).map_err(|e| bad(&e.0))?;
         let data = Zeroizing::new(data);
         if hrp != IDENTITY_HRP {
             return Err(bad("wrong prefix"));
@@ -229,7 +229,7 @@ fn is_base64_char(b: u8) -> bool {
 
 /// The next line of `file` from `pos` (without its LF), moving `pos` past it. Header lines end
 /// with LF only; a CR is an ordinary byte (and then refused by whoever reads the line).
-fn header_line<'a>(file: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
+fn header_line<'a>(file: &'a [u8], pos: &mut usize) -> Result<&'a [u8], AgeFormatError> {
     let rest = file.get(*pos..).unwrap_or_default();
     let len = rest.iter().position(|&b| b == b'\n').ok_or("truncated header (a line without its end)")?;
     *pos += len + 1;
@@ -239,7 +239,7 @@ fn header_line<'a>(file: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> 
 /// Parses the header strictly, as the spec's ABNF says: the v1 line, one or more stanzas
 /// (arguments of visible ASCII, a canonical unpadded base64 body in 64-column lines ending with a
 /// shorter one), and `--- ` with the 43-character MAC.
-fn parse_header(file: &[u8]) -> Result<Header<'_>, String> {
+fn parse_header(file: &[u8]) -> Result<Header<'_>, AgeFormatError> {
     let mut pos = 0;
     let version = header_line(file, &mut pos)?;
     if version != INTRO.as_bytes() {
@@ -293,7 +293,7 @@ fn parse_header(file: &[u8]) -> Result<Header<'_>, String> {
 /// The file key in `stanza` for `identity`: `Ok(None)` if the stanza is not an X25519 one or not
 /// addressed to this identity; `Err` if it is a malformed X25519 stanza (the spec says to reject
 /// the file, not to skip the stanza).
-fn unwrap_x25519(stanza: &Stanza<'_>, identity: &Identity) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+fn unwrap_x25519(stanza: &Stanza<'_>, identity: &Identity) -> Result<Option<Zeroizing<Vec<u8>>>, AgeFormatError> {
     if stanza.args.first() != Some(&"X25519") {
         return Ok(None);
     }
@@ -325,19 +325,36 @@ fn unwrap_x25519(stanza: &Stanza<'_>, identity: &Identity) -> Result<Option<Zero
     }
 }
 
+/// What is wrong with an age file, its armor or a bech32 key, as the age spec words it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AgeFormatError(String);
+
+impl From<String> for AgeFormatError {
+    fn from(why: String) -> Self {
+        AgeFormatError(why)
+    }
+}
+
+impl From<&str> for AgeFormatError {
+    fn from(why: &str) -> Self {
+        AgeFormatError(why.to_owned())
+    }
+}
+
 /// Why an age file could not be decrypted.
 #[derive(Debug)]
 pub enum DecryptFailure {
     /// None of the identities matches a recipient stanza.
     NoMatch,
     /// The file is damaged or was changed.
-    Corrupt(String),
+    Corrupt(AgeFormatError),
 }
 
 /// Decrypts a binary age file with any of `identities`. All or nothing: no plaintext is returned
 /// unless the whole payload authenticates, up to a final chunk and with nothing after it.
 pub fn decrypt(file: &[u8], identities: &[Identity]) -> Result<Zeroizing<Vec<u8>>, DecryptFailure> {
-    let corrupt = |why: &str| DecryptFailure::Corrupt(why.to_owned());
+    let corrupt = |why: &str| DecryptFailure::Corrupt(why.into());
     let header = parse_header(file).map_err(DecryptFailure::Corrupt)?;
 
     let mut file_key: Option<Zeroizing<Vec<u8>>> = None;
@@ -405,14 +422,14 @@ pub fn armor(binary: &[u8]) -> String {
 /// Reads the ASCII armor strictly (RFC 7468's strict PEM, as age and SOPS do): the armor is
 /// malleable otherwise. Only whitespace around the block and CRLF line ends are tolerated; every
 /// base64 line is 64 columns but the last (1 to 64), with canonical padded base64, nothing else.
-pub fn dearmor(text: &str) -> Result<Vec<u8>, String> {
+pub fn dearmor(text: &str) -> Result<Vec<u8>, AgeFormatError> {
     let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
     let lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
     if lines.first() != Some(&ARMOR_BEGIN) {
-        return Err(format!("the data key is not an armored age file (it must start with `{ARMOR_BEGIN}`)"));
+        return Err(format!("the data key is not an armored age file (it must start with `{ARMOR_BEGIN}`)").into());
     }
     if lines.len() < 2 || lines.last() != Some(&ARMOR_END) {
-        return Err(format!("the armored data key does not end with `{ARMOR_END}`"));
+        return Err(format!("the armored data key does not end with `{ARMOR_END}`").into());
     }
     let body = &lines[1..lines.len() - 1];
     for (i, line) in body.iter().enumerate() {
@@ -422,13 +439,14 @@ pub fn dearmor(text: &str) -> Result<Vec<u8>, String> {
                 "armor line {} is {} columns (every line must be 64 but the last, 1 to 64)",
                 i + 2,
                 line.len()
-            ));
+            )
+            .into());
         }
         if !line.bytes().all(|b| is_base64_char(b) || b == b'=') {
-            return Err(format!("armor line {} has a character that is not base64", i + 2));
+            return Err(format!("armor line {} has a character that is not base64", i + 2).into());
         }
     }
-    STANDARD.decode(body.concat()).map_err(|_| "the armored data key is not canonical base64".to_owned())
+    STANDARD.decode(body.concat()).map_err(|_| "the armored data key is not canonical base64".into())
 }
 
 // --- bech32 (BIP 173, the original checksum constant, as age uses) ---
@@ -457,7 +475,7 @@ fn hrp_expand(hrp: &str) -> Vec<u8> {
     v
 }
 
-fn convert_bits(data: &[u8], from: u32, to: u32, pad: bool) -> Result<Vec<u8>, String> {
+fn convert_bits(data: &[u8], from: u32, to: u32, pad: bool) -> Result<Vec<u8>, AgeFormatError> {
     let mut acc: u32 = 0;
     let mut bits: u32 = 0;
     let mut out = Vec::new();
@@ -493,7 +511,7 @@ fn bech32_encode(hrp: &str, data: &[u8]) -> String {
     out
 }
 
-fn bech32_decode(text: &str) -> Result<(String, Vec<u8>), String> {
+fn bech32_decode(text: &str) -> Result<(String, Vec<u8>), AgeFormatError> {
     let sep = text.rfind('1').ok_or("no separator")?;
     let (hrp, rest) = (&text[..sep], &text[sep + 1..]);
     if hrp.is_empty() || rest.len() < 6 {

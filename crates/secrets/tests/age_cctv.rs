@@ -93,7 +93,9 @@ fn check(vector: &Vector) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     // Two vectors (`empty`, `armor_empty`) have no identity: they fail before one is needed.
     let binary = if vector.armored {
-        let dearmored = std::str::from_utf8(&vector.body).map_err(|_| "not UTF-8".to_owned()).and_then(age::dearmor);
+        let dearmored = std::str::from_utf8(&vector.body)
+            .map_err(|_| age::AgeFormatError::from("not UTF-8"))
+            .and_then(age::dearmor);
         match (dearmored, vector.expect.as_str()) {
             (Err(_), "armor failure") => return Ok(()),
             (Ok(_), "armor failure") => return Err("the armor was accepted".into()),
