@@ -180,7 +180,7 @@ async fn record(
             ),
             vec![("request".to_owned(), request.id.clone()), ("requested by".to_owned(), start.actor.clone())],
         );
-        crate::notifications::send(deployer.store.clone(), config, variables, message);
+        crate::notifications::notify(deployer, config, variables, message);
         Ok(request)
     })
     .await

@@ -76,14 +76,6 @@ pub fn notify(deployer: &crate::Deployer, config: &Config, variables: &Variables
     tasks.spawn(delivery);
 }
 
-/// Like [`notify`] for callers without a deployer at hand; the task is not owned by the
-/// supervisor, so a stopping server may drop it. Prefer [`notify`].
-pub fn send(store: Arc<dyn Store>, config: &Config, variables: &Variables, message: Message) {
-    // Not owned: see the doc comment; kept for callers that have only a store.
-    #[allow(clippy::disallowed_methods)]
-    tokio::spawn(delivery(store, config, variables, message));
-}
-
 fn delivery(
     store: Arc<dyn Store>,
     config: &Config,

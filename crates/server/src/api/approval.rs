@@ -90,7 +90,8 @@ pub(super) async fn decide(
         }
         Verdict::Reject => {
             let rejected =
-                owned(&state, async move { approval::reject(&deployer, &environment, &actor, body.reason).await }).await;
+                owned(&state, async move { approval::reject(&deployer, &environment, &actor, body.reason).await })
+                    .await;
             match rejected {
                 Ok(Ok(request)) => Json(ApprovalShown { approval: (&request).into() }).into_response(),
                 Ok(Err(err)) => deploy_error(err),
