@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use serde_json::json;
 use windlass_runtime::{DockerRuntime, ProcessRuntime, Runtime, Runtimes};
 use windlass_server::tokens;
 
@@ -164,10 +163,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         let server_url = server.wait_for("server listening on")?;
         let client = Client::new(&Connection::to(&server_url, &token_file))?;
         let done = runtime.block_on(async {
-            let body = json!({ "reason": "windlass up" });
-            let answer =
-                client.call("POST", &format!("/environments/{}/deploys", args.environment), Some(&body)).await?;
-            let id = answer["id"].as_str().unwrap_or_default().to_owned();
+            let body =
+                windlass_api::deploys::DeployRequest { reason: Some("windlass up".into()), ..Default::default() };
+            let path = format!("/environments/{}/deploys", args.environment);
+            let windlass_api::Started { id } = crate::output::call(&client, "POST", &path, Some(&body)).await?;
             println!("deploy {id} started");
             crate::follow::watch(&client, &id, OutputFormat::Text).await
         })?;

@@ -139,7 +139,7 @@ async fn refuse_work_when_stopping(
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     if tasks.is_stopping() && !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
-        let body = axum::Json(serde_json::json!({ "error": "the server is shutting down; try again when it is back" }));
+        let body = axum::Json(windlass_api::ErrorBody::new("the server is shutting down; try again when it is back"));
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
     next.run(request).await
