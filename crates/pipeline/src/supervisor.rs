@@ -16,11 +16,14 @@
 //! keeps it so); tasks scoped to one operation (a step's output writer, a lease's heartbeat) are
 //! owned by that operation and say so where they are spawned.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -36,17 +39,26 @@ struct Inner {
     tasks: Mutex<JoinSet<()>>,
     stop: CancellationToken,
     stopping: AtomicBool,
+    /// Set when the shutdown drops what is left: work offered after that is not started.
+    closed: AtomicBool,
     /// Tasks waiting at a safe point for the end ([`Supervisor::park`]).
     parked: AtomicUsize,
-    /// Woken when a task parks, so that shutdown re-counts.
-    parked_changed: Notify,
+    /// Woken when a task ends or parks, so that a shutdown re-counts. Its own `Arc`: the tasks
+    /// hold it, and holding `Inner` would make the set own itself.
+    changed: Arc<Notify>,
 }
 
-/// The result of [`Supervisor::run`] when the task ended without one (it panicked, or the
-/// server stopped before it finished).
+/// Why [`Supervisor::run`] has no result.
 #[derive(Debug, thiserror::Error)]
-#[error("the task stopped before its end (the server is stopping, or it failed)")]
-pub struct Stopped;
+pub enum Stopped {
+    /// The server is stopping: the work was dropped at the end of the grace period, or offered
+    /// after it. Worth retrying once the server is back.
+    #[error("the server is stopping; try again when it is back")]
+    ShuttingDown,
+    /// The work panicked (a bug): retrying would panic again.
+    #[error("the work stopped: it panicked: {0}")]
+    Panicked(String),
+}
 
 /// What [`Supervisor::shutdown`] found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -55,6 +67,14 @@ pub struct Shutdown {
     pub settled: bool,
     /// Tasks dropped at the end: parked deploys, and any still running when the grace ended.
     pub dropped: usize,
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 impl Supervisor {
@@ -72,10 +92,23 @@ impl Supervisor {
         self.inner.stop.cancelled().await
     }
 
+    /// Every task goes through here: a panic is logged (never silently reaped) and every end
+    /// wakes a waiting shutdown.
     fn add<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            tracing::debug!("work offered after the shutdown dropped the rest: not started");
+            return;
+        }
+        let changed = self.inner.changed.clone();
+        let task = async move {
+            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                tracing::error!(panic = %panic_message(panic.as_ref()), "a supervised task panicked");
+            }
+            changed.notify_one();
+        };
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Reap what already ended, so that a server running for months does not keep one entry
         // per deploy it ever ran.
@@ -84,7 +117,8 @@ impl Supervisor {
     }
 
     /// A loop that runs for the server's life: it is stopped (dropped at its next await) as soon
-    /// as the server begins to stop. `name` says which in the log.
+    /// as the server begins to stop. `name` says which in the log. A loop whose iterations change
+    /// state hands each iteration to [`Supervisor::run`], so that only its wait is cut short.
     pub fn spawn_loop<F>(&self, name: &'static str, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -99,7 +133,8 @@ impl Supervisor {
     }
 
     /// Work that should finish even when the server begins to stop (a deploy, a notification):
-    /// it runs until it ends, parks ([`Supervisor::park`]) or the grace period is over.
+    /// it runs until it ends, parks ([`Supervisor::park`]) or the grace period is over; work
+    /// offered during the grace period is waited for like the rest.
     pub fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -116,9 +151,15 @@ impl Supervisor {
     {
         let (sender, receiver) = oneshot::channel();
         self.add(async move {
-            let _ = sender.send(task.await);
+            let outcome = AssertUnwindSafe(task).catch_unwind().await;
+            let outcome = outcome.map_err(|panic| {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(panic = %message, "a supervised task panicked");
+                Stopped::Panicked(message)
+            });
+            let _ = sender.send(outcome);
         });
-        receiver.await.map_err(|_| Stopped)
+        receiver.await.unwrap_or(Err(Stopped::ShuttingDown))
     }
 
     /// Called by work at a safe point (between two steps of a deploy) once the server is
@@ -126,7 +167,7 @@ impl Supervisor {
     /// crash would drop it.
     pub async fn park(&self) -> ! {
         self.inner.parked.fetch_add(1, Ordering::SeqCst);
-        self.inner.parked_changed.notify_one();
+        self.inner.changed.notify_one();
         std::future::pending::<()>().await;
         unreachable!("a pending future never completes")
     }
@@ -138,28 +179,31 @@ impl Supervisor {
         self.inner.stop.cancel();
     }
 
-    /// Stops the loops at once, waits up to `grace` for the work to finish or park, then drops
-    /// whatever is left. Safe to call more than once.
+    /// Stops the loops at once, waits up to `grace` for the work (including work started while
+    /// it waits, such as the notification of a deploy that just ended) to finish or park, then
+    /// drops whatever is left. Safe to call more than once.
     pub async fn shutdown(&self, grace: Duration) -> Shutdown {
         self.begin_stop();
         let deadline = tokio::time::Instant::now() + grace;
-        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let settled = loop {
-            if tasks.len() <= self.inner.parked.load(Ordering::SeqCst) {
+            let live = {
+                let mut tasks = self.inner.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                while tasks.try_join_next().is_some() {}
+                tasks.len()
+            };
+            // A parked task never ends, so it is counted once, as parked and as live.
+            if live <= self.inner.parked.load(Ordering::SeqCst) {
                 break true;
             }
             tokio::select! {
-                joined = tasks.join_next() => if joined.is_none() { break true },
-                () = self.inner.parked_changed.notified() => {}
+                () = self.inner.changed.notified() => {}
                 () = tokio::time::sleep_until(deadline) => break false,
             }
         };
-        // Work spawned while this waited (a notification of a deploy that ended) went into a new
-        // set; it is dropped with the rest.
-        let late = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        let dropped = tasks.len() + late.len();
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let dropped = tasks.len();
         tasks.shutdown().await;
-        drop(late);
         Shutdown { settled, dropped }
     }
 }
@@ -217,6 +261,45 @@ mod tests {
     async fn run_hands_the_result_back() {
         let supervisor = Supervisor::new();
         assert_eq!(supervisor.run(async { 42 }).await.unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn work_started_during_the_grace_is_waited_for() {
+        let supervisor = Supervisor::new();
+        let (release, released) = oneshot::channel::<()>();
+        let late_done = Arc::new(AtomicBool::new(false));
+        let (spawner, done) = (supervisor.clone(), late_done.clone());
+        // Like a deploy that ends during the grace and then sends its notification.
+        supervisor.spawn(async move {
+            let _ = released.await;
+            spawner.spawn(async move {
+                tokio::task::yield_now().await;
+                done.store(true, Ordering::SeqCst);
+            });
+        });
+        let stopper = supervisor.clone();
+        let shutdown = tokio::spawn(async move { stopper.shutdown(Duration::from_secs(3600)).await });
+        tokio::task::yield_now().await;
+        release.send(()).unwrap();
+        let outcome = shutdown.await.unwrap();
+        assert!(late_done.load(Ordering::SeqCst), "the notification started during the grace ran");
+        assert_eq!(outcome, Shutdown { settled: true, dropped: 0 });
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_reported_as_a_panic_not_as_a_stop() {
+        let supervisor = Supervisor::new();
+        let outcome = supervisor.run(async { panic!("boom") }).await;
+        assert!(matches!(&outcome, Err(Stopped::Panicked(message)) if message == "boom"), "{outcome:?}");
+        // The supervisor goes on.
+        assert_eq!(supervisor.run(async { 7 }).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn work_offered_after_the_shutdown_is_refused() {
+        let supervisor = Supervisor::new();
+        supervisor.shutdown(Duration::from_millis(10)).await;
+        assert!(matches!(supervisor.run(async { 1 }).await, Err(Stopped::ShuttingDown)));
     }
 
     /// Closes its channel when dropped.

@@ -19,6 +19,7 @@ mod deploys;
 mod operations;
 mod views;
 
+use windlass_pipeline::supervisor::Stopped;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -229,7 +230,10 @@ async fn owned<T: Send + 'static>(
         .tasks
         .run(work)
         .await
-        .map_err(|err| error(StatusCode::SERVICE_UNAVAILABLE, format!("the work stopped: {err}")))
+        .map_err(|err| match err {
+            Stopped::ShuttingDown => error(StatusCode::SERVICE_UNAVAILABLE, err),
+            Stopped::Panicked(_) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        })
 }
 
 /// Starts a prepared deploy in the background; its id.
