@@ -233,23 +233,32 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
 async fn retire_warm_colors(deployer: Arc<Deployer>, environments: Vec<String>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        for environment in &environments {
-            match windlass_pipeline::recover::retire_due(&deployer, environment).await {
-                Ok(retired) => {
-                    for what in retired {
-                        tracing::info!("retired the warm {what}");
+        // One pass is work (it holds the environment's lock while it retires a color): a
+        // stopping server lets it end; only the wait between passes is cut short.
+        let (pass_deployer, environments) = (deployer.clone(), environments.clone());
+        let pass = async move {
+            let deployer = pass_deployer;
+            for environment in &environments {
+                match windlass_pipeline::recover::retire_due(&deployer, environment).await {
+                    Ok(retired) => {
+                        for what in retired {
+                            tracing::info!("retired the warm {what}");
+                        }
                     }
+                    Err(err) => tracing::warn!(%err, environment, "cannot retire warm colors"),
                 }
-                Err(err) => tracing::warn!(%err, environment, "cannot retire warm colors"),
-            }
-            match windlass_pipeline::recover::return_stray_traffic(&deployer, environment).await {
-                Ok(returned) => {
-                    for what in returned {
-                        tracing::warn!("{what}");
+                match windlass_pipeline::recover::return_stray_traffic(&deployer, environment).await {
+                    Ok(returned) => {
+                        for what in returned {
+                            tracing::warn!("{what}");
+                        }
                     }
+                    Err(err) => tracing::debug!(%err, environment, "cannot check the edge's weights"),
                 }
-                Err(err) => tracing::debug!(%err, environment, "cannot check the edge's weights"),
             }
+        };
+        if let Err(windlass_pipeline::supervisor::Stopped::ShuttingDown) = deployer.tasks.run(pass).await {
+            return;
         }
     }
 }
@@ -257,10 +266,18 @@ async fn retire_warm_colors(deployer: Arc<Deployer>, environments: Vec<String>) 
 /// Every 30 s, the scheduled database jobs that are due ([`windlass_pipeline::schedules`]).
 async fn database_schedules(deployer: Arc<Deployer>, environments: Vec<String>) {
     loop {
-        for environment in &environments {
-            if let Err(err) = windlass_pipeline::schedules::run_due(&deployer, environment).await {
-                tracing::warn!(%err, environment, "scheduled database jobs");
+        // One pass is work (a backup half-written, its lease held, if cut off): a stopping
+        // server lets it end; only the wait between passes is cut short.
+        let (pass_deployer, pass_environments) = (deployer.clone(), environments.clone());
+        let pass = async move {
+            for environment in &pass_environments {
+                if let Err(err) = windlass_pipeline::schedules::run_due(&pass_deployer, environment).await {
+                    tracing::warn!(%err, environment, "scheduled database jobs");
+                }
             }
+        };
+        if let Err(windlass_pipeline::supervisor::Stopped::ShuttingDown) = deployer.tasks.run(pass).await {
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     }

@@ -230,11 +230,18 @@ async fn edge_events(courier: &Arc<Courier>, environments: &[String]) -> Result<
 pub(crate) async fn guard(courier: Arc<Courier>, environments: Vec<String>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        for environment in &environments {
-            if let Err(problem) = windlass_pipeline::guard::act_on_critical_alerts(&courier.deployer, environment).await
-            {
-                tracing::warn!(environment, %problem, "automatic rollback");
+        // One pass is work, not the loop's wait: a stopping server lets it end (it writes the
+        // acted-on marker and starts the rollback together), only the sleep is cut short.
+        let (deployer, environments) = (courier.deployer.clone(), environments.clone());
+        let pass = async move {
+            for environment in &environments {
+                if let Err(problem) = windlass_pipeline::guard::act_on_critical_alerts(&deployer, environment).await {
+                    tracing::warn!(environment, %problem, "automatic rollback");
+                }
             }
+        };
+        if let Err(windlass_pipeline::supervisor::Stopped::ShuttingDown) = courier.deployer.tasks.run(pass).await {
+            return;
         }
     }
 }

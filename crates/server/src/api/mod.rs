@@ -19,8 +19,8 @@ mod deploys;
 mod operations;
 mod views;
 
-use windlass_pipeline::supervisor::Stopped;
 use std::sync::Arc;
+use windlass_pipeline::supervisor::Stopped;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request, State};
@@ -225,15 +225,10 @@ async fn owned<T: Send + 'static>(
     state: &AppState,
     work: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Result<T, Response> {
-    state
-        .deployer
-        .tasks
-        .run(work)
-        .await
-        .map_err(|err| match err {
-            Stopped::ShuttingDown => error(StatusCode::SERVICE_UNAVAILABLE, err),
-            Stopped::Panicked(_) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
-        })
+    state.deployer.tasks.run(work).await.map_err(|err| match err {
+        Stopped::ShuttingDown => error(StatusCode::SERVICE_UNAVAILABLE, err),
+        Stopped::Panicked(_) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    })
 }
 
 /// Starts a prepared deploy in the background; its id.
