@@ -56,11 +56,22 @@ pub trait EdgeControl: Send + Sync + std::fmt::Debug {
 }
 
 /// An edge reached over its admin API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EdgeClient {
     pub admin: SocketAddr,
     pub public: SocketAddr,
     pub token: String,
+}
+
+/// By hand: the admin token never reaches a log line.
+impl std::fmt::Debug for EdgeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeClient")
+            .field("admin", &self.admin)
+            .field("public", &self.public)
+            .field("token", &"<hidden>")
+            .finish()
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -27,7 +27,10 @@ pub struct ErrorBody {
 pub struct EdgeState {
     pub maintenance_all: bool,
     pub services: BTreeMap<String, ServiceState>,
-    #[serde(default)]
+    /// Served for people and tools; never read back by [`crate::client::EdgeClient`]: the spec's
+    /// types refuse unknown fields, and an edge one version apart from its server (an upgrade
+    /// done one process at a time) must not make every state read fail.
+    #[serde(default, skip_deserializing)]
     pub spec: EdgeSpec,
 }
 
@@ -138,4 +141,17 @@ pub struct ServiceCounters {
     pub rate_limited: u64,
     /// Per pool of the current spec: its answers and latency histogram.
     pub pools: BTreeMap<String, Snapshot>,
+}
+
+#[cfg(test)]
+mod tests {
+    /// An edge one version ahead adds fields to its spec (whose types refuse unknown fields) and
+    /// to its answers: the server's client still reads the state it needs.
+    #[test]
+    fn a_state_from_an_edge_a_version_apart_is_read() {
+        let answer = r#"{"maintenance_all":true,"services":{},"spec":{"services":{},"a_newer_field":1},"another":[]}"#;
+        let state: super::EdgeState = serde_json::from_str(answer).expect("the state is read");
+        assert!(state.maintenance_all);
+        assert!(state.services.is_empty());
+    }
 }
