@@ -105,7 +105,7 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         // Installed before the server announces itself: a SIGTERM right after the announcement
         // stops it cleanly instead of killing it by the default action.
@@ -138,14 +138,27 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
             "server stopping: no new work; running deploys get {:?} to finish or reach their next step",
             args.shutdown_grace
         );
-        let stopped = handle.shutdown(args.shutdown_grace).await;
+        // A second SIGTERM or Ctrl-C means "now": what runs is dropped as a crash would drop it
+        // (recovery on the next start picks it up).
+        let stopped = tokio::select! {
+            stopped = handle.shutdown(args.shutdown_grace) => stopped,
+            _ = interrupt.recv() => windlass_pipeline::supervisor::Shutdown { settled: false, dropped: 0 },
+            _ = terminate.recv() => windlass_pipeline::supervisor::Shutdown { settled: false, dropped: 0 },
+        };
+        if !stopped.settled && stopped.dropped == 0 {
+            println!("stopped at once on a second signal; running deploys are recovered on the next start");
+        }
         if stopped.dropped > 0 {
             println!("{} task(s) left unfinished; their deploys are recovered on the next start", stopped.dropped);
         }
         // Instances and the edge keep running: the server is only their control plane.
         println!("server stopped; instances and the edge keep serving");
         Ok(Outcome::Ok)
-    })
+    });
+    // Blocking work still running (hashing or copying a large artifact) must not hold the exit
+    // past the grace period: the runtime waits for it only briefly.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    outcome
 }
 
 #[derive(clap::Subcommand)]
