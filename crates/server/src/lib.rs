@@ -189,12 +189,14 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     } else {
         options.environments.clone()
     };
+    // The key and certificate are checked, and the port bound, before recovery changes
+    // anything: a server that cannot serve must not have acted first.
+    let tls = listener::TlsFiles::from_config(&config, &options.config_path);
+    let listener = listener::Bound::bind(options.listen, tls.as_ref()).await?;
     let recovery = windlass_pipeline::recover::recover(&deployer, &environments).await?;
     for note in &recovery.notes {
         tracing::warn!("{note}");
     }
-    let tls = listener::TlsFiles::from_config(&config, &options.config_path);
-    let listener = listener::Bound::bind(options.listen, tls.as_ref()).await?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let alerting = alerts::open(store.clone(), &config).await?;
     let courier =

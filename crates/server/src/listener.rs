@@ -1,6 +1,9 @@
 //! Where the API is served: plain TCP, or TLS (rustls, TLS 1.2 and 1.3, HTTP/1.1 by ALPN) when
 //! `[server] tls = { cert, key }` is configured. Both go through `axum::serve`, so the HTTP
-//! handling (and its timeouts) is the same on either; TLS adds a handshake deadline.
+//! handling is the same on either; TLS adds a handshake deadline and a cap on handshakes in
+//! progress. The API's own read, header and idle timeouts and connection limits are not here
+//! yet (issue #19, "an API that holds under abuse"). The certificate is read at start: a new
+//! one takes a restart.
 //!
 //! This module binds and accepts; it must not know about routes or the control plane. The key
 //! file must be private (no group or world bits), as the age identity is: whoever reads it can
@@ -156,6 +159,10 @@ impl From<BindError> for crate::ServerError {
     }
 }
 
+/// TLS handshakes in progress at most; a flood of silent connections waits in the kernel's
+/// backlog instead of holding file descriptors here.
+const MAX_HANDSHAKES: usize = 1024;
+
 type Handshake = Pin<Box<dyn Future<Output = Option<(TlsStream<TcpStream>, SocketAddr)>> + Send>>;
 
 /// Accepts TCP connections and hands out those whose TLS handshake succeeded. Handshakes run
@@ -174,7 +181,8 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
+                // At the cap, handshakes in progress finish (or time out) before more are taken.
+                accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => match accepted {
                     Ok((stream, client)) => {
                         let handshake = self.acceptor.accept(stream);
                         self.handshakes.push(Box::pin(async move {
@@ -189,9 +197,22 @@ impl axum::serve::Listener for TlsListener {
                         }));
                     }
                     // Out of file descriptors and the like: pause rather than spin.
+                    // (Handshakes in progress go on meanwhile: the pause is a branch of this
+                    // select, not a sleep that holds it.)
                     Err(err) => {
                         tracing::warn!(%err, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let pause = tokio::time::sleep(Duration::from_millis(50));
+                        tokio::pin!(pause);
+                        loop {
+                            tokio::select! {
+                                () = &mut pause => break,
+                                Some(done) = self.handshakes.next(), if !self.handshakes.is_empty() => {
+                                    if let Some(connection) = done {
+                                        return connection;
+                                    }
+                                }
+                            }
+                        }
                     }
                 },
                 Some(done) = self.handshakes.next(), if !self.handshakes.is_empty() => {
