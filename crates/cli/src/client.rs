@@ -54,8 +54,9 @@ impl Client {
             .or_else(|| std::env::var("WINDLASS_SERVER").ok())
             .unwrap_or_else(|| DEFAULT_SERVER.into());
         let url = Url::parse(&server).map_err(|err| UsageError(format!("--server: {err}")))?;
-        let ca_file = connection.ca_file.clone().or_else(|| std::env::var_os("WINDLASS_CA_FILE").map(PathBuf::from));
-        if let Some(file) = &ca_file
+        // An explicit --ca-file for an http:// server is a mistake worth saying; an exported
+        // WINDLASS_CA_FILE is a default for https:// servers and is not used for http:// ones.
+        if let Some(file) = &connection.ca_file
             && !url.https
         {
             return Err(UsageError(format!(
@@ -72,6 +73,11 @@ impl Client {
                 UsageError("no token: set WINDLASS_TOKEN, pass --token-file, or create one with `windlass token create --name <you>`".into())
             })?,
         };
+        let ca_file = connection
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os("WINDLASS_CA_FILE").map(PathBuf::from))
+            .filter(|_| url.https);
         Ok(Client { url, token: token.trim().to_owned(), ca_file })
     }
 
