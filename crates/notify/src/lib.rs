@@ -246,49 +246,25 @@ pub trait Receiver: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Sends one message to every receiver at once; each outcome is returned (none is fatal).
+/// Sends one message to every receiver at once; each outcome is returned (none is fatal). The
+/// deliveries run inside the caller's task (no task of their own), so a caller that is dropped
+/// stops them with it.
 pub async fn broadcast(
     receivers: &[std::sync::Arc<dyn Receiver>],
     message: &Message,
     retry: &RetryPolicy,
 ) -> Vec<Result<Delivered, NotifyError>> {
-    let mut tasks = Vec::new();
-    for receiver in receivers {
-        let (receiver, message, retry) = (receiver.clone(), message.clone(), *retry);
-        // Scoped: joined below before this function returns.
-        #[allow(clippy::disallowed_methods)]
-        tasks.push(tokio::spawn(async move { receiver.deliver(&message, &retry).await }));
-    }
-    join(tasks).await
+    futures_util::future::join_all(receivers.iter().map(|receiver| receiver.deliver(message, retry))).await
 }
 
-/// Sends one alert to every receiver at once; each outcome is returned (none is fatal).
+/// Sends one alert to every receiver at once; each outcome is returned (none is fatal). Like
+/// [`broadcast`], inside the caller's task.
 pub async fn broadcast_alert(
     receivers: &[std::sync::Arc<dyn Receiver>],
     alert: &AlertEvent,
     retry: &RetryPolicy,
 ) -> Vec<Result<Delivered, NotifyError>> {
-    let mut tasks = Vec::new();
-    for receiver in receivers {
-        let (receiver, alert, retry) = (receiver.clone(), alert.clone(), *retry);
-        // Scoped: joined below before this function returns.
-        #[allow(clippy::disallowed_methods)]
-        tasks.push(tokio::spawn(async move { receiver.alert(&alert, &retry).await }));
-    }
-    join(tasks).await
-}
-
-async fn join(
-    tasks: Vec<tokio::task::JoinHandle<Result<Delivered, NotifyError>>>,
-) -> Vec<Result<Delivered, NotifyError>> {
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(err) => tracing::error!(%err, "a notification task failed"),
-        }
-    }
-    outcomes
+    futures_util::future::join_all(receivers.iter().map(|receiver| receiver.alert(alert, retry))).await
 }
 
 /// At most `max` characters, the last one `…` when cut (always on a character boundary).
