@@ -329,7 +329,7 @@ impl Deployer {
                 |err: String| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}"));
             // Split into words as written, then each word filled in: a value is one argument
             // (or part of one), never more words or quotes.
-            let words = artifacts::split_command(&run.raw).map_err(cannot)?;
+            let words = artifacts::split_command(&run.raw).map_err(|err| cannot(err.to_string()))?;
             let words = words
                 .iter()
                 .map(|word| windlass_config::template::Template::parse(word).and_then(|t| t.render(lookup)))

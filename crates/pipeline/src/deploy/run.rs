@@ -348,7 +348,7 @@ impl Run {
         .await
     }
 
-    pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, String> {
+    pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, vars::RenderError> {
         self.variables.render(setting, &self.builtins())
     }
 
