@@ -9,7 +9,7 @@ use windlass_store::{DeployStatus, NewDeploy};
 
 use crate::DeployError;
 use crate::artifacts::Artifact;
-use crate::deploy::{Deployer, Kind, Prepared, Run, recorded_after};
+use crate::deploy::{Deployer, Kind, Prepared, Run, RunError, recorded_after};
 use crate::plan::{self, DeployOptions};
 use crate::rollout;
 use crate::state::EnvState;
@@ -150,7 +150,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     })
 }
 
-pub(crate) async fn run(run: &mut Run, from: &str, services: &[Promoted]) -> Result<(), String> {
+pub(crate) async fn run(run: &mut Run, from: &str, services: &[Promoted]) -> Result<(), RunError> {
     for promoted in services {
         let title = format!(
             "promote {} (build {} from {from} deploy {})",

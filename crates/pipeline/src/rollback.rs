@@ -10,7 +10,7 @@ use windlass_config::{Source, Step};
 use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus};
 
 use crate::DeployError;
-use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, parse_config};
+use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, RunError, parse_config};
 use crate::rollout::{self, Change, alive_count};
 use crate::state::EnvState;
 
@@ -160,37 +160,39 @@ async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, Stri
 
 /// Restores the database as it was when `target` was live: the backup taken before the
 /// migrations of the first deploy after it. Refused, never skipped, when there is none.
-async fn restore_database(run: &Run, target: &Deploy) -> Result<(), String> {
+async fn restore_database(run: &Run, target: &Deploy) -> Result<(), RunError> {
     let database = crate::database::Target::resolve(
         &run.config,
         &run.deployer.config_path,
         &run.environment,
         &run.variables,
         windlass_db::Options::default(),
-    )?
-    .ok_or("--restore-database: the config has no [database]")?;
+    )
+    .map_err(RunError::Failed)?
+    .ok_or_else(|| RunError::Failed("--restore-database: the config has no [database]".into()))?;
     let mut after: Vec<Deploy> = run
         .deployer
         .store
         .deploys(&run.environment, 500)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .take_while(|d| d.id != target.id)
         .collect();
     after.reverse();
     let mut backup = None;
     for deploy in &after {
-        if let Some(found) = database.store.before_deploy(deploy.id.as_str()).map_err(|e| e.to_string())? {
+        if let Some(found) =
+            database.store.before_deploy(deploy.id.as_str()).map_err(|e| RunError::Failed(e.to_string()))?
+        {
             backup = Some(found);
             break;
         }
     }
     let backup = backup.ok_or_else(|| {
-        format!(
+        RunError::Failed(format!(
             "--restore-database: no backup was taken before the migrations of any deploy after {}; nothing is restored",
             target.id
-        )
+        ))
     })?;
     let step = run.begin("rollback", &format!("restore the database from backup {}", backup.name)).await?;
     let log = &step.log;
@@ -213,13 +215,13 @@ async fn restore_database(run: &Run, target: &Deploy) -> Result<(), String> {
     run.end(step, result).await
 }
 
-pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> Result<(), String> {
-    let services = recorded(target).map_err(|e| e.to_string())?;
+pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> Result<(), RunError> {
+    let services = recorded(target)?;
     if with_database {
         restore_database(run, target).await?;
     }
     let mut failed_undo = Vec::new();
-    for (deploy, title, step) in steps_to_undo(run, target).await? {
+    for (deploy, title, step) in steps_to_undo(run, target).await.map_err(RunError::Failed)? {
         let open = run.begin("rollback", &undo_step_name(&title, &deploy)).await?;
         let result = run.undo_command(&step, &open.log).await;
         if run.end(open, result).await.is_err() {
@@ -230,7 +232,7 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
     // Warm switches first: they are instant, and most of a rollback's value is speed.
     for (service, wanted) in &services.services {
         let want_deploy = wanted.deploy.clone().unwrap_or_default();
-        let state = EnvState::load(&*run.deployer.store, &run.environment).await.map_err(|e| e.to_string())?;
+        let state = EnvState::load(&*run.deployer.store, &run.environment).await?;
         let Some(service_state) = state.services.get(service) else {
             cold.push((service.clone(), wanted.clone()));
             continue;
@@ -309,11 +311,11 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
     if !failed_undo.is_empty() {
         // The services are back where they should be: keep them there, but fail loudly.
         run.changes.clear();
-        return Err(format!(
+        return Err(RunError::Failed(format!(
             "the services are back on {}, but undoing {} failed: see the failed steps",
             target.id,
             failed_undo.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
-        ));
+        )));
     }
     Ok(())
 }

@@ -516,7 +516,7 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
             log.line(format!("{service}: nothing ran before this deploy; stopping {to}"));
             retire(&run.deployer, &run.environment, &service, &to).await
         }
-        Change::Step { step, .. } => run.undo_command(&step, log).await,
+        Change::Step { step, .. } => run.undo_command(&step, log).await.map_err(|e| e.to_string()),
         Change::Secondary { service, previous: Some(previous) } => {
             log.line(format!("{service}: the secondary goes back to build {}", previous.artifact.short_hash()));
             back_to(run, log, &service, &previous, Target::Secondary).await

@@ -31,7 +31,7 @@ mod scale;
 mod step_log;
 
 pub use heartbeat::Heartbeat;
-pub use run::{OpenStep, Run, route_hosts};
+pub use run::{CommandError, OpenStep, Run, RunError, route_hosts};
 pub use scale::{Scaled, scale};
 pub use step_log::StepLog;
 
@@ -515,7 +515,7 @@ impl Deployer {
         };
         let (status, error) = match outcome {
             Ok(()) => (DeployStatus::Succeeded, None),
-            Err(failure) if run.changes.is_empty() => (DeployStatus::Failed, Some(failure)),
+            Err(failure) if run.changes.is_empty() => (DeployStatus::Failed, Some(failure.to_string())),
             Err(failure) => match run.undo_changes().await {
                 Ok(()) => {
                     (DeployStatus::RolledBack, Some(format!("{failure}; every service it changed was rolled back")))
