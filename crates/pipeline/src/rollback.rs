@@ -291,9 +291,12 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
             let step = run.begin("rollback", &format!("bring {service}'s secondary to {want_deploy}")).await?;
             let synced = async {
                 let config = rollout::config_of(run, &recorded.config_deploy).await?;
-                let spec = config
-                    .service_in(&run.environment, service)
-                    .ok_or_else(|| format!("`{service}` is not in the config of {}", recorded.config_deploy))?;
+                let spec = config.service_in(&run.environment, service).ok_or_else(|| {
+                    rollout::RolloutError::Failed(format!(
+                        "`{service}` is not in the config of {}",
+                        recorded.config_deploy
+                    ))
+                })?;
                 rollout::sync_secondary(run, &step.log, service, &spec, &recorded.artifact, &recorded.config_deploy)
                     .await
             }
