@@ -10,6 +10,40 @@ use crate::edge::EdgeControl;
 use crate::http;
 use crate::vars::Variables;
 
+/// Why a new instance did not pass its health gate. Its last output may quote a secret: the
+/// error is redacted when its step ends.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error(transparent)]
+    Runtime(#[from] windlass_runtime::RuntimeError),
+    /// The instance's process exited or gave up; `exit` says how, `output` is its last lines.
+    #[error("instance {id} stopped before it became healthy ({state:?}, {exit}){}", last_output(.output))]
+    Stopped { id: String, state: InstanceState, exit: String, output: Vec<String> },
+    #[error("instance {id} at {address} was not healthy within {timeout:?} (last: {last})")]
+    Unhealthy { id: String, address: SocketAddr, timeout: Duration, last: String },
+}
+
+fn last_output(lines: &[String]) -> String {
+    if lines.is_empty() { String::new() } else { format!("; last output:\n{}", lines.join("\n")) }
+}
+
+/// Why a smoke check failed. A failed request's problem may quote the reply's body: the error
+/// is redacted when its step ends.
+#[derive(Debug, thiserror::Error)]
+pub enum SmokeError {
+    #[error(transparent)]
+    Template(#[from] windlass_config::template::TemplateError),
+    #[error(transparent)]
+    Url(#[from] http::UrlError),
+    #[error("cannot resolve `{host}`: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("`{0}` resolves to no address")]
+    NoAddress(String),
+    /// The last attempt's problem, after the check's retries.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Waits until a new instance passes its health check `healthy_after` times in a row, within
 /// its `start_timeout`. Fails at once when the instance's process gives up (crash loop).
 pub async fn wait_healthy(
@@ -17,13 +51,13 @@ pub async fn wait_healthy(
     id: &str,
     address: SocketAddr,
     health: Option<&Health>,
-) -> Result<(), String> {
+) -> Result<(), HealthError> {
     let start_timeout = health.map_or(Duration::from_secs(60), |h| h.start_timeout.as_std());
     let deadline = tokio::time::Instant::now() + start_timeout;
     let mut passed = 0u32;
     let mut last_problem = String::from("no answer yet");
     loop {
-        if let Some(instance) = runtime.get(id).await.map_err(|err| err.to_string())?
+        if let Some(instance) = runtime.get(id).await?
             && matches!(instance.state, InstanceState::CrashLoop | InstanceState::Exited | InstanceState::Lost)
         {
             let logs = runtime.logs(id, 5).await.unwrap_or_default();
@@ -32,12 +66,12 @@ pub async fn wait_healthy(
                 (_, Some(signal)) => format!("signal {signal}"),
                 _ => "unknown exit".into(),
             });
-            return Err(format!(
-                "instance {id} stopped before it became healthy ({:?}, {}){}",
-                instance.state,
-                exit.unwrap_or_else(|| "no exit status".into()),
-                if logs.is_empty() { String::new() } else { format!("; last output:\n{}", logs.join("\n")) }
-            ));
+            return Err(HealthError::Stopped {
+                id: id.to_owned(),
+                state: instance.state,
+                exit: exit.unwrap_or_else(|| "no exit status".into()),
+                output: logs,
+            });
         }
         let ok = match health {
             Some(health) => {
@@ -76,9 +110,12 @@ pub async fn wait_healthy(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "instance {id} at {address} was not healthy within {start_timeout:?} (last: {last_problem})"
-            ));
+            return Err(HealthError::Unhealthy {
+                id: id.to_owned(),
+                address,
+                timeout: start_timeout,
+                last: last_problem,
+            });
         }
         // Until the first success, poll briskly (a process takes a moment to listen); between
         // the successes that must follow, keep the configured interval.
@@ -95,7 +132,7 @@ pub async fn wait_healthy(
 /// Where a smoke check's request goes: hosts that are routes of this platform go to the edge
 /// (with the URL's Host header), so the check sees what users see; `localhost` and names under
 /// `.localhost` are loopback (RFC 6761) even where the system resolver does not know them.
-async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketAddr) -> Result<SocketAddr, String> {
+async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketAddr) -> Result<SocketAddr, SmokeError> {
     if route_hosts.iter().any(|h| h.eq_ignore_ascii_case(url_host)) {
         return Ok(edge);
     }
@@ -107,9 +144,9 @@ async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketA
     }
     tokio::net::lookup_host((url_host, port))
         .await
-        .map_err(|err| format!("cannot resolve `{url_host}`: {err}"))?
+        .map_err(|source| SmokeError::Resolve { host: url_host.to_owned(), source })?
         .next()
-        .ok_or_else(|| format!("`{url_host}` resolves to no address"))
+        .ok_or_else(|| SmokeError::NoAddress(url_host.to_owned()))
 }
 
 /// Runs one smoke check (with its retries); `pin` sends it to one pool of its service through
@@ -120,7 +157,7 @@ pub async fn smoke(
     route_hosts: &[String],
     edge: &dyn EdgeControl,
     pin: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, SmokeError> {
     let url = check.url.render(|name| variables.get(name))?;
     let (authority, host, port, path) = http::split_url(&url)?;
     let address = target(&host, port, route_hosts, edge.public_address()).await?;
@@ -151,7 +188,7 @@ pub async fn smoke(
             Err(problem) => last = format!("{} {url}: {problem}", check.method),
         }
     }
-    Err(last)
+    Err(SmokeError::Failed(last))
 }
 
 fn expect(check: &SmokeCheck, reply: &http::Reply) -> Result<(), String> {

@@ -103,7 +103,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     let services = source_services(deployer, request).await?;
     let config = deployer.shared_config()?;
     let overridden = plan::check_window(&config, &request.to, &request.options, deployer.clock.now())
-        .map_err(DeployError::Rejected)?;
+        .map_err(|err| DeployError::Rejected(err.to_string()))?;
     let variables = deployer.variables(&config, &request.to).await?;
     let source =
         windlass_config::Source::read(&deployer.config_path).map_err(|e| DeployError::Config(e.to_string()))?;

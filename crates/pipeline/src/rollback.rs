@@ -168,7 +168,7 @@ async fn restore_database(run: &Run, target: &Deploy) -> Result<(), RunError> {
         &run.variables,
         windlass_db::Options::default(),
     )
-    .map_err(RunError::Failed)?
+    .map_err(|e| RunError::Failed(e.to_string()))?
     .ok_or_else(|| RunError::Failed("--restore-database: the config has no [database]".into()))?;
     let mut after: Vec<Deploy> = run
         .deployer

@@ -37,6 +37,8 @@ pub enum RolloutError {
     Render(#[from] vars::RenderError),
     #[error(transparent)]
     Command(#[from] crate::deploy::CommandError),
+    #[error(transparent)]
+    Health(#[from] checks::HealthError),
     /// Anything else, described.
     #[error("{0}")]
     Failed(String),
@@ -265,7 +267,7 @@ pub async fn start_instance(
     windlass_failpoint::hit("pipeline.instance_started");
     if let Err(problem) = checks::wait_healthy(&**runtime, &id, address, spec.health.as_ref()).await {
         let _ = runtime.remove(&id).await;
-        return Err(RolloutError::Failed(problem));
+        return Err(problem.into());
     }
     run.record_service_wait(asked, std::time::Instant::now());
     log.line(format!("{service}: {id} is healthy"));

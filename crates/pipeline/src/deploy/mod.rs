@@ -290,7 +290,7 @@ impl Deployer {
         let config = parse_config(&source)?;
         let plan = plan::plan(&config, &request.environment, &request.options)?;
         let overridden = plan::check_window(&config, &request.environment, &request.options, self.clock.now())
-            .map_err(DeployError::Rejected)?;
+            .map_err(|err| DeployError::Rejected(err.to_string()))?;
         let variables = self.variables(&config, &request.environment).await?;
         // A service keeps the version it runs until a deploy names another.
         let state = EnvState::load(&*self.store, &request.environment).await?;

@@ -59,9 +59,9 @@ pub enum CommandError {
     /// The script names a variable that has no value.
     #[error(transparent)]
     Unset(#[from] windlass_config::template::TemplateError),
-    /// The command failed (its last attempt's problem, output redacted).
-    #[error("{0}")]
-    Failed(String),
+    /// The command failed (its last attempt).
+    #[error(transparent)]
+    Failed(#[from] command::ShellError),
 }
 
 /// A step between [`Run::begin`] and [`Run::end`].
@@ -378,8 +378,8 @@ impl Run {
         command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, redactor, move |line| {
             let _ = sender.send(line);
         })
-        .await
-        .map_err(CommandError::Failed)
+        .await?;
+        Ok(())
     }
 
     pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, vars::RenderError> {
