@@ -30,12 +30,6 @@ pub enum TargetError {
     MigrateCommand(#[source] windlass_config::template::TemplateError),
 }
 
-impl From<TargetError> for String {
-    fn from(error: TargetError) -> Self {
-        error.to_string()
-    }
-}
-
 /// Everything a database operation needs, resolved.
 pub struct Target {
     pub database: Database,

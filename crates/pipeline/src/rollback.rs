@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use windlass_config::{Source, Step};
-use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus};
+use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus, StoreError};
 
 use crate::DeployError;
 use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, RunError, parse_config};
@@ -115,19 +115,18 @@ fn undo_step_name(title: &str, deploy: &DeployId) -> String {
 /// The custom steps with an `undo` command that completed in the successful deploys after
 /// `target`, newest first: what a rollback to `target` undoes before it moves any traffic.
 /// A step an earlier rollback already undid is not undone twice.
-async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, String, Step)>, String> {
+async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, String, Step)>, StoreError> {
     let store = &*run.deployer.store;
     let after: Vec<Deploy> = store
         .deploys(&run.environment, 500)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .take_while(|d| d.id != target.id)
         .filter(|d| d.id != run.id)
         .collect();
     let mut undone = std::collections::BTreeSet::new();
     for deploy in &after {
-        for step in store.steps(&deploy.id).await.map_err(|e| e.to_string())? {
+        for step in store.steps(&deploy.id).await? {
             if step.phase == "rollback" && step.status == StepStatus::Succeeded && step.name.starts_with("undo: ") {
                 undone.insert(step.name);
             }
@@ -140,7 +139,7 @@ async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, Stri
         else {
             continue;
         };
-        let mut steps = store.steps(&deploy.id).await.map_err(|e| e.to_string())?;
+        let mut steps = store.steps(&deploy.id).await?;
         steps.sort_by_key(|s| std::cmp::Reverse(s.seq));
         for record in steps.into_iter().filter(|s| s.status == StepStatus::Succeeded) {
             let Some(phase) = config.phases.get(&record.phase) else { continue };
@@ -221,7 +220,7 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
         restore_database(run, target).await?;
     }
     let mut failed_undo = Vec::new();
-    for (deploy, title, step) in steps_to_undo(run, target).await.map_err(RunError::Failed)? {
+    for (deploy, title, step) in steps_to_undo(run, target).await? {
         let open = run.begin("rollback", &undo_step_name(&title, &deploy)).await?;
         let result = run.undo_command(&step, &open.log).await;
         if run.end(open, result).await.is_err() {

@@ -34,13 +34,6 @@ pub enum RenderError {
     NoSecret(String),
 }
 
-// Callers that still report problems as text (private helpers) use `?` on a render.
-impl From<RenderError> for String {
-    fn from(error: RenderError) -> Self {
-        error.to_string()
-    }
-}
-
 /// The secrets of an environment as loaded from its store: where they are kept, and the values.
 pub type StoredSecrets = (String, windlass_secrets::SecretSet);
 

@@ -64,6 +64,20 @@ pub enum CommandError {
     Failed(#[from] command::ShellError),
 }
 
+/// Why the `database` phase's migration failed.
+#[derive(Debug, thiserror::Error)]
+enum MigrateError {
+    #[error(transparent)]
+    Target(#[from] crate::database::TargetError),
+    #[error("the config has no [database]")]
+    NoDatabase,
+    #[error("[database] has no `migrate`")]
+    NoMigrate,
+    /// The migration failed; the text is redacted (it may quote the database's URL).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A step between [`Run::begin`] and [`Run::end`].
 pub struct OpenStep {
     seq: i64,
@@ -254,7 +268,7 @@ impl Run {
     /// The `database` phase: backup, then the pending migrations, under the migration lock. A
     /// committed change that fails is restored from the backup behind a write stop (the edge's
     /// maintenance mode for the environment's services, and read-only sessions on PostgreSQL).
-    async fn migrate(&self, log: &StepLog) -> Result<(), String> {
+    async fn migrate(&self, log: &StepLog) -> Result<(), MigrateError> {
         let target = crate::database::Target::resolve(
             &self.config,
             &self.deployer.config_path,
@@ -262,8 +276,8 @@ impl Run {
             &self.variables,
             windlass_db::Options::default(),
         )?
-        .ok_or("the config has no [database]")?;
-        let source = target.source.clone().ok_or("[database] has no `migrate`")?;
+        .ok_or(MigrateError::NoDatabase)?;
+        let source = target.source.clone().ok_or(MigrateError::NoMigrate)?;
         let mut stop = crate::database::FullWriteStop {
             edge: crate::database::EdgeMaintenance::new(self.deployer.edge.clone(), self.routed_services()),
             database: target.database_write_stop(),
@@ -278,7 +292,7 @@ impl Run {
                 write_stop: &mut stop,
             })
             .await
-            .map_err(|err| self.variables.redact(&err.to_string()))?;
+            .map_err(|err| MigrateError::Failed(self.variables.redact(&err.to_string())))?;
         if let Some(backup) = &report.backup {
             log.line(format!(
                 "backup {} ({} bytes in {} ms, sha256 {})",
