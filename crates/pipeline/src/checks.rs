@@ -23,6 +23,25 @@ pub enum HealthError {
     Unhealthy { id: String, address: SocketAddr, timeout: Duration, last: String },
 }
 
+/// Why one smoke request did not pass (a check retries on it).
+#[derive(Debug, thiserror::Error)]
+enum Attempt {
+    #[error(transparent)]
+    Request(#[from] http::HttpError),
+    #[error("status {got} (expected {expected})")]
+    Status { got: u16, expected: u16 },
+    #[error("the body does not contain `{needle}` (body: {shown:?})")]
+    Body { needle: String, shown: String },
+    #[error("the body is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    #[error("{pointer} is {found}, expected {expected}")]
+    Json { pointer: String, found: serde_json::Value, expected: serde_json::Value },
+    #[error("the JSON body has no {0}")]
+    NoPointer(String),
+    #[error("took {took_ms} ms (at most {max_ms} ms)")]
+    Slow { took_ms: u128, max_ms: u128 },
+}
+
 fn last_output(lines: &[String]) -> String {
     if lines.is_empty() { String::new() } else { format!("; last output:\n{}", lines.join("\n")) }
 }
@@ -181,7 +200,7 @@ pub async fn smoke(
             timeout: check.timeout.as_std(),
         })
         .await;
-        match reply.map_err(|e| e.to_string()).and_then(|reply| expect(check, &reply).map(|()| reply)) {
+        match reply.map_err(Attempt::from).and_then(|reply| expect(check, &reply).map(|()| reply)) {
             Ok(reply) => {
                 return Ok(format!("{} {url}: {} in {} ms", check.method, reply.status, reply.elapsed.as_millis()));
             }
@@ -191,31 +210,36 @@ pub async fn smoke(
     Err(SmokeError::Failed(last))
 }
 
-fn expect(check: &SmokeCheck, reply: &http::Reply) -> Result<(), String> {
+fn expect(check: &SmokeCheck, reply: &http::Reply) -> Result<(), Attempt> {
     let expect = &check.expect;
     if reply.status != expect.status {
-        return Err(format!("status {} (expected {})", reply.status, expect.status));
+        return Err(Attempt::Status { got: reply.status, expected: expect.status });
     }
     let text = reply.text();
     if let Some(needle) = &expect.body_contains
         && !text.contains(needle.as_str())
     {
         let shown: String = text.chars().take(200).collect();
-        return Err(format!("the body does not contain `{needle}` (body: {shown:?})"));
+        return Err(Attempt::Body { needle: needle.clone(), shown });
     }
     if let Some(json) = &expect.json {
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|err| format!("the body is not JSON ({err})"))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(Attempt::NotJson)?;
         match value.pointer(&json.pointer) {
             Some(found) if *found == json.equals => {}
-            Some(found) => return Err(format!("{} is {found}, expected {}", json.pointer, json.equals)),
-            None => return Err(format!("the JSON body has no {}", json.pointer)),
+            Some(found) => {
+                return Err(Attempt::Json {
+                    pointer: json.pointer.clone(),
+                    found: found.clone(),
+                    expected: json.equals.clone(),
+                });
+            }
+            None => return Err(Attempt::NoPointer(json.pointer.clone())),
         }
     }
     if let Some(max) = expect.max_latency
         && reply.elapsed > max.as_std()
     {
-        return Err(format!("took {} ms (at most {} ms)", reply.elapsed.as_millis(), max.as_std().as_millis()));
+        return Err(Attempt::Slow { took_ms: reply.elapsed.as_millis(), max_ms: max.as_std().as_millis() });
     }
     Ok(())
 }

@@ -166,8 +166,7 @@ async fn restore_database(run: &Run, target: &Deploy) -> Result<(), RunError> {
         &run.environment,
         &run.variables,
         windlass_db::Options::default(),
-    )
-    .map_err(|e| RunError::Failed(e.to_string()))?
+    )?
     .ok_or_else(|| RunError::Failed("--restore-database: the config has no [database]".into()))?;
     let mut after: Vec<Deploy> = run
         .deployer
@@ -180,9 +179,7 @@ async fn restore_database(run: &Run, target: &Deploy) -> Result<(), RunError> {
     after.reverse();
     let mut backup = None;
     for deploy in &after {
-        if let Some(found) =
-            database.store.before_deploy(deploy.id.as_str()).map_err(|e| RunError::Failed(e.to_string()))?
-        {
+        if let Some(found) = database.store.before_deploy(deploy.id.as_str())? {
             backup = Some(found);
             break;
         }
@@ -260,15 +257,11 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
         let title = format!("switch {service} back to {color} ({want_deploy})");
         let step = run.begin("rollback", &title).await?;
         let log = &step.log;
-        let switched: Result<(), String> = async {
-            run.deployer
-                .edge
-                .set_weights(service, &BTreeMap::from([(color.clone(), 100)]))
-                .await
-                .map_err(|e| e.to_string())?;
+        let switched: Result<(), rollout::RolloutError> = async {
+            run.deployer.edge.set_weights(service, &BTreeMap::from([(color.clone(), 100)])).await?;
             run.changes.push(Change::Switched { service: service.clone(), from: from.clone(), to: color.clone() });
             let store = &*run.deployer.store;
-            let mut state = EnvState::load(store, &run.environment).await.map_err(|e| e.to_string())?;
+            let mut state = EnvState::load(store, &run.environment).await?;
             if let Some(service_state) = state.services.get_mut(service) {
                 service_state.live = Some(color.clone());
                 if let Some(now_live) = service_state.colors.get_mut(&color) {
@@ -279,7 +272,7 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
                     previous.retire_at_ms = Some(run.deployer.clock.now().as_millisecond() + warm);
                 }
             }
-            state.save(store, &run.environment).await.map_err(|e| e.to_string())?;
+            state.save(store, &run.environment).await?;
             log.line(format!("{service}: traffic is on {color} again"));
             Ok(())
         }

@@ -46,6 +46,10 @@ pub enum RunError {
     Store(#[from] windlass_store::StoreError),
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Target(#[from] crate::database::TargetError),
+    #[error(transparent)]
+    Database(#[from] windlass_db::Error),
     /// Anything else that stops the run, described.
     #[error("{0}")]
     Failed(String),
