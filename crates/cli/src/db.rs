@@ -133,7 +133,7 @@ async fn resolve(common: &Common) -> anyhow::Result<Target> {
         ..Options::default()
     };
     let target = Target::resolve(&config, &path, &environment, &variables, options)
-        .map_err(UsageError)?
+        .map_err(|err| UsageError(err.to_string()))?
         .ok_or_else(|| UsageError(format!("{} has no [database] section", path.display())))?;
     recover_interrupted_restore(&target).await;
     Ok(target)

@@ -197,10 +197,10 @@ pub fn token(args: TokenArgs) -> anyhow::Result<Outcome> {
     runtime.block_on(async move {
         match args.command {
             TokenCommand::Create { name, state } => {
-                tokens::check_name(&name).map_err(UsageError)?;
+                tokens::check_name(&name).map_err(|err| UsageError(err.to_string()))?;
                 let (_, _, dir) = state.resolve()?;
                 let store = windlass_server::open_store(&dir, state.database.as_deref()).await?;
-                let token = tokens::create(&*store, &name).await.map_err(UsageError)?;
+                let token = tokens::create(&*store, &name).await.map_err(|err| UsageError(err.to_string()))?;
                 eprintln!("token `{name}` created; it is shown only now:");
                 println!("{token}");
             }

@@ -198,9 +198,22 @@ fn freeze_dir(source: &Path, store_dir: &Path) -> Result<(PathBuf, String), Arti
     }
 }
 
+/// Why a command line cannot be split into words.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    #[error("unclosed single quote")]
+    UnclosedSingleQuote,
+    #[error("unclosed double quote")]
+    UnclosedDoubleQuote,
+    #[error("unfinished escape")]
+    UnfinishedEscape,
+    #[error("the command is empty")]
+    Empty,
+}
+
 /// Splits a command line into words: whitespace separates, single and double quotes group,
 /// backslash escapes outside single quotes. No expansion: variables were already rendered.
-pub fn split_command(command: &str) -> Result<Vec<String>, String> {
+pub fn split_command(command: &str) -> Result<Vec<String>, SplitError> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -213,7 +226,7 @@ pub fn split_command(command: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => word.push(c),
-                        None => return Err("unclosed single quote".into()),
+                        None => return Err(SplitError::UnclosedSingleQuote),
                     }
                 }
             }
@@ -222,15 +235,15 @@ pub fn split_command(command: &str) -> Result<Vec<String>, String> {
                 loop {
                     match chars.next() {
                         Some('"') => break,
-                        Some('\\') => word.push(chars.next().ok_or("unfinished escape")?),
+                        Some('\\') => word.push(chars.next().ok_or(SplitError::UnfinishedEscape)?),
                         Some(c) => word.push(c),
-                        None => return Err("unclosed double quote".into()),
+                        None => return Err(SplitError::UnclosedDoubleQuote),
                     }
                 }
             }
             '\\' => {
                 in_word = true;
-                word.push(chars.next().ok_or("unfinished escape")?);
+                word.push(chars.next().ok_or(SplitError::UnfinishedEscape)?);
             }
             c if c.is_whitespace() => {
                 if in_word {
@@ -248,7 +261,7 @@ pub fn split_command(command: &str) -> Result<Vec<String>, String> {
         words.push(word);
     }
     if words.is_empty() {
-        return Err("the command is empty".into());
+        return Err(SplitError::Empty);
     }
     Ok(words)
 }
@@ -267,8 +280,8 @@ pub fn snapshot(
     store_dir: &Path,
     service_dir: Option<&str>,
 ) -> Result<Artifact, ArtifactError> {
-    let words =
-        split_command(command).map_err(|message| ArtifactError::BadCommand { command: command.into(), message })?;
+    let words = split_command(command)
+        .map_err(|err| ArtifactError::BadCommand { command: command.into(), message: err.to_string() })?;
     snapshot_words(command, &words, config_dir, store_dir, service_dir)
 }
 

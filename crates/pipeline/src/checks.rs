@@ -10,6 +10,59 @@ use crate::edge::EdgeControl;
 use crate::http;
 use crate::vars::Variables;
 
+/// Why a new instance did not pass its health gate. Its last output may quote a secret: the
+/// error is redacted when its step ends.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error(transparent)]
+    Runtime(#[from] windlass_runtime::RuntimeError),
+    /// The instance's process exited or gave up; `exit` says how, `output` is its last lines.
+    #[error("instance {id} stopped before it became healthy ({state:?}, {exit}){}", last_output(.output))]
+    Stopped { id: String, state: InstanceState, exit: String, output: Vec<String> },
+    #[error("instance {id} at {address} was not healthy within {timeout:?} (last: {last})")]
+    Unhealthy { id: String, address: SocketAddr, timeout: Duration, last: String },
+}
+
+/// Why one smoke request did not pass (a check retries on it).
+#[derive(Debug, thiserror::Error)]
+enum Attempt {
+    #[error(transparent)]
+    Request(#[from] http::HttpError),
+    #[error("status {got} (expected {expected})")]
+    Status { got: u16, expected: u16 },
+    #[error("the body does not contain `{needle}` (body: {shown:?})")]
+    Body { needle: String, shown: String },
+    #[error("the body is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    #[error("{pointer} is {found}, expected {expected}")]
+    Json { pointer: String, found: serde_json::Value, expected: serde_json::Value },
+    #[error("the JSON body has no {0}")]
+    NoPointer(String),
+    #[error("took {took_ms} ms (at most {max_ms} ms)")]
+    Slow { took_ms: u128, max_ms: u128 },
+}
+
+fn last_output(lines: &[String]) -> String {
+    if lines.is_empty() { String::new() } else { format!("; last output:\n{}", lines.join("\n")) }
+}
+
+/// Why a smoke check failed. A failed request's problem may quote the reply's body: the error
+/// is redacted when its step ends.
+#[derive(Debug, thiserror::Error)]
+pub enum SmokeError {
+    #[error(transparent)]
+    Template(#[from] windlass_config::template::TemplateError),
+    #[error(transparent)]
+    Url(#[from] http::UrlError),
+    #[error("cannot resolve `{host}`: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("`{0}` resolves to no address")]
+    NoAddress(String),
+    /// The last attempt's problem, after the check's retries.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Waits until a new instance passes its health check `healthy_after` times in a row, within
 /// its `start_timeout`. Fails at once when the instance's process gives up (crash loop).
 pub async fn wait_healthy(
@@ -17,13 +70,13 @@ pub async fn wait_healthy(
     id: &str,
     address: SocketAddr,
     health: Option<&Health>,
-) -> Result<(), String> {
+) -> Result<(), HealthError> {
     let start_timeout = health.map_or(Duration::from_secs(60), |h| h.start_timeout.as_std());
     let deadline = tokio::time::Instant::now() + start_timeout;
     let mut passed = 0u32;
     let mut last_problem = String::from("no answer yet");
     loop {
-        if let Some(instance) = runtime.get(id).await.map_err(|err| err.to_string())?
+        if let Some(instance) = runtime.get(id).await?
             && matches!(instance.state, InstanceState::CrashLoop | InstanceState::Exited | InstanceState::Lost)
         {
             let logs = runtime.logs(id, 5).await.unwrap_or_default();
@@ -32,12 +85,12 @@ pub async fn wait_healthy(
                 (_, Some(signal)) => format!("signal {signal}"),
                 _ => "unknown exit".into(),
             });
-            return Err(format!(
-                "instance {id} stopped before it became healthy ({:?}, {}){}",
-                instance.state,
-                exit.unwrap_or_else(|| "no exit status".into()),
-                if logs.is_empty() { String::new() } else { format!("; last output:\n{}", logs.join("\n")) }
-            ));
+            return Err(HealthError::Stopped {
+                id: id.to_owned(),
+                state: instance.state,
+                exit: exit.unwrap_or_else(|| "no exit status".into()),
+                output: logs,
+            });
         }
         let ok = match health {
             Some(health) => {
@@ -76,9 +129,12 @@ pub async fn wait_healthy(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "instance {id} at {address} was not healthy within {start_timeout:?} (last: {last_problem})"
-            ));
+            return Err(HealthError::Unhealthy {
+                id: id.to_owned(),
+                address,
+                timeout: start_timeout,
+                last: last_problem,
+            });
         }
         // Until the first success, poll briskly (a process takes a moment to listen); between
         // the successes that must follow, keep the configured interval.
@@ -95,7 +151,7 @@ pub async fn wait_healthy(
 /// Where a smoke check's request goes: hosts that are routes of this platform go to the edge
 /// (with the URL's Host header), so the check sees what users see; `localhost` and names under
 /// `.localhost` are loopback (RFC 6761) even where the system resolver does not know them.
-async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketAddr) -> Result<SocketAddr, String> {
+async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketAddr) -> Result<SocketAddr, SmokeError> {
     if route_hosts.iter().any(|h| h.eq_ignore_ascii_case(url_host)) {
         return Ok(edge);
     }
@@ -107,9 +163,9 @@ async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketA
     }
     tokio::net::lookup_host((url_host, port))
         .await
-        .map_err(|err| format!("cannot resolve `{url_host}`: {err}"))?
+        .map_err(|source| SmokeError::Resolve { host: url_host.to_owned(), source })?
         .next()
-        .ok_or_else(|| format!("`{url_host}` resolves to no address"))
+        .ok_or_else(|| SmokeError::NoAddress(url_host.to_owned()))
 }
 
 /// Runs one smoke check (with its retries); `pin` sends it to one pool of its service through
@@ -120,7 +176,7 @@ pub async fn smoke(
     route_hosts: &[String],
     edge: &dyn EdgeControl,
     pin: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, SmokeError> {
     let url = check.url.render(|name| variables.get(name))?;
     let (authority, host, port, path) = http::split_url(&url)?;
     let address = target(&host, port, route_hosts, edge.public_address()).await?;
@@ -144,41 +200,46 @@ pub async fn smoke(
             timeout: check.timeout.as_std(),
         })
         .await;
-        match reply.map_err(|e| e.to_string()).and_then(|reply| expect(check, &reply).map(|()| reply)) {
+        match reply.map_err(Attempt::from).and_then(|reply| expect(check, &reply).map(|()| reply)) {
             Ok(reply) => {
                 return Ok(format!("{} {url}: {} in {} ms", check.method, reply.status, reply.elapsed.as_millis()));
             }
             Err(problem) => last = format!("{} {url}: {problem}", check.method),
         }
     }
-    Err(last)
+    Err(SmokeError::Failed(last))
 }
 
-fn expect(check: &SmokeCheck, reply: &http::Reply) -> Result<(), String> {
+fn expect(check: &SmokeCheck, reply: &http::Reply) -> Result<(), Attempt> {
     let expect = &check.expect;
     if reply.status != expect.status {
-        return Err(format!("status {} (expected {})", reply.status, expect.status));
+        return Err(Attempt::Status { got: reply.status, expected: expect.status });
     }
     let text = reply.text();
     if let Some(needle) = &expect.body_contains
         && !text.contains(needle.as_str())
     {
         let shown: String = text.chars().take(200).collect();
-        return Err(format!("the body does not contain `{needle}` (body: {shown:?})"));
+        return Err(Attempt::Body { needle: needle.clone(), shown });
     }
     if let Some(json) = &expect.json {
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|err| format!("the body is not JSON ({err})"))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(Attempt::NotJson)?;
         match value.pointer(&json.pointer) {
             Some(found) if *found == json.equals => {}
-            Some(found) => return Err(format!("{} is {found}, expected {}", json.pointer, json.equals)),
-            None => return Err(format!("the JSON body has no {}", json.pointer)),
+            Some(found) => {
+                return Err(Attempt::Json {
+                    pointer: json.pointer.clone(),
+                    found: found.clone(),
+                    expected: json.equals.clone(),
+                });
+            }
+            None => return Err(Attempt::NoPointer(json.pointer.clone())),
         }
     }
     if let Some(max) = expect.max_latency
         && reply.elapsed > max.as_std()
     {
-        return Err(format!("took {} ms (at most {} ms)", reply.elapsed.as_millis(), max.as_std().as_millis()));
+        return Err(Attempt::Slow { took_ms: reply.elapsed.as_millis(), max_ms: max.as_std().as_millis() });
     }
     Ok(())
 }

@@ -17,6 +17,21 @@ use windlass_secrets::Redactor;
 /// does not grow memory without bound).
 const MAX_LINE: usize = 64 * 1024;
 
+/// Why a custom step's command failed (its last attempt).
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error("cannot start /bin/sh: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Wait(std::io::Error),
+    #[error("timed out after {0:?}; the step and what it started were killed")]
+    TimedOut(Duration),
+    #[error("exited with code {0}")]
+    Exited(i32),
+    #[error("killed by a signal")]
+    Killed,
+}
+
 /// Runs `script` with `sh -c` until it succeeds or `retries` more attempts failed. Every output
 /// line, redacted with `redactor`, goes to `line` as it arrives.
 pub async fn run(
@@ -26,19 +41,19 @@ pub async fn run(
     retries: u32,
     redactor: &Redactor,
     mut line: impl FnMut(String) + Send,
-) -> Result<(), String> {
+) -> Result<(), ShellError> {
     let redactor = Arc::new(redactor.clone());
-    let mut last = String::new();
-    for attempt in 0..=retries {
-        if attempt > 0 {
-            line(format!("(attempt {} of {} after: {last})", attempt + 1, retries + 1));
-        }
+    let mut attempt = 0;
+    loop {
         match run_once(script, env, timeout, &redactor, &mut line).await {
             Ok(()) => return Ok(()),
-            Err(problem) => last = problem,
+            Err(problem) if attempt < retries => {
+                attempt += 1;
+                line(format!("(attempt {} of {} after: {problem})", attempt + 1, retries + 1));
+            }
+            Err(problem) => return Err(problem),
         }
     }
-    Err(last)
 }
 
 async fn run_once(
@@ -47,7 +62,7 @@ async fn run_once(
     timeout: Duration,
     redactor: &Arc<Redactor>,
     line: &mut (impl FnMut(String) + Send),
-) -> Result<(), String> {
+) -> Result<(), ShellError> {
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(script)
@@ -60,7 +75,7 @@ async fn run_once(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|err| format!("cannot start /bin/sh: {err}"))?;
+        .map_err(ShellError::Spawn)?;
     let (sender, mut lines) = mpsc::unbounded_channel();
     for stream in [
         child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
@@ -84,13 +99,13 @@ async fn run_once(
                 Some(text) => line(text),
                 None => open = false,
             },
-            status = child.wait(), if !open => break status.map_err(|err| err.to_string())?,
+            status = child.wait(), if !open => break status.map_err(ShellError::Wait)?,
             () = &mut deadline => {
                 if let Some(pid) = pid {
                     kill_group(pid);
                 }
                 let _ = child.wait().await;
-                return Err(format!("timed out after {timeout:?}; the step and what it started were killed"));
+                return Err(ShellError::TimedOut(timeout));
             }
         }
     };
@@ -98,8 +113,8 @@ async fn run_once(
         Ok(())
     } else {
         Err(match status.code() {
-            Some(code) => format!("exited with code {code}"),
-            None => "killed by a signal".into(),
+            Some(code) => ShellError::Exited(code),
+            None => ShellError::Killed,
         })
     }
 }
@@ -164,7 +179,11 @@ mod tests {
 
     use super::*;
 
-    async fn lines_of(script: &str, env: &[(&str, &str)], redactor: &Redactor) -> (Result<(), String>, Vec<String>) {
+    async fn lines_of(
+        script: &str,
+        env: &[(&str, &str)],
+        redactor: &Redactor,
+    ) -> (Result<(), ShellError>, Vec<String>) {
         let mut all = BTreeMap::from([("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())]);
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut lines = Vec::new();
@@ -179,7 +198,7 @@ mod tests {
         // Once whole on stdout, once on stderr, once line by line with other output between.
         let script = r#"printf 'key: %s' "$TLS_KEY"; printf '%s' "$TLS_KEY" >&2; printf '%s\n' "$TLS_KEY" | while read -r l; do echo "got $l"; done"#;
         let (result, lines) = lines_of(script, &[("TLS_KEY", key)], &redactor).await;
-        assert_eq!(result, Ok(()));
+        assert!(result.is_ok(), "{result:?}");
         let all = lines.join("\n");
         for line in key.lines() {
             assert!(!all.contains(line), "{line:?} leaked in:\n{all}");
@@ -194,7 +213,7 @@ mod tests {
         // More than a pipe holds after the bad byte: a reader that gave up would SIGPIPE the step.
         let script = r#"printf 'before \377 after\n'; i=0; while [ $i -lt 20000 ]; do echo "line $i"; i=$((i+1)); done; printf 'no newline'"#;
         let (result, lines) = lines_of(script, &[], &Redactor::default()).await;
-        assert_eq!(result, Ok(()), "{:?}", lines.last());
+        assert!(result.is_ok(), "{result:?}: {:?}", lines.last());
         assert_eq!(lines.len(), 20002, "{:?}", &lines[..3.min(lines.len())]);
         assert_eq!(lines[0], "before \u{fffd} after");
         assert_eq!(lines[20000], "line 19999");

@@ -12,7 +12,23 @@ use windlass_db::{
 };
 
 use crate::edge::EdgeControl;
-use crate::vars::{Variables, base_env};
+use crate::vars::{RenderError, Variables, base_env};
+
+/// Why `[database]` cannot be resolved for an environment. The database's own error may quote
+/// its URL: redact it with the environment's variables before it is shown.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("[database] url: {0} (set it in the environment, the env file or the secrets)")]
+    Render(#[source] RenderError),
+    #[error("[database] url: {0}")]
+    Path(#[source] std::io::Error),
+    #[error("[database] url: cannot create {}: {source}", .path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("[database] url: {0}")]
+    Database(#[source] windlass_db::Error),
+    #[error("[database] migrate command: {0}")]
+    MigrateCommand(#[source] windlass_config::template::TemplateError),
+}
 
 /// Everything a database operation needs, resolved.
 pub struct Target {
@@ -33,12 +49,10 @@ impl Target {
         environment: &str,
         variables: &Variables,
         options: Options,
-    ) -> Result<Option<Target>, String> {
+    ) -> Result<Option<Target>, TargetError> {
         let Some(db) = &config.database else { return Ok(None) };
         let builtins: BTreeMap<String, String> = [("WINDLASS_ENV".to_owned(), environment.to_owned())].into();
-        let url = variables
-            .render(&db.url, &builtins)
-            .map_err(|err| format!("[database] url: {err} (set it in the environment, the env file or the secrets)"))?;
+        let url = variables.render(&db.url, &builtins).map_err(TargetError::Render)?;
         let dir = windlass_config::config_dir(config_path);
         let url = sqlite_beside_config(&url, &dir)?;
         let options = Options {
@@ -46,7 +60,7 @@ impl Target {
             environment: Some(environment.to_owned()),
             ..options
         };
-        let database = Database::new(&url, options).map_err(|err| format!("[database] url: {err}"))?;
+        let database = Database::new(&url, options).map_err(TargetError::Database)?;
         let backups =
             windlass_db::backup_dir(&dir, config.project.state_dir.as_deref(), db.backup.dir.as_deref(), environment);
         let source = match &db.migrate {
@@ -58,7 +72,7 @@ impl Target {
                 env.extend(variables.all());
                 env.extend(builtins.clone());
                 env.insert("DATABASE_URL".into(), url.clone());
-                template.check_env(&env).map_err(|err| format!("[database] migrate command: {err}"))?;
+                template.check_env(&env).map_err(TargetError::MigrateCommand)?;
                 Some(Source::Command { command: template.script().to_owned(), env, cwd: Some(dir.clone()) })
             }
         };
@@ -191,22 +205,40 @@ impl WriteStop for FullWriteStop {
 
 /// A SQLite URL with a relative path (`sqlite://.windlass/app.db`) names a file beside the
 /// config, wherever Windlass runs from; its directory is made if missing.
-fn sqlite_beside_config(url: &str, config_dir: &Path) -> Result<String, String> {
+fn sqlite_beside_config(url: &str, config_dir: &Path) -> Result<String, TargetError> {
     let Some(rest) = url.strip_prefix("sqlite:") else { return Ok(url.to_owned()) };
     let path = rest.strip_prefix("//").unwrap_or(rest);
     let (file, query) = path.split_once('?').map_or((path, None), |(f, q)| (f, Some(q)));
     if file.is_empty() || file.starts_with('/') || file == ":memory:" {
         return Ok(url.to_owned());
     }
-    let absolute = std::path::absolute(config_dir.join(file)).map_err(|e| format!("[database] url: {e}"))?;
+    let absolute = std::path::absolute(config_dir.join(file)).map_err(TargetError::Path)?;
     if let Some(parent) = absolute.parent() {
         windlass_failpoint::private::create_dir_all(parent)
-            .map_err(|e| format!("[database] url: cannot create {}: {e}", parent.display()))?;
+            .map_err(|source| TargetError::CreateDir { path: parent.to_owned(), source })?;
     }
     Ok(match query {
         Some(query) => format!("sqlite://{}?{query}", absolute.display()),
         None => format!("sqlite://{}", absolute.display()),
     })
+}
+
+/// Why an interrupted restore could not be recovered.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreRecoveryError {
+    #[error(transparent)]
+    Deploy(#[from] crate::DeployError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Database(#[from] windlass_db::Error),
+    #[error(transparent)]
+    Store(#[from] windlass_store::StoreError),
+    #[error("no [database]")]
+    NoDatabase,
+    /// The recovery itself failed; the text is redacted (it may quote the database's URL).
+    #[error("{0}")]
+    Recover(String),
 }
 
 /// Server start-up: a restore of `environment`'s database interrupted by a kill (its intent is
@@ -217,13 +249,13 @@ fn sqlite_beside_config(url: &str, config_dir: &Path) -> Result<String, String> 
 pub async fn recover_interrupted_restore(
     deployer: &crate::deploy::Deployer,
     environment: &str,
-) -> Result<Vec<String>, String> {
-    let config = deployer.shared_config().map_err(|e| e.to_string())?;
+) -> Result<Vec<String>, RestoreRecoveryError> {
+    let config = deployer.shared_config()?;
     if config.database.is_none() {
         return Ok(Vec::new());
     }
     let dir = windlass_config::config_dir(&deployer.config_path);
-    let db = config.database.as_ref().ok_or("no [database]")?;
+    let db = config.database.as_ref().ok_or(RestoreRecoveryError::NoDatabase)?;
     let store = BackupStore::new(windlass_db::backup_dir(
         &dir,
         config.project.state_dir.as_deref(),
@@ -237,14 +269,17 @@ pub async fn recover_interrupted_restore(
             format!("{environment}: removed {}, the plaintext SQL of a restore that was interrupted", file.display())
         })
         .collect();
-    if windlass_db::RestoreIntent::load(&store).map_err(|e| e.to_string())?.is_none() {
+    if windlass_db::RestoreIntent::load(&store)?.is_none() {
         return Ok(notes);
     }
-    let variables = deployer.variables(&config, environment).await.map_err(|e| e.to_string())?;
+    let variables = deployer.variables(&config, environment).await?;
     let target = Target::resolve(&config, &deployer.config_path, environment, &variables, Options::default())?
-        .ok_or("no [database]")?;
-    let Some(recovered) =
-        target.database.recover_restore(&target.store).await.map_err(|e| variables.redact(&e.to_string()))?
+        .ok_or(RestoreRecoveryError::NoDatabase)?;
+    let Some(recovered) = target
+        .database
+        .recover_restore(&target.store)
+        .await
+        .map_err(|e| RestoreRecoveryError::Recover(variables.redact(&e.to_string())))?
     else {
         return Ok(notes);
     };
@@ -262,7 +297,7 @@ pub async fn recover_interrupted_restore(
     }
     recovered.maintenance_left.retain(|s| !lifted.contains(s));
     if failed.is_empty() {
-        Database::finish_recovery(&target.store).map_err(|e| e.to_string())?;
+        Database::finish_recovery(&target.store)?;
     }
     let message = variables.redact(&recovered.message(environment));
     let event = windlass_store::NewEvent {
@@ -273,7 +308,7 @@ pub async fn recover_interrupted_restore(
         message: message.clone(),
         data: serde_json::to_string(&recovered.intent).unwrap_or_default(),
     };
-    deployer.store.record_event(&event).await.map_err(|e| e.to_string())?;
+    deployer.store.record_event(&event).await?;
     notes.push(format!("{environment}: {message}"));
     if !failed.is_empty() {
         notes.push(format!("{environment}: cannot lift maintenance mode for {}", failed.join(", ")));

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use windlass_config::{Config, ReceiverKind};
-use windlass_notify::{Email, Message, PagerDuty, Receiver, RetryPolicy, Slack, Webhook};
+use windlass_notify::{Email, Message, NotifyError, PagerDuty, Receiver, RetryPolicy, Slack, Webhook};
 use windlass_store::{NewEvent, Store};
 
-use crate::vars::Variables;
+use crate::vars::{RenderError, Variables};
 
 /// The receivers of `[pipeline] notify`, their URLs, keys and secrets rendered; a receiver that
 /// cannot be built is reported, not fatal.
@@ -23,49 +23,66 @@ pub fn receivers(config: &Config, variables: &Variables) -> (Vec<Arc<dyn Receive
         let Some(receiver) = config.alerts.receivers.get(name) else { continue };
         match build(name, &receiver.kind, variables) {
             Ok(receiver) => built.push(receiver),
-            Err(problem) => problems.push(problem),
+            Err(problem) => problems.push(problem.into()),
         }
     }
     (built, problems)
 }
 
+/// A receiver of `[alerts.receivers]` that cannot be built. It keeps only the redacted text:
+/// what went wrong (a rendered URL or routing key that does not parse) may hold a secret, so the
+/// underlying error is not carried along as a source, where a chain printer would show it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ReceiverError {
+    message: String,
+}
+
+impl From<ReceiverError> for String {
+    fn from(error: ReceiverError) -> Self {
+        error.message
+    }
+}
+
+/// What went wrong building a receiver, before it is redacted into a [`ReceiverError`].
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
 /// One receiver of `[alerts.receivers]`, its settings rendered with `variables`. The error names
 /// the receiver and never shows a secret.
-pub fn build(name: &str, kind: &ReceiverKind, variables: &Variables) -> Result<Arc<dyn Receiver>, String> {
+pub fn build(name: &str, kind: &ReceiverKind, variables: &Variables) -> Result<Arc<dyn Receiver>, ReceiverError> {
+    unredacted(name, kind, variables)
+        .map_err(|problem| ReceiverError { message: variables.redact(&format!("receiver `{name}`: {problem}")) })
+}
+
+fn unredacted(name: &str, kind: &ReceiverKind, variables: &Variables) -> Result<Arc<dyn Receiver>, Problem> {
     let builtins = Default::default();
-    let made: Result<Arc<dyn Receiver>, String> = match kind {
-        ReceiverKind::Slack { webhook_url } => variables
-            .render(webhook_url, &builtins)
-            .and_then(|url| Slack::new(name, &url).map_err(|e| e.to_string()))
-            .map(|r| Arc::new(r) as Arc<dyn Receiver>),
+    Ok(match kind {
+        ReceiverKind::Slack { webhook_url } => Arc::new(Slack::new(name, &variables.render(webhook_url, &builtins)?)?),
         ReceiverKind::Webhook { url, signing_secret } => {
+            // The URL is rendered first: its problem is the one reported when both have one.
+            let url = variables.render(url, &builtins);
             let secret = signing_secret.as_ref().map(|s| variables.render(s, &builtins)).transpose();
-            match (variables.render(url, &builtins), secret) {
-                (Ok(url), Ok(secret)) => Webhook::new(name, &url, secret)
-                    .map(|r| Arc::new(r) as Arc<dyn Receiver>)
-                    .map_err(|e| e.to_string()),
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            }
+            Arc::new(Webhook::new(name, &url?, secret?)?)
         }
         ReceiverKind::PagerDuty { routing_key, url } => {
             let base = url.as_ref().map(|u| variables.render(u, &builtins)).transpose();
-            variables
-                .render(routing_key, &builtins)
-                .and_then(|key| PagerDuty::new(name, &key).map_err(|e| e.to_string()))
-                .and_then(|receiver| match base? {
-                    Some(base) => receiver.with_base_url(&base).map_err(|e| e.to_string()),
-                    None => Ok(receiver),
-                })
-                .map(|r| Arc::new(r) as Arc<dyn Receiver>)
+            let receiver = PagerDuty::new(name, &variables.render(routing_key, &builtins)?)?;
+            match base? {
+                Some(base) => Arc::new(receiver.with_base_url(&base)?),
+                None => Arc::new(receiver),
+            }
         }
-        ReceiverKind::Email { to, from, smtp_url } => smtp_url
-            .as_ref()
-            .map(|url| variables.render(url, &builtins))
-            .transpose()
-            .and_then(|url| Email::new(name, to, from.as_deref(), url.as_deref()).map_err(|e| e.to_string()))
-            .map(|r| Arc::new(r) as Arc<dyn Receiver>),
-    };
-    made.map_err(|problem| variables.redact(&format!("receiver `{name}`: {problem}")))
+        ReceiverKind::Email { to, from, smtp_url } => {
+            let url = smtp_url.as_ref().map(|url| variables.render(url, &builtins)).transpose()?;
+            Arc::new(Email::new(name, to, from.as_deref(), url.as_deref())?)
+        }
+    })
 }
 
 /// Sends `message` to the config's deploy receivers in the background, as a task of the

@@ -120,6 +120,16 @@ pub fn check_environment(config: &Config, environment: &str) -> Result<(), PlanE
     })
 }
 
+/// Why a deploy is refused by its environment's `deploy_window`.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// `closed` says when the window is and when it opens next.
+    #[error("{closed}. To deploy anyway: --override-window --reason \"why\"")]
+    Closed { closed: String },
+    #[error("--override-window needs --reason \"why\": the reason is recorded with the deploy")]
+    NoReason,
+}
+
 /// Refuses a deploy outside the environment's `deploy_window`, saying when it next opens, unless
 /// the window is overridden with a reason. Returns the override to record, if one was used.
 pub fn check_window(
@@ -127,7 +137,7 @@ pub fn check_window(
     environment: &str,
     options: &DeployOptions,
     now: jiff::Timestamp,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, WindowError> {
     let Some(window) = config.environments.get(environment).and_then(|e| e.deploy_window.as_ref()) else {
         return Ok(None);
     };
@@ -148,11 +158,11 @@ pub fn check_window(
     };
     let closed = format!("`{environment}` accepts deploys only {} and is closed now: {next}", window.text);
     if !options.override_window {
-        return Err(format!("{closed}. To deploy anyway: --override-window --reason \"why\""));
+        return Err(WindowError::Closed { closed });
     }
     match options.reason.as_deref().map(str::trim) {
         Some(reason) if !reason.is_empty() => Ok(Some(format!("deploy window overridden ({closed}): {reason}"))),
-        _ => Err("--override-window needs --reason \"why\": the reason is recorded with the deploy".into()),
+        _ => Err(WindowError::NoReason),
     }
 }
 

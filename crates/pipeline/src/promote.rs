@@ -9,7 +9,7 @@ use windlass_store::{DeployStatus, NewDeploy};
 
 use crate::DeployError;
 use crate::artifacts::Artifact;
-use crate::deploy::{Deployer, Kind, Prepared, Run, recorded_after};
+use crate::deploy::{Deployer, Kind, Prepared, Run, RunError, recorded_after};
 use crate::plan::{self, DeployOptions};
 use crate::rollout;
 use crate::state::EnvState;
@@ -103,7 +103,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     let services = source_services(deployer, request).await?;
     let config = deployer.shared_config()?;
     let overridden = plan::check_window(&config, &request.to, &request.options, deployer.clock.now())
-        .map_err(DeployError::Rejected)?;
+        .map_err(|err| DeployError::Rejected(err.to_string()))?;
     let variables = deployer.variables(&config, &request.to).await?;
     let source =
         windlass_config::Source::read(&deployer.config_path).map_err(|e| DeployError::Config(e.to_string()))?;
@@ -150,7 +150,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     })
 }
 
-pub(crate) async fn run(run: &mut Run, from: &str, services: &[Promoted]) -> Result<(), String> {
+pub(crate) async fn run(run: &mut Run, from: &str, services: &[Promoted]) -> Result<(), RunError> {
     for promoted in services {
         let title = format!(
             "promote {} (build {} from {from} deploy {})",

@@ -228,7 +228,7 @@ pub async fn retire_due(deployer: &Deployer, environment: &str) -> Result<Vec<St
     for (service, color) in due {
         match retire(deployer, environment, &service, &color).await {
             Ok(()) => retired.push(format!("{environment}/{service}/{color}")),
-            Err(problem) => tracing::warn!(environment, service, color, problem, "cannot retire a warm color"),
+            Err(problem) => tracing::warn!(environment, service, color, %problem, "cannot retire a warm color"),
         }
     }
     drop(heartbeat);

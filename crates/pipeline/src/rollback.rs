@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use windlass_config::{Source, Step};
-use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus};
+use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus, StoreError};
 
 use crate::DeployError;
-use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, parse_config};
+use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, RunError, parse_config};
 use crate::rollout::{self, Change, alive_count};
 use crate::state::EnvState;
 
@@ -115,19 +115,18 @@ fn undo_step_name(title: &str, deploy: &DeployId) -> String {
 /// The custom steps with an `undo` command that completed in the successful deploys after
 /// `target`, newest first: what a rollback to `target` undoes before it moves any traffic.
 /// A step an earlier rollback already undid is not undone twice.
-async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, String, Step)>, String> {
+async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, String, Step)>, StoreError> {
     let store = &*run.deployer.store;
     let after: Vec<Deploy> = store
         .deploys(&run.environment, 500)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .take_while(|d| d.id != target.id)
         .filter(|d| d.id != run.id)
         .collect();
     let mut undone = std::collections::BTreeSet::new();
     for deploy in &after {
-        for step in store.steps(&deploy.id).await.map_err(|e| e.to_string())? {
+        for step in store.steps(&deploy.id).await? {
             if step.phase == "rollback" && step.status == StepStatus::Succeeded && step.name.starts_with("undo: ") {
                 undone.insert(step.name);
             }
@@ -140,7 +139,7 @@ async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, Stri
         else {
             continue;
         };
-        let mut steps = store.steps(&deploy.id).await.map_err(|e| e.to_string())?;
+        let mut steps = store.steps(&deploy.id).await?;
         steps.sort_by_key(|s| std::cmp::Reverse(s.seq));
         for record in steps.into_iter().filter(|s| s.status == StepStatus::Succeeded) {
             let Some(phase) = config.phases.get(&record.phase) else { continue };
@@ -160,7 +159,7 @@ async fn steps_to_undo(run: &Run, target: &Deploy) -> Result<Vec<(DeployId, Stri
 
 /// Restores the database as it was when `target` was live: the backup taken before the
 /// migrations of the first deploy after it. Refused, never skipped, when there is none.
-async fn restore_database(run: &Run, target: &Deploy) -> Result<(), String> {
+async fn restore_database(run: &Run, target: &Deploy) -> Result<(), RunError> {
     let database = crate::database::Target::resolve(
         &run.config,
         &run.deployer.config_path,
@@ -168,29 +167,28 @@ async fn restore_database(run: &Run, target: &Deploy) -> Result<(), String> {
         &run.variables,
         windlass_db::Options::default(),
     )?
-    .ok_or("--restore-database: the config has no [database]")?;
+    .ok_or_else(|| RunError::Failed("--restore-database: the config has no [database]".into()))?;
     let mut after: Vec<Deploy> = run
         .deployer
         .store
         .deploys(&run.environment, 500)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .take_while(|d| d.id != target.id)
         .collect();
     after.reverse();
     let mut backup = None;
     for deploy in &after {
-        if let Some(found) = database.store.before_deploy(deploy.id.as_str()).map_err(|e| e.to_string())? {
+        if let Some(found) = database.store.before_deploy(deploy.id.as_str())? {
             backup = Some(found);
             break;
         }
     }
     let backup = backup.ok_or_else(|| {
-        format!(
+        RunError::Failed(format!(
             "--restore-database: no backup was taken before the migrations of any deploy after {}; nothing is restored",
             target.id
-        )
+        ))
     })?;
     let step = run.begin("rollback", &format!("restore the database from backup {}", backup.name)).await?;
     let log = &step.log;
@@ -213,8 +211,8 @@ async fn restore_database(run: &Run, target: &Deploy) -> Result<(), String> {
     run.end(step, result).await
 }
 
-pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> Result<(), String> {
-    let services = recorded(target).map_err(|e| e.to_string())?;
+pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> Result<(), RunError> {
+    let services = recorded(target)?;
     if with_database {
         restore_database(run, target).await?;
     }
@@ -230,7 +228,7 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
     // Warm switches first: they are instant, and most of a rollback's value is speed.
     for (service, wanted) in &services.services {
         let want_deploy = wanted.deploy.clone().unwrap_or_default();
-        let state = EnvState::load(&*run.deployer.store, &run.environment).await.map_err(|e| e.to_string())?;
+        let state = EnvState::load(&*run.deployer.store, &run.environment).await?;
         let Some(service_state) = state.services.get(service) else {
             cold.push((service.clone(), wanted.clone()));
             continue;
@@ -259,15 +257,11 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
         let title = format!("switch {service} back to {color} ({want_deploy})");
         let step = run.begin("rollback", &title).await?;
         let log = &step.log;
-        let switched: Result<(), String> = async {
-            run.deployer
-                .edge
-                .set_weights(service, &BTreeMap::from([(color.clone(), 100)]))
-                .await
-                .map_err(|e| e.to_string())?;
+        let switched: Result<(), rollout::RolloutError> = async {
+            run.deployer.edge.set_weights(service, &BTreeMap::from([(color.clone(), 100)])).await?;
             run.changes.push(Change::Switched { service: service.clone(), from: from.clone(), to: color.clone() });
             let store = &*run.deployer.store;
-            let mut state = EnvState::load(store, &run.environment).await.map_err(|e| e.to_string())?;
+            let mut state = EnvState::load(store, &run.environment).await?;
             if let Some(service_state) = state.services.get_mut(service) {
                 service_state.live = Some(color.clone());
                 if let Some(now_live) = service_state.colors.get_mut(&color) {
@@ -278,7 +272,7 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
                     previous.retire_at_ms = Some(run.deployer.clock.now().as_millisecond() + warm);
                 }
             }
-            state.save(store, &run.environment).await.map_err(|e| e.to_string())?;
+            state.save(store, &run.environment).await?;
             log.line(format!("{service}: traffic is on {color} again"));
             Ok(())
         }
@@ -289,9 +283,12 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
             let step = run.begin("rollback", &format!("bring {service}'s secondary to {want_deploy}")).await?;
             let synced = async {
                 let config = rollout::config_of(run, &recorded.config_deploy).await?;
-                let spec = config
-                    .service_in(&run.environment, service)
-                    .ok_or_else(|| format!("`{service}` is not in the config of {}", recorded.config_deploy))?;
+                let spec = config.service_in(&run.environment, service).ok_or_else(|| {
+                    rollout::RolloutError::Failed(format!(
+                        "`{service}` is not in the config of {}",
+                        recorded.config_deploy
+                    ))
+                })?;
                 rollout::sync_secondary(run, &step.log, service, &spec, &recorded.artifact, &recorded.config_deploy)
                     .await
             }
@@ -309,11 +306,11 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
     if !failed_undo.is_empty() {
         // The services are back where they should be: keep them there, but fail loudly.
         run.changes.clear();
-        return Err(format!(
+        return Err(RunError::Failed(format!(
             "the services are back on {}, but undoing {} failed: see the failed steps",
             target.id,
             failed_undo.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
-        ));
+        )));
     }
     Ok(())
 }

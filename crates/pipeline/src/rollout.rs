@@ -19,7 +19,30 @@ use windlass_runtime::{InstanceSpec, InstanceState, LogPolicy, RestartPolicy, Ru
 use crate::artifacts::Artifact;
 use crate::deploy::{Deployer, Run, StepLog, parse_config, route_hosts};
 use crate::state::{ColorState, EnvState, InstanceRef, other_color};
-use crate::{canary, checks, vars};
+use crate::{DeployError, canary, checks, vars};
+
+/// Why a rollout (or an undo, a retirement, a scale) failed. Its text may quote what failed (an
+/// instance's last output, a health check's body): it is redacted when its step ends.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error(transparent)]
+    Edge(#[from] crate::edge::EdgeError),
+    #[error(transparent)]
+    Runtime(#[from] windlass_runtime::RuntimeError),
+    #[error(transparent)]
+    Store(#[from] windlass_store::StoreError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Render(#[from] vars::RenderError),
+    #[error(transparent)]
+    Command(#[from] crate::deploy::CommandError),
+    #[error(transparent)]
+    Health(#[from] checks::HealthError),
+    /// Anything else, described.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// What a deploy changed, so a failure later in the deploy can undo it.
 #[derive(Debug, Clone)]
@@ -46,21 +69,22 @@ impl Change {
 }
 
 /// The config a color runs with: this deploy's, or the snapshot recorded with an older deploy.
-pub async fn config_of(run: &Run, config_deploy: &str) -> Result<Arc<Config>, String> {
+pub async fn config_of(run: &Run, config_deploy: &str) -> Result<Arc<Config>, RolloutError> {
     if config_deploy == run.id.as_str() {
         return Ok(run.config.clone());
     }
-    let id =
-        windlass_store::DeployId::parse(config_deploy).ok_or_else(|| format!("bad deploy id `{config_deploy}`"))?;
+    let id = windlass_store::DeployId::parse(config_deploy)
+        .ok_or_else(|| RolloutError::Failed(format!("bad deploy id `{config_deploy}`")))?;
     let record = run
         .deployer
         .store
         .deploy(&id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("deploy {config_deploy} is not recorded"))?;
+        .await?
+        .ok_or_else(|| RolloutError::Failed(format!("deploy {config_deploy} is not recorded")))?;
     let source = Source::new(run.deployer.config_path.clone(), record.config_snapshot);
-    parse_config(&source).map(Arc::new).map_err(|e| format!("the config recorded with {config_deploy}: {e}"))
+    parse_config(&source)
+        .map(Arc::new)
+        .map_err(|e| RolloutError::Failed(format!("the config recorded with {config_deploy}: {e}")))
 }
 
 /// Rolls `service` out with its strategy: `artifact`, configured as deploy `config_deploy` says.
@@ -71,11 +95,11 @@ pub async fn roll_out(
     service: &str,
     artifact: &Artifact,
     config_deploy: &str,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let config = config_of(run, config_deploy).await?;
     let spec = config
         .service_in(&run.environment, service)
-        .ok_or_else(|| format!("service `{service}` is not in the config of {config_deploy}"))?;
+        .ok_or_else(|| RolloutError::Failed(format!("service `{service}` is not in the config of {config_deploy}")))?;
     ensure_edge_service(run, &config, service).await?;
     prune_dead(run, log, service).await?;
     let version = artifact.version.as_ref().map(|v| format!(" version {v}")).unwrap_or_default();
@@ -99,24 +123,26 @@ pub async fn roll_out(
 
 /// Creates the service at the edge (routes, health checks, failover pool) if it has none yet.
 /// An existing service keeps its spec: replacing it would reset weights under live traffic.
-async fn ensure_edge_service(run: &Run, config: &Config, service: &str) -> Result<(), String> {
+async fn ensure_edge_service(run: &Run, config: &Config, service: &str) -> Result<(), RolloutError> {
     let edge = &run.deployer.edge;
-    let state = edge.state().await.map_err(|e| e.to_string())?;
+    let state = edge.state().await?;
     if state.services.contains_key(service) {
         return Ok(());
     }
     let mut spec = windlass_edge::config::spec_from_config(config, &run.environment);
-    let mut service_spec =
-        spec.services.remove(service).ok_or_else(|| format!("the edge has no spec for `{service}`"))?;
+    let mut service_spec = spec
+        .services
+        .remove(service)
+        .ok_or_else(|| RolloutError::Failed(format!("the edge has no spec for `{service}`")))?;
     service_spec.pools.retain(|name, _| name == windlass_edge::spec::SECONDARY_POOL);
-    edge.put_service(service, &service_spec).await.map_err(|e| e.to_string())
+    edge.put_service(service, &service_spec).await.map_err(RolloutError::from)
 }
 
 /// Forgets colors none of whose instances still run (stopped with `windlass up`, or lost):
 /// a service without live instances is rolled out as if for the first time.
-async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), String> {
+async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), RolloutError> {
     let deployer = &run.deployer;
-    let mut state = EnvState::load(&*deployer.store, &run.environment).await.map_err(|e| e.to_string())?;
+    let mut state = EnvState::load(&*deployer.store, &run.environment).await?;
     let Some(service_state) = state.services.get_mut(service) else { return Ok(()) };
     let mut dead = Vec::new();
     for (color, recorded) in &service_state.colors {
@@ -137,7 +163,7 @@ async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), Strin
     }
     if dead.is_empty() {
         if secondary_dead {
-            state.save(&*deployer.store, &run.environment).await.map_err(|e| e.to_string())?;
+            state.save(&*deployer.store, &run.environment).await?;
         }
         return Ok(());
     }
@@ -153,7 +179,7 @@ async fn prune_dead(run: &Run, log: &StepLog, service: &str) -> Result<(), Strin
         }
         let _ = deployer.edge.delete_pool(service, color).await;
     }
-    state.save(&*deployer.store, &run.environment).await.map_err(|e| e.to_string())
+    state.save(&*deployer.store, &run.environment).await.map_err(RolloutError::from)
 }
 
 pub fn is_alive(state: InstanceState) -> bool {
@@ -187,12 +213,12 @@ pub async fn start_instance(
     artifact: &Artifact,
     color: &str,
     index: usize,
-) -> Result<InstanceRef, String> {
+) -> Result<InstanceRef, RolloutError> {
     let runtime = &run.deployer.runtime;
     let base = instance_id(&[run.id.as_str(), service, color, &index.to_string()]);
     let mut id = base.clone();
     let mut attempt = 1;
-    while runtime.get(&id).await.map_err(|e| e.to_string())?.is_some() {
+    while runtime.get(&id).await?.is_some() {
         attempt += 1;
         id = format!("{base}-r{attempt}");
     }
@@ -232,14 +258,16 @@ pub async fn start_instance(
         },
     };
     let asked = std::time::Instant::now();
-    let started = runtime.start(&instance_spec).await.map_err(|e| e.to_string())?;
-    let address: SocketAddr =
-        *started.addresses.get("http").ok_or_else(|| format!("instance {id} reported no address"))?;
+    let started = runtime.start(&instance_spec).await?;
+    let address: SocketAddr = *started
+        .addresses
+        .get("http")
+        .ok_or_else(|| RolloutError::Failed(format!("instance {id} reported no address")))?;
     log.line(format!("{service}: started {id} at {address}"));
     windlass_failpoint::hit("pipeline.instance_started");
     if let Err(problem) = checks::wait_healthy(&**runtime, &id, address, spec.health.as_ref()).await {
         let _ = runtime.remove(&id).await;
-        return Err(problem);
+        return Err(problem.into());
     }
     run.record_service_wait(asked, std::time::Instant::now());
     log.line(format!("{service}: {id} is healthy"));
@@ -263,7 +291,7 @@ async fn start_color(
     artifact: &Artifact,
     color: &str,
     count: usize,
-) -> Result<Vec<InstanceRef>, String> {
+) -> Result<Vec<InstanceRef>, RolloutError> {
     log.line(format!("{service}: starting {count} instance{} as {color}", if count == 1 { "" } else { "s" }));
     let starts = (0..count).map(|index| start_instance(run, log, service, spec, artifact, color, index));
     // Started together on this task (no spawning: the starts borrow the run).
@@ -277,12 +305,12 @@ async fn start_color(
     Ok(started)
 }
 
-async fn load(run: &Run) -> Result<EnvState, String> {
-    EnvState::load(&*run.deployer.store, &run.environment).await.map_err(|e| e.to_string())
+async fn load(run: &Run) -> Result<EnvState, RolloutError> {
+    EnvState::load(&*run.deployer.store, &run.environment).await.map_err(RolloutError::from)
 }
 
-async fn save(run: &Run, state: &EnvState) -> Result<(), String> {
-    state.save(&*run.deployer.store, &run.environment).await.map_err(|e| e.to_string())
+async fn save(run: &Run, state: &EnvState) -> Result<(), RolloutError> {
+    state.save(&*run.deployer.store, &run.environment).await.map_err(RolloutError::from)
 }
 
 async fn blue_green(
@@ -292,7 +320,7 @@ async fn blue_green(
     spec: &Service,
     artifact: &Artifact,
     config_deploy: &str,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let edge = run.deployer.edge.clone();
     let state = load(run).await?;
     let old = state.live(service).map(|(color, _)| color.to_owned());
@@ -315,7 +343,7 @@ async fn blue_green(
     );
     save(run, &state).await?;
     let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
-    edge.put_pool(service, &new, &addresses).await.map_err(|e| e.to_string())?;
+    edge.put_pool(service, &new, &addresses).await?;
     windlass_failpoint::hit("pipeline.before_smoke");
 
     if old.is_some() {
@@ -325,11 +353,11 @@ async fn blue_green(
                 Ok(summary) => log.line(format!("{service}: smoke check `{}` on {new}: {summary}", check.name)),
                 Err(problem) => {
                     retire(&run.deployer, &run.environment, service, &new).await?;
-                    return Err(format!(
+                    return Err(RolloutError::Failed(format!(
                         "{new} failed smoke check `{}`: {problem}; {} keeps serving",
                         check.name,
                         old.as_deref().unwrap_or("nothing")
-                    ));
+                    )));
                 }
             }
         }
@@ -354,12 +382,15 @@ async fn blue_green(
         );
         crate::notifications::notify(&run.deployer, &run.config, &run.variables, message);
         reset.map_err(|e| {
-            format!("the canary was aborted ({}) but its weight could not be reset: {e}", aborted.reason)
+            RolloutError::Failed(format!(
+                "the canary was aborted ({}) but its weight could not be reset: {e}",
+                aborted.reason
+            ))
         })?;
         retire(&run.deployer, &run.environment, service, &new).await?;
-        return Err(format!("{service}: canary {new} aborted: {}", aborted.reason));
+        return Err(RolloutError::Failed(format!("{service}: canary {new} aborted: {}", aborted.reason)));
     }
-    edge.set_weights(service, &BTreeMap::from([(new.clone(), 100)])).await.map_err(|e| e.to_string())?;
+    edge.set_weights(service, &BTreeMap::from([(new.clone(), 100)])).await?;
     run.changes.push(Change::Switched { service: service.to_owned(), from: old.clone(), to: new.clone() });
     windlass_failpoint::hit("pipeline.after_switch");
     let mut state = load(run).await?;
@@ -389,7 +420,7 @@ async fn rolling(
     spec: &Service,
     artifact: &Artifact,
     config_deploy: &str,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let state = load(run).await?;
     let Some((color, previous)) = state.live(service).map(|(c, s)| (c.to_owned(), s.clone())) else {
         // Nothing runs yet: start them all, then take traffic, which is exactly what a first
@@ -435,9 +466,9 @@ async fn rolling(
 }
 
 /// Puts a color's instances in its edge pool and in the state.
-async fn publish(run: &Run, service: &str, color: &str, instances: &[InstanceRef]) -> Result<(), String> {
+async fn publish(run: &Run, service: &str, color: &str, instances: &[InstanceRef]) -> Result<(), RolloutError> {
     let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
-    run.deployer.edge.put_pool(service, color, &addresses).await.map_err(|e| e.to_string())?;
+    run.deployer.edge.put_pool(service, color, &addresses).await?;
     // A crash here leaves the edge routing to instances the state does not name yet: recovery
     // puts the recorded ones (still running: they stop only after the save) back in the pool.
     windlass_failpoint::hit("pipeline.rolling.pool_replaced");
@@ -450,27 +481,29 @@ async fn publish(run: &Run, service: &str, color: &str, instances: &[InstanceRef
 
 /// Takes a color out of service: out of the edge (after its in-flight requests finish, up to
 /// 30 s), its instances stopped, its record removed.
-pub async fn retire(deployer: &Deployer, environment: &str, service: &str, color: &str) -> Result<(), String> {
+pub async fn retire(deployer: &Deployer, environment: &str, service: &str, color: &str) -> Result<(), RolloutError> {
     let edge = &deployer.edge;
     let drain_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let state = edge.state().await.map_err(|e| e.to_string())?;
+        let state = edge.state().await?;
         let pool = state.services.get(service).and_then(|s| s.pools.get(color));
         match pool {
             Some(pool) if pool.taking_traffic => {
-                return Err(format!("{service}'s {color} still takes traffic; it cannot be retired"));
+                return Err(RolloutError::Failed(format!(
+                    "{service}'s {color} still takes traffic; it cannot be retired"
+                )));
             }
             Some(pool) if pool.in_flight > 0 && tokio::time::Instant::now() < drain_deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             Some(_) => {
-                edge.delete_pool(service, color).await.map_err(|e| e.to_string())?;
+                edge.delete_pool(service, color).await?;
                 break;
             }
             None => break,
         }
     }
-    let mut state = EnvState::load(&*deployer.store, environment).await.map_err(|e| e.to_string())?;
+    let mut state = EnvState::load(&*deployer.store, environment).await?;
     let recorded = state.services.get(service).and_then(|s| s.colors.get(color)).cloned();
     if let Some(recorded) = recorded {
         for instance in &recorded.instances {
@@ -481,17 +514,17 @@ pub async fn retire(deployer: &Deployer, environment: &str, service: &str, color
         if let Some(service_state) = state.services.get_mut(service) {
             service_state.colors.remove(color);
         }
-        state.save(&*deployer.store, environment).await.map_err(|e| e.to_string())?;
+        state.save(&*deployer.store, environment).await?;
     }
     Ok(())
 }
 
 /// Undoes one change of a failed deploy.
-pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), String> {
+pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), RolloutError> {
     let edge = run.deployer.edge.clone();
     match change {
         Change::Switched { service, from: Some(from), to } => {
-            edge.set_weights(&service, &BTreeMap::from([(from.clone(), 100)])).await.map_err(|e| e.to_string())?;
+            edge.set_weights(&service, &BTreeMap::from([(from.clone(), 100)])).await?;
             let mut state = load(run).await?;
             if let Some(service_state) = state.services.get_mut(&service) {
                 service_state.live = Some(from.clone());
@@ -507,7 +540,7 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
             let Some(to) = load(run).await?.live(&service).map(|(color, _)| color.to_owned()) else {
                 return Ok(());
             };
-            edge.set_weights(&service, &BTreeMap::new()).await.map_err(|e| e.to_string())?;
+            edge.set_weights(&service, &BTreeMap::new()).await?;
             let mut state = load(run).await?;
             if let Some(service_state) = state.services.get_mut(&service) {
                 service_state.live = None;
@@ -516,13 +549,13 @@ pub async fn undo(run: &mut Run, log: &StepLog, change: Change) -> Result<(), St
             log.line(format!("{service}: nothing ran before this deploy; stopping {to}"));
             retire(&run.deployer, &run.environment, &service, &to).await
         }
-        Change::Step { step, .. } => run.undo_command(&step, log).await,
+        Change::Step { step, .. } => Ok(run.undo_command(&step, log).await?),
         Change::Secondary { service, previous: Some(previous) } => {
             log.line(format!("{service}: the secondary goes back to build {}", previous.artifact.short_hash()));
             back_to(run, log, &service, &previous, Target::Secondary).await
         }
         Change::Secondary { service, previous: None } => {
-            edge.put_pool(&service, SECONDARY_POOL, &[]).await.map_err(|e| e.to_string())?;
+            edge.put_pool(&service, SECONDARY_POOL, &[]).await?;
             let mut state = load(run).await?;
             let stopped = state.services.get_mut(&service).and_then(|s| s.secondary.take());
             save(run, &state).await?;
@@ -555,11 +588,11 @@ async fn back_to(
     service: &str,
     previous: &ColorState,
     target: Target,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let config = config_of(run, &previous.config_deploy).await?;
-    let spec = config
-        .service_in(&run.environment, service)
-        .ok_or_else(|| format!("`{service}` is not in the config of {}", previous.config_deploy))?;
+    let spec = config.service_in(&run.environment, service).ok_or_else(|| {
+        RolloutError::Failed(format!("`{service}` is not in the config of {}", previous.config_deploy))
+    })?;
     let changes_before = run.changes.len();
     let result = match target {
         Target::Primary => rolling(run, log, service, &spec, &previous.artifact, &previous.config_deploy).await,
@@ -591,7 +624,7 @@ pub async fn sync_secondary(
     spec: &Service,
     artifact: &Artifact,
     config_deploy: &str,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let Some(count) = spec.failover.as_ref().and_then(|f| f.managed) else { return Ok(()) };
     let count = count as usize;
     let edge = run.deployer.edge.clone();
@@ -611,7 +644,7 @@ pub async fn sync_secondary(
     let smoke: Vec<_> =
         run.config.smoke.iter().filter(|c| c.service.as_ref().is_some_and(|s| s.value == service)).collect();
     if !smoke.is_empty() {
-        edge.put_pool(service, SECONDARY_CANDIDATE, &addresses).await.map_err(|e| e.to_string())?;
+        edge.put_pool(service, SECONDARY_CANDIDATE, &addresses).await?;
         for check in smoke {
             let result = checks::smoke(check, &run.variables, &hosts, &*edge, Some(SECONDARY_CANDIDATE)).await;
             match result {
@@ -624,14 +657,14 @@ pub async fn sync_secondary(
                     let kept = previous
                         .as_ref()
                         .map_or("nothing".to_owned(), |p| format!("build {}", p.artifact.short_hash()));
-                    return Err(format!(
+                    return Err(RolloutError::Failed(format!(
                         "{service}: the new secondary failed smoke check `{}`: {problem}; the secondary keeps {kept}",
                         check.name
-                    ));
+                    )));
                 }
             }
         }
-        edge.delete_pool(service, SECONDARY_CANDIDATE).await.map_err(|e| e.to_string())?;
+        edge.delete_pool(service, SECONDARY_CANDIDATE).await?;
     }
     let mut state = load(run).await?;
     state.services.entry(service.to_owned()).or_default().secondary = Some(ColorState {
@@ -643,7 +676,7 @@ pub async fn sync_secondary(
     });
     save(run, &state).await?;
     windlass_failpoint::hit("pipeline.secondary.recorded");
-    edge.put_pool(service, SECONDARY_POOL, &addresses).await.map_err(|e| e.to_string())?;
+    edge.put_pool(service, SECONDARY_POOL, &addresses).await?;
     run.changes.push(Change::Secondary { service: service.to_owned(), previous: previous.clone() });
     if let Some(previous) = previous {
         stop_instances(run, &previous.instances).await;
@@ -661,16 +694,16 @@ pub async fn sync_secondary(
 /// meanwhile) the ones this scale started are stopped and nothing else changes. Crash order: the
 /// pool changes, then the state (recovery puts the recorded instances back in the pool and stops
 /// the others), then the removed instances stop.
-pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Result<(), String> {
+pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Result<(), RolloutError> {
     let state = load(run).await?;
     let (color, recorded) = state
         .live(service)
         .map(|(c, s)| (c.to_owned(), s.clone()))
-        .ok_or_else(|| format!("`{service}` is not running"))?;
+        .ok_or_else(|| RolloutError::Failed(format!("`{service}` is not running")))?;
     let config = config_of(run, &recorded.config_deploy).await?;
-    let spec = config
-        .service_in(&run.environment, service)
-        .ok_or_else(|| format!("`{service}` is not in the config of {}", recorded.config_deploy))?;
+    let spec = config.service_in(&run.environment, service).ok_or_else(|| {
+        RolloutError::Failed(format!("`{service}` is not in the config of {}", recorded.config_deploy))
+    })?;
     let mut instances = recorded.instances.clone();
     let mut removed = Vec::new();
     while instances.len() > count {
@@ -684,19 +717,25 @@ pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Res
             Err(problem) if started.is_empty() => return Err(problem),
             Err(problem) => {
                 stop_instances(run, &started).await;
-                return Err(format!("{problem}; the {} other new instance(s) are stopped", started.len()));
+                return Err(RolloutError::Failed(format!(
+                    "{problem}; the {} other new instance(s) are stopped",
+                    started.len()
+                )));
             }
         }
     }
     if run.lock_lost() {
         stop_instances(run, &started).await;
-        return Err(format!("the lock of `{}` was lost while scaling; nothing was changed", run.environment));
+        return Err(RolloutError::Failed(format!(
+            "the lock of `{}` was lost while scaling; nothing was changed",
+            run.environment
+        )));
     }
     instances.extend(started.iter().cloned());
     let addresses: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
     // Undoes the pool change when it cannot be recorded: the edge back on the recorded instances,
     // the new ones stopped.
-    let undo = async |problem: String| {
+    let undo = async |problem: RolloutError| {
         let before: Vec<SocketAddr> = recorded.instances.iter().map(|i| i.address).collect();
         let _ = run.deployer.edge.put_pool(service, &color, &before).await;
         stop_instances(run, &started).await;
@@ -704,7 +743,7 @@ pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Res
     };
     if let Err(err) = run.deployer.edge.put_pool(service, &color, &addresses).await {
         // The edge may have applied it before failing to answer: back to what is recorded.
-        return Err(undo(err.to_string()).await);
+        return Err(undo(err.into()).await);
     }
     let mut state = match load(run).await {
         Ok(state) => state,
@@ -714,9 +753,11 @@ pub async fn scale(run: &Run, log: &StepLog, service: &str, count: usize) -> Res
         recorded.instances = instances;
     }
     if run.lock_lost() {
-        return Err(
-            undo(format!("the lock of `{}` was lost while scaling; nothing was changed", run.environment)).await
-        );
+        return Err(undo(RolloutError::Failed(format!(
+            "the lock of `{}` was lost while scaling; nothing was changed",
+            run.environment
+        )))
+        .await);
     }
     if let Err(problem) = save(run, &state).await {
         return Err(undo(problem).await);

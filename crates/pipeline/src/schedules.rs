@@ -78,7 +78,7 @@ pub async fn run_due(deployer: &Deployer, environment: &str) -> Result<(), Sched
             &variables,
             windlass_db::Options::default(),
         )
-        .map_err(ScheduleError::Target)?
+        .map_err(|e| ScheduleError::Target(e.to_string()))?
         .ok_or_else(|| ScheduleError::Target("no [database]".into()))?;
         let policy = BackupPolicy { store: target.store.clone(), retention: target.retention };
         for (job, name, key) in due {

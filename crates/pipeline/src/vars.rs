@@ -7,7 +7,7 @@ use std::path::Path;
 
 use windlass_config::dotenv::EnvFile;
 use windlass_config::env_check::{EnvInputs, SecretInputs, check_env};
-use windlass_config::template::Setting;
+use windlass_config::template::{Setting, TemplateError};
 use windlass_config::{Config, Diagnostic, Source};
 use windlass_secrets::Redactor;
 
@@ -23,6 +23,15 @@ pub struct Variables {
     /// The declared variables whose value is a secret: declared `secret = true`, or taken from
     /// the secrets store.
     secret_names: std::collections::BTreeSet<String>,
+}
+
+/// Why a setting cannot be rendered. Names a variable or secret, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("secret `{0}` has no value")]
+    NoSecret(String),
 }
 
 /// The secrets of an environment as loaded from its store: where they are kept, and the values.
@@ -114,12 +123,12 @@ impl Variables {
 
     /// Renders a setting: a template over these variables and then `builtins`, or a secret by
     /// name.
-    pub fn render(&self, setting: &Setting, builtins: &BTreeMap<String, String>) -> Result<String, String> {
+    pub fn render(&self, setting: &Setting, builtins: &BTreeMap<String, String>) -> Result<String, RenderError> {
         match setting {
             Setting::Text(template) => {
-                template.render(|name| self.get(name).or_else(|| builtins.get(name).cloned())).map_err(String::from)
+                Ok(template.render(|name| self.get(name).or_else(|| builtins.get(name).cloned()))?)
             }
-            Setting::Secret(name) => self.get(name).ok_or_else(|| format!("secret `{name}` has no value")),
+            Setting::Secret(name) => self.get(name).ok_or_else(|| RenderError::NoSecret(name.clone())),
         }
     }
 

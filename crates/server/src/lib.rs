@@ -70,7 +70,7 @@ fn server_id(state_dir: &Path) -> Result<String, ServerError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(ServerError::Setup(format!("cannot read {}: {err}", path.display()))),
     }
-    let random = tokens::generate().map_err(ServerError::Setup)?;
+    let random = tokens::generate().map_err(|err| ServerError::Setup(err.to_string()))?;
     let id = format!("server-{}", &random[tokens::PREFIX.len()..tokens::PREFIX.len() + 12]);
     windlass_failpoint::private::write_atomic(&path, id.as_bytes())
         .map_err(|err| ServerError::Setup(format!("cannot write {}: {err}", path.display())))?;

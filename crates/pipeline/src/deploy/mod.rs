@@ -31,7 +31,7 @@ mod scale;
 mod step_log;
 
 pub use heartbeat::Heartbeat;
-pub use run::{OpenStep, Run, route_hosts};
+pub use run::{CommandError, OpenStep, Run, RunError, route_hosts};
 pub use scale::{Scaled, scale};
 pub use step_log::StepLog;
 
@@ -290,7 +290,7 @@ impl Deployer {
         let config = parse_config(&source)?;
         let plan = plan::plan(&config, &request.environment, &request.options)?;
         let overridden = plan::check_window(&config, &request.environment, &request.options, self.clock.now())
-            .map_err(DeployError::Rejected)?;
+            .map_err(|err| DeployError::Rejected(err.to_string()))?;
         let variables = self.variables(&config, &request.environment).await?;
         // A service keeps the version it runs until a deploy names another.
         let state = EnvState::load(&*self.store, &request.environment).await?;
@@ -329,7 +329,7 @@ impl Deployer {
                 |err: String| DeployError::Rejected(format!("service `{service}`: cannot render `run`: {err}"));
             // Split into words as written, then each word filled in: a value is one argument
             // (or part of one), never more words or quotes.
-            let words = artifacts::split_command(&run.raw).map_err(cannot)?;
+            let words = artifacts::split_command(&run.raw).map_err(|err| cannot(err.to_string()))?;
             let words = words
                 .iter()
                 .map(|word| windlass_config::template::Template::parse(word).and_then(|t| t.render(lookup)))
@@ -515,7 +515,7 @@ impl Deployer {
         };
         let (status, error) = match outcome {
             Ok(()) => (DeployStatus::Succeeded, None),
-            Err(failure) if run.changes.is_empty() => (DeployStatus::Failed, Some(failure)),
+            Err(failure) if run.changes.is_empty() => (DeployStatus::Failed, Some(failure.to_string())),
             Err(failure) => match run.undo_changes().await {
                 Ok(()) => {
                     (DeployStatus::RolledBack, Some(format!("{failure}; every service it changed was rolled back")))

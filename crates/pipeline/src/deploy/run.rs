@@ -29,6 +29,59 @@ fn union_of(waits: &Spans) -> std::time::Duration {
     total
 }
 
+/// Why a deploy's run stopped. A step's problem may quote what failed (a check's body, a
+/// command's output): [`Run::end`] redacts it before it is kept here; the whole error's text is
+/// redacted again before it is recorded or shown.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A stop was requested before the step `title` began.
+    #[error("stopped before `{title}`: {reason}")]
+    Stopped { title: String, reason: String },
+    #[error("the deploy lock was broken while this deploy ran; stopping here")]
+    LockLost,
+    /// A recorded step failed; `problem` is redacted.
+    #[error("step `{title}`: {problem}")]
+    Step { title: String, problem: String },
+    #[error(transparent)]
+    Store(#[from] windlass_store::StoreError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Target(#[from] crate::database::TargetError),
+    #[error(transparent)]
+    Database(#[from] windlass_db::Error),
+    /// Anything else that stops the run, described.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why a custom step's command (or its undo) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Render(#[from] vars::RenderError),
+    /// The script names a variable that has no value.
+    #[error(transparent)]
+    Unset(#[from] windlass_config::template::TemplateError),
+    /// The command failed (its last attempt).
+    #[error(transparent)]
+    Failed(#[from] command::ShellError),
+}
+
+/// Why the `database` phase's migration failed.
+#[derive(Debug, thiserror::Error)]
+enum MigrateError {
+    #[error(transparent)]
+    Target(#[from] crate::database::TargetError),
+    #[error("the config has no [database]")]
+    NoDatabase,
+    #[error("[database] has no `migrate`")]
+    NoMigrate,
+    /// The migration failed; the text is redacted (it may quote the database's URL).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A step between [`Run::begin`] and [`Run::end`].
 pub struct OpenStep {
     seq: i64,
@@ -72,11 +125,11 @@ impl Run {
 
     /// Starts a recorded step; its output goes to the returned log until [`Run::end`]. Refused
     /// once the deploy lost its lock or was asked to stop.
-    pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
+    pub async fn begin(&self, phase: &str, title: &str) -> Result<OpenStep, RunError> {
         // Asked of the store as each step starts ([`request_stop`]): a stop requested before a
         // step is never missed.
         if let Some(reason) = self.deployer.store.setting(&stop_key(&self.id)).await.ok().flatten() {
-            return Err(format!("stopped before `{title}`: {reason}"));
+            return Err(RunError::Stopped { title: title.to_owned(), reason });
         }
         // The start of a step is the deploy's safe point: when the server is stopping, the deploy
         // waits here to be dropped, recorded as running at its last step exactly as a crash would
@@ -90,12 +143,12 @@ impl Run {
 
     /// A step that undoes a change: it runs even when the deploy was asked to stop (stopping is
     /// why it runs), never without the lock.
-    async fn open_step(&self, phase: &str, title: &str) -> Result<OpenStep, String> {
+    async fn open_step(&self, phase: &str, title: &str) -> Result<OpenStep, RunError> {
         if self.lock_lost.load(Ordering::SeqCst) {
-            return Err("the deploy lock was broken while this deploy ran; stopping here".into());
+            return Err(RunError::LockLost);
         }
         let store = self.deployer.store.clone();
-        let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;
+        let seq = store.start_step(&self.id, phase, title).await?;
         Ok(OpenStep {
             seq,
             title: title.to_owned(),
@@ -103,33 +156,31 @@ impl Run {
         })
     }
 
-    /// Records how a step ended and passes its result on.
-    pub async fn end(&self, step: OpenStep, result: Result<(), String>) -> Result<(), String> {
-        if let Err(problem) = &result {
+    /// Records how a step ended and passes its result on, its problem redacted.
+    pub async fn end<E: std::fmt::Display>(&self, step: OpenStep, result: Result<(), E>) -> Result<(), RunError> {
+        let problem = result.err().map(|problem| problem.to_string());
+        if let Some(problem) = &problem {
             step.log.line(format!("error: {problem}"));
         }
         step.log.close().await;
-        let (status, error) = match &result {
-            Ok(()) => (StepStatus::Succeeded, None),
-            Err(problem) => (StepStatus::Failed, Some(self.variables.redact(problem))),
-        };
-        self.deployer
-            .store
-            .finish_step(&self.id, step.seq, status, error.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let problem = problem.map(|problem| self.variables.redact(&problem));
+        let status = if problem.is_some() { StepStatus::Failed } else { StepStatus::Succeeded };
+        self.deployer.store.finish_step(&self.id, step.seq, status, problem.as_deref()).await?;
         // The deploy's error names the step it came from.
-        result.map_err(|problem| format!("step `{}`: {}", step.title, self.variables.redact(&problem)))
+        match problem {
+            Some(problem) => Err(RunError::Step { title: step.title, problem }),
+            None => Ok(()),
+        }
     }
 
-    pub async fn skipped(&self, phase: &str, title: &str, why: &str) -> Result<(), String> {
+    pub async fn skipped(&self, phase: &str, title: &str, why: &str) -> Result<(), RunError> {
         let store = &self.deployer.store;
-        let seq = store.start_step(&self.id, phase, title).await.map_err(|e| e.to_string())?;
-        store.append_step_output(&self.id, seq, &format!("{why}\n")).await.map_err(|e| e.to_string())?;
-        store.finish_step(&self.id, seq, StepStatus::Skipped, None).await.map_err(|e| e.to_string())
+        let seq = store.start_step(&self.id, phase, title).await?;
+        store.append_step_output(&self.id, seq, &format!("{why}\n")).await?;
+        Ok(store.finish_step(&self.id, seq, StepStatus::Skipped, None).await?)
     }
 
-    pub(super) async fn deploy(&mut self, plan: &Plan, artifacts: &BTreeMap<String, Artifact>) -> Result<(), String> {
+    pub(super) async fn deploy(&mut self, plan: &Plan, artifacts: &BTreeMap<String, Artifact>) -> Result<(), RunError> {
         let route_hosts = route_hosts(&self.config, &self.environment);
         for phase in &plan.phases {
             let span = tracing::info_span!("phase", name = %phase.name);
@@ -143,7 +194,7 @@ impl Run {
         phase: &crate::plan::PhasePlan,
         artifacts: &BTreeMap<String, Artifact>,
         route_hosts: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         if let Some(why) = &phase.skipped {
             tracing::debug!("phase skipped: {why}");
             return self.skipped(&phase.name, &format!("phase {}", phase.name), why).await;
@@ -165,7 +216,7 @@ impl Run {
         title: String,
         artifacts: &BTreeMap<String, Artifact>,
         route_hosts: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         tracing::debug!("step started");
         match step {
             StepPlan::Validate => {
@@ -176,13 +227,13 @@ impl Run {
                     self.deployer.config_path.display(),
                     self.environment
                 ));
-                self.end(step, Ok(())).await?
+                self.end(step, Ok::<(), String>(())).await?
             }
             StepPlan::Rollout { service, .. } => {
                 let artifact = artifacts
                     .get(service)
                     .cloned()
-                    .ok_or_else(|| format!("no artifact was snapshotted for `{service}`"))?;
+                    .ok_or_else(|| RunError::Failed(format!("no artifact was snapshotted for `{service}`")))?;
                 let config_deploy = self.id.to_string();
                 let step = self.begin(&phase.name, &title).await?;
                 let result = rollout::roll_out(self, &step.log, service, &artifact, &config_deploy).await;
@@ -221,7 +272,7 @@ impl Run {
     /// The `database` phase: backup, then the pending migrations, under the migration lock. A
     /// committed change that fails is restored from the backup behind a write stop (the edge's
     /// maintenance mode for the environment's services, and read-only sessions on PostgreSQL).
-    async fn migrate(&self, log: &StepLog) -> Result<(), String> {
+    async fn migrate(&self, log: &StepLog) -> Result<(), MigrateError> {
         let target = crate::database::Target::resolve(
             &self.config,
             &self.deployer.config_path,
@@ -229,8 +280,8 @@ impl Run {
             &self.variables,
             windlass_db::Options::default(),
         )?
-        .ok_or("the config has no [database]")?;
-        let source = target.source.clone().ok_or("[database] has no `migrate`")?;
+        .ok_or(MigrateError::NoDatabase)?;
+        let source = target.source.clone().ok_or(MigrateError::NoMigrate)?;
         let mut stop = crate::database::FullWriteStop {
             edge: crate::database::EdgeMaintenance::new(self.deployer.edge.clone(), self.routed_services()),
             database: target.database_write_stop(),
@@ -245,7 +296,7 @@ impl Run {
                 write_stop: &mut stop,
             })
             .await
-            .map_err(|err| self.variables.redact(&err.to_string()))?;
+            .map_err(|err| MigrateError::Failed(self.variables.redact(&err.to_string())))?;
         if let Some(backup) = &report.backup {
             log.line(format!(
                 "backup {} ({} bytes in {} ms, sha256 {})",
@@ -285,7 +336,7 @@ impl Run {
 
     /// Every smoke check of the config, through the edge: the `verification` phase of a deploy
     /// that does not run the config's phases (a promotion).
-    pub async fn verify(&mut self) -> Result<(), String> {
+    pub async fn verify(&mut self) -> Result<(), RunError> {
         let hosts = route_hosts(&self.config, &self.environment);
         for check in self.config.smoke.clone() {
             let step = self.begin("verification", &format!("smoke check: {}", check.name)).await?;
@@ -298,7 +349,7 @@ impl Run {
     }
 
     /// Undoes this deploy's changes, newest first.
-    pub(super) async fn undo_changes(&mut self) -> Result<(), String> {
+    pub(super) async fn undo_changes(&mut self) -> Result<(), RunError> {
         let changes = std::mem::take(&mut self.changes);
         let mut result = Ok(());
         for change in changes.into_iter().rev() {
@@ -313,12 +364,12 @@ impl Run {
         result
     }
 
-    async fn command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), String> {
+    async fn command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), CommandError> {
         self.shell(&custom.run, custom, log).await
     }
 
     /// Runs a custom step's `undo` command, with the step's environment, timeout and retries.
-    pub async fn undo_command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), String> {
+    pub async fn undo_command(&self, custom: &windlass_config::Step, log: &StepLog) -> Result<(), CommandError> {
         match &custom.undo {
             Some(undo) => self.shell(undo, custom, log).await,
             None => Ok(()),
@@ -330,7 +381,7 @@ impl Run {
         script: &windlass_config::template::CommandTemplate,
         custom: &windlass_config::Step,
         log: &StepLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         // Never rendered into the script: every value reaches `sh` as an environment variable
         // and `sh` expands `${NAME}`, so a value is data, never shell code.
         let mut env = vars::base_env();
@@ -345,10 +396,11 @@ impl Run {
         command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, redactor, move |line| {
             let _ = sender.send(line);
         })
-        .await
+        .await?;
+        Ok(())
     }
 
-    pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, String> {
+    pub fn render(&self, setting: &windlass_config::template::Setting) -> Result<String, vars::RenderError> {
         self.variables.render(setting, &self.builtins())
     }
 

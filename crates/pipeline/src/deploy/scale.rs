@@ -86,9 +86,10 @@ async fn scale_owned(
     // A failed scale is audited too: it started (and stopped) instances.
     let (kind, message) = match &result {
         Ok(()) => ("scale", format!("{service} scaled to {count}{because}")),
-        Err(problem) => {
-            ("scale.failed", format!("{service} not scaled to {count}{because}: {}", run.variables.redact(problem)))
-        }
+        Err(problem) => (
+            "scale.failed",
+            format!("{service} not scaled to {count}{because}: {}", run.variables.redact(&problem.to_string())),
+        ),
     };
     let event = NewEvent {
         actor: actor.into(),
@@ -101,6 +102,6 @@ async fn scale_owned(
     if let Err(err) = deployer.store.record_event(&event).await {
         tracing::warn!(%err, "cannot record an audit event");
     }
-    result.map_err(|e| DeployError::Failed(run.variables.redact(&e)))?;
+    result.map_err(|e| DeployError::Failed(run.variables.redact(&e.to_string())))?;
     Ok(Scaled { lines: done, message })
 }
