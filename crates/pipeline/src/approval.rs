@@ -155,7 +155,7 @@ async fn record(
             id: format!("approval-{}", hex::encode(bytes)),
             environment: start.environment.clone(),
             requested_by: start.actor.clone(),
-            requested_at: jiff::Timestamp::now().to_string(),
+            requested_at: deployer.clock.now().to_string(),
             options: start.options.clone(),
             fingerprint,
             promote_from,

@@ -276,7 +276,7 @@ pub async fn run_steps(
                     continue;
                 }
                 let (verdict, figures) = open.close(run, service, canary, stable, analysis).await?;
-                let judged_at = jiff::Timestamp::now();
+                let judged_at = run.deployer.clock.now();
                 progress.last = Some(figures.clone());
                 progress.last_verdict = Some(verdict.clone());
                 match &verdict {

@@ -87,7 +87,8 @@ fn unredacted(name: &str, kind: &ReceiverKind, variables: &Variables) -> Result<
 
 /// Sends `message` to the config's deploy receivers in the background, as a task of the
 /// deployer's supervisor (a notification still goes out while the server stops, within its grace).
-pub fn notify(deployer: &crate::Deployer, config: &Config, variables: &Variables, message: Message) {
+pub fn notify(deployer: &crate::Deployer, config: &Config, variables: &Variables, mut message: Message) {
+    message.at = deployer.clock.now().to_string();
     let tasks = deployer.tasks.clone();
     let delivery = delivery(deployer.store.clone(), config, variables, message);
     tasks.spawn(delivery);
@@ -145,7 +146,8 @@ pub fn message(
         text,
         fields,
         deploy_id: deploy_id.map(str::to_owned),
-        at: jiff::Timestamp::now().to_string(),
+        // Stamped by [`notify`] from the deployer's clock.
+        at: String::new(),
     }
 }
 
