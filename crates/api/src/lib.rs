@@ -7,8 +7,9 @@
 //! a new API version. This crate does no I/O and knows nothing of the server's libraries (it
 //! must stay light: the CLI depends on it); times are RFC 3339 text as the server writes them.
 //!
-//! A few bodies the monitor owns (alerts, silences, incidents, the SLO report) are carried as
-//! JSON objects here; their fields are the monitor's serde types.
+//! The alert, silence and incident items mirror the monitor's serde shapes field for field (the
+//! server converts into them). The SLO report's per-service figures are still carried as JSON
+//! objects of the monitor's serde type.
 
 pub mod alerts;
 pub mod approval;

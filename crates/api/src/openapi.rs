@@ -202,12 +202,12 @@ fn ack() {}
 fn list_silences() {}
 
 #[utoipa::path(post, path = "/silences", request_body = SilenceRequest, responses(
-    (status = 201, description = "The silence (the monitor's type)", body = Object),
+    (status = 201, description = "The silence", body = Silence),
     (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 fn add_silence() {}
 
 #[utoipa::path(delete, path = "/silences/{id}", params(("id" = String, Path)), responses(
-    (status = 200, description = "The silence (the monitor's type)", body = Object),
+    (status = 200, description = "The silence", body = Silence),
     (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 fn expire_silence() {}
 
@@ -220,7 +220,7 @@ fn list_incidents() {}
 fn reliability() {}
 
 #[utoipa::path(get, path = "/incidents/{id}", params(("id" = String, Path)), responses(
-    (status = 200, description = "The incident (the monitor's type)", body = Object),
+    (status = 200, description = "The incident", body = Incident),
     (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 fn show_incident() {}
 
