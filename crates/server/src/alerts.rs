@@ -653,3 +653,83 @@ fn incident_item(incident: &Incident) -> wire::Incident {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn at(text: &str) -> jiff::Timestamp {
+        text.parse().expect("a timestamp")
+    }
+
+    /// The API's items must be the JSON the monitor's types made before they were typed: every
+    /// field, filled, serializes to the same value.
+    #[test]
+    fn the_api_items_serialize_as_the_monitors_types() {
+        let alert = Alert {
+            id: "0123456789abcdef".into(),
+            source: "probe".into(),
+            name: "web-up".into(),
+            service: "web".into(),
+            environment: "production".into(),
+            severity: windlass_config::AlertSeverity::Critical,
+            summary: "502 from /healthz".into(),
+            status: AlertStatus::Firing,
+            occurrence: 3,
+            fired_at: at("2026-12-03T14:00:00.123456789Z"),
+            resolved_at: Some(at("2026-12-03T15:00:00Z")),
+            routes: vec![0, 2],
+            ladder: Some(Ladder::Policy("primary".into())),
+            notified_at: Some(at("2026-12-03T14:00:01Z")),
+            level: 1,
+            ack: Some(Ack {
+                by: "ana".into(),
+                via: AckVia::External("pagerduty".into()),
+                at: at("2026-12-03T14:05:00Z"),
+                note: Some("looking".into()),
+            }),
+            told: BTreeSet::from([
+                Recipient::Receiver { name: "slack".into(), person: Some("ana".into()) },
+                Recipient::Email { person: "bo".into(), address: "bo@example.com".into() },
+            ]),
+            incident: Some(7),
+            silenced_by: Some("s1".into()),
+        };
+        let same = |monitor: serde_json::Value, api: serde_json::Value| assert_eq!(monitor, api);
+        same(serde_json::to_value(&alert).unwrap(), serde_json::to_value(alert_item(&alert)).unwrap());
+        let plain = Alert { ladder: Some(Ladder::Default), ack: None, told: BTreeSet::new(), ..alert.clone() };
+        same(serde_json::to_value(&plain).unwrap(), serde_json::to_value(alert_item(&plain)).unwrap());
+
+        let silence = Silence {
+            id: "maintenance/production/web".into(),
+            kind: SilenceKind::Maintenance,
+            matchers: Matchers {
+                name: None,
+                service: Some("web".into()),
+                environment: Some("production".into()),
+                severity: Some(windlass_config::AlertSeverity::Business),
+            },
+            starts_at: at("2026-12-03T14:00:00Z"),
+            ends_at: None,
+            author: "edge".into(),
+            reason: "maintenance".into(),
+        };
+        same(serde_json::to_value(&silence).unwrap(), serde_json::to_value(silence_item(&silence)).unwrap());
+        let mut listed = serde_json::to_value(&silence).unwrap();
+        listed["active"] = serde_json::Value::Bool(true);
+        let item = windlass_api::alerts::ListedSilence { silence: silence_item(&silence), active: true };
+        same(listed, serde_json::to_value(item).unwrap());
+
+        let mut incident = Incident::open(7, "production", "web", "web is down", at("2026-12-03T14:00:00Z"));
+        incident.alerts.push(alert.id.clone());
+        incident.acknowledged_at = Some(at("2026-12-03T14:05:00Z"));
+        incident.record(
+            windlass_monitor::incident::TimelineEntry::new(at("2026-12-03T14:05:00Z"), "note", "on it")
+                .by("ana")
+                .about(&alert.id),
+        );
+        same(serde_json::to_value(&incident).unwrap(), serde_json::to_value(incident_item(&incident)).unwrap());
+    }
+}
