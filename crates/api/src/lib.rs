@@ -7,9 +7,8 @@
 //! a new API version. This crate does no I/O and knows nothing of the server's libraries (it
 //! must stay light: the CLI depends on it); times are RFC 3339 text as the server writes them.
 //!
-//! The alert, silence and incident items mirror the monitor's serde shapes field for field (the
-//! server converts into them). The SLO report's per-service figures are still carried as JSON
-//! objects of the monitor's serde type.
+//! The alert, silence, incident and SLO report items mirror the monitor's serde shapes field for
+//! field (the server converts into them; this crate must not depend on the monitor).
 
 pub mod alerts;
 pub mod approval;
