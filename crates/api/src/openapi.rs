@@ -252,6 +252,13 @@ mod tests {
             assert!(paths.contains_key(path), "{path} missing");
         }
         assert!(doc["components"]["schemas"]["Status"].is_object());
+        // The monitor's bodies are described field by field, not as bare objects.
+        for (schema, field) in
+            [("Alert", "fired_at"), ("Silence", "matchers"), ("Incident", "timeline"), ("ServiceReport", "budget")]
+        {
+            let properties = &doc["components"]["schemas"][schema]["properties"];
+            assert!(properties[field].is_object(), "{schema} does not describe {field}: {properties}");
+        }
         for (path, item) in paths {
             for (method, operation) in item.as_object().expect("a path item") {
                 for (status, response) in operation["responses"].as_object().expect("responses") {
