@@ -7,8 +7,8 @@
 //! a new API version. This crate does no I/O and knows nothing of the server's libraries (it
 //! must stay light: the CLI depends on it); times are RFC 3339 text as the server writes them.
 //!
-//! A few bodies the monitor owns (alerts, silences, incidents, the SLO report) are carried as
-//! JSON objects here; their fields are the monitor's serde types.
+//! The alert, silence, incident and SLO report items mirror the monitor's serde shapes field for
+//! field (the server converts into them; this crate must not depend on the monitor).
 
 pub mod alerts;
 pub mod approval;

@@ -202,12 +202,12 @@ fn ack() {}
 fn list_silences() {}
 
 #[utoipa::path(post, path = "/silences", request_body = SilenceRequest, responses(
-    (status = 201, description = "The silence (the monitor's type)", body = Object),
+    (status = 201, description = "The silence", body = Silence),
     (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 fn add_silence() {}
 
 #[utoipa::path(delete, path = "/silences/{id}", params(("id" = String, Path)), responses(
-    (status = 200, description = "The silence (the monitor's type)", body = Object),
+    (status = 200, description = "The silence", body = Silence),
     (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 fn expire_silence() {}
 
@@ -220,7 +220,7 @@ fn list_incidents() {}
 fn reliability() {}
 
 #[utoipa::path(get, path = "/incidents/{id}", params(("id" = String, Path)), responses(
-    (status = 200, description = "The incident (the monitor's type)", body = Object),
+    (status = 200, description = "The incident", body = Incident),
     (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 fn show_incident() {}
 
@@ -252,6 +252,13 @@ mod tests {
             assert!(paths.contains_key(path), "{path} missing");
         }
         assert!(doc["components"]["schemas"]["Status"].is_object());
+        // The monitor's bodies are described field by field, not as bare objects.
+        for (schema, field) in
+            [("Alert", "fired_at"), ("Silence", "matchers"), ("Incident", "timeline"), ("ServiceReport", "budget")]
+        {
+            let properties = &doc["components"]["schemas"][schema]["properties"];
+            assert!(properties[field].is_object(), "{schema} does not describe {field}: {properties}");
+        }
         for (path, item) in paths {
             for (method, operation) in item.as_object().expect("a path item") {
                 for (status, response) in operation["responses"].as_object().expect("responses") {

@@ -1,89 +1,15 @@
 //! Alerting from the command line, through the server: `ack`, `silence add|list|expire`,
 //! `alerts`, `incident list|show|note|resolve|postmortem|stats`.
 
-use serde::Deserialize;
-use serde_json::Value;
 use windlass_api::alerts::{
-    AckRequest, Acknowledged, AlertList, IncidentList, IncidentResolved, NoteRequest, Noted, Postmortem, Reliability,
-    SilenceList, SilenceRequest,
+    AckRequest, Acknowledged, AlertList, AlertStatus, Incident, IncidentList, IncidentResolved, NoteRequest, Noted,
+    Postmortem, Reliability, Silence, SilenceList, SilenceRequest,
 };
 
 use crate::client::{self, Client, Connection};
 use crate::output::{call, get};
 use crate::table::Table;
 use crate::{Outcome, OutputFormat, UsageError, print_json};
-
-// The API carries alerts, silences and incidents as the monitor's own serde objects; the CLI
-// reads the fields it shows through these views (a field the monitor renamed is an error here,
-// not an empty column) and prints `--output json` as the server sent it.
-
-/// An alert as `windlass alerts` shows it.
-#[derive(Deserialize)]
-struct AlertView {
-    id: String,
-    severity: String,
-    status: String,
-    environment: String,
-    service: String,
-    name: String,
-    fired_at: String,
-    summary: String,
-    ack: Option<AckView>,
-    silenced_by: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct AckView {
-    by: String,
-}
-
-/// A silence as `silence list|add|expire` shows it (`active` only in listings).
-#[derive(Deserialize)]
-struct SilenceView {
-    id: String,
-    matchers: MatchersView,
-    ends_at: Option<String>,
-    author: String,
-    reason: String,
-    #[serde(default)]
-    active: bool,
-}
-
-/// A silence's matchers (printed in alphabetical order, as they always were).
-#[derive(Deserialize)]
-struct MatchersView {
-    name: Option<String>,
-    service: Option<String>,
-    environment: Option<String>,
-    severity: Option<String>,
-}
-
-/// An incident as `incident list|show` shows it (listings come without timelines).
-#[derive(Deserialize)]
-struct IncidentView {
-    id: u64,
-    environment: String,
-    service: String,
-    title: String,
-    status: String,
-    opened_at: String,
-    #[serde(default)]
-    timeline: Vec<TimelineView>,
-}
-
-#[derive(Deserialize)]
-struct TimelineView {
-    at: String,
-    kind: String,
-    actor: Option<String>,
-    message: String,
-}
-
-/// Reads one of the monitor's objects the API carries untyped as the view `T`.
-fn view<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> anyhow::Result<T> {
-    serde_json::from_value(value.clone())
-        .map_err(|err| anyhow::anyhow!("the server's {what} is not what this windlass understands: {err}"))
-}
 
 #[derive(clap::Args)]
 pub struct AckArgs {
@@ -133,13 +59,13 @@ pub fn alerts(args: AlertsArgs) -> anyhow::Result<Outcome> {
     if args.output == OutputFormat::Json {
         return print_json(&answer);
     }
-    let alerts: Vec<AlertView> = answer.alerts.iter().map(|a| view(a, "alert")).collect::<anyhow::Result<_>>()?;
+    let alerts = answer.alerts;
     if alerts.is_empty() {
         println!("no {}alerts", if args.all { "" } else { "firing " });
     }
     let mut table = Table::new();
     for alert in alerts {
-        let state = if alert.status == "resolved" {
+        let state = if alert.status == AlertStatus::Resolved {
             "resolved".to_owned()
         } else if let Some(ack) = &alert.ack {
             format!("acked by {}", ack.by)
@@ -150,7 +76,7 @@ pub fn alerts(args: AlertsArgs) -> anyhow::Result<Outcome> {
         };
         table.row([
             alert.id,
-            alert.severity,
+            alert.severity.to_string(),
             state,
             format!("{}/{}", alert.environment, alert.service),
             alert.name,
@@ -202,11 +128,10 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
     match args.command {
         SilenceCommand::Add { environment, service, name, severity, duration, reason } => {
             let body = SilenceRequest { environment: Some(environment), service, name, severity, duration, reason };
-            let answer: Value = runtime.block_on(call(&client, "POST", "/silences", Some(&body)))?;
+            let silence: Silence = runtime.block_on(call(&client, "POST", "/silences", Some(&body)))?;
             if args.output == OutputFormat::Json {
-                return print_json(&answer);
+                return print_json(&silence);
             }
-            let silence: SilenceView = view(&answer, "silence")?;
             println!("silence {} until {}", silence.id, silence.ends_at.unwrap_or_default());
         }
         SilenceCommand::List { environment } => {
@@ -219,21 +144,22 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
                 return print_json(&answer);
             }
             let mut table = Table::new();
-            for silence in &answer.silences {
-                let silence: SilenceView = view(silence, "silence")?;
+            for listed in answer.silences {
+                let silence = listed.silence;
                 let m = &silence.matchers;
+                let severity = m.severity.map(|s| s.to_string());
                 let matchers: Vec<String> = [
                     ("environment", &m.environment),
                     ("name", &m.name),
                     ("service", &m.service),
-                    ("severity", &m.severity),
+                    ("severity", &severity),
                 ]
                 .into_iter()
                 .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
                 .collect();
                 table.row([
                     silence.id,
-                    if silence.active { "active" } else { "ended" }.to_owned(),
+                    if listed.active { "active" } else { "ended" }.to_owned(),
                     matchers.join(","),
                     format!("until {}", silence.ends_at.as_deref().unwrap_or("closed")),
                     format!("by {}: {}", silence.author, silence.reason),
@@ -242,11 +168,11 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
             table.print();
         }
         SilenceCommand::Expire { id } => {
-            let answer: Value = runtime.block_on(call(&client, "DELETE", &format!("/silences/{id}"), None::<&()>))?;
+            let silence: Silence =
+                runtime.block_on(call(&client, "DELETE", &format!("/silences/{id}"), None::<&()>))?;
             if args.output == OutputFormat::Json {
-                return print_json(&answer);
+                return print_json(&silence);
             }
-            let silence: SilenceView = view(&answer, "silence")?;
             println!("silence {id} ended at {}", silence.ends_at.unwrap_or_default());
         }
     }
@@ -307,11 +233,10 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
                 return print_json(&answer);
             }
             let mut table = Table::new();
-            for incident in &answer.incidents {
-                let incident: IncidentView = view(incident, "incident")?;
+            for incident in answer.incidents {
                 table.row([
                     incident.id.to_string(),
-                    incident.status,
+                    incident.status.as_str().to_owned(),
                     format!("{}/{}", incident.environment, incident.service),
                     format!("opened {}", incident.opened_at),
                     incident.title,
@@ -320,12 +245,11 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
             table.print();
         }
         IncidentCommand::Show { id } => {
-            let answer: Value = runtime.block_on(get(&client, &format!("/incidents/{id}")))?;
+            let incident: Incident = runtime.block_on(get(&client, &format!("/incidents/{id}")))?;
             if json_output {
-                return print_json(&answer);
+                return print_json(&incident);
             }
-            let incident: IncidentView = view(&answer, "incident")?;
-            println!("incident {}: {} ({})", incident.id, incident.title, incident.status);
+            println!("incident {}: {} ({})", incident.id, incident.title, incident.status.as_str());
             let mut timeline = Table::new();
             for entry in incident.timeline {
                 let who = entry.actor.map(|a| format!("[{a}]")).unwrap_or_default();

@@ -15,15 +15,18 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde_json::Value;
+use windlass_api::alerts as wire;
 use windlass_api::alerts::{
     AckRequest, Acknowledged, AlertList, AlertQuery, AlreadyAcknowledged, HookIgnored, IncidentList, IncidentResolved,
     LinkAcknowledged, NoteRequest, Noted, Postmortem, Reliability, ReliabilityQuery, SilenceList, SilenceRequest,
 };
 use windlass_config::Config;
 use windlass_monitor::alert::persist::{Alerting, PersistError, incident_from};
-use windlass_monitor::alert::{AckVia, AlertError, Matchers, NewSilence, severity};
-use windlass_monitor::incident::{human, postmortem};
+use windlass_monitor::alert::{
+    Ack, AckVia, Alert, AlertError, AlertStatus, Ladder, Matchers, NewSilence, Silence, SilenceKind, severity,
+};
+use windlass_monitor::incident::{Incident, IncidentStatus, human, postmortem};
+use windlass_monitor::oncall::Recipient;
 use windlass_store::{Clock, NewEvent, Store, SystemClock};
 
 use crate::api::{Actor, AppState, Path, Query, body, error};
@@ -186,14 +189,13 @@ async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQue
     let alerts = state
         .alerting
         .with(|engine, _| {
-            let mut alerts: Vec<Value> = engine
+            let mut alerts: Vec<&Alert> = engine
                 .alerts()
                 .filter(|a| query.environment.as_deref().is_none_or(|e| e == a.environment))
                 .filter(|a| wanted == "all" || (wanted == "firing") == a.is_firing())
-                .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
                 .collect();
-            alerts.sort_by(|a, b| b["fired_at"].as_str().cmp(&a["fired_at"].as_str()));
-            alerts
+            alerts.sort_by_key(|a| std::cmp::Reverse(a.fired_at));
+            alerts.into_iter().map(alert_item).collect::<Vec<_>>()
         })
         .await;
     match alerts {
@@ -290,12 +292,8 @@ async fn list_silences(State(state): State<AppState>, Query(query): Query<AlertQ
                         .as_deref()
                         .is_none_or(|e| s.matchers.environment.as_deref().is_none_or(|m| m == e))
                 })
-                .map(|s| {
-                    let mut value = serde_json::to_value(s).unwrap_or(Value::Null);
-                    value["active"] = Value::Bool(s.is_active(now));
-                    value
-                })
-                .collect::<Vec<Value>>()
+                .map(|s| wire::ListedSilence { silence: silence_item(s), active: s.is_active(now) })
+                .collect::<Vec<_>>()
         })
         .await;
     match result {
@@ -351,7 +349,7 @@ async fn add_silence(
         Ok(Ok(silence)) => {
             let message = format!("silenced alerts for {}: {}", request.duration, request.reason);
             audit(&*state.store, &actor, request.environment.as_deref(), "silence.add", &silence.id, message).await;
-            (StatusCode::CREATED, Json(serde_json::to_value(&silence).unwrap_or(Value::Null))).into_response()
+            (StatusCode::CREATED, Json(silence_item(&silence))).into_response()
         }
     }
 }
@@ -376,7 +374,7 @@ async fn expire_silence(
                 format!("expired silence {id}"),
             )
             .await;
-            Json(serde_json::to_value(&silence).unwrap_or(Value::Null)).into_response()
+            Json(silence_item(&silence)).into_response()
         }
     }
 }
@@ -392,7 +390,7 @@ async fn list_incidents(State(state): State<AppState>, Query(query): Query<Alert
         match incident_from(record) {
             Ok(mut incident) => {
                 incident.timeline.clear();
-                incidents.push(serde_json::to_value(&incident).unwrap_or(Value::Null));
+                incidents.push(incident_item(&incident));
             }
             Err(err) => return persist_error(err),
         }
@@ -412,7 +410,7 @@ async fn find_incident(state: &AppState, id: &str) -> Result<windlass_monitor::i
 
 async fn show_incident(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match find_incident(&state, &id).await {
-        Ok(incident) => Json(serde_json::to_value(&incident).unwrap_or(Value::Null)).into_response(),
+        Ok(incident) => Json(incident_item(&incident)).into_response(),
         Err(response) => response,
     }
 }
@@ -536,4 +534,202 @@ async fn reliability(State(state): State<AppState>, Query(query): Query<Reliabil
         mtbf: stats.mtbf.map(human),
     })
     .into_response()
+}
+
+// The API's alert, silence and incident items, converted field by field from the monitor's types
+// (the API crate must not depend on the monitor; the conversion lives with the server).
+
+fn severity_item(severity: windlass_config::AlertSeverity) -> wire::Severity {
+    use windlass_config::AlertSeverity as S;
+    match severity {
+        S::Critical => wire::Severity::Critical,
+        S::Warning => wire::Severity::Warning,
+        S::Info => wire::Severity::Info,
+        S::Business => wire::Severity::Business,
+    }
+}
+
+fn time(at: jiff::Timestamp) -> String {
+    at.to_string()
+}
+
+fn ack_item(ack: &Ack) -> wire::Ack {
+    let via = match &ack.via {
+        AckVia::Cli => wire::AckVia::Cli,
+        AckVia::Api => wire::AckVia::Api,
+        AckVia::Link => wire::AckVia::Link,
+        AckVia::External(system) => wire::AckVia::External(system.clone()),
+    };
+    wire::Ack { by: ack.by.clone(), via, at: time(ack.at), note: ack.note.clone() }
+}
+
+fn recipient_item(recipient: &Recipient) -> wire::Recipient {
+    match recipient {
+        Recipient::Receiver { name, person } => {
+            wire::Recipient::Receiver { name: name.clone(), person: person.clone() }
+        }
+        Recipient::Email { person, address } => {
+            wire::Recipient::Email { person: person.clone(), address: address.clone() }
+        }
+    }
+}
+
+fn alert_item(alert: &Alert) -> wire::Alert {
+    wire::Alert {
+        id: alert.id.clone(),
+        source: alert.source.clone(),
+        name: alert.name.clone(),
+        service: alert.service.clone(),
+        environment: alert.environment.clone(),
+        severity: severity_item(alert.severity),
+        summary: alert.summary.clone(),
+        status: match alert.status {
+            AlertStatus::Firing => wire::AlertStatus::Firing,
+            AlertStatus::Resolved => wire::AlertStatus::Resolved,
+        },
+        occurrence: alert.occurrence,
+        fired_at: time(alert.fired_at),
+        resolved_at: alert.resolved_at.map(time),
+        routes: alert.routes.iter().map(|&r| r as u64).collect(),
+        ladder: alert.ladder.as_ref().map(|ladder| match ladder {
+            Ladder::Default => wire::Ladder::Default,
+            Ladder::Policy(policy) => wire::Ladder::Policy(policy.clone()),
+        }),
+        notified_at: alert.notified_at.map(time),
+        level: alert.level as u64,
+        ack: alert.ack.as_ref().map(ack_item),
+        told: alert.told.iter().map(recipient_item).collect(),
+        incident: alert.incident,
+        silenced_by: alert.silenced_by.clone(),
+    }
+}
+
+fn silence_item(silence: &Silence) -> wire::Silence {
+    let m = &silence.matchers;
+    wire::Silence {
+        id: silence.id.clone(),
+        kind: match silence.kind {
+            SilenceKind::Manual => wire::SilenceKind::Manual,
+            SilenceKind::Maintenance => wire::SilenceKind::Maintenance,
+        },
+        matchers: wire::Matchers {
+            name: m.name.clone(),
+            service: m.service.clone(),
+            environment: m.environment.clone(),
+            severity: m.severity.map(severity_item),
+        },
+        starts_at: time(silence.starts_at),
+        ends_at: silence.ends_at.map(time),
+        author: silence.author.clone(),
+        reason: silence.reason.clone(),
+    }
+}
+
+fn incident_item(incident: &Incident) -> wire::Incident {
+    wire::Incident {
+        id: incident.id,
+        environment: incident.environment.clone(),
+        service: incident.service.clone(),
+        title: incident.title.clone(),
+        status: match incident.status {
+            IncidentStatus::Open => wire::IncidentStatus::Open,
+            IncidentStatus::Resolved => wire::IncidentStatus::Resolved,
+        },
+        opened_at: time(incident.opened_at),
+        acknowledged_at: incident.acknowledged_at.map(time),
+        resolved_at: incident.resolved_at.map(time),
+        resolved_by: incident.resolved_by.clone(),
+        alerts: incident.alerts.clone(),
+        timeline: incident
+            .timeline
+            .iter()
+            .map(|entry| wire::TimelineEntry {
+                at: time(entry.at),
+                kind: entry.kind.clone(),
+                actor: entry.actor.clone(),
+                message: entry.message.clone(),
+                alert: entry.alert.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn at(text: &str) -> jiff::Timestamp {
+        text.parse().expect("a timestamp")
+    }
+
+    /// The API's items must be the JSON the monitor's types made before they were typed: every
+    /// field, filled, serializes to the same value.
+    #[test]
+    fn the_api_items_serialize_as_the_monitors_types() {
+        let alert = Alert {
+            id: "0123456789abcdef".into(),
+            source: "probe".into(),
+            name: "web-up".into(),
+            service: "web".into(),
+            environment: "production".into(),
+            severity: windlass_config::AlertSeverity::Critical,
+            summary: "502 from /healthz".into(),
+            status: AlertStatus::Firing,
+            occurrence: 3,
+            fired_at: at("2026-12-03T14:00:00.123456789Z"),
+            resolved_at: Some(at("2026-12-03T15:00:00Z")),
+            routes: vec![0, 2],
+            ladder: Some(Ladder::Policy("primary".into())),
+            notified_at: Some(at("2026-12-03T14:00:01Z")),
+            level: 1,
+            ack: Some(Ack {
+                by: "ana".into(),
+                via: AckVia::External("pagerduty".into()),
+                at: at("2026-12-03T14:05:00Z"),
+                note: Some("looking".into()),
+            }),
+            told: BTreeSet::from([
+                Recipient::Receiver { name: "slack".into(), person: Some("ana".into()) },
+                Recipient::Email { person: "bo".into(), address: "bo@example.com".into() },
+            ]),
+            incident: Some(7),
+            silenced_by: Some("s1".into()),
+        };
+        let same = |monitor: serde_json::Value, api: serde_json::Value| assert_eq!(monitor, api);
+        same(serde_json::to_value(&alert).unwrap(), serde_json::to_value(alert_item(&alert)).unwrap());
+        let plain = Alert { ladder: Some(Ladder::Default), ack: None, told: BTreeSet::new(), ..alert.clone() };
+        same(serde_json::to_value(&plain).unwrap(), serde_json::to_value(alert_item(&plain)).unwrap());
+
+        let silence = Silence {
+            id: "maintenance/production/web".into(),
+            kind: SilenceKind::Maintenance,
+            matchers: Matchers {
+                name: None,
+                service: Some("web".into()),
+                environment: Some("production".into()),
+                severity: Some(windlass_config::AlertSeverity::Business),
+            },
+            starts_at: at("2026-12-03T14:00:00Z"),
+            ends_at: None,
+            author: "edge".into(),
+            reason: "maintenance".into(),
+        };
+        same(serde_json::to_value(&silence).unwrap(), serde_json::to_value(silence_item(&silence)).unwrap());
+        let mut listed = serde_json::to_value(&silence).unwrap();
+        listed["active"] = serde_json::Value::Bool(true);
+        let item = windlass_api::alerts::ListedSilence { silence: silence_item(&silence), active: true };
+        same(listed, serde_json::to_value(item).unwrap());
+
+        let mut incident = Incident::open(7, "production", "web", "web is down", at("2026-12-03T14:00:00Z"));
+        incident.alerts.push(alert.id.clone());
+        incident.acknowledged_at = Some(at("2026-12-03T14:05:00Z"));
+        incident.record(
+            windlass_monitor::incident::TimelineEntry::new(at("2026-12-03T14:05:00Z"), "note", "on it")
+                .by("ana")
+                .about(&alert.id),
+        );
+        same(serde_json::to_value(&incident).unwrap(), serde_json::to_value(incident_item(&incident)).unwrap());
+    }
 }

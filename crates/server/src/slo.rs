@@ -10,6 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use windlass_api::slo as wire;
 use windlass_monitor::slo::collector::{Collector, CollectorSettings};
 use windlass_monitor::slo::report::{self, Objective};
 use windlass_pipeline::Deployer;
@@ -157,7 +158,146 @@ pub(crate) async fn report(State(state): State<AppState>, Path(environment): Pat
     let now = SystemClock.now();
     let samples = probe_samples(&*state.store, &environment, &objectives, now).await;
     match report::load_report(&*state.store, &environment, &objectives, &samples, now, &settings).await {
-        Ok(report) => Json(report).into_response(),
+        Ok(report) => Json(report_item(&report)).into_response(),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+// The API's SLO report, converted field by field from the monitor's (the API crate must not
+// depend on the monitor).
+
+fn span(duration: std::time::Duration) -> wire::Span {
+    wire::Span { secs: duration.as_secs(), nanos: duration.subsec_nanos() }
+}
+
+fn counts_item(counts: &report::WindowCounts) -> wire::WindowCounts {
+    wire::WindowCounts {
+        window_secs: counts.window_secs,
+        source: match counts.source {
+            report::Source::Edge => wire::Source::Edge,
+            report::Source::Probes => wire::Source::Probes,
+            report::Source::None => wire::Source::None,
+        },
+        total: counts.total,
+        bad: counts.bad,
+    }
+}
+
+fn service_item(service: &report::ServiceReport) -> wire::ServiceReport {
+    let o = &service.objective;
+    wire::ServiceReport {
+        objective: wire::Objective {
+            service: o.service.clone(),
+            availability: o.availability,
+            error_rate: o.error_rate,
+            p95: o.p95.map(span),
+            p99: o.p99.map(span),
+            window: span(o.window),
+        },
+        sli: service.sli,
+        window: counts_item(&service.window),
+        maintenance: service.maintenance,
+        rate_limited: service.rate_limited,
+        budget: service
+            .budget
+            .iter()
+            .map(|b| wire::BudgetLeft {
+                window_secs: b.window_secs,
+                budget_minutes: b.budget_minutes,
+                share_left: b.share_left,
+                minutes_left: b.minutes_left,
+                counts: counts_item(&b.counts),
+            })
+            .collect(),
+        burn_rates: service
+            .burn_rates
+            .iter()
+            .map(|b| wire::BurnRate { window_secs: b.window_secs, rate: b.rate, counts: counts_item(&b.counts) })
+            .collect(),
+        latency: service
+            .latency
+            .iter()
+            .map(|l| wire::LatencyFigure {
+                quantile: l.quantile.clone(),
+                target_ms: l.target_ms,
+                observed_ms: l.observed_ms,
+                met: l.met,
+                slower_share: l.slower_share,
+            })
+            .collect(),
+        alerts: service
+            .alerts
+            .iter()
+            .map(|a| wire::BurnAlert {
+                severity: match a.severity {
+                    report::Severity::Critical => wire::BurnSeverity::Critical,
+                    report::Severity::Warning => wire::BurnSeverity::Warning,
+                },
+                factor: a.factor,
+                long_secs: a.long_secs,
+                short_secs: a.short_secs,
+                long_rate: a.long_rate,
+                short_rate: a.short_rate,
+            })
+            .collect(),
+    }
+}
+
+fn report_item(report: &report::Report) -> wire::SloReport {
+    wire::SloReport {
+        environment: report.environment.clone(),
+        at: report.at.to_string(),
+        services: report.services.iter().map(service_item).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API's report must be the JSON the monitor's report made before it was typed.
+    #[test]
+    fn the_api_report_serializes_as_the_monitors() {
+        let counts = |source| report::WindowCounts { window_secs: 3600, source, total: 1000, bad: 3 };
+        let service = report::ServiceReport {
+            objective: Objective {
+                service: "web".into(),
+                availability: Some(0.999),
+                error_rate: None,
+                p95: Some(std::time::Duration::from_millis(250)),
+                p99: None,
+                window: std::time::Duration::from_secs(30 * 86_400),
+            },
+            sli: Some(0.997),
+            window: counts(report::Source::Edge),
+            maintenance: 2,
+            rate_limited: 5,
+            budget: vec![report::budget_left(counts(report::Source::Probes), 0.001)],
+            burn_rates: vec![report::BurnRate { window_secs: 300, rate: None, counts: counts(report::Source::None) }],
+            latency: vec![report::LatencyFigure {
+                quantile: "p95".into(),
+                target_ms: 250.0,
+                observed_ms: Some(180.5),
+                met: Some(true),
+                slower_share: Some(0.01),
+            }],
+            alerts: vec![report::Alert {
+                severity: report::Severity::Warning,
+                factor: 6.0,
+                long_secs: 21_600,
+                short_secs: 1800,
+                long_rate: 7.5,
+                short_rate: 8.25,
+            }],
+        };
+        let report = report::Report {
+            environment: "production".into(),
+            at: "2026-12-03T14:00:00.5Z".parse().expect("a timestamp"),
+            services: vec![service],
+        };
+        assert_eq!(
+            serde_json::to_value(&report).expect("the monitor's report"),
+            serde_json::to_value(report_item(&report)).expect("the API's report")
+        );
     }
 }
