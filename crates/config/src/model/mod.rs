@@ -23,6 +23,7 @@ use crate::source::Source;
 mod alerts;
 mod database;
 mod edge;
+mod endpoint;
 mod environment;
 mod pipeline;
 mod rollout;
@@ -35,6 +36,7 @@ mod traffic;
 pub use alerts::*;
 pub use database::*;
 pub use edge::*;
+pub use endpoint::*;
 pub use environment::*;
 pub use pipeline::*;
 pub use rollout::*;
@@ -111,6 +113,7 @@ impl Config {
         }
 
         check_docker_services(cx, &services, &environments);
+        endpoint::check_latency_thresholds(cx, &services, &slo);
         let project = project.unwrap_or_else(|| {
             cx.error(0..0, "missing [project] table").expected = Some("[project] with name = \"...\"".into());
             Project { name: String::new(), state_dir: None }

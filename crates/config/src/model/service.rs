@@ -127,6 +127,8 @@ pub struct Service {
     pub stop_timeout: Duration,
     /// Where its instances run.
     pub runtime: ServiceRuntime,
+    /// Endpoints the edge counts apart (`endpoints = [{ name, path, methods }]`).
+    pub endpoints: Vec<super::Endpoint>,
 }
 
 impl Service {
@@ -155,6 +157,10 @@ impl Service {
         }
         let stop_timeout = t.or(cx, "stop_timeout", Duration::from_secs(10));
         let runtime = ServiceRuntime::decode_key(cx, &mut t, at).unwrap_or_default();
+        let endpoints = t
+            .get(cx, "endpoints")
+            .map(|v| super::endpoint::decode_endpoints(cx, v, &at.key("endpoints")))
+            .unwrap_or_default();
         if run.is_none() && upstreams.is_empty() && t.get(cx, "run").is_none() {
             cx.error(t.span(), format!("service `{}` has neither `run` nor `upstreams`", name.value)).help =
                 Some("`run` starts its instances; `upstreams` names instances that run elsewhere".into());
@@ -199,6 +205,7 @@ impl Service {
             upstreams,
             stop_timeout,
             runtime,
+            endpoints,
         })
     }
 }
