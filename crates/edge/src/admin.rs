@@ -31,6 +31,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/edge/services/{service}/weights", put(weights))
         .route("/edge/services/{service}/maintenance", put(maintenance))
         .route("/edge/services/{service}/failover", put(failover))
+        .route("/edge/services/{service}/endpoints", put(endpoints))
         .route("/edge/services/{service}/pools/{pool}", put(put_pool).delete(delete_pool))
         .route("/edge/services/{service}/pools/{pool}/metrics", get(pool_metrics))
         .route("/metrics", get(prometheus))
@@ -149,7 +150,9 @@ async fn counters(State(shared): State<Arc<Shared>>) -> Json<api::Counters> {
         .map(|service| {
             let own = service.edge_metrics.snapshot();
             let pools = service.pools.iter().map(|pool| (pool.name.clone(), pool.metrics.snapshot())).collect();
-            let counters = api::ServiceCounters { maintenance: own.maintenance, rate_limited: own.rate_limited, pools };
+            let endpoints = service.endpoints.as_ref().map(|e| e.snapshot()).unwrap_or_default();
+            let counters =
+                api::ServiceCounters { maintenance: own.maintenance, rate_limited: own.rate_limited, pools, endpoints };
             (service.name.clone(), counters)
         })
         .collect();
@@ -249,6 +252,21 @@ async fn failover(State(shared): State<Arc<Shared>>, Path(service): Path<String>
     response
 }
 
+/// Replaces what a service counts per endpoint; its counters keep counting for endpoints (and
+/// thresholds) that stay the same.
+async fn endpoints(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
+    let request: api::EndpointsRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(bad) => return bad.into_response(),
+    };
+    apply(&shared, &service, |edge| {
+        let spec = service_mut(edge, &service)?;
+        spec.endpoints = request.endpoints;
+        spec.thresholds_ms = request.thresholds_ms;
+        Ok(())
+    })
+}
+
 async fn put_pool(
     State(shared): State<Arc<Shared>>,
     Path((service, pool)): Path<(String, String)>,
@@ -305,6 +323,19 @@ async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
     out.push_str("# TYPE windlass_edge_request_duration_seconds histogram\n");
     for ((service, pool), metrics) in shared.registry.all_metrics() {
         crate::metrics::render(&mut out, &service, &pool, &metrics.snapshot());
+    }
+    // Endpoints as the current table counts them (a removed endpoint's series end).
+    out.push_str(
+        "# HELP windlass_edge_endpoint_requests_total Answers by service, endpoint and status class.\n\
+         # TYPE windlass_edge_endpoint_requests_total counter\n\
+         # HELP windlass_edge_endpoint_latency_under_total Answers that took at most le_ms milliseconds.\n\
+         # TYPE windlass_edge_endpoint_latency_under_total counter\n",
+    );
+    let table = shared.table.load_full();
+    for service in &table.services {
+        if let Some(endpoints) = &service.endpoints {
+            crate::endpoints::render(&mut out, &service.name, &endpoints.snapshot());
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

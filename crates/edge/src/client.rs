@@ -16,7 +16,7 @@ use windlass_http::HttpError;
 
 use crate::admin::api::{self, Counters, EdgeEvent, EdgeState, Events, FailoverRequest, PoolMembership, Switch};
 use crate::metrics::Snapshot;
-use crate::spec::ServiceSpec;
+use crate::spec::{EndpointSpec, ServiceSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -44,6 +44,14 @@ pub trait EdgeControl: Send + Sync + std::fmt::Debug {
     async fn set_weights(&self, service: &str, weights: &BTreeMap<String, u8>) -> Result<(), EdgeError>;
     async fn maintenance(&self, service: Option<&str>, enabled: bool) -> Result<(), EdgeError>;
     async fn failover(&self, service: &str, to: &str) -> Result<(), EdgeError>;
+    /// Replaces the endpoints a service's requests are counted under and the latency thresholds
+    /// counted (an edge older than per-endpoint counters refuses with 404).
+    async fn set_endpoints(
+        &self,
+        service: &str,
+        endpoints: &[EndpointSpec],
+        thresholds_ms: &[u64],
+    ) -> Result<(), EdgeError>;
     /// A pool's answer counters and latency histogram since the edge started.
     async fn pool_metrics(&self, service: &str, pool: &str) -> Result<Snapshot, EdgeError>;
     /// Every routed service's counters (pools, maintenance and rate-limited answers), read at
@@ -149,6 +157,16 @@ impl EdgeControl for EdgeClient {
 
     async fn failover(&self, service: &str, to: &str) -> Result<(), EdgeError> {
         self.put(&format!("/edge/services/{service}/failover"), &FailoverRequest { to: to.to_owned() }).await
+    }
+
+    async fn set_endpoints(
+        &self,
+        service: &str,
+        endpoints: &[EndpointSpec],
+        thresholds_ms: &[u64],
+    ) -> Result<(), EdgeError> {
+        let body = api::EndpointsRequest { endpoints: endpoints.to_vec(), thresholds_ms: thresholds_ms.to_vec() };
+        self.put(&format!("/edge/services/{service}/endpoints"), &body).await
     }
 
     async fn pool_metrics(&self, service: &str, pool: &str) -> Result<Snapshot, EdgeError> {

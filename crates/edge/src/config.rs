@@ -8,7 +8,7 @@ use windlass_config::{Config, FailoverMode, RateLimit};
 
 use crate::shared::{Settings, default_page};
 use crate::spec::{
-    EdgeSpec, FailoverSpec, HealthSpec, PoolSpec, RateLimitSpec, RouteSpec, SECONDARY_POOL, ServiceSpec,
+    EdgeSpec, EndpointSpec, FailoverSpec, HealthSpec, PoolSpec, RateLimitSpec, RouteSpec, SECONDARY_POOL, ServiceSpec,
 };
 
 fn millis(duration: windlass_config::units::Duration) -> u64 {
@@ -65,6 +65,16 @@ pub fn spec_from_config(config: &Config, environment: &str) -> EdgeSpec {
                 }),
                 failed_over: false,
                 rate_limit: service.rate_limit.as_ref().or(config.edge.rate_limit.as_ref()).map(rate_limit),
+                endpoints: service
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointSpec {
+                        name: e.name.value.clone(),
+                        path: e.path.clone(),
+                        methods: e.methods.clone(),
+                    })
+                    .collect(),
+                thresholds_ms: windlass_config::latency_thresholds_ms(&service, config.slo.get(name)),
             },
         );
     }

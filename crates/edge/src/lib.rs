@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod endpoints;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
@@ -102,6 +103,20 @@ impl EdgeHandle {
     }
 }
 
+/// A restored state with each service's endpoints and latency thresholds as `initial` (the
+/// config) has them: what is counted follows the config across restarts, while routes, pools and
+/// weights stay as the control plane left them. Unchanged if the result would not pass `check`.
+fn with_counting_of(restored: EdgeSpec, initial: &EdgeSpec) -> EdgeSpec {
+    let mut merged = restored.clone();
+    for (name, service) in &mut merged.services {
+        if let Some(configured) = initial.services.get(name) {
+            service.endpoints.clone_from(&configured.endpoints);
+            service.thresholds_ms.clone_from(&configured.thresholds_ms);
+        }
+    }
+    if merged.check().is_ok() { merged } else { restored }
+}
+
 /// Starts the edge: binds its listeners (errors are returned, not logged), restores or installs
 /// the state, and starts the worker and control threads.
 pub fn start(options: EdgeOptions) -> Result<EdgeHandle, StartError> {
@@ -110,7 +125,10 @@ pub fn start(options: EdgeOptions) -> Result<EdgeHandle, StartError> {
         None => None,
     };
     let restored = restored_spec.is_some();
-    let spec = restored_spec.unwrap_or(options.initial);
+    let spec = match restored_spec {
+        Some(restored) => with_counting_of(restored, &options.initial),
+        None => options.initial,
+    };
     if let Some(path) = &options.state_path
         && !restored
     {

@@ -251,9 +251,20 @@ async fn route_and_forward(
     let Some(pool) = choice.pool.and_then(|p| service.pools.get(p)) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("service `{}` has no pool taking traffic", service.name));
     };
+    // Per-endpoint counters: matched before the request moves upstream (`None` costs nothing).
+    let endpoint = match &service.endpoints {
+        Some(endpoints) if shared.settings.hot_path.metrics => {
+            Some((endpoints, endpoints.index(request.method(), request.uri().path())))
+        }
+        _ => None,
+    };
     let mut response = forward(shared, connection, &service.name, pool, request, arrival).await;
     if shared.settings.hot_path.metrics {
-        pool.metrics.record(response.status().as_u16(), elapsed_micros(started));
+        let micros = elapsed_micros(started);
+        pool.metrics.record(response.status().as_u16(), micros);
+        if let Some((endpoints, index)) = endpoint {
+            endpoints.record(index, response.status().as_u16(), micros);
+        }
     }
     if let Some(cookie) = choice.set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);

@@ -40,6 +40,37 @@ pub struct ServiceSpec {
     pub failed_over: bool,
     #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
+    // Per-endpoint counters (#18, for latency objectives per endpoint). Left out of the JSON when
+    // empty, so that an edge a version older (whose spec refuses unknown fields) still takes the
+    // specs of services that configure none.
+    /// Endpoints counted apart, first match in this order; unmatched requests count as
+    /// [`OTHER_ENDPOINT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointSpec>,
+    /// Latencies (ms) under which requests are counted exactly, per endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds_ms: Vec<u64>,
+}
+
+// The endpoint rules are the config's, so that `validate` and the edge agree.
+pub use windlass_config::{
+    HTTP_METHODS as METHODS, MAX_ENDPOINTS, MAX_LATENCY_THRESHOLDS as MAX_THRESHOLDS, OTHER_ENDPOINT,
+    endpoint_path_problem as path_pattern_problem,
+};
+/// Thresholds lie within 1 ms ..= 10 minutes.
+pub const MAX_THRESHOLD_MS: u64 = 600_000;
+
+/// One endpoint of a service: a path pattern and optionally the methods it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    pub name: String,
+    /// `/users/{id}/orders`, `/static/*`: literal segments, `{name}` for any one segment, and a
+    /// last segment `*` for whatever follows (nothing included). See [`path_pattern_problem`].
+    pub path: String,
+    /// Upper case (`GET`, `POST`); every method when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,10 +163,54 @@ pub enum SpecError {
     RouteClaimedTwice { first: String, second: String, host: String, path: String },
     #[error("invalid name `{0}`: use letters, digits, `-` and `_`")]
     BadName(String),
+    #[error("invalid endpoints for `{service}`: {problem}")]
+    BadEndpoints { service: String, problem: String },
 }
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A service's endpoints and thresholds: at most [`MAX_ENDPOINTS`] with unique valid names
+/// (never [`OTHER_ENDPOINT`]), valid patterns and known methods; at most [`MAX_THRESHOLDS`]
+/// distinct thresholds, each 1 ms ..= [`MAX_THRESHOLD_MS`].
+fn check_endpoints(service: &ServiceSpec) -> Result<(), String> {
+    if service.endpoints.len() > MAX_ENDPOINTS {
+        return Err(format!("{} endpoints, at most {MAX_ENDPOINTS}", service.endpoints.len()));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for endpoint in &service.endpoints {
+        if !valid_name(&endpoint.name) || endpoint.name == OTHER_ENDPOINT {
+            return Err(format!(
+                "`{}` is not an endpoint name (letters, digits, `-`, `_`; not `other`)",
+                endpoint.name
+            ));
+        }
+        if !names.insert(endpoint.name.as_str()) {
+            return Err(format!("endpoint `{}` is named twice", endpoint.name));
+        }
+        if let Some(problem) = path_pattern_problem(&endpoint.path) {
+            return Err(format!("endpoint `{}`: {problem}", endpoint.name));
+        }
+        if let Some(method) = endpoint.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
+            return Err(format!(
+                "endpoint `{}`: unknown method `{method}` (one of {})",
+                endpoint.name,
+                METHODS.join(", ")
+            ));
+        }
+    }
+    let distinct: std::collections::BTreeSet<u64> = service.thresholds_ms.iter().copied().collect();
+    if distinct.len() != service.thresholds_ms.len() {
+        return Err("a latency threshold is given twice".into());
+    }
+    if distinct.len() > MAX_THRESHOLDS {
+        return Err(format!("{} latency thresholds, at most {MAX_THRESHOLDS}", distinct.len()));
+    }
+    if let Some(bad) = distinct.iter().find(|ms| !(1..=MAX_THRESHOLD_MS).contains(*ms)) {
+        return Err(format!("latency threshold {bad} ms is outside 1..={MAX_THRESHOLD_MS} ms"));
+    }
+    Ok(())
 }
 
 impl EdgeSpec {
@@ -195,6 +270,7 @@ impl EdgeSpec {
             if service.failed_over && !service.pools.contains_key(SECONDARY_POOL) {
                 return Err(SpecError::NoSecondary(name.clone()));
             }
+            check_endpoints(service).map_err(|problem| SpecError::BadEndpoints { service: name.clone(), problem })?;
         }
         Ok(())
     }
@@ -240,5 +316,37 @@ impl EdgeSpec {
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         windlass_failpoint::private::write_atomic_with_failpoint(path, &bytes, Some("edge.state.before_rename"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file written before per-endpoint counters (no `endpoints`, no `thresholds_ms`)
+    /// loads, and counts nothing per endpoint.
+    #[test]
+    fn a_state_file_from_before_endpoints_loads() {
+        let dir = windlass_testkit::tempdir();
+        let path = dir.path().join("edge.json");
+        let old = r#"{
+  "services": {
+    "api": {
+      "routes": [{ "host": "api.localhost", "path": "/" }],
+      "pools": { "blue": { "instances": ["127.0.0.1:9001"], "weight": 100 } },
+      "maintenance": false,
+      "health": null,
+      "failover": null,
+      "failed_over": false,
+      "rate_limit": null
+    }
+  },
+  "maintenance_all": false
+}"#;
+        std::fs::write(&path, old).unwrap();
+        let spec = EdgeSpec::load(&path).unwrap().expect("the file is there");
+        let api = &spec.services["api"];
+        assert!(api.endpoints.is_empty() && api.thresholds_ms.is_empty());
+        assert_eq!(api.pools["blue"].weight, 100);
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::endpoints::{EndpointCounters, ServiceEndpoints};
 use crate::metrics::PoolMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::spec::{EdgeSpec, SECONDARY_POOL};
@@ -75,6 +76,8 @@ pub struct Service {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Metrics for answers given before a pool is chosen (maintenance, rate limit).
     pub edge_metrics: Arc<PoolMetrics>,
+    /// Per-endpoint counters; `None` (no work per request) without endpoints and thresholds.
+    pub endpoints: Option<Box<ServiceEndpoints>>,
 }
 
 impl Service {
@@ -154,12 +157,17 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
     prefix.is_empty() || path == prefix || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'))
 }
 
+/// Service, endpoint and the service's thresholds (ms, ascending).
+type EndpointKey = (String, String, Vec<u64>);
+
 /// The long-lived objects tables point at.
 #[derive(Debug, Default)]
 pub struct Registry {
     instances: Mutex<HashMap<(String, String, SocketAddr), Arc<Instance>>>,
     metrics: Mutex<HashMap<(String, String), Arc<PoolMetrics>>>,
     limiters: Mutex<HashMap<String, (crate::spec::RateLimitSpec, Arc<RateLimiter>)>>,
+    /// By service, endpoint and thresholds: other thresholds are other counters.
+    endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointCounters>>>,
 }
 
 impl Registry {
@@ -182,6 +190,11 @@ impl Registry {
         let mut all: Vec<_> = metrics.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    fn endpoint_counters(&self, service: &str, endpoint: &str, thresholds_ms: &[u64]) -> Arc<EndpointCounters> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        endpoints.entry((service.to_owned(), endpoint.to_owned(), thresholds_ms.to_vec())).or_default().clone()
     }
 
     fn limiter(&self, service: &str, spec: &crate::spec::RateLimitSpec) -> Arc<RateLimiter> {
@@ -229,6 +242,9 @@ impl Registry {
                 secondary,
                 rate_limiter: service.rate_limit.as_ref().map(|r| self.limiter(name, r)),
                 edge_metrics: self.metrics(name, "-"),
+                endpoints: ServiceEndpoints::compile(service, |endpoint, thresholds| {
+                    self.endpoint_counters(name, endpoint, thresholds)
+                }),
                 pools,
             });
         }

@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::endpoints::EndpointSnapshot;
 use crate::metrics::Snapshot;
-use crate::spec::{EdgeSpec, ServiceSpec};
+use crate::spec::{EdgeSpec, EndpointSpec, ServiceSpec};
 
 pub use crate::shared::EdgeEvent;
 
@@ -111,6 +112,17 @@ pub struct PoolMembership {
     pub instances: Vec<SocketAddr>,
 }
 
+/// `PUT /edge/services/{service}/endpoints`: the endpoints a service's requests are counted
+/// under and the latency thresholds counted, replaced together (routes, pools and weights stay).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsRequest {
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    #[serde(default)]
+    pub thresholds_ms: Vec<u64>,
+}
+
 /// `GET /edge/services/{service}/pools/{pool}/metrics`: a pool's counters since the edge
 /// started, with a few figures read off them for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +153,11 @@ pub struct ServiceCounters {
     pub rate_limited: u64,
     /// Per pool of the current spec: its answers and latency histogram.
     pub pools: BTreeMap<String, Snapshot>,
+    /// Per configured endpoint and `other` (every request forwarded to a pool counts under
+    /// exactly one): answers by class and exact counts under each latency threshold. Empty (and
+    /// left out) for a service without endpoints and thresholds, or from an older edge.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, EndpointSnapshot>,
 }
 
 #[cfg(test)]
@@ -153,5 +170,35 @@ mod tests {
         let state: super::EdgeState = serde_json::from_str(answer).expect("the state is read");
         assert!(state.maintenance_all);
         assert!(state.services.is_empty());
+    }
+
+    /// Counters with endpoints are read by a reader that knows none (its types ignore unknown
+    /// fields), and an older edge's counters, without them, are read as no endpoints.
+    #[test]
+    fn counters_with_and_without_endpoints_are_read_both_ways() {
+        let old = r#"{"services":{"api":{"maintenance":1,"rate_limited":0,"pools":{}}}}"#;
+        let counters: super::Counters = serde_json::from_str(old).expect("an older edge's counters are read");
+        assert!(counters.services["api"].endpoints.is_empty());
+
+        let mut new = counters.clone();
+        let endpoint =
+            super::EndpointSnapshot { by_class: [0, 7, 0, 0, 1], latency_under: [(200, 6), (500, 8)].into() };
+        new.services.get_mut("api").unwrap().endpoints.insert("users".into(), endpoint.clone());
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""latency_under":{"200":6,"500":8}"#), "{text}");
+        assert_eq!(serde_json::from_str::<super::Counters>(&text).unwrap(), new);
+
+        #[derive(serde::Deserialize)]
+        struct OldServiceCounters {
+            maintenance: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct OldCounters {
+            services: std::collections::BTreeMap<String, OldServiceCounters>,
+        }
+        let read: OldCounters = serde_json::from_str(&text).expect("an older reader reads them");
+        assert_eq!(read.services["api"].maintenance, 1);
+        // Without endpoints, nothing new is written at all.
+        assert_eq!(serde_json::to_string(&counters).unwrap(), old);
     }
 }

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod counters;
+mod endpoints;
 mod harness;
 mod process;
 mod protocols;
