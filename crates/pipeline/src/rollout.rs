@@ -122,18 +122,26 @@ pub async fn roll_out(
 }
 
 /// Creates the service at the edge (routes, health checks, failover pool) if it has none yet.
-/// An existing service keeps its spec: replacing it would reset weights under live traffic.
+/// An existing service keeps its spec: replacing it would reset weights under live traffic; only
+/// its endpoints and latency thresholds (what it counts, not where traffic goes) follow the config.
 async fn ensure_edge_service(run: &Run, config: &Config, service: &str) -> Result<(), RolloutError> {
     let edge = &run.deployer.edge;
     let state = edge.state().await?;
-    if state.services.contains_key(service) {
-        return Ok(());
-    }
     let mut spec = windlass_edge::config::spec_from_config(config, &run.environment);
     let mut service_spec = spec
         .services
         .remove(service)
         .ok_or_else(|| RolloutError::Failed(format!("the edge has no spec for `{service}`")))?;
+    if state.services.contains_key(service) {
+        // Counting is no reason to stop a deploy (an edge a version older has no such call).
+        let (endpoints, thresholds) = (&service_spec.endpoints, &service_spec.thresholds_ms);
+        if let Err(err) = edge.set_endpoints(service, endpoints, thresholds).await
+            && !(endpoints.is_empty() && thresholds.is_empty())
+        {
+            tracing::warn!(%err, "the edge does not count {service}'s endpoints");
+        }
+        return Ok(());
+    }
     service_spec.pools.retain(|name, _| name == windlass_edge::spec::SECONDARY_POOL);
     edge.put_service(service, &service_spec).await.map_err(RolloutError::from)
 }
