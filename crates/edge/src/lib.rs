@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod framing;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
