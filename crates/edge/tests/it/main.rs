@@ -6,6 +6,8 @@
 
 mod bad_input;
 mod counters;
+mod failover;
+mod framing;
 mod harness;
 mod process;
 mod protocols;
