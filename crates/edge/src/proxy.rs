@@ -324,8 +324,8 @@ async fn route_and_forward(
     arrival: Arrival<'_>,
 ) -> Response<Body> {
     let Arrival { seen, started, .. } = arrival;
-    if let Err(problem) = check_framing(connection, &request, seen) {
-        let mut response = text(StatusCode::BAD_REQUEST, problem.into());
+    if let Err((status, problem)) = check_framing(connection, &request, seen) {
+        let mut response = text(status, problem.into());
         // As nginx does: what follows on this connection cannot be trusted to be framed right.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
@@ -368,28 +368,42 @@ async fn route_and_forward(
 }
 
 /// The request rules hyper leaves to the proxy, cheapest test first (they run on every request).
-fn check_framing(connection: &Connection, request: &Request<Incoming>, seen: Seen) -> Result<(), &'static str> {
+fn check_framing(
+    connection: &Connection,
+    request: &Request<Incoming>,
+    seen: Seen,
+) -> Result<(), (StatusCode, &'static str)> {
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
     // Read on every request so that a count never outlives its request (see `framing`).
     let length_lines = connection.length_lines.take();
     let headers = request.headers();
     // RFC 9112 §6.1: a request with both is a smuggling attempt or a broken client; refuse it
     // rather than guess which framing an upstream would believe. hyper drops Content-Length
     // from the map in that case, hence the count of the lines read.
-    if seen.hop_by_hop & TRANSFER_ENCODING_BIT != 0
-        && (length_lines > 0 || headers.contains_key(header::CONTENT_LENGTH))
-    {
-        return Err("both Content-Length and Transfer-Encoding are set");
+    if seen.hop_by_hop & TRANSFER_ENCODING_BIT != 0 {
+        if length_lines > 0 || headers.contains_key(header::CONTENT_LENGTH) {
+            return Err((BAD, "both Content-Length and Transfer-Encoding are set"));
+        }
+        // hyper accepts any codings that end in `chunked` (`gzip, chunked`, `chunked, chunked`,
+        // or over two lines) and passes the body on undecoded; like nginx, only `chunked` alone
+        // is taken (RFC 9112 §6.1: 501 for a coding the server does not understand).
+        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let only_chunked = codings.next().is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err((StatusCode::NOT_IMPLEMENTED, "only the chunked transfer coding is supported"));
+        }
     }
     // RFC 9112 §3.2: more than one Host field line is a 400. Counting values needs a lookup by
     // name; it is done only when some name repeats (values outnumber names).
     if headers.len() != headers.keys_len() && headers.get_all(header::HOST).iter().nth(1).is_some() {
-        return Err("more than one Host header");
+        return Err((BAD, "more than one Host header"));
     }
     // RFC 9110 §4.2.4: userinfo in a target is an error (and would otherwise become the Host).
     if let Some(authority) = request.uri().authority()
         && authority.as_str().contains('@')
     {
-        return Err("the request target carries user information");
+        return Err((BAD, "the request target carries user information"));
     }
     Ok(())
 }

@@ -195,3 +195,196 @@ async fn a_bad_gateway_answer_discloses_no_address() {
     }
     edge.stop();
 }
+
+/// The corpus of raw requests, decoded (see the file's header for the format).
+fn corpus() -> Vec<(String, Vec<u8>)> {
+    let text = include_str!("../data/rfc9112-requests.txt");
+    let mut cases: Vec<(String, Vec<u8>)> = text
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (name, escaped) = line.split_once('\t').unwrap_or_else(|| panic!("no tab in {line:?}"));
+            (name.to_owned(), unescape(escaped))
+        })
+        .collect();
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: api.localhost\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    cases.push(("headers over 64 KiB".into(), huge.into_bytes()));
+    cases
+}
+
+fn unescape(escaped: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut chars = escaped.bytes();
+    while let Some(b) = chars.next() {
+        if b != b'\\' {
+            bytes.push(b);
+            continue;
+        }
+        match chars.next() {
+            Some(b'r') => bytes.push(b'\r'),
+            Some(b'n') => bytes.push(b'\n'),
+            Some(b't') => bytes.push(b'\t'),
+            Some(b'0') => bytes.push(0),
+            Some(b'\\') => bytes.push(b'\\'),
+            Some(b'x') => {
+                let hex: Vec<u8> = chars.by_ref().take(2).collect();
+                let hex = std::str::from_utf8(&hex).unwrap();
+                bytes.push(u8::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("bad escape \\x{hex}")));
+            }
+            other => panic!("unknown escape \\{:?}", other.map(char::from)),
+        }
+    }
+    bytes
+}
+
+/// An upstream that counts the requests it received whole (head and complete body) and answers
+/// each with 200.
+async fn recording_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        let whole = request.into_body().collect().await.is_ok();
+                        if whole {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let status = if whole { 200 } else { 400 };
+                        let mut response =
+                            hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")));
+                        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, received)
+}
+
+/// A real nginx (from `WINDLASS_TEST_NGINX`) proxying to `upstream`, on a port found free (nginx
+/// binds it itself: it does not take a listener from its parent without its own master).
+async fn start_nginx(
+    nginx: &str,
+    dir: &std::path::Path,
+    upstream: std::net::SocketAddr,
+) -> (windlass_testkit::process::Process, std::net::SocketAddr) {
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let d = dir.display();
+    let config = format!(
+        "worker_processes 1;\nmaster_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           server {{\n    listen {address};\n    location / {{\n      proxy_pass http://{upstream};\n\
+               proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).unwrap();
+    let mut command = std::process::Command::new(nginx);
+    command.arg("-p").arg(dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&path);
+    let process = windlass_testkit::process::Process::start(command);
+    eventually("nginx listens", || async { tokio::net::TcpStream::connect(address).await.is_ok() }).await;
+    (process, address)
+}
+
+/// Whether a proxy refused a request: a 4xx/5xx of its own or a connection closed without an
+/// answer, and the upstream did not receive it.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+struct Verdict {
+    status: u16,
+    reached_upstream: bool,
+}
+
+impl Verdict {
+    fn refused(self) -> bool {
+        !self.reached_upstream && (self.status == 0 || self.status >= 400)
+    }
+}
+
+/// Sends one raw request and reads the answer (until the proxy closes, or a moment after a
+/// head arrived, or 3 s), then reads the upstream's count.
+async fn verdict(proxy: std::net::SocketAddr, request: &[u8], received: &std::sync::atomic::AtomicUsize) -> Verdict {
+    let before = received.load(std::sync::atomic::Ordering::SeqCst);
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    // The proxy may close before reading it all: a failed write is an answer too.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    let status =
+        if text.starts_with("HTTP/1.") { text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0) } else { 0 };
+    Verdict { status, reached_upstream: received.load(std::sync::atomic::Ordering::SeqCst) > before }
+}
+
+/// RFC 9112's request rules side by side with nginx: every request of the corpus nginx refuses,
+/// the edge refuses too, and no request the edge refuses reaches its upstream. Skipped (with a
+/// note) only when `WINDLASS_TEST_NGINX` is unset; `.ci/run` sets it.
+#[tokio::test]
+async fn the_edge_refuses_whatever_nginx_refuses() {
+    let Ok(nginx) = std::env::var("WINDLASS_TEST_NGINX") else {
+        eprintln!("skipped: WINDLASS_TEST_NGINX is unset (the path of nginx, e.g. /usr/sbin/nginx)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (edge_upstream, edge_received) = recording_upstream().await;
+    let (nginx_upstream, nginx_received) = recording_upstream().await;
+    let (_nginx, nginx_address) = start_nginx(&nginx, dir.path(), nginx_upstream).await;
+    let edge = start_edge(
+        spec(vec![(
+            "api",
+            service(
+                "api.localhost",
+                vec![("blue", windlass_edge::spec::PoolSpec { instances: vec![edge_upstream], weight: 100 })],
+            ),
+        )]),
+        settings(),
+        None,
+    );
+    let mut problems = Vec::new();
+    let mut table = String::new();
+    for (name, request) in corpus() {
+        let by_nginx = verdict(nginx_address, &request, &nginx_received).await;
+        let by_edge = verdict(edge.address, &request, &edge_received).await;
+        table += &format!(
+            "{name:40} nginx {:3} {:8} edge {:3} {:8}\n",
+            by_nginx.status,
+            if by_nginx.refused() { "refused" } else { "passed" },
+            by_edge.status,
+            if by_edge.refused() { "refused" } else { "passed" }
+        );
+        if by_nginx.refused() && !by_edge.refused() {
+            problems.push(format!("{name}: nginx refused it ({by_nginx:?}), the edge did not ({by_edge:?})"));
+        }
+        if (by_edge.status == 0 || by_edge.status >= 400) && by_edge.reached_upstream {
+            problems.push(format!("{name}: the edge refused it but the upstream received it ({by_edge:?})"));
+        }
+    }
+    eprintln!("{table}");
+    assert!(problems.is_empty(), "{}\n\n{table}", problems.join("\n"));
+    edge.stop();
+}
