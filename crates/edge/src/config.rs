@@ -127,6 +127,7 @@ pub fn settings_from_config(config: &Config, admin_token: String) -> Result<Sett
         allow_networks,
         drain_timeout: edge.drain_timeout.as_std(),
         access_log: edge.access_log,
+        max_upstream_per_connection: edge.max_upstream_per_connection as usize,
         ..Settings::new(String::new())
     })
 }

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod endpoints;
+pub mod framing;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

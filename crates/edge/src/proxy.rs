@@ -22,6 +22,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::framing::LengthLines;
 use crate::shared::Shared;
 use crate::table::{Instance, Pool, Service};
 
@@ -36,17 +37,19 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-/// Upstream connections kept per downstream connection and instance (more are opened when an
-/// HTTP/2 client multiplexes, but only this many are kept).
-const CACHED_PER_INSTANCE: usize = 4;
-
 /// One downstream connection: who it is and the upstream connections it owns.
 pub struct Connection {
     pub client: SocketAddr,
     pub scheme: &'static str,
     /// The client's address as a header value, made once per connection.
     client_header: HeaderValue,
-    upstreams: Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>,
+    upstreams: Mutex<Upstreams>,
+    /// Woken when an upstream connection is given back or closed while a request waits for one
+    /// (an HTTP/2 client's streams beyond `max_upstream_per_connection`).
+    freed: tokio::sync::Notify,
+    /// `Content-Length` lines read on this connection, counted by [`crate::framing::ScanReads`]
+    /// (hyper hides the header when `Transfer-Encoding` is there too).
+    pub length_lines: Arc<LengthLines>,
     /// The upstream timeout's timer, kept from one request to the next (see [`Connection::deadline`]).
     deadline: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
@@ -71,7 +74,15 @@ impl Connection {
     pub fn new(client: SocketAddr, scheme: &'static str) -> Self {
         let client_header =
             HeaderValue::from_str(&client.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Connection { client, scheme, client_header, upstreams: Mutex::new(Vec::new()), deadline: Mutex::new(None) }
+        Connection {
+            client,
+            scheme,
+            client_header,
+            upstreams: Mutex::new(Upstreams::default()),
+            freed: tokio::sync::Notify::new(),
+            length_lines: Arc::new(LengthLines::default()),
+            deadline: Mutex::new(None),
+        }
     }
 
     /// A timer that fires between `timeout` and `timeout` plus a sixteenth after `started`: this
@@ -100,16 +111,112 @@ impl Connection {
         }
     }
 
-    fn take(&self, address: SocketAddr) -> Option<SendRequest<Incoming>> {
-        let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        let index = upstreams.iter().position(|(a, _)| *a == address)?;
-        Some(upstreams.swap_remove(index).1)
+    fn upstreams(&self) -> std::sync::MutexGuard<'_, Upstreams> {
+        self.upstreams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn put(&self, address: SocketAddr, sender: SendRequest<Incoming>) {
-        let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        if upstreams.iter().filter(|(a, _)| *a == address).count() < CACHED_PER_INSTANCE {
-            upstreams.push((address, sender));
+    /// An idle upstream connection to `address`, or the right to open one (at most `max` are
+    /// open per instance), waiting for one to be given back or closed when all are in use. On
+    /// an HTTP/1 connection (one request at a time) this never waits: it costs the lock and the
+    /// lookup the cache always took.
+    async fn acquire(&self, address: SocketAddr, max: usize) -> Leased<'_> {
+        loop {
+            let notified = {
+                let mut upstreams = self.upstreams();
+                if let Some(index) = upstreams.idle.iter().position(|(a, _)| *a == address) {
+                    let sender = upstreams.idle.swap_remove(index).1;
+                    return Leased { connection: self, address, sender: Some(sender), counted: true };
+                }
+                if upstreams.open(address) < max.max(1) {
+                    upstreams.opened(address);
+                    return Leased { connection: self, address, sender: None, counted: true };
+                }
+                upstreams.waiting += 1;
+                // `notify_one` leaves a permit when nobody is registered yet, so a connection
+                // freed between this unlock and the first poll is not missed.
+                self.freed.notified()
+            };
+            let _waiting = Waiting(self);
+            notified.await;
+        }
+    }
+}
+
+/// The upstream connections a downstream connection owns: the idle ones, and how many are open
+/// per instance (idle or in use).
+#[derive(Default)]
+struct Upstreams {
+    idle: Vec<(SocketAddr, SendRequest<Incoming>)>,
+    open: Vec<(SocketAddr, usize)>,
+    /// Requests waiting for a connection to free up.
+    waiting: usize,
+}
+
+impl Upstreams {
+    fn open(&self, address: SocketAddr) -> usize {
+        self.open.iter().find(|(a, _)| *a == address).map_or(0, |(_, n)| *n)
+    }
+
+    fn opened(&mut self, address: SocketAddr) {
+        match self.open.iter_mut().find(|(a, _)| *a == address) {
+            Some((_, n)) => *n += 1,
+            None => self.open.push((address, 1)),
+        }
+    }
+
+    fn closed(&mut self, address: SocketAddr) {
+        if let Some(index) = self.open.iter().position(|(a, _)| *a == address) {
+            self.open[index].1 -= 1;
+            if self.open[index].1 == 0 {
+                self.open.swap_remove(index);
+            }
+        }
+    }
+}
+
+/// A request waiting in [`Connection::acquire`] (also when its future is dropped).
+struct Waiting<'c>(&'c Connection);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.upstreams().waiting -= 1;
+    }
+}
+
+/// An upstream connection (or the right to open one) held by one request. Dropped without being
+/// given back, its slot frees up and a waiting request is woken.
+struct Leased<'c> {
+    connection: &'c Connection,
+    address: SocketAddr,
+    sender: Option<SendRequest<Incoming>>,
+    /// Whether it counts against the bound (upgrades have connections of their own).
+    counted: bool,
+}
+
+impl Leased<'_> {
+    /// Gives the connection back for the next request to this instance.
+    fn give_back(mut self) {
+        let Some(sender) = self.sender.take() else { return };
+        if !self.counted {
+            return;
+        }
+        self.counted = false;
+        let mut upstreams = self.connection.upstreams();
+        upstreams.idle.push((self.address, sender));
+        if upstreams.waiting > 0 {
+            self.connection.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for Leased<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            let mut upstreams = self.connection.upstreams();
+            upstreams.closed(self.address);
+            if upstreams.waiting > 0 {
+                self.connection.freed.notify_one();
+            }
         }
     }
 }
@@ -217,11 +324,9 @@ async fn route_and_forward(
     arrival: Arrival<'_>,
 ) -> Response<Body> {
     let Arrival { seen, started, .. } = arrival;
-    // RFC 9112 §6.1: a request with both is a smuggling attempt or a broken client; refuse it
-    // rather than guess which framing an upstream would believe.
-    let headers = request.headers();
-    if seen.hop_by_hop & TRANSFER_ENCODING_BIT != 0 && headers.contains_key(header::CONTENT_LENGTH) {
-        let mut response = text(StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding are set".into());
+    if let Err((status, problem)) = check_framing(connection, &request, seen) {
+        let mut response = text(status, problem.into());
+        // As nginx does: what follows on this connection cannot be trusted to be framed right.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
@@ -258,7 +363,8 @@ async fn route_and_forward(
         }
         _ => None,
     };
-    let mut response = forward(shared, connection, &service.name, pool, request, arrival).await;
+    // The pool that answered: the chosen one, or the secondary it failed over to.
+    let (mut response, pool) = forward(shared, connection, service, pool, request, arrival).await;
     if shared.settings.hot_path.metrics {
         let micros = elapsed_micros(started);
         pool.metrics.record(response.status().as_u16(), micros);
@@ -270,6 +376,47 @@ async fn route_and_forward(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// The request rules hyper leaves to the proxy, cheapest test first (they run on every request).
+fn check_framing(
+    connection: &Connection,
+    request: &Request<Incoming>,
+    seen: Seen,
+) -> Result<(), (StatusCode, &'static str)> {
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
+    // Read on every request so that a count never outlives its request (see `framing`).
+    let length_lines = connection.length_lines.take();
+    let headers = request.headers();
+    // RFC 9112 §6.1: a request with both is a smuggling attempt or a broken client; refuse it
+    // rather than guess which framing an upstream would believe. hyper drops Content-Length
+    // from the map in that case, hence the count of the lines read.
+    if seen.hop_by_hop & TRANSFER_ENCODING_BIT != 0 {
+        if length_lines > 0 || headers.contains_key(header::CONTENT_LENGTH) {
+            return Err((BAD, "both Content-Length and Transfer-Encoding are set"));
+        }
+        // hyper accepts any codings that end in `chunked` (`gzip, chunked`, `chunked, chunked`,
+        // or over two lines) and passes the body on undecoded; like nginx, only `chunked` alone
+        // is taken (RFC 9112 §6.1: 501 for a coding the server does not understand).
+        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let only_chunked = codings.next().is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err((StatusCode::NOT_IMPLEMENTED, "only the chunked transfer coding is supported"));
+        }
+    }
+    // RFC 9112 §3.2: more than one Host field line is a 400. Counting values needs a lookup by
+    // name; it is done only when some name repeats (values outnumber names).
+    if headers.len() != headers.keys_len() && headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err((BAD, "more than one Host header"));
+    }
+    // RFC 9110 §4.2.4: userinfo in a target is an error (and would otherwise become the Host).
+    if let Some(authority) = request.uri().authority()
+        && authority.as_str().contains('@')
+    {
+        return Err((BAD, "the request target carries user information"));
+    }
+    Ok(())
 }
 
 fn elapsed_micros(started: Instant) -> u64 {
@@ -428,10 +575,10 @@ fn maintenance_answer(shared: &Shared, request: &Request<Incoming>) -> Response<
     response
 }
 
-/// Picks the less busy of two random usable instances, avoiding `exclude`.
-fn choose_instance(pool: &Pool, now_ms: u64, exclude: Option<SocketAddr>) -> Option<Arc<Instance>> {
+/// Picks the less busy of two random usable instances, avoiding those in `exclude`.
+fn choose_instance(pool: &Pool, now_ms: u64, exclude: &[SocketAddr]) -> Option<Arc<Instance>> {
     // Counted, then indexed: no list is built on the hot path.
-    let usable = |instance: &&Arc<Instance>| instance.usable(now_ms) && Some(instance.address) != exclude;
+    let usable = |instance: &&Arc<Instance>| instance.usable(now_ms) && !exclude.contains(&instance.address);
     let nth = |n: usize| pool.instances.iter().filter(usable).nth(n);
     match pool.instances.iter().filter(usable).count() {
         0 => None,
@@ -446,76 +593,52 @@ fn choose_instance(pool: &Pool, now_ms: u64, exclude: Option<SocketAddr>) -> Opt
     }
 }
 
-async fn forward(
+/// Instances a request is sent to at most: the first, and two more when nothing of it could be
+/// sent (connect refused or reset, an upstream connection closed before the request went out).
+const MAX_ATTEMPTS: usize = 3;
+
+/// Why no upstream answered.
+enum Failure {
+    /// The upstream timeout passed.
+    Timeout,
+    /// The client's own body broke off or was malformed: the client's fault, not the instance's.
+    ClientBody,
+    /// No usable instance in the pool (nor in the secondary).
+    NoInstance,
+    /// The instance failed (or every attempt's did).
+    Upstream(Arc<Instance>, UpstreamError),
+}
+
+async fn forward<'s>(
     shared: &Arc<Shared>,
     connection: &Arc<Connection>,
-    service_name: &str,
-    pool: &Pool,
+    service: &'s Service,
+    pool: &'s Pool,
     mut request: Request<Incoming>,
     arrival: Arrival<'_>,
-) -> Response<Body> {
+) -> (Response<Body>, &'s Pool) {
     let Arrival { seen, request_id, started } = arrival;
-    let now_ms = shared.ms_at(started);
-    let Some(mut instance) = choose_instance(pool, now_ms, None) else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("no healthy instance in pool `{}`", pool.name));
-    };
     let upgrade = seen.hop_by_hop & UPGRADE_BIT != 0 && is_upgrade(&request);
     prepare_request(&mut request, seen, connection, request_id, upgrade, shared.settings.hot_path.forwarded_headers);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
-    // A failed connect is retried once, on another instance: nothing was sent yet.
-    let mut attempt = 0;
-    let (sender, fresh) = loop {
-        match connection_to(shared, connection, &instance, upgrade).await {
-            Ok(found) => break found,
-            Err(err) => {
-                note_error(shared, &instance);
-                attempt += 1;
-                let retry = (attempt == 1).then(|| choose_instance(pool, now_ms, Some(instance.address))).flatten();
-                match retry {
-                    Some(other) => instance = other,
-                    None => {
-                        return text(
-                            StatusCode::BAD_GATEWAY,
-                            format!("cannot connect to an instance of pool `{}`: {err}", pool.name),
-                        );
-                    }
-                }
-            }
-        }
-    };
-    let in_flight = InFlight::new(instance.clone());
+    // Everything from choosing an instance to the response's head is bounded by the upstream
+    // timeout: connecting, waiting for a connection to free up, retries, the answer.
     let mut deadline = connection.deadline(started, shared.settings.upstream_timeout);
-    let sent = {
-        let send = send(shared, sender, request, connection, &instance, fresh, upgrade);
-        let mut send = std::pin::pin!(send);
-        std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(Ok(result)),
-            Poll::Pending => Pin::new(&mut deadline).poll(cx).map(Err),
+    let outcome = {
+        let attempts = attempts(shared, connection, service, pool, request, started, upgrade);
+        let mut attempts = std::pin::pin!(attempts);
+        std::future::poll_fn(|cx| match attempts.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => Pin::new(&mut deadline).poll(cx).map(|()| (Err(Failure::Timeout), pool)),
         })
         .await
     };
     connection.keep_deadline(deadline);
-    let mut response = match sent {
-        Err(()) => {
-            note_error(shared, &instance);
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the upstream did not answer within {:?}", shared.settings.upstream_timeout),
-            );
-        }
-        // The client's own body broke off or was malformed (such as bad chunk framing): the
-        // client's fault, not the instance's.
-        Ok(Err(UpstreamError::Http(err))) if err.is_user() => {
-            let mut response = text(StatusCode::BAD_REQUEST, "the request body is malformed or was cut off".into());
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
-        }
-        Ok(Err(err)) => {
-            note_error(shared, &instance);
-            return text(StatusCode::BAD_GATEWAY, format!("the upstream failed: {err}"));
-        }
-        Ok(Ok(response)) => response,
+    let (outcome, pool) = outcome;
+    let (mut response, instance, in_flight) = match outcome {
+        Ok(answered) => answered,
+        Err(failure) => return (failure_answer(shared, service, pool, request_id, failure), pool),
     };
     if response.status().is_server_error() {
         note_error(shared, &instance);
@@ -526,21 +649,198 @@ async fn forward(
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let upstream = hyper::upgrade::on(&mut response);
-        let (shared, service, pool) = (shared.clone(), service_name.to_owned(), pool.name.clone());
+        let (shared, service, pool_name) = (shared.clone(), service.name.clone(), pool.name.clone());
         // A per-connection task (an upgraded connection), owned by its worker.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let _session = in_flight;
             if let (Ok(downstream), Ok(upstream)) = (downstream.await, upstream.await) {
-                relay_until_drained(&shared, &service, &pool, TokioIo::new(downstream), TokioIo::new(upstream)).await;
+                relay_until_drained(&shared, &service, &pool_name, TokioIo::new(downstream), TokioIo::new(upstream))
+                    .await;
             }
         });
         let (parts, body) = response.into_parts();
-        return Response::from_parts(parts, Either::Left(TrackedBody { inner: body, _in_flight: None }));
+        return (Response::from_parts(parts, Either::Left(TrackedBody { inner: body, _in_flight: None })), pool);
     }
     strip_hop_by_hop(response.headers_mut(), upgrade);
     let (parts, body) = response.into_parts();
-    Response::from_parts(parts, Either::Left(TrackedBody { inner: body, _in_flight: Some(in_flight) }))
+    (Response::from_parts(parts, Either::Left(TrackedBody { inner: body, _in_flight: Some(in_flight) })), pool)
+}
+
+type Answered = (Response<Incoming>, Arc<Instance>, InFlight);
+
+/// Sends the request to an instance of `pool`, and as long as nothing of it was sent, again to
+/// another (at most [`MAX_ATTEMPTS`]): first the pool's other usable instances, then the
+/// service's secondary pool. Returns the pool that answered.
+async fn attempts<'s>(
+    shared: &Shared,
+    connection: &Connection,
+    service: &'s Service,
+    mut pool: &'s Pool,
+    mut request: Request<Incoming>,
+    started: Instant,
+    upgrade: bool,
+) -> (Result<Answered, Failure>, &'s Pool) {
+    let now_ms = shared.ms_at(started);
+    let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ATTEMPTS];
+    let mut attempt = 0;
+    let mut last_error: Option<(Arc<Instance>, UpstreamError)> = None;
+    let secondary = service.secondary.and_then(|index| service.pools.get(index));
+    loop {
+        let instance = match choose_instance(pool, now_ms, &tried[..attempt]) {
+            Some(instance) => instance,
+            // The pool has no usable instance left: the failover secondary, if there is one and
+            // this is not it. The active checks still decide when the service fails over.
+            None => match secondary {
+                Some(secondary) if !std::ptr::eq(secondary, pool) => {
+                    pool = secondary;
+                    continue;
+                }
+                _ => {
+                    let failure = match last_error {
+                        Some((instance, err)) => Failure::Upstream(instance, err),
+                        None => Failure::NoInstance,
+                    };
+                    return (Err(failure), pool);
+                }
+            },
+        };
+        tried[attempt] = instance.address;
+        attempt += 1;
+        // Counted in flight while it waits for its answer too (the drain and the balancer see it).
+        let in_flight = InFlight::new(instance.clone());
+        match attempt_once(shared, connection, &instance, request, upgrade).await {
+            Ok(response) => return (Ok((response, instance, in_flight)), pool),
+            Err(Attempt::NotSent(given_back, err)) => {
+                if err.is_refused() {
+                    // Nothing listens there: certain, unlike an error answer, so out at once.
+                    eject(shared, &instance);
+                } else {
+                    note_error(shared, &instance);
+                }
+                tracing::debug!(service = %service.name, pool = %pool.name, instance = %instance.address, error = %err, "not sent, trying another instance");
+                request = given_back;
+                last_error = Some((instance, err));
+                if attempt == MAX_ATTEMPTS {
+                    let (instance, err) = last_error.take().expect("set above");
+                    return (Err(Failure::Upstream(instance, err)), pool);
+                }
+            }
+            Err(Attempt::ClientBody) => return (Err(Failure::ClientBody), pool),
+            Err(Attempt::Failed(err)) => {
+                note_error(shared, &instance);
+                return (Err(Failure::Upstream(instance, err)), pool);
+            }
+        }
+    }
+}
+
+/// How one attempt failed.
+// The request given back is as large as the response of a success: boxing it would not shrink
+// the `Result` this travels in.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    /// Nothing of the request was sent: it is given back, to try elsewhere.
+    NotSent(Request<Incoming>, UpstreamError),
+    ClientBody,
+    Failed(UpstreamError),
+}
+
+/// One attempt on one instance: a connection (this downstream connection's idle one if it is
+/// still usable, else a new one), and the request sent on it. A cached connection the upstream
+/// had closed gives the request back untouched; it is then sent once on a new connection.
+async fn attempt_once(
+    shared: &Shared,
+    connection: &Connection,
+    instance: &Instance,
+    request: Request<Incoming>,
+    upgrade: bool,
+) -> Result<Response<Incoming>, Attempt> {
+    let address = instance.address;
+    let mut leased = if upgrade {
+        // Upgrades get connections of their own, not counted against the bound.
+        Leased { connection, address, sender: None, counted: false }
+    } else {
+        connection.acquire(address, shared.settings.max_upstream_per_connection).await
+    };
+    let mut fresh = false;
+    let mut request = request;
+    loop {
+        match leased.sender.as_mut() {
+            Some(sender) => {
+                if !fresh && sender.ready().await.is_err() {
+                    // Closed while idle: its slot is reused for a new connection.
+                    leased.sender = None;
+                    continue;
+                }
+            }
+            None => {
+                // Boxed: connecting is rare on keep-alive connections, and its future would
+                // otherwise make every request's future larger (and costlier to move).
+                match Box::pin(open(shared, address)).await {
+                    Ok(sender) => {
+                        leased.sender = Some(sender);
+                        fresh = true;
+                    }
+                    Err(err) => return Err(Attempt::NotSent(request, err)),
+                }
+            }
+        }
+        let Some(sender) = leased.sender.as_mut() else { continue };
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                if !upgrade {
+                    leased.give_back();
+                }
+                return Ok(response);
+            }
+            Err(mut err) => match err.take_message() {
+                // A cached connection the upstream had closed: nothing was sent, so the request
+                // goes once more, on a new connection to the same instance.
+                Some(given_back) if !fresh => {
+                    leased.sender = None;
+                    request = given_back;
+                }
+                Some(given_back) => return Err(Attempt::NotSent(given_back, err.into_error().into())),
+                None => {
+                    let err = err.into_error();
+                    return Err(if err.is_user() { Attempt::ClientBody } else { Attempt::Failed(err.into()) });
+                }
+            },
+        }
+    }
+}
+
+/// The answer when no upstream answered. 502 and 504 bodies name no address or error (they go
+/// to whoever asked): the detail is logged with the request id the body carries.
+fn failure_answer(
+    shared: &Shared,
+    service: &Service,
+    pool: &Pool,
+    request_id: Option<&HeaderValue>,
+    failure: Failure,
+) -> Response<Body> {
+    let id = request_id.and_then(|id| id.to_str().ok()).unwrap_or("");
+    let (status, what) = match failure {
+        Failure::ClientBody => {
+            let mut response = text(StatusCode::BAD_REQUEST, "the request body is malformed or was cut off".into());
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+        Failure::NoInstance => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("no healthy instance in pool `{}`", pool.name));
+        }
+        Failure::Timeout => {
+            tracing::warn!(service = %service.name, pool = %pool.name, request_id = id, timeout = ?shared.settings.upstream_timeout, "no answer from upstream in time");
+            (StatusCode::GATEWAY_TIMEOUT, "gateway timeout")
+        }
+        Failure::Upstream(instance, err) => {
+            tracing::warn!(service = %service.name, pool = %pool.name, instance = %instance.address, request_id = id, error = %err, "upstream failed");
+            (StatusCode::BAD_GATEWAY, "bad gateway")
+        }
+    };
+    let body = if id.is_empty() { what.to_owned() } else { format!("{what} (request id {id})") };
+    text(status, body)
 }
 
 /// Copies a WebSocket (or other upgraded) session both ways until either side closes, or until
@@ -584,6 +884,13 @@ fn note_error(shared: &Shared, instance: &Instance) {
     }
 }
 
+/// Takes an instance out at once (a refused connect: nothing listens there), for as long as
+/// [`note_error`] would after enough errors.
+fn eject(shared: &Shared, instance: &Instance) {
+    instance.consecutive_errors.store(shared.settings.eject_after_errors.saturating_sub(1), Ordering::Relaxed);
+    note_error(shared, instance);
+}
+
 fn note_success(instance: &Instance) {
     instance.consecutive_errors.store(0, Ordering::Relaxed);
     instance.ejections.store(0, Ordering::Relaxed);
@@ -599,24 +906,10 @@ enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
-/// A connection to `instance`: this downstream connection's cached one if it is still usable,
-/// else a new one. Upgrades always get their own.
-async fn connection_to(
-    shared: &Shared,
-    connection: &Connection,
-    instance: &Instance,
-    upgrade: bool,
-) -> Result<(SendRequest<Incoming>, bool), UpstreamError> {
-    if !upgrade {
-        while let Some(mut sender) = connection.take(instance.address) {
-            if sender.ready().await.is_ok() {
-                return Ok((sender, false));
-            }
-        }
+impl UpstreamError {
+    fn is_refused(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_, err) if err.kind() == std::io::ErrorKind::ConnectionRefused)
     }
-    // Boxed: connecting is rare on keep-alive connections, and its future would otherwise make
-    // every request's future larger (and costlier to move).
-    Ok((Box::pin(open(shared, instance.address)).await?, true))
 }
 
 /// A new HTTP/1 connection to an upstream (with upgrades, for WebSockets), bounded by the connect
@@ -636,35 +929,6 @@ async fn open(shared: &Shared, address: SocketAddr) -> Result<SendRequest<Incomi
         let _ = conn.with_upgrades().await;
     });
     Ok(sender)
-}
-
-async fn send(
-    shared: &Shared,
-    mut sender: SendRequest<Incoming>,
-    request: Request<Incoming>,
-    connection: &Connection,
-    instance: &Instance,
-    fresh: bool,
-    upgrade: bool,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let result = sender.try_send_request(request).await;
-    let response = match result {
-        Ok(response) => response,
-        // A cached connection the upstream had closed: the request was not sent, so it is safe to
-        // send it once on a new connection.
-        Err(mut err) if !fresh => match err.take_message() {
-            Some(request) => {
-                sender = Box::pin(open(shared, instance.address)).await?;
-                sender.send_request(request).await?
-            }
-            None => return Err(err.into_error().into()),
-        },
-        Err(err) => return Err(err.into_error().into()),
-    };
-    if !upgrade {
-        connection.put(instance.address, sender);
-    }
-    Ok(response)
 }
 
 fn is_upgrade(request: &Request<Incoming>) -> bool {
@@ -708,8 +972,10 @@ fn prepare_request(
     if let Some(id) = request_id {
         headers.insert(X_REQUEST_ID, id.clone());
     }
-    if !seen.host
-        && let Some(authority) = request.uri().authority()
+    // The target's authority (HTTP/1 absolute form, HTTP/2 `:authority`) is what the request
+    // was routed by and replaces any Host header (RFC 9112 §3.2.2, RFC 9113 §8.3.1), so the
+    // upstream sees the host the edge chose it for.
+    if let Some(authority) = request.uri().authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
         request.headers_mut().insert(header::HOST, value);
@@ -754,7 +1020,6 @@ struct Arrival<'a> {
 pub(crate) struct Seen {
     /// Bits by index in [`HOP_BY_HOP`].
     hop_by_hop: u8,
-    host: bool,
     request_id: bool,
     forwarded_for: bool,
     /// `X-Windlass-Pool` or `X-Windlass-Token`.
@@ -771,7 +1036,6 @@ impl Seen {
                 continue;
             }
             match name.len() {
-                4 => seen.host |= name == b"host",
                 12 => seen.request_id |= name == b"x-request-id",
                 15 => {
                     seen.forwarded_for |= name == b"x-forwarded-for";
@@ -834,7 +1098,10 @@ fn strip_present_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, mut pre
             .flat_map(|value| value.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .filter(|token| {
-                !token.is_empty() && !token.eq_ignore_ascii_case(b"close") && hop_by_hop_index(token).is_none()
+                !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"close")
+                    && hop_by_hop_index(token).is_none()
+                    && !is_end_to_end_kept(token)
             })
             .filter_map(|token| {
                 headers.keys().find(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token)).cloned()
@@ -852,6 +1119,13 @@ fn strip_present_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, mut pre
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Headers a `Connection` token never removes: the upstream needs them whatever the client
+/// lists (`Connection: host` would leave an HTTP/1.1 request without the Host it was routed by,
+/// `Connection: content-length` a body without its length).
+fn is_end_to_end_kept(token: &[u8]) -> bool {
+    token.eq_ignore_ascii_case(b"host") || token.eq_ignore_ascii_case(b"content-length")
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

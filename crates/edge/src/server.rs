@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
+use crate::framing::ScanReads;
 use crate::proxy::{self, Connection};
 use crate::shared::Shared;
 use crate::tls::Certificates;
@@ -257,6 +258,7 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     let Some(certificates) = certificates else {
                         let connection = Arc::new(Connection::new(client, "http"));
+                        let stream = ScanReads::new(stream, connection.length_lines.clone());
                         let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
                         let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await;
                         return;
@@ -266,6 +268,7 @@ async fn accept_loop(
                         return;
                     };
                     let connection = Arc::new(Connection::new(client, "https"));
+                    let tls = ScanReads::new(tls, connection.length_lines.clone());
                     let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
                     let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned()).await;
                 });

@@ -40,6 +40,9 @@ pub struct Settings {
     pub access_log: bool,
     /// Hot-path features that can be switched off to measure what each costs.
     pub hot_path: HotPath,
+    /// Upstream connections one downstream connection may have open to one instance; an HTTP/2
+    /// client's further concurrent requests wait for one to free up (within the upstream timeout).
+    pub max_upstream_per_connection: usize,
 }
 
 /// The per-request features a benchmark can switch off one at a time
@@ -101,6 +104,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(30),
             access_log: false,
             hot_path: HotPath::default(),
+            max_upstream_per_connection: 8,
         }
     }
 }

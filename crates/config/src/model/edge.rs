@@ -2,7 +2,7 @@
 //!
 //! It must not bind sockets or load certificates; the edge does.
 
-use crate::decode::{At, Cx, Decode, Spanned, Table, Value};
+use crate::decode::{At, Cx, Decode, Spanned, Table, Value, integer_in};
 use crate::units::{ByteSize, Duration};
 
 use super::RateLimit;
@@ -115,6 +115,9 @@ pub struct Edge {
     /// Optional header that identifies a client's cohort instead of the cookie.
     pub sticky_header: Option<String>,
     pub access_log: bool,
+    /// Upstream connections one client connection may open to one instance (an HTTP/2 client's
+    /// further concurrent requests wait for one to free up).
+    pub max_upstream_per_connection: u32,
 }
 
 impl Default for Edge {
@@ -133,6 +136,7 @@ impl Default for Edge {
             sticky_cookie: "windlass_cohort".into(),
             sticky_header: None,
             access_log: false,
+            max_upstream_per_connection: 8,
         }
     }
 }
@@ -161,6 +165,10 @@ impl Decode for Edge {
             sticky_cookie: t.or(cx, "sticky_cookie", d.sticky_cookie),
             sticky_header: t.optional(cx, "sticky_header"),
             access_log: t.or(cx, "access_log", d.access_log),
+            max_upstream_per_connection: t
+                .get(cx, "max_upstream_per_connection")
+                .and_then(|v| integer_in(cx, v, &at.key("max_upstream_per_connection"), 1..=1024))
+                .map_or(d.max_upstream_per_connection, |n| n as u32),
         };
         t.finish(cx);
         Some(edge)

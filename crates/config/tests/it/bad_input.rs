@@ -247,3 +247,14 @@ run = 'cat "${MARKER}" "${NOWHERE}"'
         "{shown}"
     );
 }
+
+#[test]
+fn upstream_connections_per_client_connection_are_range_checked() {
+    for bad in ["0", "1025", "-3"] {
+        let found = problems(&format!("{MINIMAL}\n[edge]\nmax_upstream_per_connection = {bad}\n"));
+        assert!(found.contains("edge.max_upstream_per_connection"), "{found}");
+        assert!(found.contains("from 1 to 1024"), "{found}");
+    }
+    let parsed = parse_text(&format!("{MINIMAL}\n[edge]\nmax_upstream_per_connection = 32\n"));
+    assert!(!parsed.has_errors(), "{}", rendered(&parsed));
+}

@@ -36,6 +36,11 @@ impl Demo {
         Demo { _process: process, address: main.local_addr().unwrap(), admin: admin.local_addr().unwrap() }
     }
 
+    /// Kills the instance with SIGKILL: its sockets close at once, nothing is finished.
+    pub fn kill(&self) {
+        self._process.signal(libc::SIGKILL);
+    }
+
     pub async fn faults(&self, json: &str) {
         let reply = http::request("PUT", self.admin, "/faults", &[], json).await.unwrap();
         assert_eq!(reply.status, 200, "{}", reply.body);

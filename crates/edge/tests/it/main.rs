@@ -7,6 +7,8 @@
 mod bad_input;
 mod counters;
 mod endpoints;
+mod failover;
+mod framing;
 mod harness;
 mod process;
 mod protocols;

@@ -1,0 +1,169 @@
+//! Instances that die under load: requests that were not yet sent go to another instance of the
+//! pool, or to the failover secondary, at once (not when the health checks decide); only the
+//! requests in flight on the dead instance may fail. And an HTTP/2 client's streams share a
+//! bounded number of upstream connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use windlass_edge::spec::{FailoverSpec, HealthSpec};
+
+use crate::harness::*;
+
+/// `/version` requests a demo has answered (from its own counters).
+async fn served(demo: &Demo) -> u64 {
+    let metrics = windlass_testkit::http::get(demo.address, "/metrics").await.unwrap().body;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("demo_http_requests_total{route=\"/version\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+const CLIENTS: usize = 5;
+
+/// Runs `CLIENTS` keep-alive clients against the edge, kills `victim` once it has answered
+/// 100 requests, and stops the load once `survivor` has answered 200 after that (each client
+/// sends at most 2,000: bounded however fast the edge is).
+async fn kill_under_load(edge: &windlass_edge::EdgeHandle, victim: &Demo, survivor: &Demo) -> LoadReport {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(edge.address, "api.localhost", CLIENTS, 2_000, stop.clone());
+    eventually("the victim has served 100 requests", || async { served(victim).await >= 100 }).await;
+    let before = served(survivor).await;
+    victim.kill();
+    eventually("the survivor has served 200 more requests", || async { served(survivor).await >= before + 200 }).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    eprintln!("{} answered, {} failed: {:?}", report.ok, report.failures.len(), report.failures);
+    report
+}
+
+/// The primary pool's one instance is killed with `kill -9` under load. The health checks are
+/// slow (one a minute) and so never flip `failed_over` during the test: every request after the
+/// kill is answered by the secondary anyway, and at most the requests in flight at the kill (one
+/// per client) fail.
+#[tokio::test]
+async fn a_killed_primary_fails_over_to_the_secondary_before_the_health_checks_decide() {
+    let (primary, secondary) = (Demo::start("primary"), Demo::start("secondary"));
+    let mut api =
+        service("api.localhost", vec![("blue", pool(&[&primary], 100)), ("secondary", pool(&[&secondary], 0))]);
+    api.health = Some(HealthSpec {
+        path: "/health".into(),
+        interval_ms: 60_000,
+        timeout_ms: 1_000,
+        healthy_after: 1,
+        unhealthy_after: 3,
+    });
+    api.failover = Some(FailoverSpec { after_failures: 3, failback_after: 2, automatic: true });
+    let edge = start_edge(spec(vec![("api", api)]), settings(), None);
+
+    let report = kill_under_load(&edge, &primary, &secondary).await;
+    assert!(report.failures.len() <= CLIENTS, "only requests in flight at the kill fail: {:?}", report.failures);
+    assert!(report.versions.get("primary").copied().unwrap_or(0) >= 100, "{:?}", report.versions);
+    assert!(report.versions.get("secondary").copied().unwrap_or(0) >= 200, "{:?}", report.versions);
+    assert_eq!(state(&edge).await["services"]["api"]["failed_over"], false, "the health checks did not decide yet");
+    for _ in 0..20 {
+        let reply = get(&edge, "api.localhost", "/version", &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(version_of(&reply), "secondary");
+    }
+    edge.stop();
+}
+
+/// Two instances in a pool, one killed under load: every later request is served by the other,
+/// and at most the requests in flight on the dead one fail.
+#[tokio::test]
+async fn a_killed_instance_leaves_its_pool_at_once() {
+    let (a, b) = (Demo::start("a"), Demo::start("b"));
+    let edge = start_edge(
+        spec(vec![("api", service("api.localhost", vec![("blue", pool(&[&a, &b], 100))]))]),
+        settings(),
+        None,
+    );
+
+    let report = kill_under_load(&edge, &a, &b).await;
+    assert!(report.failures.len() <= CLIENTS, "only requests in flight at the kill fail: {:?}", report.failures);
+    assert!(report.versions.get("a").copied().unwrap_or(0) >= 100, "{:?}", report.versions);
+    for _ in 0..20 {
+        let reply = get(&edge, "api.localhost", "/version", &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(version_of(&reply), "b");
+    }
+    edge.stop();
+}
+
+/// An upstream that counts the connections it accepts and answers each request after 10 ms.
+async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (address, accepted, server)
+}
+
+/// One h2c connection with 200 concurrent streams opens at most `max_upstream_per_connection`
+/// upstream connections; the other streams wait their turn, and all 200 are answered.
+#[tokio::test]
+async fn one_http2_connection_with_200_streams_opens_a_bounded_number_of_upstream_connections() {
+    let (upstream, accepted, server) = counting_upstream().await;
+    let settings = windlass_edge::Settings {
+        max_upstream_per_connection: 4,
+        upstream_timeout: Duration::from_secs(30),
+        ..settings()
+    };
+    let edge = start_edge(
+        spec(vec![(
+            "api",
+            service(
+                "api.localhost",
+                vec![("blue", windlass_edge::spec::PoolSpec { instances: vec![upstream], weight: 100 })],
+            ),
+        )]),
+        settings,
+        None,
+    );
+    let stream = tokio::net::TcpStream::connect(edge.address).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let requests: Vec<_> = (0..200)
+        .map(|_| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let request = hyper::Request::get("http://api.localhost/").body(Empty::<Bytes>::new()).unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, body)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    }
+    // The client's connection closes first, so the edge stops without waiting for it.
+    drop(sender);
+    let opened = accepted.load(Ordering::Relaxed);
+    assert!((1..=4).contains(&opened), "{opened} upstream connections for one downstream connection");
+    server.abort();
+    edge.stop();
+}
