@@ -306,5 +306,6 @@ async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
     for ((service, pool), metrics) in shared.registry.all_metrics() {
         crate::metrics::render(&mut out, &service, &pool, &metrics.snapshot());
     }
+    shared.connections.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

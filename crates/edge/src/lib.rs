@@ -17,6 +17,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -40,6 +40,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Hot-path features that can be switched off to measure what each costs.
     pub hot_path: HotPath,
+    /// Connection limits and timeouts (`[edge]` connection keys and `[edge.http2]`).
+    pub limits: crate::limits::Limits,
 }
 
 /// The per-request features a benchmark can switch off one at a time
@@ -101,6 +103,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(30),
             access_log: false,
             hot_path: HotPath::default(),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -141,6 +144,8 @@ pub struct Shared {
     events: Mutex<VecDeque<EdgeEvent>>,
     started: Instant,
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Open downstream connections and their limits (per worker, merged when read).
+    pub connections: Arc<crate::limits::Connections>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +164,7 @@ impl Shared {
         // Without a writer thread the log is off; the edge still serves.
         let access_log = if settings.access_log { crate::access_log::AccessLog::start().ok() } else { None };
         Ok(Arc::new(Shared {
+            connections: Arc::new(crate::limits::Connections::new(&settings.limits)),
             access_log,
             table: ArcSwap::from_pointee(table),
             registry,
