@@ -87,6 +87,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         },
     };
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    // Every downstream connection is a file descriptor: the soft limit (often 1024) is raised to
+    // the hard one before the default connection cap (90% of it) is read.
+    if let Err(err) = windlass_edge::limits::raise_fd_limit() {
+        eprintln!("windlass edge: cannot raise the file descriptor limit: {err}");
+    }
     // Signal handlers go in before the edge says it is ready, so that a SIGTERM right after the
     // announcement stops it cleanly instead of killing it by the default action.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -337,5 +337,6 @@ async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
             crate::endpoints::render(&mut out, &service.name, &endpoints.snapshot());
         }
     }
+    shared.connections.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

@@ -128,6 +128,28 @@ pub fn settings_from_config(config: &Config, admin_token: String) -> Result<Sett
         drain_timeout: edge.drain_timeout.as_std(),
         access_log: edge.access_log,
         max_upstream_per_connection: edge.max_upstream_per_connection as usize,
+        limits: limits_from_config(&edge.connections),
         ..Settings::new(String::new())
     })
+}
+
+/// The connection limits of `[edge]` and `[edge.http2]` (ranges were checked when decoding).
+fn limits_from_config(connections: &windlass_config::Connections) -> crate::limits::Limits {
+    let h2 = &connections.http2;
+    let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    crate::limits::Limits {
+        header_read_timeout: connections.header_read_timeout.as_std(),
+        keepalive_timeout: connections.keepalive_timeout.as_std(),
+        tls_handshake_timeout: connections.tls_handshake_timeout.as_std(),
+        max_connections: connections.max_connections.map(count),
+        max_connections_per_ip: connections.max_connections_per_ip.map(count),
+        http2: crate::limits::Http2Limits {
+            max_concurrent_streams: h2.max_concurrent_streams,
+            max_pending_accept_reset_streams: count(h2.max_pending_accept_reset_streams),
+            max_local_error_reset_streams: count(h2.max_local_error_reset_streams),
+            keepalive_interval: h2.keepalive_interval.map(|d| d.as_std()),
+            keepalive_timeout: h2.keepalive_timeout.as_std(),
+            max_frame_size: u32::try_from(h2.max_frame_size.0).unwrap_or(16_777_215),
+        },
+    }
 }

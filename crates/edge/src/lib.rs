@@ -19,6 +19,7 @@ pub mod config;
 pub mod endpoints;
 pub mod framing;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -2,21 +2,24 @@
 //! `SO_REUSEPORT` socket and serving its connections start to finish with no cross-thread
 //! wakeups (the design `../shared/EDGE-PERF.md` measured fastest here).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
 use crate::framing::ScanReads;
+use crate::limits::{self, Finishing, Tracked, TrackedIo, Worker, close};
 use crate::proxy::{self, Connection};
 use crate::shared::Shared;
 use crate::tls::Certificates;
@@ -42,6 +45,12 @@ pub fn bind_reuseport(address: SocketAddr, count: usize) -> std::io::Result<Vec<
 
 /// Starts one worker thread per listener (serving TLS when `certificates` is set); they stop
 /// accepting when `stop` turns true.
+///
+/// A worker whose accept loop panics is restarted on a fresh runtime with the same listener: its
+/// `SO_REUSEPORT` socket stays open meanwhile (the kernel keeps queueing its share of new
+/// connections in the backlog), so nothing is refused, and the other workers' connections are
+/// untouched; only the panicking worker's own connections are lost. Aborting the process instead
+/// would cut every worker's connections and rely on a supervisor to bring the edge back.
 pub fn start_workers(
     shared: Arc<Shared>,
     listeners: Vec<std::net::TcpListener>,
@@ -57,93 +66,58 @@ pub fn start_workers(
             let certificates = certificates.clone();
             let name =
                 if certificates.is_some() { format!("edge-tls-{index}") } else { format!("edge-worker-{index}") };
-            std::thread::Builder::new().name(name).spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(err) => {
-                        tracing::error!("edge worker {index} cannot start: {err}");
+            std::thread::Builder::new().name(name.clone()).spawn(move || {
+                let worker = shared.connections.worker();
+                loop {
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_worker(&shared, &listener, certificates.clone(), &worker, stop.clone())
+                    }));
+                    if *stop.borrow() {
                         return;
                     }
-                };
-                let drain_timeout = shared.settings.drain_timeout;
-                let graceful = Drain::new();
-                runtime.block_on(accept_loop(shared, listener, certificates, &graceful, stop));
-                // Stopped accepting: let requests in flight finish (idle keep-alive connections are
-                // closed at once), for at most the drain timeout.
-                runtime.block_on(async {
-                    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
-                });
+                    match run {
+                        Ok(Ok(())) => return,
+                        Ok(Err(err)) => {
+                            tracing::error!("{name} cannot run: {err}; trying again in a second");
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                        Err(_) => {
+                            shared.connections.record_restart(&worker);
+                            shared.record_event(
+                                "*",
+                                "worker.restarted",
+                                format!("{name} panicked; restarted on the same socket"),
+                            );
+                        }
+                    }
+                }
             })
         })
         .collect()
 }
 
-/// hyper's timer, for the header read timeout, which hyper arms anew for every request on a
-/// connection (a new timer, inserted into and removed from tokio's timer wheel each time). Here
-/// the timers are recycled per worker thread: one whose deadline lies within
-/// [`RECYCLED_SLACK`] after the one asked for is reused as it is, without touching the wheel, so
-/// a timeout fires up to that much late.
-#[derive(Debug, Clone, Copy)]
-struct RecyclingTimer;
-
-/// How much later than asked a recycled timer may fire.
-const RECYCLED_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
-/// Timers kept per worker thread.
-const RECYCLED_KEPT: usize = 64;
-
-thread_local! {
-    static RECYCLED: std::cell::RefCell<Vec<Pin<Box<tokio::time::Sleep>>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl hyper::rt::Timer for RecyclingTimer {
-    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(std::time::Instant::now() + duration)
-    }
-
-    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        let earliest = tokio::time::Instant::from_std(deadline);
-        let latest = earliest + RECYCLED_SLACK;
-        let sleep = match RECYCLED.with(|kept| kept.borrow_mut().pop()) {
-            Some(sleep) if sleep.deadline() >= earliest && sleep.deadline() <= latest => sleep,
-            Some(mut sleep) => {
-                sleep.as_mut().reset(latest);
-                sleep
-            }
-            None => Box::pin(tokio::time::sleep_until(latest)),
-        };
-        Box::pin(RecycledSleep(Some(sleep)))
-    }
-}
-
-/// A timer handed to hyper, given back to its thread's pool when hyper drops it.
-struct RecycledSleep(Option<Pin<Box<tokio::time::Sleep>>>);
-
-impl Future for RecycledSleep {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.0.as_mut() {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Ready(()),
-        }
-    }
-}
-
-impl hyper::rt::Sleep for RecycledSleep {}
-
-impl Drop for RecycledSleep {
-    fn drop(&mut self) {
-        if let Some(sleep) = self.0.take() {
-            // Outside a worker's runtime (or when the pool is full) it is simply dropped.
-            let _ = RECYCLED.try_with(|kept| {
-                if let Ok(mut kept) = kept.try_borrow_mut()
-                    && kept.len() < RECYCLED_KEPT
-                {
-                    kept.push(sleep);
-                }
-            });
-        }
-    }
+/// One run of a worker: a current-thread runtime accepting on (a duplicate of) `listener` and
+/// sweeping its connections' timeouts, then draining once `stop` is set.
+fn run_worker(
+    shared: &Arc<Shared>,
+    listener: &std::net::TcpListener,
+    certificates: Option<Arc<Certificates>>,
+    worker: &Arc<Worker>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // A duplicate, so that the socket itself outlives a run that panics.
+    let listener = listener.try_clone()?;
+    let drain_timeout = shared.settings.drain_timeout;
+    let graceful = Drain::new();
+    runtime.spawn(limits::sweep(shared.connections.clone(), worker.clone(), stop.clone()));
+    runtime.block_on(accept_loop(shared.clone(), listener, certificates, worker, &graceful, stop));
+    // Stopped accepting: let requests in flight finish (idle keep-alive connections are
+    // closed at once), for at most the drain timeout.
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+    });
+    Ok(())
 }
 
 /// The number of request headers hyper accepts unless told otherwise.
@@ -182,35 +156,51 @@ impl Drain {
 }
 
 impl DrainWatcher {
-    /// Serves `connection` until it ends; after [`Drain::shutdown`], it is shut down gracefully.
-    async fn watch<C: GracefulConnection>(self, connection: C) -> C::Output {
+    /// Serves `connection` until it ends; after [`Drain::shutdown`], or when its limits ask it
+    /// to close gracefully, it is shut down gracefully; when they ask to cut it, it is dropped
+    /// (which closes the socket) and `None` is returned.
+    async fn watch<C: GracefulConnection>(self, connection: C, tracked: &Tracked) -> Option<C::Output> {
         let DrainWatcher { stopping, mut signal } = self;
         let mut connection = std::pin::pin!(connection);
         let mut stop = std::pin::pin!(signal.changed());
-        let (mut registered, mut stopped) = (false, false);
+        let (mut registered, mut stopped, mut shut) = (false, false, false);
         std::future::poll_fn(|cx| {
+            match tracked.poll_close(cx) {
+                close::KEEP => {}
+                close::GRACEFUL => {
+                    if !shut {
+                        shut = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                _ => return Poll::Ready(None),
+            }
             // The first poll leaves the task's waker with the signal; after that the signal is
             // polled only once the flag is up (it is raised before the signal is sent).
             if !stopped && (!registered || stopping.load(Ordering::Acquire)) {
                 registered = true;
                 if stop.as_mut().poll(cx).is_ready() {
                     stopped = true;
-                    connection.as_mut().graceful_shutdown();
+                    if !shut {
+                        shut = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
                 }
             }
-            connection.as_mut().poll(cx)
+            connection.as_mut().poll(cx).map(Some)
         })
         .await
     }
 }
 
-/// How long a client may take to finish its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Set once the first connection has been accepted, for the failpoint that fires there.
+static FIRST_ACCEPTED: AtomicBool = AtomicBool::new(false);
 
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     certificates: Option<Arc<Certificates>>,
+    worker: &Arc<Worker>,
     graceful: &Drain,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -223,23 +213,35 @@ async fn accept_loop(
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let settings = &shared.settings;
+    // No hyper header read timeout: the limits' sweep times the head from the connection's
+    // first byte (hyper's starts only once its HTTP/1 parser runs, after the protocol sniff, and
+    // arms a timer per request).
     builder
         .http1()
         .max_buf_size(settings.max_header_bytes.max(8192))
         // Headers and body copied into one buffer and written with one `write`: measured 2.4%
         // more requests a second than hyper's default vectored writes for small responses
         // (bench/README.md), at the cost of a copy of large bodies that nginx makes as well.
-        .writev(false)
-        .timer(RecyclingTimer)
-        .header_read_timeout(std::time::Duration::from_secs(30));
+        .writev(false);
     // hyper's own limit is 100 headers; naming it explicitly makes hyper allocate and fill a
     // header index array on every parse (measured: ~1,700 instructions a request), so it is
     // set only when it differs.
     if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         builder.http1().max_headers(settings.max_headers);
     }
-    builder.http2().max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let h2 = &settings.limits.http2;
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+        .max_frame_size(h2.max_frame_size)
+        .keep_alive_interval(h2.keepalive_interval)
+        .keep_alive_timeout(h2.keepalive_timeout)
+        .timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let tls_handshake_timeout = settings.limits.tls_handshake_timeout;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -248,7 +250,15 @@ async fn accept_loop(
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     continue;
                 };
+                if !FIRST_ACCEPTED.load(Ordering::Relaxed) && !FIRST_ACCEPTED.swap(true, Ordering::Relaxed) {
+                    windlass_failpoint::hit("edge.worker.first_accept");
+                }
+                // At the cap with nothing idle to close, or past the per-address cap: refused,
+                // closed at once (the stream is dropped).
+                let Ok(admission) = shared.connections.admit(worker, client.ip()) else { continue };
                 let _ = stream.set_nodelay(true);
+                let tracked = admission.tracked().clone();
+                let io = TrackedIo::new(stream, admission);
                 let shared = shared.clone();
                 let builder = builder.clone();
                 let certificates = certificates.clone();
@@ -258,22 +268,49 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     let Some(certificates) = certificates else {
                         let connection = Arc::new(Connection::new(client, "http"));
-                        let stream = ScanReads::new(stream, connection.length_lines.clone());
-                        let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
-                        let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await;
+                        let io = ScanReads::new(io, connection.length_lines.clone());
+                        let service = tracked_service(shared, connection, tracked.clone());
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+                        let _ = watcher.watch(connection, &tracked).await;
                         return;
                     };
                     let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
-                    let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                    let Ok(Ok(tls)) = tokio::time::timeout(tls_handshake_timeout, acceptor.accept(io)).await else {
                         return;
                     };
                     let connection = Arc::new(Connection::new(client, "https"));
                     let tls = ScanReads::new(tls, connection.length_lines.clone());
-                    let service = service_fn(move |request| proxy::handle(shared.clone(), connection.clone(), request));
-                    let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned()).await;
+                    let service = tracked_service(shared, connection, tracked.clone());
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
+                    let _ = watcher.watch(connection, &tracked).await;
                 });
             }
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The proxy as a connection's service, telling the connection's [`Tracked`] when a request
+/// starts and when its response is done (or switched protocols).
+fn tracked_service(
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    tracked: Arc<Tracked>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Finishing<proxy::Body>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Finishing<proxy::Body>>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |request: Request<Incoming>| {
+        let active = tracked.request_started(request.version() == hyper::Version::HTTP_2);
+        let handled = proxy::handle(shared.clone(), connection.clone(), request);
+        async move {
+            let Ok(response) = handled.await;
+            if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                active.upgraded();
+            }
+            Ok(response.map(|body| Finishing::new(body, active)))
+        }
+    })
 }

@@ -43,6 +43,8 @@ pub struct Settings {
     /// Upstream connections one downstream connection may have open to one instance; an HTTP/2
     /// client's further concurrent requests wait for one to free up (within the upstream timeout).
     pub max_upstream_per_connection: usize,
+    /// Connection limits and timeouts (`[edge]` connection keys and `[edge.http2]`).
+    pub limits: crate::limits::Limits,
 }
 
 /// The per-request features a benchmark can switch off one at a time
@@ -105,6 +107,7 @@ impl Settings {
             access_log: false,
             hot_path: HotPath::default(),
             max_upstream_per_connection: 8,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -145,6 +148,8 @@ pub struct Shared {
     events: Mutex<VecDeque<EdgeEvent>>,
     started: Instant,
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Open downstream connections and their limits (per worker, merged when read).
+    pub connections: Arc<crate::limits::Connections>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +168,7 @@ impl Shared {
         // Without a writer thread the log is off; the edge still serves.
         let access_log = if settings.access_log { crate::access_log::AccessLog::start().ok() } else { None };
         Ok(Arc::new(Shared {
+            connections: Arc::new(crate::limits::Connections::new(&settings.limits)),
             access_log,
             table: ArcSwap::from_pointee(table),
             registry,
