@@ -143,7 +143,7 @@ async fn one_http2_connection_with_200_streams_opens_a_bounded_number_of_upstrea
     let stream = tokio::net::TcpStream::connect(edge.address).await.unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
+    let connection = tokio::spawn(connection);
     let requests: Vec<_> = (0..200)
         .map(|_| {
             let mut sender = sender.clone();
@@ -160,8 +160,10 @@ async fn one_http2_connection_with_200_streams_opens_a_bounded_number_of_upstrea
         let (status, body) = request.await.unwrap();
         assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
     }
-    // The client's connection closes first, so the edge stops without waiting for it.
+    // The client's connection closes first (`stop` blocks this thread), so the edge stops
+    // without waiting for it.
     drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
     let opened = accepted.load(Ordering::Relaxed);
     assert!((1..=4).contains(&opened), "{opened} upstream connections for one downstream connection");
     server.abort();
