@@ -615,7 +615,7 @@ async fn forward<'s>(
     // timeout: connecting, waiting for a connection to free up, retries, the answer.
     let mut deadline = connection.deadline(started, shared.settings.upstream_timeout);
     let outcome = {
-        let attempts = attempts(shared, connection, service, pool, request, started, upgrade);
+        let attempts = attempts(shared, connection, service, pool, request, started, upgrade, seen.pinning);
         let mut attempts = std::pin::pin!(attempts);
         std::future::poll_fn(|cx| match attempts.as_mut().poll(cx) {
             Poll::Ready(result) => Poll::Ready(result),
@@ -660,7 +660,9 @@ type Answered = (Response<Incoming>, Arc<Instance>, InFlight);
 
 /// Sends the request to an instance of `pool`, and as long as nothing of it was sent, again to
 /// another (at most [`MAX_ATTEMPTS`]): first the pool's other usable instances, then the
-/// service's secondary pool. Returns the pool that answered.
+/// service's secondary pool (not for a request pinned to a pool: a smoke check of that pool must
+/// not be answered by another). Returns the pool that answered.
+#[allow(clippy::too_many_arguments)]
 async fn attempts<'s>(
     shared: &Shared,
     connection: &Connection,
@@ -669,12 +671,13 @@ async fn attempts<'s>(
     mut request: Request<Incoming>,
     started: Instant,
     upgrade: bool,
+    pinned: bool,
 ) -> (Result<Answered, Failure>, &'s Pool) {
     let now_ms = shared.ms_at(started);
     let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ATTEMPTS];
     let mut attempt = 0;
     let mut last_error: Option<(Arc<Instance>, UpstreamError)> = None;
-    let secondary = service.secondary.and_then(|index| service.pools.get(index));
+    let secondary = service.secondary.and_then(|index| service.pools.get(index)).filter(|_| !pinned);
     loop {
         let instance = match choose_instance(pool, now_ms, &tried[..attempt]) {
             Some(instance) => instance,

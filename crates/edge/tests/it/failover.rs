@@ -169,3 +169,36 @@ async fn one_http2_connection_with_200_streams_opens_a_bounded_number_of_upstrea
     server.abort();
     edge.stop();
 }
+
+/// A request pinned to a pool (a smoke check of a new color) is never answered by the
+/// secondary: when the pinned pool's instance is gone, the check sees the failure.
+#[tokio::test]
+async fn a_pinned_request_does_not_fail_over() {
+    let (blue, secondary) = (Demo::start("blue"), Demo::start("secondary"));
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone_address = gone.local_addr().unwrap();
+    drop(gone);
+    let edge = start_edge(
+        spec(vec![(
+            "api",
+            service(
+                "api.localhost",
+                vec![
+                    ("blue", pool(&[&blue], 100)),
+                    ("green", windlass_edge::spec::PoolSpec { instances: vec![gone_address], weight: 0 }),
+                    ("secondary", pool(&[&secondary], 0)),
+                ],
+            ),
+        )]),
+        settings(),
+        None,
+    );
+    let pinned = [("x-windlass-pool", "green"), ("x-windlass-token", TOKEN)];
+    let reply = get(&edge, "api.localhost", "/version", &pinned).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let reply = get(&edge, "api.localhost", "/version", &pinned).await;
+    assert!(reply.status == 502 || reply.status == 503, "{} {}", reply.status, reply.body);
+    assert_eq!(served(&secondary).await, 0, "the secondary answered no pinned request");
+    assert_eq!(version_of(&get(&edge, "api.localhost", "/version", &[]).await), "blue");
+    edge.stop();
+}
