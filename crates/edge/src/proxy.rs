@@ -2,8 +2,9 @@
 //!
 //! framing checks → route (host, path) → maintenance → rate limit → pool (pinning header,
 //! failover, sticky cohort, weights) → instance (power of two choices over healthy ones) →
-//! forward on this connection's own upstream connection (a failed *connect* is retried once on
-//! another instance) → record status and latency for the service and pool → answer.
+//! forward on this connection's own upstream connection (a request nothing of which was sent is
+//! sent again to another instance, then to the secondary pool: at most three in all) → record
+//! status and latency for the service and pool → answer.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
