@@ -2,8 +2,9 @@
 //!
 //! framing checks → route (host, path) → maintenance → rate limit → pool (pinning header,
 //! failover, sticky cohort, weights) → instance (power of two choices over healthy ones) →
-//! forward on this connection's own upstream connection (a failed *connect* is retried once on
-//! another instance) → record status and latency for the service and pool → answer.
+//! forward on this connection's own upstream connection (a request nothing of which was sent is
+//! sent again to another instance, then to the secondary pool: at most three in all) → record
+//! status and latency for the service and pool → answer.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -625,17 +626,9 @@ async fn forward<'s>(
     // Everything from choosing an instance to the response's head is bounded by the upstream
     // timeout: connecting, waiting for a connection to free up, retries, the answer.
     let mut deadline = connection.deadline(started, shared.settings.upstream_timeout);
-    let outcome = {
-        let attempts = attempts(shared, connection, service, pool, request, started, upgrade);
-        let mut attempts = std::pin::pin!(attempts);
-        std::future::poll_fn(|cx| match attempts.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => Pin::new(&mut deadline).poll(cx).map(|()| (Err(Failure::Timeout), pool)),
-        })
-        .await
-    };
+    let attempt = Attempts { shared, connection, service, started, upgrade, pinned: seen.pinning };
+    let (outcome, pool) = attempt.run(pool, request, &mut deadline).await;
     connection.keep_deadline(deadline);
-    let (outcome, pool) = outcome;
     let (mut response, instance, in_flight) = match outcome {
         Ok(answered) => answered,
         Err(failure) => return (failure_answer(shared, service, pool, request_id, failure), pool),
@@ -671,65 +664,88 @@ type Answered = (Response<Incoming>, Arc<Instance>, InFlight);
 
 /// Sends the request to an instance of `pool`, and as long as nothing of it was sent, again to
 /// another (at most [`MAX_ATTEMPTS`]): first the pool's other usable instances, then the
-/// service's secondary pool. Returns the pool that answered.
-async fn attempts<'s>(
-    shared: &Shared,
-    connection: &Connection,
+/// service's secondary pool (not for a request pinned to a pool: a smoke check of that pool must
+/// not be answered by another), all before `deadline`. Returns the pool that answered.
+struct Attempts<'a, 's> {
+    shared: &'a Shared,
+    connection: &'a Connection,
     service: &'s Service,
-    mut pool: &'s Pool,
-    mut request: Request<Incoming>,
     started: Instant,
     upgrade: bool,
-) -> (Result<Answered, Failure>, &'s Pool) {
-    let now_ms = shared.ms_at(started);
-    let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ATTEMPTS];
-    let mut attempt = 0;
-    let mut last_error: Option<(Arc<Instance>, UpstreamError)> = None;
-    let secondary = service.secondary.and_then(|index| service.pools.get(index));
-    loop {
-        let instance = match choose_instance(pool, now_ms, &tried[..attempt]) {
-            Some(instance) => instance,
-            // The pool has no usable instance left: the failover secondary, if there is one and
-            // this is not it. The active checks still decide when the service fails over.
-            None => match secondary {
-                Some(secondary) if !std::ptr::eq(secondary, pool) => {
-                    pool = secondary;
-                    continue;
+    pinned: bool,
+}
+
+impl<'s> Attempts<'_, 's> {
+    async fn run(
+        self,
+        mut pool: &'s Pool,
+        mut request: Request<Incoming>,
+        deadline: &mut Deadline,
+    ) -> (Result<Answered, Failure>, &'s Pool) {
+        let Attempts { shared, connection, service, started, upgrade, pinned } = self;
+        let now_ms = shared.ms_at(started);
+        let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ATTEMPTS];
+        let mut attempt = 0;
+        let mut last_error: Option<(Arc<Instance>, UpstreamError)> = None;
+        let secondary = service.secondary.and_then(|index| service.pools.get(index)).filter(|_| !pinned);
+        loop {
+            let instance = match choose_instance(pool, now_ms, &tried[..attempt]) {
+                Some(instance) => instance,
+                // The pool has no usable instance left: the failover secondary, if there is one and
+                // this is not it. The active checks still decide when the service fails over.
+                None => match secondary {
+                    Some(secondary) if !std::ptr::eq(secondary, pool) => {
+                        pool = secondary;
+                        continue;
+                    }
+                    _ => {
+                        let failure = match last_error {
+                            Some((instance, err)) => Failure::Upstream(instance, err),
+                            None => Failure::NoInstance,
+                        };
+                        return (Err(failure), pool);
+                    }
+                },
+            };
+            tried[attempt] = instance.address;
+            attempt += 1;
+            // Counted in flight while it waits for its answer too (the drain and the balancer see it).
+            let in_flight = InFlight::new(instance.clone());
+            let outcome = {
+                let once = attempt_once(shared, connection, &instance, request, upgrade);
+                let mut once = std::pin::pin!(once);
+                std::future::poll_fn(|cx| match once.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending => Pin::new(&mut *deadline).poll(cx).map(|()| None),
+                })
+                .await
+            };
+            let Some(outcome) = outcome else {
+                // Timed out on this instance (connecting, waiting for a connection, or its answer).
+                note_error(shared, &instance);
+                return (Err(Failure::Timeout), pool);
+            };
+            match outcome {
+                Ok(response) => return (Ok((response, instance, in_flight)), pool),
+                Err(Attempt::NotSent(given_back, err)) => {
+                    if err.is_refused() {
+                        // Nothing listens there: certain, unlike an error answer, so out at once.
+                        eject(shared, &instance);
+                    } else {
+                        note_error(shared, &instance);
+                    }
+                    tracing::debug!(service = %service.name, pool = %pool.name, instance = %instance.address, error = %err, "not sent, trying another instance");
+                    request = given_back;
+                    if attempt == MAX_ATTEMPTS {
+                        return (Err(Failure::Upstream(instance, err)), pool);
+                    }
+                    last_error = Some((instance, err));
                 }
-                _ => {
-                    let failure = match last_error {
-                        Some((instance, err)) => Failure::Upstream(instance, err),
-                        None => Failure::NoInstance,
-                    };
-                    return (Err(failure), pool);
-                }
-            },
-        };
-        tried[attempt] = instance.address;
-        attempt += 1;
-        // Counted in flight while it waits for its answer too (the drain and the balancer see it).
-        let in_flight = InFlight::new(instance.clone());
-        match attempt_once(shared, connection, &instance, request, upgrade).await {
-            Ok(response) => return (Ok((response, instance, in_flight)), pool),
-            Err(Attempt::NotSent(given_back, err)) => {
-                if err.is_refused() {
-                    // Nothing listens there: certain, unlike an error answer, so out at once.
-                    eject(shared, &instance);
-                } else {
+                Err(Attempt::ClientBody) => return (Err(Failure::ClientBody), pool),
+                Err(Attempt::Failed(err)) => {
                     note_error(shared, &instance);
-                }
-                tracing::debug!(service = %service.name, pool = %pool.name, instance = %instance.address, error = %err, "not sent, trying another instance");
-                request = given_back;
-                last_error = Some((instance, err));
-                if attempt == MAX_ATTEMPTS {
-                    let (instance, err) = last_error.take().expect("set above");
                     return (Err(Failure::Upstream(instance, err)), pool);
                 }
-            }
-            Err(Attempt::ClientBody) => return (Err(Failure::ClientBody), pool),
-            Err(Attempt::Failed(err)) => {
-                note_error(shared, &instance);
-                return (Err(Failure::Upstream(instance, err)), pool);
             }
         }
     }

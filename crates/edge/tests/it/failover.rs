@@ -143,7 +143,7 @@ async fn one_http2_connection_with_200_streams_opens_a_bounded_number_of_upstrea
     let stream = tokio::net::TcpStream::connect(edge.address).await.unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
+    let connection = tokio::spawn(connection);
     let requests: Vec<_> = (0..200)
         .map(|_| {
             let mut sender = sender.clone();
@@ -160,10 +160,45 @@ async fn one_http2_connection_with_200_streams_opens_a_bounded_number_of_upstrea
         let (status, body) = request.await.unwrap();
         assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
     }
-    // The client's connection closes first, so the edge stops without waiting for it.
+    // The client's connection closes first (`stop` blocks this thread), so the edge stops
+    // without waiting for it.
     drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
     let opened = accepted.load(Ordering::Relaxed);
     assert!((1..=4).contains(&opened), "{opened} upstream connections for one downstream connection");
     server.abort();
+    edge.stop();
+}
+
+/// A request pinned to a pool (a smoke check of a new color) is never answered by the
+/// secondary: when the pinned pool's instance is gone, the check sees the failure.
+#[tokio::test]
+async fn a_pinned_request_does_not_fail_over() {
+    let (blue, secondary) = (Demo::start("blue"), Demo::start("secondary"));
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone_address = gone.local_addr().unwrap();
+    drop(gone);
+    let edge = start_edge(
+        spec(vec![(
+            "api",
+            service(
+                "api.localhost",
+                vec![
+                    ("blue", pool(&[&blue], 100)),
+                    ("green", windlass_edge::spec::PoolSpec { instances: vec![gone_address], weight: 0 }),
+                    ("secondary", pool(&[&secondary], 0)),
+                ],
+            ),
+        )]),
+        settings(),
+        None,
+    );
+    let pinned = [("x-windlass-pool", "green"), ("x-windlass-token", TOKEN)];
+    let reply = get(&edge, "api.localhost", "/version", &pinned).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let reply = get(&edge, "api.localhost", "/version", &pinned).await;
+    assert!(reply.status == 502 || reply.status == 503, "{} {}", reply.status, reply.body);
+    assert_eq!(served(&secondary).await, 0, "the secondary answered no pinned request");
+    assert_eq!(version_of(&get(&edge, "api.localhost", "/version", &[]).await), "blue");
     edge.stop();
 }
