@@ -7,6 +7,7 @@
 mod bad_input;
 mod counters;
 mod harness;
+mod limits;
 mod process;
 mod protocols;
 mod routing;
