@@ -151,6 +151,8 @@ const IDLE_H2: u64 = 3;
 const UPGRADED: u64 = 4;
 /// Asked to close gracefully (idle timeout, evicted at the cap); cut after [`close_grace`].
 const CLOSING: u64 = 5;
+/// Closed and counted out: never evicted (an eviction candidate may outlive its connection).
+const CLOSED: u64 = 6;
 const PHASE_BITS: u64 = 3;
 const PHASE_MASK: u64 = (1 << PHASE_BITS) - 1;
 
@@ -465,11 +467,19 @@ impl Connections {
     }
 
     /// Closes `worker`'s connections that are past their time, and notes its oldest idle ones.
-    pub fn sweep(&self, worker: &Worker) {
+    ///
+    /// While the edge drains (`draining`), idle connections are closed at once and a request
+    /// head gets at most the close grace (≤ 5 s) to complete, so that silent or idle clients
+    /// do not hold a stopping edge for the whole drain timeout; requests in flight still finish.
+    pub fn sweep(&self, worker: &Worker, draining: bool) {
         let now = self.now();
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let (head, idle, grace) =
-            (nanos(self.limits.header_read_timeout), nanos(self.limits.keepalive_timeout), nanos(self.close_grace()));
+        let grace = nanos(self.close_grace());
+        let (head, idle) = if draining {
+            (nanos(self.limits.header_read_timeout).min(grace), 0)
+        } else {
+            (nanos(self.limits.header_read_timeout), nanos(self.limits.keepalive_timeout))
+        };
         let mut candidates = Vec::new();
         let slots = worker.slots.lock().unwrap_or_else(|e| e.into_inner());
         for tracked in slots.entries.iter().flatten() {
@@ -558,6 +568,7 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        self.tracked.state.store(CLOSED, Ordering::Release);
         {
             let mut slots = self.worker.slots.lock().unwrap_or_else(|e| e.into_inner());
             let slot = self.tracked.slot;
@@ -664,14 +675,24 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Finishing<B> {
     }
 }
 
-/// Each worker's sweep, every [`Connections::sweep_period`], until `stop`.
+/// Each worker's sweep, every [`Connections::sweep_period`]. Once `stop` is set it goes on (for
+/// as long as the worker drains) with the draining rules of [`Connections::sweep`].
 pub async fn sweep(connections: Arc<Connections>, worker: Arc<Worker>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(connections.sweep_period());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining = *stop.borrow();
     loop {
+        if draining {
+            interval.tick().await;
+            connections.sweep(&worker, true);
+            continue;
+        }
         tokio::select! {
-            _ = interval.tick() => connections.sweep(&worker),
-            _ = stop.changed() => return,
+            _ = interval.tick() => connections.sweep(&worker, false),
+            _ = stop.changed() => {
+                draining = true;
+                connections.sweep(&worker, true);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod endpoints;
 mod failover;
 mod framing;
 mod harness;
+mod limits;
 mod process;
 mod protocols;
 mod routing;
