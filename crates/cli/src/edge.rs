@@ -12,6 +12,11 @@ use crate::{Outcome, UsageError, config_path, load_config};
 
 /// Where the admin token comes from when `--token-file` is not given.
 const TOKEN_VAR: &str = "WINDLASS_EDGE_TOKEN";
+/// Where the read-only token comes from when `--read-token-file` is not given (optional).
+const READ_TOKEN_VAR: &str = "WINDLASS_EDGE_READ_TOKEN";
+/// Where the maintenance bypass secret comes from when `--bypass-token-file` is not given
+/// (optional: derived from the admin token when neither is).
+const BYPASS_TOKEN_VAR: &str = "WINDLASS_EDGE_BYPASS_TOKEN";
 /// Hot-path features to switch off for benchmarks: `metrics,request-id,forwarded-headers`.
 const DISABLE_VAR: &str = "WINDLASS_EDGE_DISABLE";
 
@@ -35,6 +40,12 @@ pub struct Args {
     /// A file holding the admin token [default: the WINDLASS_EDGE_TOKEN variable]
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// A file holding a read-only token for the admin API [default: WINDLASS_EDGE_READ_TOKEN, or none]
+    #[arg(long)]
+    read_token_file: Option<PathBuf>,
+    /// A file holding the maintenance bypass secret [default: WINDLASS_EDGE_BYPASS_TOKEN, or derived from the admin token]
+    #[arg(long)]
+    bypass_token_file: Option<PathBuf>,
     /// Data-plane worker threads [default: one per core]
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -61,10 +72,18 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
+    let read_token = optional_secret(args.read_token_file.as_deref(), READ_TOKEN_VAR, "read token")?;
+    let bypass_token = optional_secret(args.bypass_token_file.as_deref(), BYPASS_TOKEN_VAR, "bypass secret")?;
+    // Each secret is good for one purpose: one value serving two would undo that.
+    if read_token.as_deref() == Some(token.as_str()) || bypass_token.as_deref() == Some(token.as_str()) {
+        return Err(UsageError("the read token and the bypass secret must differ from the admin token".into()).into());
+    }
     let parse = |text: &str| text.parse::<SocketAddr>().with_context(|| format!("`{text}` is not an address"));
     let state_dir = windlass_config::config_dir(&path).join(config.project.state_dir.as_deref().unwrap_or(".windlass"));
     let mut settings =
         windlass_edge::config::settings_from_config(&config, token).map_err(|e| UsageError(e.to_string()))?;
+    settings.read_token = read_token;
+    settings.bypass_token = bypass_token;
     // A measuring aid: switch hot-path features off one at a time to see what each costs.
     if let Ok(disabled) = std::env::var(DISABLE_VAR) {
         settings.hot_path =
@@ -112,4 +131,24 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     });
     edge.stop();
     Ok(Outcome::Ok)
+}
+
+/// A secret of at least 16 characters from a file (0600 expected, not enforced: the admin token
+/// file is read the same way) or a variable; `None` when neither is given.
+fn optional_secret(file: Option<&std::path::Path>, var: &str, what: &str) -> anyhow::Result<Option<String>> {
+    let secret = match file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("cannot read the {what} file {}: {e}", file.display())))?
+            .trim()
+            .to_owned(),
+        None => match std::env::var(var) {
+            Ok(value) => value.trim().to_owned(),
+            Err(_) => return Ok(None),
+        },
+    };
+    if secret.len() < 16 {
+        let source = file.map_or_else(|| var.to_owned(), |f| f.display().to_string());
+        return Err(UsageError(format!("the {what} ({source}) must be at least 16 characters")).into());
+    }
+    Ok(Some(secret))
 }

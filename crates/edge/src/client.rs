@@ -49,8 +49,10 @@ pub trait EdgeControl: Send + Sync + std::fmt::Debug {
     /// Every routed service's counters (pools, maintenance and rate-limited answers), read at
     /// one moment.
     async fn counters(&self) -> Result<Counters, EdgeError>;
-    /// The admin token, which the edge also accepts to pin a request to a pool.
-    fn pin_token(&self) -> &str;
+    /// The secret that pins a request to a pool (`X-Windlass-Token`), derived from the admin
+    /// token ([`crate::shared::pin_token`]): it can pin, and nothing else. The admin token itself
+    /// never leaves for the data plane.
+    fn pin_token(&self) -> String;
     /// Where the edge serves traffic.
     fn public_address(&self) -> SocketAddr;
 }
@@ -60,6 +62,7 @@ pub trait EdgeControl: Send + Sync + std::fmt::Debug {
 pub struct EdgeClient {
     pub admin: SocketAddr,
     pub public: SocketAddr,
+    /// The admin token (or a read token, for a client that only reads).
     pub token: String,
 }
 
@@ -77,19 +80,26 @@ impl std::fmt::Debug for EdgeClient {
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EdgeClient {
+    /// A client of the admin API at `admin` (plain HTTP) for the edge serving at `public`.
+    pub fn new(admin: SocketAddr, public: SocketAddr, token: impl Into<String>) -> Self {
+        EdgeClient { admin, public, token: token.into() }
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<windlass_http::Reply, EdgeError> {
+        // Every call carries the token: reads need it too.
         let authorization = format!("Bearer {}", self.token);
-        let reply = windlass_http::send(windlass_http::Request {
+        let headers = [("authorization", authorization.as_str())];
+        let sent = windlass_http::send(windlass_http::Request {
             method,
             address: self.admin,
             host: "",
             path,
-            headers: &[("authorization", &authorization)],
+            headers: &headers,
             body,
             timeout: TIMEOUT,
         })
-        .await
-        .map_err(|source| EdgeError::Unreachable { address: self.admin, source })?;
+        .await;
+        let reply = sent.map_err(|source| EdgeError::Unreachable { address: self.admin, source })?;
         if (200..300).contains(&reply.status) {
             return Ok(reply);
         }
@@ -160,8 +170,8 @@ impl EdgeControl for EdgeClient {
         self.get("/edge/counters").await
     }
 
-    fn pin_token(&self) -> &str {
-        &self.token
+    fn pin_token(&self) -> String {
+        crate::shared::pin_token(&self.token).unwrap_or_default()
     }
 
     fn public_address(&self) -> SocketAddr {

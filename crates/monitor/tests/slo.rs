@@ -84,7 +84,7 @@ fn start_edge(demo: &Demo) -> EdgeHandle {
 fn collector(store: &Arc<dyn Store>, clock: &ManualClock, edge: &EdgeHandle) -> Collector {
     Collector {
         store: store.clone(),
-        edge: Arc::new(EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() }),
+        edge: Arc::new(EdgeClient::new(edge.admin_address, edge.address, TOKEN)),
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),
@@ -317,11 +317,7 @@ async fn downsampling_keeps_totals_and_percentiles(place: Place) {
     };
     let collector = Collector {
         store: store.clone(),
-        edge: Arc::new(EdgeClient {
-            admin: "127.0.0.1:9".parse().unwrap(),
-            public: "127.0.0.1:9".parse().unwrap(),
-            token: TOKEN.into(),
-        }),
+        edge: Arc::new(EdgeClient::new("127.0.0.1:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap(), TOKEN)),
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),

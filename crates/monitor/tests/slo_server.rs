@@ -80,7 +80,7 @@ latency = {{ p95 = "300ms", p99 = "2s" }}
         windlass_store::open(&state.join("windlass.db").display().to_string(), Arc::new(clock.clone())).await.unwrap();
     let collector = Collector {
         store: store.clone(),
-        edge: Arc::new(EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() }),
+        edge: Arc::new(EdgeClient::new(edge.admin_address, edge.address, TOKEN)),
         clock: Arc::new(clock.clone()),
         environment: "production".into(),
         settings: CollectorSettings::default(),
