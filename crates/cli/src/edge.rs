@@ -104,6 +104,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             }),
             None => None,
         },
+        admin_tls: config.edge.admin_tls.as_ref().map(|tls| windlass_edge::AdminTlsOptions {
+            cert: windlass_config::config_dir(&path).join(&tls.cert),
+            key: windlass_config::config_dir(&path).join(&tls.key),
+        }),
     };
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
     // Signal handlers go in before the edge says it is ready, so that a SIGTERM right after the

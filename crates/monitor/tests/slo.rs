@@ -77,6 +77,7 @@ fn start_edge(demo: &Demo) -> EdgeHandle {
         initial: EdgeSpec { services: [("api".to_owned(), service)].into_iter().collect(), maintenance_all: false },
         state_path: None,
         tls: None,
+        admin_tls: None,
     })
     .expect("the edge starts")
 }

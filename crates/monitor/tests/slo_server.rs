@@ -70,6 +70,7 @@ latency = {{ p95 = "300ms", p99 = "2s" }}
         initial: EdgeSpec { services: [("api".to_owned(), service)].into_iter().collect(), maintenance_all: false },
         state_path: None,
         tls: None,
+        admin_tls: None,
     })
     .unwrap();
 

@@ -28,6 +28,29 @@ impl Decode for Tls {
     }
 }
 
+/// TLS on the admin listener (#18): its certificate and key, and the CA the control plane
+/// trusts to reach it (default: the system's CAs).
+#[derive(Debug, Clone)]
+pub struct AdminTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: Option<String>,
+}
+
+impl Decode for AdminTls {
+    fn expected() -> String {
+        "{ cert = \"admin.pem\", key = \"admin.key\", ca = \"ca.pem\" }".into()
+    }
+    fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
+        let mut t = Table::open(cx, value, at)?;
+        let cert = t.required(cx, "cert");
+        let key = t.required(cx, "key");
+        let ca = t.optional(cx, "ca");
+        t.finish(cx);
+        Some(AdminTls { cert: cert?, key: key?, ca })
+    }
+}
+
 fn socket_addr(cx: &mut Cx, value: &Value, at: &At) -> Option<String> {
     let text = String::decode(cx, value, at)?;
     if text.parse::<std::net::SocketAddr>().is_err() {
@@ -115,6 +138,9 @@ pub struct Edge {
     /// Optional header that identifies a client's cohort instead of the cookie.
     pub sticky_header: Option<String>,
     pub access_log: bool,
+    // Admin API (#18).
+    /// TLS on the admin listener.
+    pub admin_tls: Option<AdminTls>,
 }
 
 impl Default for Edge {
@@ -133,6 +159,7 @@ impl Default for Edge {
             sticky_cookie: "windlass_cohort".into(),
             sticky_header: None,
             access_log: false,
+            admin_tls: None,
         }
     }
 }
@@ -161,6 +188,7 @@ impl Decode for Edge {
             sticky_cookie: t.or(cx, "sticky_cookie", d.sticky_cookie),
             sticky_header: t.optional(cx, "sticky_header"),
             access_log: t.or(cx, "access_log", d.access_log),
+            admin_tls: t.optional(cx, "admin_tls"),
         };
         t.finish(cx);
         Some(edge)

@@ -80,6 +80,7 @@ pub fn start_edge(initial: EdgeSpec, settings: Settings, state_path: Option<std:
         initial,
         state_path,
         tls: None,
+        admin_tls: None,
     })
     .expect("the edge starts")
 }
