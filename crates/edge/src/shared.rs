@@ -156,8 +156,8 @@ pub enum Access {
     Denied,
 }
 
-/// The secrets of one edge, kept apart from [`Settings`] once derived, so the hot path compares
-/// with ready bytes.
+/// The secrets of one edge, kept apart from [`Settings`] once derived (so the hot path compares
+/// ready bytes) and swapped whole when they are rotated ([`Shared::rotate_secrets`]).
 #[derive(Clone)]
 struct Secrets {
     admin: String,
@@ -230,7 +230,7 @@ pub struct Shared {
     events: Mutex<VecDeque<EdgeEvent>>,
     started: Instant,
     pub access_log: Option<crate::access_log::AccessLog>,
-    secrets: Secrets,
+    secrets: ArcSwap<Secrets>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +248,7 @@ impl Shared {
         let table = registry.compile(Arc::new(spec.clone()));
         // Without a writer thread the log is off; the edge still serves.
         let access_log = if settings.access_log { crate::access_log::AccessLog::start().ok() } else { None };
-        let secrets = Secrets::of(&settings);
+        let secrets = ArcSwap::from_pointee(Secrets::of(&settings));
         Ok(Arc::new(Shared {
             secrets,
             access_log,
@@ -311,9 +311,10 @@ impl Shared {
 
     /// What a bearer token presented to the admin API may do; every comparison is constant-time.
     pub fn admin_access(&self, presented: &[u8]) -> Access {
-        if matches(presented, Some(&self.secrets.admin)) {
+        let secrets = self.secrets.load();
+        if matches(presented, Some(&secrets.admin)) {
             Access::Admin
-        } else if matches(presented, self.secrets.read.as_deref()) {
+        } else if matches(presented, secrets.read.as_deref()) {
             Access::Read
         } else {
             Access::Denied
@@ -322,14 +323,22 @@ impl Shared {
 
     /// Whether a presented `X-Windlass-Token` is the pin secret (never the admin token).
     pub fn pin_is_valid(&self, presented: &[u8]) -> bool {
-        matches(presented, self.secrets.pin.as_deref())
+        matches(presented, self.secrets.load().pin.as_deref())
     }
 
     /// Whether a presented bypass header or cookie value is the bypass secret (never the admin
     /// token, unless someone configured it as the bypass secret too, which `windlass edge`
     /// refuses).
     pub fn bypass_is_valid(&self, presented: &[u8]) -> bool {
-        matches(presented, self.secrets.bypass.as_deref())
+        matches(presented, self.secrets.load().bypass.as_deref())
+    }
+
+    /// Replaces the admin, read and bypass secrets (and the pin secret derived from the admin
+    /// token) at once, for the next request and admin call: rotation without a restart
+    /// (`windlass edge` does it on SIGHUP). `None` for the bypass secret derives it.
+    pub fn rotate_secrets(&self, admin_token: String, read_token: Option<String>, bypass_token: Option<String>) {
+        let settings = Settings { read_token, bypass_token, ..Settings::new(admin_token) };
+        self.secrets.store(Arc::new(Secrets::of(&settings)));
     }
 }
 
@@ -365,6 +374,17 @@ mod tests {
         let shared = Shared::new(EdgeSpec::default(), settings, None).unwrap();
         assert!(shared.bypass_is_valid(b"staff-bypass-secret-42"));
         assert!(!shared.bypass_is_valid(bypass.as_bytes()));
+
+        // Rotated: the old values stop working at once, the new ones work.
+        let rotated = "rotated-admin-token-0123456789";
+        shared.rotate_secrets(rotated.into(), Some("rotated-read-token-01234".into()), None);
+        assert_eq!(shared.admin_access(admin.as_bytes()), Access::Denied);
+        assert_eq!(shared.admin_access(rotated.as_bytes()), Access::Admin);
+        assert_eq!(shared.admin_access(b"rotated-read-token-01234"), Access::Read);
+        assert!(!shared.pin_is_valid(pin.as_bytes()));
+        assert!(shared.pin_is_valid(pin_token(rotated).unwrap().as_bytes()));
+        assert!(!shared.bypass_is_valid(b"staff-bypass-secret-42"), "None derives the bypass secret anew");
+        assert!(shared.bypass_is_valid(derived_bypass_token(rotated).unwrap().as_bytes()));
     }
 
     #[test]

@@ -16,6 +16,13 @@ use windlass_testkit::http;
 
 use crate::harness::*;
 
+/// Writes a secret file as an operator would: 0600.
+fn write_private(path: &std::path::Path, value: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, value).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 const READ_TOKEN: &str = "a-read-only-token-0123456789";
 const BYPASS: &str = "the-staff-bypass-secret-42";
 
@@ -361,8 +368,8 @@ header = "X-Staff"
     let read_file = dir.path().join("read.token");
     let bypass_file = dir.path().join("bypass.token");
     let edge = |read: &str, bypass: &str| {
-        std::fs::write(&read_file, format!("{read}\n")).unwrap();
-        std::fs::write(&bypass_file, bypass).unwrap();
+        write_private(&read_file, &format!("{read}\n"));
+        write_private(&bypass_file, bypass);
         let mut command = std::process::Command::new(windlass_testkit::workspace_bin("windlass"));
         command
             .current_dir(dir.path())
@@ -385,6 +392,16 @@ header = "X-Staff"
         assert!(stderr.contains(complaint), "{stderr}");
         assert!(!stderr.contains(TOKEN) && !stderr.contains(BYPASS), "no secret in the message: {stderr}");
     }
+    // A secret file other users may read is refused, naming it and its mode.
+    let mut loose = edge(READ_TOKEN, BYPASS);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bypass_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let output = loose.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bypass.token may be read or written by other users (mode 0644)"), "{stderr}");
 
     let process = windlass_testkit::process::Process::start(edge(READ_TOKEN, BYPASS));
     let address = process.wait_for_address("edge listening on");
@@ -401,4 +418,80 @@ header = "X-Staff"
     assert_eq!(through("nope").await.status, 503);
     assert_eq!(version_of(&through(BYPASS).await), "v1", "the bypass secret from the file passes");
     assert!(EdgeClient::new(admin_address, address, TOKEN).state().await.is_err(), "no plain HTTP on the admin port");
+}
+
+/// Rotation without a restart: new token files and SIGHUP; the old admin, read and bypass
+/// secrets (and the pin secret derived from the old admin token) stop working, the new ones
+/// work, and the edge kept serving. A broken file on a later SIGHUP keeps the secrets in use.
+#[tokio::test]
+async fn secrets_rotate_on_sighup_without_a_restart() {
+    let (demo, green) = (Demo::start("v1"), Demo::start("v2"));
+    let dir = windlass_testkit::tempdir();
+    let config = format!(
+        "[project]\nname = \"shop\"\n[environments.production]\n[services.api]\nupstreams = [\"{}\"]\n\
+         route = {{ host = \"api.localhost\" }}\n[edge]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [edge.maintenance.allow]\nheader = \"X-Staff\"\n",
+        demo.address
+    );
+    std::fs::write(dir.path().join("windlass.toml"), config).unwrap();
+    let files = ["admin.token", "read.token", "bypass.token"].map(|name| dir.path().join(name));
+    let write = |values: [&str; 3]| {
+        for (file, value) in files.iter().zip(values) {
+            write_private(file, value);
+        }
+    };
+    write([TOKEN, READ_TOKEN, BYPASS]);
+    let mut command = std::process::Command::new(windlass_testkit::workspace_bin("windlass"));
+    command
+        .current_dir(dir.path())
+        .args(["edge", "--env", "production", "--workers", "1", "--token-file"])
+        .arg(&files[0])
+        .arg("--read-token-file")
+        .arg(&files[1])
+        .arg("--bypass-token-file")
+        .arg(&files[2])
+        .env_clear();
+    let mut process = windlass_testkit::process::Process::start(command);
+    let address = process.wait_for_address("edge listening on");
+    let admin_address = process.wait_for_address("admin listening on");
+    let status = |token: &'static str| async move {
+        with_token(admin_address, "GET", "/edge/state", Some(token), "").await.status
+    };
+    let pinned = |pin: String| async move {
+        let headers = [("host", "api.localhost"), ("x-windlass-pool", "green"), ("x-windlass-token", pin.as_str())];
+        version_of(&http::request("GET", address, "/version", &headers, "").await.unwrap())
+    };
+    assert_eq!((status(TOKEN).await, status(READ_TOKEN).await), (200, 200));
+    // A pool at weight 0 that only the pin secret reaches.
+    let old_pin = windlass_edge::shared::pin_token(TOKEN).unwrap();
+    EdgeClient::new(admin_address, address, TOKEN).put_pool("api", "green", &[green.address]).await.unwrap();
+    assert_eq!(pinned(old_pin.clone()).await, "v2");
+
+    const ADMIN2: &str = "the-rotated-admin-token-0123";
+    const READ2: &str = "the-rotated-read-token-0123";
+    const BYPASS2: &str = "the-rotated-bypass-secret-42";
+    write([ADMIN2, READ2, BYPASS2]);
+    process.signal(libc::SIGHUP);
+    process.wait_for_line("secrets reloaded");
+    assert_eq!((status(TOKEN).await, status(READ_TOKEN).await), (403, 403), "the old tokens are refused");
+    assert_eq!((status(ADMIN2).await, status(READ2).await), (200, 200), "the new tokens work");
+    let operator = EdgeClient::new(admin_address, address, ADMIN2);
+    operator.maintenance(None, true).await.unwrap();
+    let through = |value: &'static str| async move {
+        http::request("GET", address, "/version", &[("host", "api.localhost"), ("x-staff", value)], "").await.unwrap()
+    };
+    assert_eq!(through(BYPASS).await.status, 503, "the old bypass secret no longer passes");
+    assert_eq!(version_of(&through(BYPASS2).await), "v1");
+    operator.maintenance(None, false).await.unwrap();
+    assert_eq!(pinned(old_pin).await, "v1", "the pin derived from the old admin token no longer pins");
+    assert_eq!(pinned(operator.pin_token()).await, "v2", "the pin the client derives from the new one does");
+
+    // A file that breaks the rules: nothing changes, and the edge says why.
+    write([ADMIN2, ADMIN2, BYPASS2]);
+    process.signal(libc::SIGHUP);
+    let refused = process.wait_for_line("secrets not reloaded");
+    assert!(refused.contains("must differ from the admin token"), "{refused}");
+    assert_eq!(status(READ2).await, 200, "the read token in use stays");
+    process.signal(libc::SIGTERM);
+    assert!(process.wait().success());
 }
