@@ -86,6 +86,11 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
         Some(a) => a,
         None => address(&config.edge.listen, "edge.listen")?,
     };
+    // The edge's admin listener speaks TLS when the config gives it a certificate; the CA to
+    // trust is the config's too (a path relative to the config file), or the system's.
+    let edge_admin_tls = config.edge.admin_tls.as_ref().map(|tls| windlass_edge::client::AdminTls {
+        ca_file: tls.ca.as_ref().map(|ca| windlass_config::config_dir(&path).join(ca)),
+    });
     // The server parses the config itself (and again whenever it changes): this copy is not
     // kept for the server's life, which with 10,000 probes would be megabytes held for nothing.
     drop(config);
@@ -119,6 +124,7 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
             edge_admin,
             edge_public,
             edge_token,
+            edge_admin_tls,
             env_file: args.env_file,
             shim: None,
             environments: args.env,

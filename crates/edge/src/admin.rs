@@ -1,6 +1,7 @@
-//! The admin API, on its own listener (loopback by default): how the control plane drives the
-//! edge. Reads are open; every write needs `Authorization: Bearer <token>`. A write is applied
-//! whole or not at all (see [`Shared::update`]). Every body is a type of [`api`]; this module
+//! The admin API, on its own listener (loopback by default, optionally TLS): how the control
+//! plane drives the edge. Every call needs `Authorization: Bearer <token>`: the admin token for
+//! anything, the read-only token for `GET`/`HEAD` (the state is the whole topology, so reads are
+//! not open either). A write is applied whole or not at all (see [`Shared::update`]). Every body is a type of [`api`]; this module
 //! must not build JSON by hand, so that the edge and [`crate::client`] cannot drift apart.
 
 pub mod api;
@@ -17,7 +18,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
-use crate::shared::{Shared, UpdateError};
+use crate::shared::{Access, Shared, UpdateError};
 use crate::spec::{PoolSpec, ServiceSpec, SpecError};
 use api::{FailoverRequest, PoolMembership, Switch};
 
@@ -35,7 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/edge/services/{service}/pools/{pool}", put(put_pool).delete(delete_pool))
         .route("/edge/services/{service}/pools/{pool}/metrics", get(pool_metrics))
         .route("/metrics", get(prometheus))
-        .layer(middleware::from_fn_with_state(shared.clone(), require_token_for_writes))
+        .layer(middleware::from_fn_with_state(shared.clone(), require_token))
         .with_state(shared)
 }
 
@@ -43,20 +44,25 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(api::ErrorBody { error: message.to_string() })).into_response()
 }
 
-async fn require_token_for_writes(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    if request.method() == Method::GET || request.method() == Method::HEAD {
-        return next.run(request).await;
-    }
+/// Every call: the admin token may do anything, the read token may read; no token is 401, any
+/// other token (the pin or bypass secret included) 403, and a read token on a write 403.
+async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let read = request.method() == Method::GET || request.method() == Method::HEAD;
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::as_bytes);
-    match presented {
-        Some(token) if shared.token_is_valid(token) => next.run(request).await,
-        Some(_) => error(StatusCode::FORBIDDEN, "invalid admin token"),
-        None => error(StatusCode::UNAUTHORIZED, "this call changes the edge: send Authorization: Bearer <admin token>"),
+    let Some(token) = presented else {
+        let wanted = if read { "the admin or read token" } else { "the admin token" };
+        return error(StatusCode::UNAUTHORIZED, format!("send Authorization: Bearer <{wanted}>"));
+    };
+    match shared.admin_access(token) {
+        Access::Admin => next.run(request).await,
+        Access::Read if read => next.run(request).await,
+        Access::Read => error(StatusCode::FORBIDDEN, "the read token cannot change the edge: use the admin token"),
+        Access::Denied => error(StatusCode::FORBIDDEN, "invalid admin token"),
     }
 }
 

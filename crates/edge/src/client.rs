@@ -57,8 +57,10 @@ pub trait EdgeControl: Send + Sync + std::fmt::Debug {
     /// Every routed service's counters (pools, maintenance and rate-limited answers), read at
     /// one moment.
     async fn counters(&self) -> Result<Counters, EdgeError>;
-    /// The admin token, which the edge also accepts to pin a request to a pool.
-    fn pin_token(&self) -> &str;
+    /// The secret that pins a request to a pool (`X-Windlass-Token`), derived from the admin
+    /// token ([`crate::shared::pin_token`]): it can pin, and nothing else. The admin token itself
+    /// never leaves for the data plane.
+    fn pin_token(&self) -> String;
     /// Where the edge serves traffic.
     fn public_address(&self) -> SocketAddr;
 }
@@ -68,7 +70,18 @@ pub trait EdgeControl: Send + Sync + std::fmt::Debug {
 pub struct EdgeClient {
     pub admin: SocketAddr,
     pub public: SocketAddr,
+    /// The admin token (or a read token, for a client that only reads).
     pub token: String,
+    /// `https://` to the admin listener, when it serves TLS (`[edge] admin_tls`).
+    pub tls: Option<AdminTls>,
+}
+
+/// How the control plane reaches an admin listener that serves TLS: the certificate must be
+/// valid for the admin address's IP (an IP subject alternative name), signed by `ca_file` (a
+/// private CA) or else by a CA of the system's bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTls {
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// By hand: the admin token never reaches a log line.
@@ -78,6 +91,7 @@ impl std::fmt::Debug for EdgeClient {
             .field("admin", &self.admin)
             .field("public", &self.public)
             .field("token", &"<hidden>")
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -85,19 +99,55 @@ impl std::fmt::Debug for EdgeClient {
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EdgeClient {
+    /// A client of the admin API at `admin` (plain HTTP) for the edge serving at `public`.
+    pub fn new(admin: SocketAddr, public: SocketAddr, token: impl Into<String>) -> Self {
+        EdgeClient { admin, public, token: token.into(), tls: None }
+    }
+
+    /// The same client over TLS.
+    pub fn with_tls(self, tls: AdminTls) -> Self {
+        EdgeClient { tls: Some(tls), ..self }
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<windlass_http::Reply, EdgeError> {
+        // Every call carries the token: reads need it too.
         let authorization = format!("Bearer {}", self.token);
-        let reply = windlass_http::send(windlass_http::Request {
-            method,
-            address: self.admin,
-            host: "",
-            path,
-            headers: &[("authorization", &authorization)],
-            body,
-            timeout: TIMEOUT,
-        })
-        .await
-        .map_err(|source| EdgeError::Unreachable { address: self.admin, source })?;
+        let headers = [("authorization", authorization.as_str())];
+        let sent = match &self.tls {
+            None => {
+                windlass_http::send(windlass_http::Request {
+                    method,
+                    address: self.admin,
+                    host: "",
+                    path,
+                    headers: &headers,
+                    body,
+                    timeout: TIMEOUT,
+                })
+                .await
+            }
+            Some(tls) => {
+                // The certificate is checked against the address's IP: the one name the client
+                // has for the edge, and the one it connects to (no resolver in between).
+                let url = windlass_http::Url {
+                    https: true,
+                    authority: self.admin.to_string(),
+                    host: self.admin.ip().to_string(),
+                    port: self.admin.port(),
+                    path: path.to_owned(),
+                };
+                windlass_http::send_url(windlass_http::UrlRequest {
+                    method,
+                    url: &url,
+                    headers: &headers,
+                    body,
+                    timeout: TIMEOUT,
+                    ca_file: tls.ca_file.as_deref(),
+                })
+                .await
+            }
+        };
+        let reply = sent.map_err(|source| EdgeError::Unreachable { address: self.admin, source })?;
         if (200..300).contains(&reply.status) {
             return Ok(reply);
         }
@@ -178,8 +228,8 @@ impl EdgeControl for EdgeClient {
         self.get("/edge/counters").await
     }
 
-    fn pin_token(&self) -> &str {
-        &self.token
+    fn pin_token(&self) -> String {
+        crate::shared::pin_token(&self.token).unwrap_or_default()
     }
 
     fn public_address(&self) -> SocketAddr {

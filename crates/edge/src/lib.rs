@@ -52,6 +52,15 @@ pub struct EdgeOptions {
     pub state_path: Option<PathBuf>,
     /// TLS termination, if any.
     pub tls: Option<TlsOptions>,
+    /// TLS on the admin listener, if any (`[edge] admin_tls`).
+    pub admin_tls: Option<AdminTlsOptions>,
+}
+
+/// The admin listener's certificate and key (PEM files, reloaded when they change).
+#[derive(Debug, Clone)]
+pub struct AdminTlsOptions {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where to serve HTTPS and with which certificate.
@@ -174,10 +183,14 @@ pub fn start(options: EdgeOptions) -> Result<EdgeHandle, StartError> {
                 .map_err(StartError::Threads)?,
         );
     }
+    let admin_certificates = match &options.admin_tls {
+        Some(tls) => Some(Arc::new(tls::Certificates::load_for_admin(tls.cert.clone(), tls.key.clone())?)),
+        None => None,
+    };
     let control_shared = shared.clone();
     let control = std::thread::Builder::new()
         .name("edge-control".into())
-        .spawn(move || run_control(control_shared, admin_listener, certificates, stopped))
+        .spawn(move || run_control(control_shared, admin_listener, certificates, admin_certificates, stopped))
         .map_err(StartError::Threads)?;
     threads.push(control);
     if restored {
@@ -191,6 +204,7 @@ fn run_control(
     shared: Arc<Shared>,
     admin_listener: std::net::TcpListener,
     certificates: Option<Arc<tls::Certificates>>,
+    admin_certificates: Option<Arc<tls::Certificates>>,
     stop: watch::Receiver<bool>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -211,10 +225,23 @@ fn run_control(
             tokio::spawn(reload_certificates(shared.clone(), certificates, stop.clone()));
         }
         let mut admin_stop = stop.clone();
-        let admin = axum::serve(listener, admin::router(shared)).with_graceful_shutdown(async move {
+        let shutdown = async move {
             let _ = admin_stop.changed().await;
-        });
-        if let Err(err) = admin.await {
+        };
+        let router = admin::router(shared.clone());
+        let served = match admin_certificates {
+            None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+            Some(certificates) => {
+                // The edge's own loops, stopped by its `stop` signal.
+                #[allow(clippy::disallowed_methods)]
+                tokio::spawn(reload_certificates(shared, certificates.clone(), stop.clone()));
+                match tls::AdminTlsListener::start(listener, certificates) {
+                    Ok(listener) => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+                    Err(err) => Err(err),
+                }
+            }
+        };
+        if let Err(err) = served {
             tracing::error!("edge admin API: {err}");
         }
         let _ = health.await;

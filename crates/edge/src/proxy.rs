@@ -29,7 +29,8 @@ use crate::table::{Instance, Pool, Service};
 
 pub type Body = Either<TrackedBody, Full<Bytes>>;
 
-/// The header that pins a request to a pool (with the admin token in [`TOKEN_HEADER`]).
+/// The header that pins a request to a pool (with the pin secret, derived from the admin token,
+/// in [`TOKEN_HEADER`]).
 pub const POOL_HEADER: HeaderName = HeaderName::from_static("x-windlass-pool");
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-windlass-token");
 // Header names as constants: looking one up by `&str` hashes the string on every request.
@@ -466,7 +467,7 @@ fn choose_pool(shared: &Shared, service: &Service, request: &Request<Incoming>, 
     if seen.pinning
         && let Some(pool) = headers.get(POOL_HEADER)
         && let Some(token) = headers.get(TOKEN_HEADER)
-        && shared.token_is_valid(token.as_bytes())
+        && shared.pin_is_valid(token.as_bytes())
         && let Some(index) = service.pools.iter().position(|p| p.name.as_bytes() == pool.as_bytes())
     {
         return PoolChoice { pool: Some(index), set_cookie: None };
@@ -531,17 +532,51 @@ fn maintenance_bypass(shared: &Shared, request: &Request<Incoming>, client: IpAd
     }
     if let Some(name) = &settings.allow_header
         && let Some(value) = request.headers().get(name.as_str())
-        && shared.token_is_valid(value.as_bytes())
+        && shared.bypass_is_valid(value.as_bytes())
     {
         return true;
     }
     if let Some(name) = &settings.allow_cookie
         && let Some(value) = cookie(request.headers(), name)
-        && shared.token_is_valid(value.as_bytes())
+        && shared.bypass_is_valid(value.as_bytes())
     {
         return true;
     }
     false
+}
+
+/// The maintenance bypass header and cookie are the edge's, never the application's: they are
+/// removed before the request goes upstream, valid or not, maintenance or not (other cookies are
+/// kept as sent). Nothing to do, and no cost, when no bypass header or cookie is configured.
+fn strip_bypass(headers: &mut HeaderMap, settings: &crate::shared::Settings) {
+    if let Some(name) = &settings.allow_header {
+        headers.remove(name.as_str());
+    }
+    let Some(name) = &settings.allow_cookie else { return };
+    let is_bypass = |pair: &str| pair.trim().split_once('=').is_some_and(|(key, _)| key == name);
+    let carries = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|value| value.to_str().map_or(true, |v| v.split(';').any(is_bypass)));
+    if !carries {
+        return;
+    }
+    // Rebuilt without the bypass pair: one header (RFC 9113 §8.2.3 allows joining crumbs with
+    // "; ", and HTTP/1.1 sends one Cookie header). A value that is not text cannot be checked
+    // for the pair and is dropped rather than forwarded with the secret in it.
+    let kept: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter(|pair| !pair.trim().is_empty() && !is_bypass(pair))
+        .map(str::trim)
+        .collect();
+    let rebuilt = (!kept.is_empty()).then(|| HeaderValue::from_str(&kept.join("; ")).ok()).flatten();
+    headers.remove(header::COOKIE);
+    if let Some(value) = rebuilt {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 pub fn in_network(address: IpAddr, network: IpAddr, prefix: u8) -> bool {
@@ -621,6 +656,7 @@ async fn forward<'s>(
     let Arrival { seen, request_id, started } = arrival;
     let upgrade = seen.hop_by_hop & UPGRADE_BIT != 0 && is_upgrade(&request);
     prepare_request(&mut request, seen, connection, request_id, upgrade, shared.settings.hot_path.forwarded_headers);
+    strip_bypass(request.headers_mut(), &shared.settings);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
     // Everything from choosing an instance to the response's head is bounded by the upstream
@@ -1199,6 +1235,34 @@ mod tests {
         assert!(in_network(ip("::1"), ip("::1"), 128));
         assert!(!in_network(ip("::1"), ip("127.0.0.1"), 32));
         assert!(in_network(ip("10.1.2.3"), ip("0.0.0.0"), 0));
+    }
+
+    #[test]
+    fn the_bypass_header_and_only_the_bypass_cookie_go() {
+        let settings = crate::shared::Settings {
+            allow_header: Some("x-staff".into()),
+            allow_cookie: Some("staff".into()),
+            ..crate::shared::Settings::new("admin-token-0123456789")
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-staff", HeaderValue::from_static("secret"));
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; staff=secret; b=2"));
+        headers.append(header::COOKIE, HeaderValue::from_static("staff=again"));
+        headers.append(header::COOKIE, HeaderValue::from_static("c=3;staffer=kept"));
+        strip_bypass(&mut headers, &settings);
+        assert!(!headers.contains_key("x-staff"));
+        let cookies: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3; staffer=kept"]);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("staff=secret"));
+        strip_bypass(&mut headers, &settings);
+        assert!(!headers.contains_key(header::COOKIE), "nothing else to send");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1;b=2"));
+        strip_bypass(&mut headers, &settings);
+        assert_eq!(headers[header::COOKIE], "a=1;b=2", "untouched without the bypass cookie");
     }
 
     #[test]

@@ -30,6 +30,8 @@ impl Bucket {
 /// Clients idle this long lose their bucket (it would be full again anyway).
 const IDLE_CLIENT_SECS: f64 = 60.0;
 const MAX_CLIENTS_BEFORE_SWEEP: usize = 10_000;
+/// The longest `Retry-After` the edge says: a day.
+pub const MAX_RETRY_AFTER_SECS: u64 = 86_400;
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -53,7 +55,15 @@ impl RateLimiter {
 
     /// Admits a request, or returns the seconds until the client may retry.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), u64> {
-        let retry = |seconds: f64| seconds.ceil().max(1.0) as u64;
+        // The spec's check keeps rates where this is a few hours at most; clamped anyway so
+        // that no rate can ever make `Retry-After` absurd (1e-300/s once gave u64::MAX).
+        let retry = |seconds: f64| {
+            if seconds.is_finite() {
+                seconds.ceil().clamp(1.0, MAX_RETRY_AFTER_SECS as f64) as u64
+            } else {
+                MAX_RETRY_AFTER_SECS
+            }
+        };
         if let Some((rate, burst)) = self.per_route
             && let Ok(mut route) = self.route.lock()
         {
@@ -89,6 +99,17 @@ mod tests {
         assert_eq!(limiter.check(a, start), Err(1));
         assert_eq!(limiter.check(b, start), Ok(()), "other clients have their own bucket");
         assert_eq!(limiter.check(a, start + Duration::from_millis(500)), Ok(()), "a token every 0.5 s");
+    }
+
+    #[test]
+    fn retry_after_is_clamped_whatever_the_rate() {
+        let now = Instant::now();
+        let client: IpAddr = "127.0.0.1".parse().unwrap();
+        for rate in [1e-300, f64::MIN_POSITIVE, 1e-9] {
+            let limiter = RateLimiter::new(Some(rate), None, Some(1));
+            assert_eq!(limiter.check(client, now), Ok(()));
+            assert_eq!(limiter.check(client, now), Err(MAX_RETRY_AFTER_SECS), "rate {rate}");
+        }
     }
 
     #[test]

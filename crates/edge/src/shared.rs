@@ -16,7 +16,8 @@ use crate::table::{Registry, Table};
 /// How the edge behaves, from `[edge]` in the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Bearer token for admin writes and for pinning/maintenance-bypass headers.
+    /// Bearer token for the admin API (reads and writes), accepted only there. The pin secret
+    /// is derived from it ([`pin_token`]); so is the bypass secret unless `bypass_token` is set.
     pub admin_token: String,
     pub sticky_cookie: String,
     pub sticky_header: Option<String>,
@@ -45,6 +46,13 @@ pub struct Settings {
     pub max_upstream_per_connection: usize,
     /// Connection limits and timeouts (`[edge]` connection keys and `[edge.http2]`).
     pub limits: crate::limits::Limits,
+    // Admin API and data-plane secrets (#18), each good for one purpose only.
+    /// A bearer token that may read the admin API (state, events, counters, metrics) but not
+    /// change anything.
+    pub read_token: Option<String>,
+    /// The value of the maintenance bypass header or cookie; `None`: derived from the admin
+    /// token ([`derived_bypass_token`]).
+    pub bypass_token: Option<String>,
 }
 
 /// The per-request features a benchmark can switch off one at a time
@@ -108,8 +116,89 @@ impl Settings {
             hot_path: HotPath::default(),
             max_upstream_per_connection: 8,
             limits: crate::limits::Limits::default(),
+            read_token: None,
+            bypass_token: None,
         }
     }
+}
+
+/// What the purpose labels below make of the admin token: a value that proves nothing but that
+/// its holder was given it for that purpose. HMAC-SHA256 is one-way: neither value reveals the
+/// admin token, and each changes when the admin token is rotated.
+fn derive(admin_token: &str, purpose: &str) -> Option<String> {
+    if admin_token.is_empty() {
+        return None;
+    }
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, admin_token.as_bytes());
+    let tag = ring::hmac::sign(&key, purpose.as_bytes());
+    Some(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The purpose label of the pin secret (documented: operators may compute it with `openssl`).
+pub const PIN_PURPOSE: &str = "windlass-edge-pin-v1";
+/// The purpose label of the derived maintenance bypass secret.
+pub const BYPASS_PURPOSE: &str = "windlass-edge-maintenance-bypass-v1";
+
+/// The secret that pins a request to a pool (`X-Windlass-Token`): HMAC-SHA256 of
+/// [`PIN_PURPOSE`] keyed with the admin token, in lowercase hex. The control plane computes it
+/// from the admin token it holds; it cannot call the admin API. `None` without an admin token.
+pub fn pin_token(admin_token: &str) -> Option<String> {
+    derive(admin_token, PIN_PURPOSE)
+}
+
+/// The maintenance bypass secret when none is configured: HMAC-SHA256 of [`BYPASS_PURPOSE`]
+/// keyed with the admin token, in lowercase hex.
+pub fn derived_bypass_token(admin_token: &str) -> Option<String> {
+    derive(admin_token, BYPASS_PURPOSE)
+}
+
+/// What a bearer token presented to the admin API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The admin token: everything.
+    Admin,
+    /// The read token: `GET` and `HEAD` only.
+    Read,
+    /// Neither (the pin or bypass secret, or anything else).
+    Denied,
+}
+
+/// The secrets of one edge, kept apart from [`Settings`] once derived (so the hot path compares
+/// ready bytes) and swapped whole when they are rotated ([`Shared::rotate_secrets`]).
+#[derive(Clone)]
+struct Secrets {
+    admin: String,
+    read: Option<String>,
+    pin: Option<String>,
+    bypass: Option<String>,
+}
+
+/// By hand: secrets never reach a log line.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(<hidden>)")
+    }
+}
+
+impl Secrets {
+    fn of(settings: &Settings) -> Secrets {
+        let bypass = match &settings.bypass_token {
+            Some(explicit) => Some(explicit.clone()).filter(|t| !t.is_empty()),
+            None => derived_bypass_token(&settings.admin_token),
+        };
+        Secrets {
+            admin: settings.admin_token.clone(),
+            read: settings.read_token.clone().filter(|t| !t.is_empty()),
+            pin: pin_token(&settings.admin_token),
+            bypass,
+        }
+    }
+}
+
+/// Constant-time equality with a configured secret; an absent or empty secret matches nothing.
+fn matches(presented: &[u8], expected: Option<&str>) -> bool {
+    expected
+        .is_some_and(|expected| !expected.is_empty() && windlass_http::constant_time_eq(presented, expected.as_bytes()))
 }
 
 pub(crate) fn default_page(message: &str) -> String {
@@ -150,6 +239,7 @@ pub struct Shared {
     pub access_log: Option<crate::access_log::AccessLog>,
     /// Open downstream connections and their limits (per worker, merged when read).
     pub connections: Arc<crate::limits::Connections>,
+    secrets: ArcSwap<Secrets>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,8 +257,10 @@ impl Shared {
         let table = registry.compile(Arc::new(spec.clone()));
         // Without a writer thread the log is off; the edge still serves.
         let access_log = if settings.access_log { crate::access_log::AccessLog::start().ok() } else { None };
+        let secrets = ArcSwap::from_pointee(Secrets::of(&settings));
         Ok(Arc::new(Shared {
             connections: Arc::new(crate::limits::Connections::new(&settings.limits)),
+            secrets,
             access_log,
             table: ArcSwap::from_pointee(table),
             registry,
@@ -227,16 +319,83 @@ impl Shared {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
-    /// Compares a presented token with the admin token in constant time.
-    pub fn token_is_valid(&self, presented: &[u8]) -> bool {
-        let expected = self.settings.admin_token.as_bytes();
-        !expected.is_empty() && windlass_http::constant_time_eq(presented, expected)
+    /// What a bearer token presented to the admin API may do; every comparison is constant-time.
+    pub fn admin_access(&self, presented: &[u8]) -> Access {
+        let secrets = self.secrets.load();
+        if matches(presented, Some(&secrets.admin)) {
+            Access::Admin
+        } else if matches(presented, secrets.read.as_deref()) {
+            Access::Read
+        } else {
+            Access::Denied
+        }
+    }
+
+    /// Whether a presented `X-Windlass-Token` is the pin secret (never the admin token).
+    pub fn pin_is_valid(&self, presented: &[u8]) -> bool {
+        matches(presented, self.secrets.load().pin.as_deref())
+    }
+
+    /// Whether a presented bypass header or cookie value is the bypass secret (never the admin
+    /// token, unless someone configured it as the bypass secret too, which `windlass edge`
+    /// refuses).
+    pub fn bypass_is_valid(&self, presented: &[u8]) -> bool {
+        matches(presented, self.secrets.load().bypass.as_deref())
+    }
+
+    /// Replaces the admin, read and bypass secrets (and the pin secret derived from the admin
+    /// token) at once, for the next request and admin call: rotation without a restart
+    /// (`windlass edge` does it on SIGHUP). `None` for the bypass secret derives it.
+    pub fn rotate_secrets(&self, admin_token: String, read_token: Option<String>, bypass_token: Option<String>) {
+        let settings = Settings { read_token, bypass_token, ..Settings::new(admin_token) };
+        self.secrets.store(Arc::new(Secrets::of(&settings)));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The derived secrets are what the documented `openssl dgst -sha256 -hmac` command prints,
+    /// differ from each other and from the admin token, and each is good for its purpose only.
+    #[test]
+    fn derived_secrets_are_scoped_and_match_the_documented_command() {
+        let admin = "test-admin-token-0123456789";
+        let pin = pin_token(admin).unwrap();
+        let bypass = derived_bypass_token(admin).unwrap();
+        assert_eq!(pin, "8a2ac61aaa28670161ae2ec763475389007ca30e367771e5af7a0c87622c4f45");
+        assert_eq!(bypass, "f4559b0874726a1b7457ee36941ace8dcf020d1143b38c2f286ee57364cc6a4d");
+        assert_eq!(pin_token(""), None, "no admin token, no pin secret");
+
+        let settings = Settings { read_token: Some("a-read-token-0123456789".into()), ..Settings::new(admin) };
+        let shared = Shared::new(EdgeSpec::default(), settings, None).unwrap();
+        assert_eq!(shared.admin_access(admin.as_bytes()), Access::Admin);
+        assert_eq!(shared.admin_access(b"a-read-token-0123456789"), Access::Read);
+        for other in [pin.as_bytes(), bypass.as_bytes(), b"", b"nope"] {
+            assert_eq!(shared.admin_access(other), Access::Denied);
+        }
+        assert!(shared.pin_is_valid(pin.as_bytes()));
+        assert!(!shared.pin_is_valid(admin.as_bytes()) && !shared.pin_is_valid(bypass.as_bytes()));
+        assert!(shared.bypass_is_valid(bypass.as_bytes()));
+        assert!(!shared.bypass_is_valid(admin.as_bytes()) && !shared.bypass_is_valid(pin.as_bytes()));
+
+        // An explicit bypass secret replaces the derived one.
+        let settings = Settings { bypass_token: Some("staff-bypass-secret-42".into()), ..Settings::new(admin) };
+        let shared = Shared::new(EdgeSpec::default(), settings, None).unwrap();
+        assert!(shared.bypass_is_valid(b"staff-bypass-secret-42"));
+        assert!(!shared.bypass_is_valid(bypass.as_bytes()));
+
+        // Rotated: the old values stop working at once, the new ones work.
+        let rotated = "rotated-admin-token-0123456789";
+        shared.rotate_secrets(rotated.into(), Some("rotated-read-token-01234".into()), None);
+        assert_eq!(shared.admin_access(admin.as_bytes()), Access::Denied);
+        assert_eq!(shared.admin_access(rotated.as_bytes()), Access::Admin);
+        assert_eq!(shared.admin_access(b"rotated-read-token-01234"), Access::Read);
+        assert!(!shared.pin_is_valid(pin.as_bytes()));
+        assert!(shared.pin_is_valid(pin_token(rotated).unwrap().as_bytes()));
+        assert!(!shared.bypass_is_valid(b"staff-bypass-secret-42"), "None derives the bypass secret anew");
+        assert!(shared.bypass_is_valid(derived_bypass_token(rotated).unwrap().as_bytes()));
+    }
 
     #[test]
     fn hot_path_features_switch_off_by_name() {

@@ -157,14 +157,144 @@ pub enum SpecError {
     SecondaryWeight,
     #[error("service `{0}` has no secondary pool to fail over to")]
     NoSecondary(String),
-    #[error("invalid route for `{service}`: {problem}")]
-    BadRoute { service: String, problem: String },
     #[error("services `{first}` and `{second}` both claim {host}{path}")]
     RouteClaimedTwice { first: String, second: String, host: String, path: String },
     #[error("invalid name `{0}`: use letters, digits, `-` and `_`")]
     BadName(String),
     #[error("invalid endpoints for `{service}`: {problem}")]
     BadEndpoints { service: String, problem: String },
+    /// A number outside what the edge can act on sensibly (`field` is its path in the spec).
+    #[error("`{field}` is {value}, outside {bound}")]
+    OutOfRange { field: String, value: String, bound: String },
+    /// A text value the edge cannot use (`field` is its path in the spec).
+    #[error("`{field}` {problem}")]
+    BadValue { field: String, problem: String },
+}
+
+/// The ranges [`EdgeSpec::check`] enforces, as numbers and as the words its errors use.
+pub mod limits {
+    /// Health checks: at least every 10 ms, at most every hour.
+    pub const INTERVAL_MS: std::ops::RangeInclusive<u64> = 10..=3_600_000;
+    /// A health check's timeout: 10 ms to 10 minutes.
+    pub const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 10..=600_000;
+    /// Checks in a row for health and failover decisions (the config's bounds: 0 would decide
+    /// before any check).
+    pub const CHECKS_IN_A_ROW: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+    /// Requests per second of a rate limit: one an hour (the slowest rate the config can write,
+    /// 2.8e-4) rounded down, up to 10^10. Below the minimum, `Retry-After` would say days.
+    pub const MIN_RATE: f64 = 1e-4;
+    pub const MAX_RATE: f64 = 1e10;
+    /// A rate limit's burst.
+    pub const BURST: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+    /// Paths (routes and health checks) and hosts.
+    pub const MAX_PATH: usize = 2048;
+    pub const MAX_HOST: usize = 253;
+}
+
+fn out_of_range(field: String, value: impl std::fmt::Display, bound: impl std::fmt::Display) -> SpecError {
+    SpecError::OutOfRange { field, value: value.to_string(), bound: bound.to_string() }
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    field: impl FnOnce() -> String,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<(), SpecError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(out_of_range(field(), value, format!("{}..={}", range.start(), range.end())))
+}
+
+/// A path the edge matches or requests: absolute, visible ASCII, no query or fragment.
+fn check_path(field: impl Fn() -> String, path: &str) -> Result<(), SpecError> {
+    let bad = |problem: String| Err(SpecError::BadValue { field: field(), problem });
+    if !path.starts_with('/') {
+        return bad(format!("`{path}` must start with /"));
+    }
+    if path.len() > limits::MAX_PATH {
+        return bad(format!("is {} bytes long, more than {}", path.len(), limits::MAX_PATH));
+    }
+    if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic() || *c == '?' || *c == '#') {
+        return bad(format!(
+            "`{}` holds {c:?}: use visible ASCII without `?` or `#` (percent-encode the rest)",
+            path.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// A route's host: a DNS name (optionally `*.` for its subdomains) or a bracketed IPv6 address.
+fn check_host(field: impl Fn() -> String, host: &str) -> Result<(), SpecError> {
+    let bad = |problem: String| Err(SpecError::BadValue { field: field(), problem });
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.is_empty() {
+        return bad("is empty: leave the host out to match any host".into());
+    }
+    if host.len() > limits::MAX_HOST {
+        return bad(format!("is {} bytes long, more than {}", host.len(), limits::MAX_HOST));
+    }
+    let bracketed = name.starts_with('[') && name.ends_with(']');
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed && matches!(c, '[' | ']' | ':'))
+    };
+    if let Some(c) = name.chars().find(|c| !allowed(*c)) {
+        return bad(format!(
+            "`{}` holds {c:?}: a host name without port, such as `api.example.com`",
+            host.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+impl ServiceSpec {
+    /// The ranges and forms of one service's values (`name` is the service's).
+    fn check_values(&self, name: &str) -> Result<(), SpecError> {
+        let at = |field: &str| format!("services.{name}.{field}");
+        for (index, route) in self.routes.iter().enumerate() {
+            check_path(|| at(&format!("routes[{index}].path")), &route.path)?;
+            if let Some(host) = &route.host {
+                check_host(|| at(&format!("routes[{index}].host")), host)?;
+            }
+        }
+        for (pool_name, pool) in &self.pools {
+            if let Some(zero) = pool.instances.iter().find(|i| i.port() == 0 || i.ip().is_unspecified()) {
+                return Err(SpecError::BadValue {
+                    field: at(&format!("pools.{pool_name}.instances")),
+                    problem: format!("holds {zero}: an instance needs a port and an address to connect to"),
+                });
+            }
+        }
+        if let Some(health) = &self.health {
+            check_path(|| at("health.path"), &health.path)?;
+            check_range(|| at("health.interval_ms"), health.interval_ms, &limits::INTERVAL_MS)?;
+            check_range(|| at("health.timeout_ms"), health.timeout_ms, &limits::TIMEOUT_MS)?;
+            check_range(|| at("health.healthy_after"), health.healthy_after, &limits::CHECKS_IN_A_ROW)?;
+            check_range(|| at("health.unhealthy_after"), health.unhealthy_after, &limits::CHECKS_IN_A_ROW)?;
+        }
+        if let Some(failover) = &self.failover {
+            check_range(|| at("failover.after_failures"), failover.after_failures, &limits::CHECKS_IN_A_ROW)?;
+            check_range(|| at("failover.failback_after"), failover.failback_after, &limits::CHECKS_IN_A_ROW)?;
+        }
+        if let Some(limit) = &self.rate_limit {
+            for (field, rate) in
+                [("per_client_per_sec", limit.per_client_per_sec), ("per_route_per_sec", limit.per_route_per_sec)]
+            {
+                // NaN fails both comparisons, so it is refused as well.
+                if let Some(rate) = rate
+                    && !(limits::MIN_RATE..=limits::MAX_RATE).contains(&rate)
+                {
+                    let bound = format!("{}..={} requests a second", limits::MIN_RATE, limits::MAX_RATE);
+                    // `{:?}`: 1e-300 as written, not as 300 zeros.
+                    return Err(out_of_range(at(&format!("rate_limit.{field}")), format!("{rate:?}"), bound));
+                }
+            }
+            if let Some(burst) = limit.burst {
+                check_range(|| at("rate_limit.burst"), burst, &limits::BURST)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -221,14 +351,11 @@ impl EdgeSpec {
             if !valid_name(name) {
                 return Err(SpecError::BadName(name.clone()));
             }
+            service.check_values(name)?;
             for route in &service.routes {
-                if !route.path.starts_with('/') {
-                    return Err(SpecError::BadRoute {
-                        service: name.clone(),
-                        problem: format!("path `{}` must start with /", route.path),
-                    });
-                }
-                let key = (route.host.clone(), route.path.trim_end_matches('/').to_owned());
+                // Hosts are matched lowercase: `API.x` and `api.x` are one host.
+                let key =
+                    (route.host.as_deref().map(str::to_ascii_lowercase), route.path.trim_end_matches('/').to_owned());
                 if let Some(first) = claimed.insert(key, name) {
                     return Err(SpecError::RouteClaimedTwice {
                         first: first.to_owned(),

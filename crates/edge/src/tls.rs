@@ -28,6 +28,8 @@ pub enum TlsError {
 pub struct Certificates {
     cert: PathBuf,
     key: PathBuf,
+    /// The protocols offered by ALPN (the admin API speaks HTTP/1.1 only).
+    alpn: Vec<Vec<u8>>,
     current: ArcSwap<ServerConfig>,
     loaded_from: std::sync::Mutex<(Option<SystemTime>, Option<SystemTime>)>,
 }
@@ -58,13 +60,24 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
 
 impl Certificates {
     pub fn load(cert: PathBuf, key: PathBuf) -> Result<Self, TlsError> {
-        let config = server_config(&cert, &key)?;
+        Self::load_offering(cert, key, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+    }
+
+    /// For the admin listener, which serves HTTP/1.1 only.
+    pub fn load_for_admin(cert: PathBuf, key: PathBuf) -> Result<Self, TlsError> {
+        Self::load_offering(cert, key, vec![b"http/1.1".to_vec()])
+    }
+
+    fn load_offering(cert: PathBuf, key: PathBuf, alpn: Vec<Vec<u8>>) -> Result<Self, TlsError> {
+        let mut config = server_config(&cert, &key)?;
+        config.alpn_protocols.clone_from(&alpn);
         let stamps = (modified(&cert), modified(&key));
         Ok(Certificates {
             current: ArcSwap::from_pointee(config),
             loaded_from: std::sync::Mutex::new(stamps),
             cert,
             key,
+            alpn,
         })
     }
 
@@ -81,8 +94,76 @@ impl Certificates {
         }
         // Remember the attempt either way: a broken pair is reported once, not every second.
         *loaded = stamps;
-        let config = server_config(&self.cert, &self.key)?;
+        let mut config = server_config(&self.cert, &self.key)?;
+        config.alpn_protocols.clone_from(&self.alpn);
         self.current.store(Arc::new(config));
         Ok(true)
+    }
+}
+
+/// How long a client of the admin listener may take to finish its TLS handshake.
+const ADMIN_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The admin API's listener when it serves TLS: handshakes run in tasks of their own (a client
+/// that stalls its handshake holds up no one else) and finished ones are handed to axum.
+pub struct AdminTlsListener {
+    local: std::net::SocketAddr,
+    handshaken:
+        tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::net::SocketAddr)>,
+}
+
+impl AdminTlsListener {
+    /// Starts accepting on `listener` (in the current runtime); the accept task ends when this
+    /// listener is dropped.
+    pub fn start(listener: tokio::net::TcpListener, certificates: Arc<Certificates>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (sender, handshaken) = tokio::sync::mpsc::channel(64);
+        // Lives as long as the listener (it ends when the receiver is dropped).
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = sender.closed() => return,
+                };
+                let Ok((stream, client)) = accepted else {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    continue;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
+                let sender = sender.clone();
+                // One handshake, bounded by its timeout.
+                #[allow(clippy::disallowed_methods)]
+                tokio::spawn(async move {
+                    match tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send((tls, client)).await;
+                        }
+                        Ok(Err(err)) => tracing::debug!(%client, "admin TLS handshake: {err}"),
+                        Err(_) => tracing::debug!(%client, "admin TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(AdminTlsListener { local, handshaken })
+    }
+}
+
+impl axum::serve::Listener for AdminTlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.handshaken.recv().await {
+            Some(accepted) => accepted,
+            // The accept task holds a sender as long as this listener lives: not reached, but
+            // never answer with a made-up connection.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }

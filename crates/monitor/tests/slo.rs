@@ -77,6 +77,7 @@ fn start_edge(demo: &Demo) -> EdgeHandle {
         initial: EdgeSpec { services: [("api".to_owned(), service)].into_iter().collect(), maintenance_all: false },
         state_path: None,
         tls: None,
+        admin_tls: None,
     })
     .expect("the edge starts")
 }
@@ -84,7 +85,7 @@ fn start_edge(demo: &Demo) -> EdgeHandle {
 fn collector(store: &Arc<dyn Store>, clock: &ManualClock, edge: &EdgeHandle) -> Collector {
     Collector {
         store: store.clone(),
-        edge: Arc::new(EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() }),
+        edge: Arc::new(EdgeClient::new(edge.admin_address, edge.address, TOKEN)),
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),
@@ -317,11 +318,7 @@ async fn downsampling_keeps_totals_and_percentiles(place: Place) {
     };
     let collector = Collector {
         store: store.clone(),
-        edge: Arc::new(EdgeClient {
-            admin: "127.0.0.1:9".parse().unwrap(),
-            public: "127.0.0.1:9".parse().unwrap(),
-            token: TOKEN.into(),
-        }),
+        edge: Arc::new(EdgeClient::new("127.0.0.1:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap(), TOKEN)),
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),

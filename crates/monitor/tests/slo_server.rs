@@ -70,6 +70,7 @@ latency = {{ p95 = "300ms", p99 = "2s" }}
         initial: EdgeSpec { services: [("api".to_owned(), service)].into_iter().collect(), maintenance_all: false },
         state_path: None,
         tls: None,
+        admin_tls: None,
     })
     .unwrap();
 
@@ -80,7 +81,7 @@ latency = {{ p95 = "300ms", p99 = "2s" }}
         windlass_store::open(&state.join("windlass.db").display().to_string(), Arc::new(clock.clone())).await.unwrap();
     let collector = Collector {
         store: store.clone(),
-        edge: Arc::new(EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() }),
+        edge: Arc::new(EdgeClient::new(edge.admin_address, edge.address, TOKEN)),
         clock: Arc::new(clock.clone()),
         environment: "production".into(),
         settings: CollectorSettings::default(),

@@ -128,11 +128,7 @@ async fn a_year_of_rollups_for_100_services() {
     // The last days through the real path: minute rows a day at a time, then the downsampler.
     let collector = Collector {
         store: store.clone(),
-        edge: Arc::new(EdgeClient {
-            admin: "127.0.0.1:9".parse().unwrap(),
-            public: "127.0.0.1:9".parse().unwrap(),
-            token: String::new(),
-        }),
+        edge: Arc::new(EdgeClient::new("127.0.0.1:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap(), String::new())),
         clock: Arc::new(clock.clone()),
         environment: ENV.into(),
         settings: CollectorSettings::default(),

@@ -168,6 +168,12 @@ async fn target(url_host: &str, port: u16, route_hosts: &[String], edge: SocketA
         .ok_or_else(|| SmokeError::NoAddress(url_host.to_owned()))
 }
 
+/// Whether a request to `address` reaches the edge listening on `edge`: the same address, or
+/// its port on a loopback address when the edge listens on every address.
+fn reaches_edge(address: SocketAddr, edge: SocketAddr) -> bool {
+    address == edge || (edge.ip().is_unspecified() && address.ip().is_loopback() && address.port() == edge.port())
+}
+
 /// Runs one smoke check (with its retries); `pin` sends it to one pool of its service through
 /// the edge's pinning header. Returns a one-line summary of what passed.
 pub async fn smoke(
@@ -181,9 +187,21 @@ pub async fn smoke(
     let (authority, host, port, path) = http::split_url(&url)?;
     let address = target(&host, port, route_hosts, edge.public_address()).await?;
     let mut headers: Vec<(&str, &str)> = check.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // The pin secret (derived from the admin token, good for pinning only) goes to the edge and
+    // nowhere else: a smoke URL that does not resolve to the edge is checked unpinned.
+    let pin_token = edge.pin_token();
     if let Some(pool) = pin {
-        headers.push(("x-windlass-pool", pool));
-        headers.push(("x-windlass-token", edge.pin_token()));
+        if reaches_edge(address, edge.public_address()) {
+            headers.push(("x-windlass-pool", pool));
+            headers.push(("x-windlass-token", &pin_token));
+        } else {
+            tracing::warn!(
+                %address,
+                pool,
+                "smoke check `{}` does not go through the edge: sent without pinning it to the pool",
+                check.name
+            );
+        }
     }
     let mut last = String::new();
     for attempt in 0..=check.retries {

@@ -4,4 +4,4 @@
 //! pipeline's callers have always found it. It must not grow a second copy of those types.
 
 pub use windlass_edge::admin::api::{EdgeEvent, EdgeState, InstanceState, PoolState, ServiceState};
-pub use windlass_edge::client::{EdgeClient, EdgeControl, EdgeError};
+pub use windlass_edge::client::{AdminTls, EdgeClient, EdgeControl, EdgeError};

@@ -38,6 +38,8 @@ pub struct ServerOptions {
     pub edge_admin: SocketAddr,
     pub edge_public: SocketAddr,
     pub edge_token: String,
+    /// `https://` to the edge's admin listener (`[edge] admin_tls`), with the CA to trust.
+    pub edge_admin_tls: Option<windlass_pipeline::edge::AdminTls>,
     pub env_file: Option<PathBuf>,
     /// The `windlass-shim` executable; default beside the running binary.
     pub shim: Option<PathBuf>,
@@ -165,6 +167,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         admin: options.edge_admin,
         public: options.edge_public,
         token: options.edge_token.clone(),
+        tls: options.edge_admin_tls.clone(),
     });
     let deployer = Arc::new(Deployer {
         store: store.clone(),

@@ -227,7 +227,10 @@ async fn traffic_left_on_a_non_live_color_outside_a_deploy_is_returned_to_the_li
     assert_eq!(weights(r#"{"blue": 50, "green": 50}"#).await.status, 200);
     let mut returned = false;
     for _ in 0..100 {
-        let state = windlass_testkit::http::get(platform.edge_admin, "/edge/state").await.unwrap();
+        let headers = [("authorization", authorization.as_str())];
+        let state =
+            windlass_testkit::http::request("GET", platform.edge_admin, "/edge/state", &headers, "").await.unwrap();
+        assert_eq!(state.status, 200, "{}", state.body);
         let state: Value = serde_json::from_str(&state.body).unwrap();
         let pools = &state["services"]["api"]["pools"];
         if pools["green"]["weight"] == 100 && pools["blue"]["weight"] == 0 {

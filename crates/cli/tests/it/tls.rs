@@ -76,3 +76,38 @@ async fn the_cli_deploys_through_a_server_on_https_with_a_private_ca() {
     assert!(refused.stderr.contains("chmod 600"), "{}", refused.stderr);
     assert!(!refused.stdout.contains("server listening"), "{}", refused.stdout);
 }
+
+/// The control plane drives an edge whose admin API is HTTPS (`[edge] admin_tls` with a private
+/// CA, read from the config by both `windlass edge` and `windlass server`): two blue-green
+/// deploys (pools, the pinned smoke check of the new color, the switch) go through it, and the
+/// admin port answers no plain HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_drives_an_edge_whose_admin_api_is_https() {
+    let certs = windlass_testkit::tempdir();
+    let made = windlass_testkit::smtp::certificates(certs.path());
+    let admin_tls = format!(
+        "admin_tls = {{ cert = \"{}\", key = \"{}\", ca = \"{}\" }}\n",
+        made.cert.display(),
+        made.key.display(),
+        made.ca.display()
+    );
+    let platform = Platform::start(&config(&demo(), r#"VERSION = "v1""#, "1m", &admin_tls));
+    platform.deploy(&[]);
+    let reply = platform.get("api.shop.localhost", "/version").await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()["version"], "v1");
+    platform.rewrite_config(&config(&demo(), r#"VERSION = "v2""#, "1m", &admin_tls));
+    platform.deploy(&[]);
+    let reply = platform.get("api.shop.localhost", "/version").await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()["version"], "v2");
+
+    let authorization = format!("Bearer {EDGE_TOKEN}");
+    let plain = windlass_testkit::http::request(
+        "GET",
+        platform.edge_admin,
+        "/edge/state",
+        &[("authorization", &authorization)],
+        "",
+    )
+    .await;
+    assert!(plain.is_err() || plain.is_ok_and(|reply| reply.status != 200), "plain HTTP is not served");
+}

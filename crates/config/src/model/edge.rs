@@ -28,6 +28,29 @@ impl Decode for Tls {
     }
 }
 
+/// TLS on the admin listener (#18): its certificate and key, and the CA the control plane
+/// trusts to reach it (default: the system's CAs).
+#[derive(Debug, Clone)]
+pub struct AdminTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: Option<String>,
+}
+
+impl Decode for AdminTls {
+    fn expected() -> String {
+        "{ cert = \"admin.pem\", key = \"admin.key\", ca = \"ca.pem\" }".into()
+    }
+    fn decode(cx: &mut Cx, value: &Value, at: &At) -> Option<Self> {
+        let mut t = Table::open(cx, value, at)?;
+        let cert = t.required(cx, "cert");
+        let key = t.required(cx, "key");
+        let ca = t.optional(cx, "ca");
+        t.finish(cx);
+        Some(AdminTls { cert: cert?, key: key?, ca })
+    }
+}
+
 fn socket_addr(cx: &mut Cx, value: &Value, at: &At) -> Option<String> {
     let text = String::decode(cx, value, at)?;
     if text.parse::<std::net::SocketAddr>().is_err() {
@@ -120,6 +143,9 @@ pub struct Edge {
     pub max_upstream_per_connection: u32,
     /// Connection limits and timeouts of the data plane (issue #18, connection hardening).
     pub connections: Connections,
+    // Admin API (#18).
+    /// TLS on the admin listener.
+    pub admin_tls: Option<AdminTls>,
 }
 
 impl Default for Edge {
@@ -140,6 +166,7 @@ impl Default for Edge {
             access_log: false,
             max_upstream_per_connection: 8,
             connections: Connections::default(),
+            admin_tls: None,
         }
     }
 }
@@ -173,6 +200,7 @@ impl Decode for Edge {
                 .and_then(|v| integer_in(cx, v, &at.key("max_upstream_per_connection"), 1..=1024))
                 .map_or(d.max_upstream_per_connection, |n| n as u32),
             connections: Connections::decode_in(cx, &mut t, at),
+            admin_tls: t.optional(cx, "admin_tls"),
         };
         t.finish(cx);
         Some(edge)

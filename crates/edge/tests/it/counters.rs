@@ -3,9 +3,8 @@
 
 use windlass_edge::client::{EdgeClient, EdgeControl};
 use windlass_edge::spec::RateLimitSpec;
-use windlass_testkit::http;
 
-use crate::harness::{Demo, TOKEN, get, pool, service, settings, spec, start_edge};
+use crate::harness::{Demo, TOKEN, admin_read, get, pool, service, settings, spec, start_edge};
 
 #[tokio::test]
 async fn typed_counters_count_what_requests_got() {
@@ -16,7 +15,7 @@ async fn typed_counters_count_what_requests_got() {
     let mut web = service("web.localhost", vec![("blue", pool(&[&demo], 100))]);
     web.maintenance = true;
     let edge = start_edge(spec(vec![("api", api), ("web", web)]), settings(), None);
-    let client = EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() };
+    let client = EdgeClient::new(edge.admin_address, edge.address, TOKEN);
 
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -42,7 +41,7 @@ async fn typed_counters_count_what_requests_got() {
 
     // The same numbers as the per-pool API and the Prometheus text scrapers read.
     assert_eq!(client.pool_metrics("api", "blue").await.unwrap(), api.pools["blue"]);
-    let text = http::get(edge.admin_address, "/metrics").await.unwrap().body;
+    let text = admin_read(&edge, "/metrics").await;
     for line in [
         "windlass_edge_maintenance_answers_total{service=\"api\",pool=\"-\"} 1",
         "windlass_edge_rate_limited_total{service=\"api\",pool=\"-\"} 2",
@@ -57,7 +56,7 @@ async fn typed_counters_count_what_requests_got() {
 #[tokio::test]
 async fn a_refusal_carries_the_edges_message() {
     let edge = start_edge(spec(vec![]), settings(), None);
-    let client = EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() };
+    let client = EdgeClient::new(edge.admin_address, edge.address, TOKEN);
     let err = client.failover("nope", "secondary").await.unwrap_err();
     assert!(
         matches!(&err, windlass_edge::client::EdgeError::Refused { status: 404, message, .. } if message.contains("nope")),

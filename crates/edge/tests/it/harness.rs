@@ -85,6 +85,7 @@ pub fn start_edge(initial: EdgeSpec, settings: Settings, state_path: Option<std:
         initial,
         state_path,
         tls: None,
+        admin_tls: None,
     })
     .expect("the edge starts")
 }
@@ -117,7 +118,14 @@ pub async fn admin(edge: &EdgeHandle, method: &str, path: &str, body: &str) -> R
 }
 
 pub async fn state(edge: &EdgeHandle) -> serde_json::Value {
-    serde_json::from_str(&http::get(edge.admin_address, "/edge/state").await.unwrap().body).unwrap()
+    serde_json::from_str(&admin(edge, "GET", "/edge/state", "").await.body).unwrap()
+}
+
+/// A read of the admin API with the admin token (reads need a token too); the body.
+pub async fn admin_read(edge: &EdgeHandle, path: &str) -> String {
+    let reply = admin(edge, "GET", path, "").await;
+    assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+    reply.body
 }
 
 // Polling until a condition holds: the one helper in testkit.

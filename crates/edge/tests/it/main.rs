@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_security;
 mod bad_input;
 mod counters;
 mod endpoints;

@@ -138,8 +138,11 @@ async fn a_crash_while_persisting_a_switch_leaves_the_previous_table() {
     let restarted = edge_process(dir.path(), TOKEN);
     let address = restarted.wait_for_address("edge listening on");
     let admin_address = restarted.wait_for_address("admin listening on");
-    let state: serde_json::Value =
-        serde_json::from_str(&windlass_testkit::http::get(admin_address, "/edge/state").await.unwrap().body).unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let reply = windlass_testkit::http::request("GET", admin_address, "/edge/state", &[("authorization", &auth)], "")
+        .await
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert!(
         state["spec"]["services"]["api"]["pools"].get("green").is_none(),
         "the half-done change is not there: {state}"

@@ -136,6 +136,7 @@ async fn tls_with_alpn_and_certificates_reloaded_without_restart() {
             cert: dir.path().join("edge.pem"),
             key: dir.path().join("edge.key"),
         }),
+        admin_tls: None,
     })
     .unwrap();
     let tls_address = edge.tls_address.unwrap();

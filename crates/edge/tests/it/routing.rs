@@ -95,13 +95,18 @@ async fn sticky_cohorts_keep_their_pool_until_it_leaves_rotation() {
 #[tokio::test]
 async fn a_pool_at_weight_zero_is_reachable_only_with_the_pinning_header_and_token() {
     let (_blue, _green, edge) = blue_green("api.localhost", 100, settings());
+    // The pin secret, derived from the admin token: what the control plane sends.
+    let pin = windlass_edge::shared::pin_token(TOKEN).unwrap();
     let pinned =
-        get(&edge, "api.localhost", "/version", &[("x-windlass-pool", "green"), ("x-windlass-token", TOKEN)]).await;
+        get(&edge, "api.localhost", "/version", &[("x-windlass-pool", "green"), ("x-windlass-token", &pin)]).await;
     assert_eq!(version_of(&pinned), "v2");
     let forged =
         get(&edge, "api.localhost", "/version", &[("x-windlass-pool", "green"), ("x-windlass-token", "guess")]).await;
     assert_eq!(version_of(&forged), "v1", "without a valid token the header is ignored");
-    let echo = get(&edge, "api.localhost", "/echo", &[("x-windlass-pool", "green"), ("x-windlass-token", TOKEN)]).await;
+    let admin_token =
+        get(&edge, "api.localhost", "/version", &[("x-windlass-pool", "green"), ("x-windlass-token", TOKEN)]).await;
+    assert_eq!(version_of(&admin_token), "v1", "the admin token does not pin: it belongs to the admin API only");
+    let echo = get(&edge, "api.localhost", "/echo", &[("x-windlass-pool", "green"), ("x-windlass-token", &pin)]).await;
     let headers = &serde_json::from_str::<serde_json::Value>(&echo.body).unwrap()["headers"];
     assert!(
         headers.get("x-windlass-token").is_none() && headers.get("x-windlass-pool").is_none(),

@@ -24,18 +24,24 @@ async fn maintenance_answers_503_except_to_the_allow_list_and_is_counted_apart()
     let json = get(&edge, "api.localhost", "/version", &[("accept", "application/json")]).await;
     assert_eq!(json.status, 503);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&json.body).unwrap()["error"], "maintenance");
+    let bypass = windlass_edge::shared::derived_bypass_token(TOKEN).unwrap();
     assert_eq!(
-        version_of(&get(&edge, "api.localhost", "/version", &[("x-staff", TOKEN)]).await),
+        version_of(&get(&edge, "api.localhost", "/version", &[("x-staff", &bypass)]).await),
         "v1",
-        "the team still gets through"
+        "the team still gets through with the bypass secret"
     );
     assert_eq!(get(&edge, "api.localhost", "/version", &[("x-staff", "wrong")]).await.status, 503);
+    assert_eq!(
+        get(&edge, "api.localhost", "/version", &[("x-staff", TOKEN)]).await.status,
+        503,
+        "the admin token is no bypass secret"
+    );
 
     assert_eq!(admin(&edge, "PUT", "/edge/services/api/maintenance", r#"{"enabled": false}"#).await.status, 200);
     assert_eq!(get(&edge, "api.localhost", "/version", &[]).await.status, 200);
 
-    let metrics = windlass_testkit::http::get(edge.admin_address, "/metrics").await.unwrap().body;
-    assert!(metrics.contains("windlass_edge_maintenance_answers_total{service=\"api\",pool=\"-\"} 3"), "{metrics}");
+    let metrics = admin_read(&edge, "/metrics").await;
+    assert!(metrics.contains("windlass_edge_maintenance_answers_total{service=\"api\",pool=\"-\"} 4"), "{metrics}");
     assert!(
         metrics.contains("windlass_edge_requests_total{service=\"api\",pool=\"blue\",class=\"5xx\"} 0"),
         "maintenance is no upstream error:\n{metrics}"
@@ -86,7 +92,7 @@ async fn failover_after_three_failed_checks_and_failback() {
     })
     .await;
     assert_eq!(version_of(&get(&edge, "api.localhost", "/version", &[]).await), "secondary");
-    let events = windlass_testkit::http::get(edge.admin_address, "/edge/events").await.unwrap().body;
+    let events = admin_read(&edge, "/edge/events").await;
     assert!(events.contains("every primary instance failed 3 health checks in a row"), "{events}");
 
     primary.faults(r#"{"health_failing": false}"#).await;
@@ -95,7 +101,7 @@ async fn failover_after_three_failed_checks_and_failback() {
     })
     .await;
     assert_eq!(version_of(&get(&edge, "api.localhost", "/version", &[]).await), "primary");
-    let events = windlass_testkit::http::get(edge.admin_address, "/edge/events").await.unwrap().body;
+    let events = admin_read(&edge, "/edge/events").await;
     assert!(events.contains("\"kind\":\"failback\""), "{events}");
     edge.stop();
 }
@@ -207,10 +213,8 @@ async fn upstream_errors_are_passed_on_and_counted() {
     for _ in 0..3 {
         assert_eq!(get(&edge, "api.localhost", "/echo", &[]).await.status, 500);
     }
-    let metrics: serde_json::Value = serde_json::from_str(
-        &windlass_testkit::http::get(edge.admin_address, "/edge/services/api/pools/blue/metrics").await.unwrap().body,
-    )
-    .unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&admin_read(&edge, "/edge/services/api/pools/blue/metrics").await).unwrap();
     assert_eq!(metrics["requests"], 3);
     assert_eq!(metrics["errors"], 3);
     assert!(metrics["p99_micros"].as_u64().unwrap() > 0);
