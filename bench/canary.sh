@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 track() { PIDS+=("$1"); }
-BIN=target/${PROFILE:-release}
+BIN=${CARGO_TARGET_DIR:-target}/${PROFILE:-release}
 RUNS=${RUNS:-10}
 # Half of the load reaches the canary (weight 50): 50/s, well over min_requests = 10 a second.
 RATE=${RATE:-100}

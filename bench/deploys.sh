@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 track() { PIDS+=("$1"); }
-BIN=target/${PROFILE:-release}
+BIN=${CARGO_TARGET_DIR:-target}/${PROFILE:-release}
 # The example limits each client to 100 requests/s on api (200/s at the edge): stay below.
 RATE=${RATE:-80}
 

@@ -16,7 +16,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 
 need wrk nginx taskset python3
 cargo build --release --locked -q -p windlass -p windlass-bench
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 
 UP_PORT=$(free_port)

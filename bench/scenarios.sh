@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${SECONDS_EACH:-10}
 need wrk nginx curl taskset python3
 cargo build --release --locked -q -p windlass -p windlass-bench
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 # Starts an upstream in this shell (so cleanup knows it); sets PORT_OUT and PID_OUT.
 upstream() { PORT_OUT=$(free_port); PORT=$PORT_OUT taskset -c 1 "$BIN/bench-upstream" >/dev/null & PID_OUT=$!; PIDS+=("$PID_OUT"); wait_port "$PORT_OUT"; }
 
