@@ -34,7 +34,7 @@ async fn each_endpoint_and_other_count_exactly() {
     // The same upstream without endpoints or thresholds: nothing is counted per endpoint.
     let plain = service("plain.localhost", vec![("blue", pool(&[&demo], 100))]);
     let edge = start_edge(spec(vec![("api", api), ("plain", plain)]), settings(), None);
-    let client = EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() };
+    let client = EdgeClient::new(edge.admin_address, edge.address, TOKEN);
 
     for ms in [10, 200, 10, 200, 10] {
         assert_eq!(get(&edge, "api.localhost", &format!("/sleep?ms={ms}"), &[]).await.status, 200);
@@ -91,7 +91,7 @@ async fn endpoints_are_set_through_the_admin_api_and_restored() {
     let state = dir.path().join("edge.json");
     let api = service("api.localhost", vec![("blue", pool(&[&demo], 100))]);
     let edge = start_edge(spec(vec![("api", api.clone())]), settings(), Some(state.clone()));
-    let client = EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() };
+    let client = EdgeClient::new(edge.admin_address, edge.address, TOKEN);
 
     let version = [endpoint("version", "/version", &[])];
     client.set_endpoints("api", &version, &[250, 60_000]).await.unwrap();
@@ -126,7 +126,7 @@ async fn endpoints_are_set_through_the_admin_api_and_restored() {
     // Restarted from its state file (with no initial spec to take counting from).
     let edge = start_edge(spec(vec![]), settings(), Some(state.clone()));
     assert!(edge.restored);
-    let client = EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() };
+    let client = EdgeClient::new(edge.admin_address, edge.address, TOKEN);
     assert_eq!(get(&edge, "api.localhost", "/version", &[]).await.status, 200);
     let counters = client.counters().await.unwrap();
     assert_eq!(counters.services["api"].endpoints["version"], counted([0, 1, 0, 0, 0], &[(250, 1), (60_000, 1)]));
@@ -139,7 +139,7 @@ async fn endpoints_are_set_through_the_admin_api_and_restored() {
     configured.pools.clear();
     let edge = start_edge(spec(vec![("api", configured)]), settings(), Some(state));
     assert_eq!(get(&edge, "api.localhost", "/health", &[]).await.status, 200);
-    let client = EdgeClient { admin: edge.admin_address, public: edge.address, token: TOKEN.into() };
+    let client = EdgeClient::new(edge.admin_address, edge.address, TOKEN);
     let counters = client.counters().await.unwrap();
     let endpoints = &counters.services["api"].endpoints;
     assert_eq!(endpoints.keys().collect::<Vec<_>>(), ["health", "other"]);
