@@ -22,17 +22,20 @@ PORT=$UP_PORT "$BIN/bench-upstream" >/dev/null & PIDS+=($!)
 wait_port "$UP_PORT"
 sed "s/UPSTREAM/127.0.0.1:$UP_PORT/" bench/windlass.toml > "$WORK/windlass.toml"
 
-# disabled-features requests -> instructions of the whole run
+# disabled-features requests -> instructions of the whole run. The callgrind output is named
+# after what is switched off (edge.4000.out: every feature on; edge-without-metrics.4000.out),
+# so that KEEP keeps each run's.
 run_edge() {
   local port; port=$(free_port)
-  WINDLASS_EDGE_DISABLE=$1 WINDLASS_EDGE_TOKEN=bench-token-0123456789 valgrind --tool=callgrind --callgrind-out-file="$WORK/edge.$2.out" \
+  local name=edge${1:+-without-${1//,/-}}
+  WINDLASS_EDGE_DISABLE=$1 WINDLASS_EDGE_TOKEN=bench-token-0123456789 valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.$2.out" \
     "$BIN/windlass" edge --config "$WORK/windlass.toml" --env bench --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$(free_port)" --workers 1 --state "$WORK/edge-$2.json" >/dev/null 2>"$WORK/edge.$2.log" &
+    --admin-listen "127.0.0.1:$(free_port)" --workers 1 --state "$WORK/$name-$2.json" >/dev/null 2>"$WORK/$name.$2.log" &
   local pid=$!
   wait_port "$port"
   ab -q -k -n "$2" -c 1 "http://127.0.0.1:$port/" >/dev/null
   kill -INT "$pid"; wait "$pid" || true
-  grep -o 'Collected : [0-9]*' "$WORK/edge.$2.log" | awk '{print $3}'
+  grep -o 'Collected : [0-9]*' "$WORK/$name.$2.log" | awk '{print $3}'
 }
 run_bare() {
   local port; port=$(free_port)
