@@ -763,7 +763,8 @@ impl<'s> Attempts<'_, 's> {
             };
             match outcome {
                 Ok(response) => return (Ok((response, instance, in_flight)), pool),
-                Err(Attempt::NotSent(given_back, err)) => {
+                Err(Attempt::NotSent(not_sent)) => {
+                    let (given_back, err) = *not_sent;
                     if err.is_refused() {
                         // Nothing listens there: certain, unlike an error answer, so out at once.
                         eject(shared, &instance);
@@ -788,12 +789,10 @@ impl<'s> Attempts<'_, 's> {
 }
 
 /// How one attempt failed.
-// The request given back is as large as the response of a success: boxing it would not shrink
-// the `Result` this travels in.
-#[allow(clippy::large_enum_variant)]
 enum Attempt {
-    /// Nothing of the request was sent: it is given back, to try elsewhere.
-    NotSent(Request<Incoming>, UpstreamError),
+    /// Nothing of the request was sent: it is given back, to try elsewhere. Boxed (a rare path)
+    /// so that the `Result` an attempt returns, moved on every request, stays small.
+    NotSent(Box<(Request<Incoming>, UpstreamError)>),
     ClientBody,
     Failed(UpstreamError),
 }
@@ -805,7 +804,7 @@ async fn attempt_once(
     shared: &Shared,
     connection: &Connection,
     instance: &Instance,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     upgrade: bool,
 ) -> Result<Response<Incoming>, Attempt> {
     let address = instance.address;
@@ -816,7 +815,6 @@ async fn attempt_once(
         connection.acquire(address, shared.settings.max_upstream_per_connection).await
     };
     let mut fresh = false;
-    let mut request = request;
     loop {
         match leased.sender.as_mut() {
             Some(sender) => {
@@ -834,7 +832,7 @@ async fn attempt_once(
                         leased.sender = Some(sender);
                         fresh = true;
                     }
-                    Err(err) => return Err(Attempt::NotSent(request, err)),
+                    Err(err) => return Err(Attempt::NotSent(Box::new((request, err)))),
                 }
             }
         }
@@ -853,7 +851,9 @@ async fn attempt_once(
                     leased.sender = None;
                     request = given_back;
                 }
-                Some(given_back) => return Err(Attempt::NotSent(given_back, err.into_error().into())),
+                Some(given_back) => {
+                    return Err(Attempt::NotSent(Box::new((given_back, err.into_error().into()))));
+                }
                 None => {
                     let err = err.into_error();
                     return Err(if err.is_user() { Attempt::ClientBody } else { Attempt::Failed(err.into()) });
