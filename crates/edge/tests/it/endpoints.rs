@@ -67,7 +67,7 @@ async fn each_endpoint_and_other_count_exactly() {
     assert_eq!(per_endpoint, api.pools["blue"].requests());
     assert!(counters.services["plain"].endpoints.is_empty());
 
-    let text = http::get(edge.admin_address, "/metrics").await.unwrap().body;
+    let text = crate::harness::admin_read(&edge, "/metrics").await;
     for line in [
         "windlass_edge_endpoint_requests_total{service=\"api\",endpoint=\"sleep\",class=\"2xx\"} 5",
         "windlass_edge_endpoint_latency_under_total{service=\"api\",endpoint=\"sleep\",le_ms=\"100\"} 3",

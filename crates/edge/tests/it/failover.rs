@@ -193,7 +193,9 @@ async fn a_pinned_request_does_not_fail_over() {
         settings(),
         None,
     );
-    let pinned = [("x-windlass-pool", "green"), ("x-windlass-token", TOKEN)];
+    // Pinned with the pin secret (derived from the admin token; the admin token itself does not pin).
+    let pin = windlass_edge::shared::pin_token(TOKEN).unwrap();
+    let pinned = [("x-windlass-pool", "green"), ("x-windlass-token", pin.as_str())];
     let reply = get(&edge, "api.localhost", "/version", &pinned).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
     let reply = get(&edge, "api.localhost", "/version", &pinned).await;
