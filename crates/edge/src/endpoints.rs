@@ -74,11 +74,12 @@ fn method_bit(method: &Method) -> u16 {
     1 << index
 }
 
-/// The path's segments after the leading `/`, one trailing `/` ignored (`/users/` is `/users`).
-fn segments_of(path: &str) -> std::str::Split<'_, char> {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
-    path.split('/')
+/// The path after its leading `/`, one trailing `/` taken off (`/users/` is `/users`), as bytes:
+/// what [`Matcher::matches`] walks.
+fn trimmed(path: &str) -> &[u8] {
+    let path = path.as_bytes();
+    let path = path.strip_prefix(b"/").unwrap_or(path);
+    if path.len() > 1 { path.strip_suffix(b"/").unwrap_or(path) } else { path }
 }
 
 impl Matcher {
@@ -86,7 +87,9 @@ impl Matcher {
     fn compile(path: &str, methods: &[String]) -> Matcher {
         let mut segments = Vec::new();
         let mut rest = false;
-        for segment in segments_of(path) {
+        for segment in trimmed(path).split(|&b| b == b'/') {
+            // Valid patterns are ASCII (checked), so each segment is whole characters.
+            let segment = String::from_utf8_lossy(segment);
             if segment == "*" {
                 rest = true;
             } else if segment.starts_with('{') && segment.ends_with('}') {
@@ -102,23 +105,36 @@ impl Matcher {
         Matcher { segments: segments.into_boxed_slice(), rest, methods }
     }
 
-    fn matches(&self, method_bit: u16, path: &str) -> bool {
+    /// Whether a request matches, its path [`trimmed`]. Bytes walked by hand: most patterns fail
+    /// on their first literal, found by one comparison without looking for the next `/`.
+    fn matches(&self, method_bit: u16, path: &[u8]) -> bool {
         if self.methods != 0 && self.methods & method_bit == 0 {
             return false;
         }
-        let mut parts = segments_of(path);
+        // What is left of the path; `None` once its last segment was taken.
+        let mut left = Some(path);
         for segment in &self.segments {
-            let Some(part) = parts.next() else { return false };
-            let fits = match segment {
-                Segment::Literal(literal) => part == &**literal,
-                Segment::Param => !part.is_empty(),
+            let Some(rest) = left else { return false };
+            let end = match segment {
+                Segment::Literal(literal) => {
+                    let literal = literal.as_bytes();
+                    if !rest.starts_with(literal) || rest.len() > literal.len() && rest[literal.len()] != b'/' {
+                        return false;
+                    }
+                    literal.len()
+                }
+                Segment::Param => {
+                    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+                    if end == 0 {
+                        return false;
+                    }
+                    end
+                }
             };
-            if !fits {
-                return false;
-            }
+            left = rest.get(end + 1..);
         }
         // `/static/*` takes `/static` too: `*` may match nothing.
-        self.rest || parts.next().is_none()
+        self.rest || left.is_none()
     }
 }
 
@@ -170,7 +186,7 @@ impl ServiceEndpoints {
 
     /// The endpoint a request counts under: the first that matches, else [`OTHER_ENDPOINT`].
     pub fn index(&self, method: &Method, path: &str) -> usize {
-        let bit = method_bit(method);
+        let (bit, path) = (method_bit(method), trimmed(path));
         self.matchers.iter().position(|m| m.matches(bit, path)).unwrap_or(self.matchers.len())
     }
 
