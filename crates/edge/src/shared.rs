@@ -14,7 +14,8 @@ use crate::spec::{EdgeSpec, SpecError};
 use crate::table::{Registry, Table};
 
 /// How the edge behaves, from `[edge]` in the config.
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand so that the tokens never reach a log line or a panic message.
+#[derive(Clone)]
 pub struct Settings {
     /// Bearer token for the admin API (reads and writes), accepted only there. The pin secret
     /// is derived from it ([`pin_token`]); so is the bypass secret unless `bypass_token` is set.
@@ -53,6 +54,34 @@ pub struct Settings {
     /// The value of the maintenance bypass header or cookie; `None`: derived from the admin
     /// token ([`derived_bypass_token`]).
     pub bypass_token: Option<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |set: bool| if set { "<hidden>" } else { "<none>" };
+        f.debug_struct("Settings")
+            .field("admin_token", &hidden(!self.admin_token.is_empty()))
+            .field("read_token", &hidden(self.read_token.is_some()))
+            .field("bypass_token", &hidden(self.bypass_token.is_some()))
+            .field("sticky_cookie", &self.sticky_cookie)
+            .field("sticky_header", &self.sticky_header)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_headers", &self.max_headers)
+            .field("retry_after", &self.retry_after)
+            .field("allow_header", &self.allow_header)
+            .field("allow_cookie", &self.allow_cookie)
+            .field("allow_networks", &self.allow_networks)
+            .field("eject_after_errors", &self.eject_after_errors)
+            .field("eject_for", &self.eject_for)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("access_log", &self.access_log)
+            .field("hot_path", &self.hot_path)
+            .field("max_upstream_per_connection", &self.max_upstream_per_connection)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The per-request features a benchmark can switch off one at a time
@@ -358,6 +387,20 @@ mod tests {
 
     /// The derived secrets are what the documented `openssl dgst -sha256 -hmac` command prints,
     /// differ from each other and from the admin token, and each is good for its purpose only.
+    #[test]
+    fn settings_never_print_their_tokens() {
+        let settings = Settings {
+            read_token: Some("read-token-0123456789".into()),
+            bypass_token: Some("bypass-token-0123456789".into()),
+            ..Settings::new("admin-token-0123456789")
+        };
+        let printed = format!("{settings:?}");
+        for secret in ["read-token-0123456789", "bypass-token-0123456789", "admin-token-0123456789"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("<hidden>") && printed.contains("upstream_timeout"), "{printed}");
+    }
+
     #[test]
     fn derived_secrets_are_scoped_and_match_the_documented_command() {
         let admin = "test-admin-token-0123456789";

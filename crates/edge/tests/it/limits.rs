@@ -73,7 +73,7 @@ async fn request_on(stream: &mut TcpStream) -> std::io::Result<(u16, String)> {
 }
 
 async fn metric(edge: &EdgeHandle, name: &str) -> u64 {
-    let text = windlass_testkit::http::get(edge.admin_address, "/metrics").await.unwrap().body;
+    let text = crate::harness::admin_read(edge, "/metrics").await;
     text.lines()
         .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
@@ -372,9 +372,9 @@ async fn a_worker_that_panics_is_restarted_and_every_new_connection_is_served() 
         let status = answer.as_ref().ok().and_then(|a| a.as_ref().ok()).map(|a| a.0);
         assert_eq!(status, Some(200), "connection {attempt} after the panic: {answer:?}");
     }
-    let metrics = windlass_testkit::http::get(admin, "/metrics").await.unwrap().body;
+    let metrics = admin_get(admin, "/metrics").await;
     assert!(metrics.contains("windlass_edge_worker_restarts_total 1"), "{metrics}");
-    let events = windlass_testkit::http::get(admin, "/edge/events").await.unwrap().body;
+    let events = admin_get(admin, "/edge/events").await;
     assert!(events.contains("worker.restarted"), "{events}");
 }
 
@@ -397,4 +397,14 @@ async fn a_stopping_edge_is_not_held_by_a_silent_connection() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "the stop waited {took:?} for a silent connection");
     assert!(is_closed_within(&mut silent, PATIENCE).await);
+}
+
+/// A read of a child edge's admin API with the admin token (reads need a token).
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
+    let authorization = format!("Bearer {TOKEN}");
+    let reply = windlass_testkit::http::request("GET", admin, path, &[("authorization", authorization.as_str())], "")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+    reply.body
 }
