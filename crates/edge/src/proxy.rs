@@ -134,8 +134,9 @@ impl Connection {
                     return Leased { connection: self, address, sender: None, counted: true };
                 }
                 upstreams.waiting += 1;
-                // `notify_one` leaves a permit when nobody is registered yet, so a connection
-                // freed between this unlock and the first poll is not missed.
+                // Created under the lock that `give_back` and `Drop` take to notify: a `Notified`
+                // receives `notify_waiters` from its creation on, even before its first poll, so a
+                // connection freed between this unlock and that poll is not missed.
                 self.freed.notified()
             };
             let _waiting = Waiting(self);
@@ -206,7 +207,9 @@ impl Leased<'_> {
         let mut upstreams = self.connection.upstreams();
         upstreams.idle.push((self.address, sender));
         if upstreams.waiting > 0 {
-            self.connection.freed.notify_one();
+            // Every waiter: they wait for different instances, and one woken for another
+            // instance's slot would leave the right one asleep.
+            self.connection.freed.notify_waiters();
         }
     }
 }
@@ -217,7 +220,7 @@ impl Drop for Leased<'_> {
             let mut upstreams = self.connection.upstreams();
             upstreams.closed(self.address);
             if upstreams.waiting > 0 {
-                self.connection.freed.notify_one();
+                self.connection.freed.notify_waiters();
             }
         }
     }
@@ -366,7 +369,7 @@ async fn route_and_forward(
         _ => None,
     };
     // The pool that answered: the chosen one, or the secondary it failed over to.
-    let (mut response, pool) = forward(shared, connection, service, pool, request, arrival).await;
+    let (mut response, pool) = forward(shared, connection, service, pool, choice.pinned, request, arrival).await;
     if shared.settings.hot_path.metrics {
         let micros = elapsed_micros(started);
         pool.metrics.record(response.status().as_u16(), micros);
@@ -457,6 +460,8 @@ fn request_host(request: &Request<Incoming>) -> Option<Cow<'_, str>> {
 struct PoolChoice {
     pool: Option<usize>,
     set_cookie: Option<HeaderValue>,
+    /// Pinned by a valid pin secret (a smoke check): never answered by another pool.
+    pinned: bool,
 }
 
 /// Which pool serves this request. In order: a pinning header with a valid token; the secondary
@@ -470,35 +475,39 @@ fn choose_pool(shared: &Shared, service: &Service, request: &Request<Incoming>, 
         && shared.pin_is_valid(token.as_bytes())
         && let Some(index) = service.pools.iter().position(|p| p.name.as_bytes() == pool.as_bytes())
     {
-        return PoolChoice { pool: Some(index), set_cookie: None };
+        return PoolChoice { pool: Some(index), set_cookie: None, pinned: true };
     }
     if service.failed_over && service.secondary.is_some() {
-        return PoolChoice { pool: service.secondary, set_cookie: None };
+        return PoolChoice { pool: service.secondary, set_cookie: None, pinned: false };
     }
     // No allocation on the hot path: the iterator is cloned where it is walked twice.
     let weighted = service.weighted();
     let mut probe = weighted.clone();
     match (probe.next(), probe.next()) {
-        (None, _) => PoolChoice { pool: None, set_cookie: None },
+        (None, _) => PoolChoice { pool: None, set_cookie: None, pinned: false },
         // One pool takes everything: no cohort to remember.
-        (Some((index, _)), None) => PoolChoice { pool: Some(index), set_cookie: None },
+        (Some((index, _)), None) => PoolChoice { pool: Some(index), set_cookie: None, pinned: false },
         _ => {
             if let Some(header_name) = &shared.settings.sticky_header
                 && let Some(value) = headers.get(header_name.as_str())
             {
-                return PoolChoice { pool: Some(by_weight(weighted, fnv1a(value.as_bytes()))), set_cookie: None };
+                return PoolChoice {
+                    pool: Some(by_weight(weighted, fnv1a(value.as_bytes()))),
+                    set_cookie: None,
+                    pinned: false,
+                };
             }
             let cookie_name = format!("{}_{}", shared.settings.sticky_cookie, service.name);
             if let Some(remembered) = cookie(headers, &cookie_name)
                 && let Some((pool_name, _)) = remembered.split_once('.')
                 && let Some((index, _)) = weighted.clone().find(|(_, p)| p.name == pool_name)
             {
-                return PoolChoice { pool: Some(index), set_cookie: None };
+                return PoolChoice { pool: Some(index), set_cookie: None, pinned: false };
             }
             let cohort = random_hex();
             let index = by_weight(weighted, fnv1a(cohort.as_bytes()));
             let value = format!("{cookie_name}={}.{cohort}; Path=/; HttpOnly; SameSite=Lax", service.pools[index].name);
-            PoolChoice { pool: Some(index), set_cookie: HeaderValue::from_str(&value).ok() }
+            PoolChoice { pool: Some(index), set_cookie: HeaderValue::from_str(&value).ok(), pinned: false }
         }
     }
 }
@@ -637,6 +646,10 @@ const MAX_ATTEMPTS: usize = 3;
 enum Failure {
     /// The upstream timeout passed.
     Timeout,
+    /// The upstream timeout passed before the request could be written: every upstream
+    /// connection this client connection may have to the instance stayed busy (an HTTP/2
+    /// client's own streams). The client's queueing, not the instance's fault.
+    Busy,
     /// The client's own body broke off or was malformed: the client's fault, not the instance's.
     ClientBody,
     /// No usable instance in the pool (nor in the secondary).
@@ -650,6 +663,7 @@ async fn forward<'s>(
     connection: &Arc<Connection>,
     service: &'s Service,
     pool: &'s Pool,
+    pinned: bool,
     mut request: Request<Incoming>,
     arrival: Arrival<'_>,
 ) -> (Response<Body>, &'s Pool) {
@@ -662,7 +676,7 @@ async fn forward<'s>(
     // Everything from choosing an instance to the response's head is bounded by the upstream
     // timeout: connecting, waiting for a connection to free up, retries, the answer.
     let mut deadline = connection.deadline(started, shared.settings.upstream_timeout);
-    let attempt = Attempts { shared, connection, service, started, upgrade, pinned: seen.pinning };
+    let attempt = Attempts { shared, connection, service, started, upgrade, pinned };
     let (outcome, pool) = attempt.run(pool, request, &mut deadline).await;
     connection.keep_deadline(deadline);
     let (mut response, instance, in_flight) = match outcome {
@@ -690,6 +704,14 @@ async fn forward<'s>(
         });
         let (parts, body) = response.into_parts();
         return (Response::from_parts(parts, Either::Left(TrackedBody { inner: body, _in_flight: None })), pool);
+    }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // A switch nobody asked for (no upgrade request, or HTTP/2): nothing would relay it, and
+        // the client connection would be left in a state no timeout covers.
+        let id = request_id.and_then(|id| id.to_str().ok()).unwrap_or("");
+        tracing::warn!(service = %service.name, pool = %pool.name, instance = %instance.address, request_id = id, "the upstream switched protocols unasked");
+        let body = if id.is_empty() { "bad gateway".to_owned() } else { format!("bad gateway (request id {id})") };
+        return (text(StatusCode::BAD_GATEWAY, body), pool);
     }
     strip_hop_by_hop(response.headers_mut(), upgrade);
     let (parts, body) = response.into_parts();
@@ -747,8 +769,9 @@ impl<'s> Attempts<'_, 's> {
             attempt += 1;
             // Counted in flight while it waits for its answer too (the drain and the balancer see it).
             let in_flight = InFlight::new(instance.clone());
+            let writing = std::sync::atomic::AtomicBool::new(false);
             let outcome = {
-                let once = attempt_once(shared, connection, &instance, request, upgrade);
+                let once = attempt_once(shared, connection, &instance, request, upgrade, &writing);
                 let mut once = std::pin::pin!(once);
                 std::future::poll_fn(|cx| match once.as_mut().poll(cx) {
                     Poll::Ready(result) => Poll::Ready(Some(result)),
@@ -757,7 +780,12 @@ impl<'s> Attempts<'_, 's> {
                 .await
             };
             let Some(outcome) = outcome else {
-                // Timed out on this instance (connecting, waiting for a connection, or its answer).
+                if !writing.load(Ordering::Relaxed) {
+                    // Still waiting for one of this client connection's own upstream connections
+                    // to free up: nothing says the instance is slow.
+                    return (Err(Failure::Busy), pool);
+                }
+                // Timed out on this instance (connecting, or its answer).
                 note_error(shared, &instance);
                 return (Err(Failure::Timeout), pool);
             };
@@ -806,6 +834,7 @@ async fn attempt_once(
     instance: &Instance,
     mut request: Request<Incoming>,
     upgrade: bool,
+    writing: &std::sync::atomic::AtomicBool,
 ) -> Result<Response<Incoming>, Attempt> {
     let address = instance.address;
     let mut leased = if upgrade {
@@ -825,6 +854,9 @@ async fn attempt_once(
                 }
             }
             None => {
+                // Connecting is the instance's business from here on (a connect that hangs
+                // until the upstream timeout is the instance's fault).
+                writing.store(true, Ordering::Relaxed);
                 // Boxed: connecting is rare on keep-alive connections, and its future would
                 // otherwise make every request's future larger (and costlier to move).
                 match Box::pin(open(shared, address)).await {
@@ -837,6 +869,7 @@ async fn attempt_once(
             }
         }
         let Some(sender) = leased.sender.as_mut() else { continue };
+        writing.store(true, Ordering::Relaxed);
         match sender.try_send_request(request).await {
             Ok(response) => {
                 if !upgrade {
@@ -881,6 +914,10 @@ fn failure_answer(
         }
         Failure::NoInstance => {
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("no healthy instance in pool `{}`", pool.name));
+        }
+        Failure::Busy => {
+            tracing::warn!(service = %service.name, pool = %pool.name, request_id = id, bound = shared.settings.max_upstream_per_connection, "no upstream connection of this client connection freed up in time");
+            (StatusCode::SERVICE_UNAVAILABLE, "service unavailable: too many concurrent requests on this connection")
         }
         Failure::Timeout => {
             tracing::warn!(service = %service.name, pool = %pool.name, request_id = id, timeout = ?shared.settings.upstream_timeout, "no answer from upstream in time");

@@ -204,3 +204,92 @@ async fn a_pinned_request_does_not_fail_over() {
     assert_eq!(version_of(&get(&edge, "api.localhost", "/version", &[]).await), "blue");
     edge.stop();
 }
+
+/// An upstream on raw TCP (keep-alive): `/slow` answers its head at once and its 4-byte body
+/// only after 3 s; anything else answers `ok` at once.
+async fn slow_body_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Ok(read) = stream.read(&mut buffer).await else { return };
+                    if read == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buffer[..read]);
+                    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let slow = head.starts_with(b"GET /slow ");
+                    head.drain(..end + 4);
+                    if slow {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n").await;
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        let _ = stream.write_all(b"done").await;
+                    } else {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    }
+                }
+            });
+        }
+    });
+    (address, server)
+}
+
+/// An HTTP/2 client's streams queued behind its own busy upstream connection (the bound) get
+/// 503 when the upstream timeout passes, and the instance is not blamed for it: it is not
+/// ejected, even with ejection after a single error.
+#[tokio::test]
+async fn a_stream_queued_behind_its_own_connection_is_not_the_instances_fault() {
+    let (upstream, server) = slow_body_upstream().await;
+    let settings = windlass_edge::Settings {
+        max_upstream_per_connection: 1,
+        upstream_timeout: Duration::from_millis(500),
+        eject_after_errors: 1,
+        ..settings()
+    };
+    let edge = start_edge(
+        spec(vec![(
+            "api",
+            service(
+                "api.localhost",
+                vec![("blue", windlass_edge::spec::PoolSpec { instances: vec![upstream], weight: 100 })],
+            ),
+        )]),
+        settings,
+        None,
+    );
+    let stream = tokio::net::TcpStream::connect(edge.address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // Stream 1 holds the one upstream connection while its body trickles in.
+    let slow = sender
+        .send_request(hyper::Request::get("http://api.localhost/slow").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    // Stream 2 waits for that connection until the upstream timeout passes.
+    let queued = sender
+        .send_request(hyper::Request::get("http://api.localhost/fast").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = queued.status();
+    let body = queued.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("too many concurrent requests"), "{body:?}");
+    // The instance was not ejected: another client is served at once.
+    let reply = get(&edge, "api.localhost", "/fast", &[]).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+    // And stream 1 still gets its whole body.
+    let body = slow.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"done");
+    drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    server.abort();
+    edge.stop();
+}
