@@ -241,7 +241,9 @@ async fn accept_loop(
         .keep_alive_timeout(h2.keepalive_timeout)
         .timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let tls_handshake_timeout = settings.limits.tls_handshake_timeout;
+    // The header-read timeout runs from the accept, the handshake included; the sweep cannot cut
+    // a handshake in progress, so the shorter of the two bounds it here.
+    let tls_handshake_timeout = settings.limits.tls_handshake_timeout.min(settings.limits.header_read_timeout);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
