@@ -156,10 +156,13 @@ impl SecretFiles {
     /// The admin token, the read token and the bypass secret, each checked.
     fn read(&self) -> anyhow::Result<(String, Option<String>, Option<String>)> {
         let token = match &self.admin {
-            Some(file) => std::fs::read_to_string(file)
-                .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", file.display())))?
-                .trim()
-                .to_owned(),
+            Some(file) => {
+                private_file(file, "token")?;
+                std::fs::read_to_string(file)
+                    .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", file.display())))?
+                    .trim()
+                    .to_owned()
+            }
             None => std::env::var(TOKEN_VAR).unwrap_or_default(),
         };
         if token.len() < 16 {
@@ -180,23 +183,34 @@ impl SecretFiles {
     }
 }
 
+/// Refuses a secret file that other users may read or write (as the server's TLS key is).
+fn private_file(file: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(file)
+        .map_err(|e| UsageError(format!("cannot read the {what} file {}: {e}", file.display())))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(UsageError(format!(
+            "the {what} file {} may be read or written by other users (mode {mode:04o}): chmod 600 it",
+            file.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// A secret of at least 16 characters from a private file (no group or other bits, as the
 /// server's TLS key) or a variable; `None` when neither is given.
 fn optional_secret(file: Option<&std::path::Path>, var: &str, what: &str) -> anyhow::Result<Option<String>> {
     let secret = match file {
         Some(file) => {
-            use std::os::unix::fs::PermissionsExt as _;
-            let unreadable =
-                |e: std::io::Error| UsageError(format!("cannot read the {what} file {}: {e}", file.display()));
-            let mode = std::fs::metadata(file).map_err(unreadable)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(UsageError(format!(
-                    "the {what} file {} may be read or written by other users (mode {mode:04o}): chmod 600 it",
-                    file.display()
-                ))
-                .into());
-            }
-            std::fs::read_to_string(file).map_err(unreadable)?.trim().to_owned()
+            private_file(file, what)?;
+            std::fs::read_to_string(file)
+                .map_err(|e| UsageError(format!("cannot read the {what} file {}: {e}", file.display())))?
+                .trim()
+                .to_owned()
         }
         None => match std::env::var(var) {
             Ok(value) => value.trim().to_owned(),
