@@ -86,6 +86,7 @@ fn world() -> &'static World {
             initial: spec,
             state_path: None,
             tls: None,
+            admin_tls: None,
         })
         .expect("the edge starts");
         World { edge: handle.address, _handle: handle }
