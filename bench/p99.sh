@@ -13,19 +13,11 @@ RUNS=${RUNS:-5}
 MAX_RUNS=${MAX_RUNS:-3}
 SECONDS_EACH=${SECONDS_EACH:-10}
 need wrk nginx taskset python3
-cargo build --release --locked -q -p windlass -p windlass-bench
-BIN=${CARGO_TARGET_DIR:-target}/release
+build_release
 
-UP_PORT=$(free_port)
-PORT=$UP_PORT taskset -c 1 "$BIN/bench-upstream" >/dev/null & PIDS+=($!)
-wait_port "$UP_PORT"
+start_upstream
 
-EDGE_PORT=$(free_port)
-sed "s/UPSTREAM/127.0.0.1:$UP_PORT/" bench/windlass.toml > "$WORK/windlass.toml"
-WINDLASS_EDGE_TOKEN=bench-token-0123456789 taskset -c 1 "$BIN/windlass" edge --config "$WORK/windlass.toml" --env bench \
-  --listen "127.0.0.1:$EDGE_PORT" --admin-listen "127.0.0.1:$(free_port)" --workers 1 --state "$WORK/edge.json" \
-  >/dev/null 2>&1 & PIDS+=($!)
-wait_port "$EDGE_PORT"
+start_edge
 
 NGINX_PORT=$(free_port)
 sed "s/UPSTREAM/127.0.0.1:$UP_PORT/; s/NGINX_PORT/$NGINX_PORT/; s#PIDFILE#$WORK/nginx.pid#" bench/nginx.conf > "$WORK/nginx.conf"
