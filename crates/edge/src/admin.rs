@@ -5,6 +5,7 @@
 //! must not build JSON by hand, so that the edge and [`crate::client`] cannot drift apart.
 
 pub mod api;
+pub mod guard;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -151,5 +151,6 @@ fn limits_from_config(connections: &windlass_config::Connections) -> crate::limi
             keepalive_timeout: h2.keepalive_timeout.as_std(),
             max_frame_size: u32::try_from(h2.max_frame_size.0).unwrap_or(16_777_215),
         },
+        admin: crate::limits::AdminLimits::default(),
     }
 }

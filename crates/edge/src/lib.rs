@@ -229,6 +229,7 @@ fn run_control(
             let _ = admin_stop.changed().await;
         };
         let router = admin::router(shared.clone());
+        let listener = admin::guard::GuardedListener::new(listener, shared.settings.limits.admin.clone());
         let served = match admin_certificates {
             None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
             Some(certificates) => {

@@ -47,6 +47,29 @@ pub struct Limits {
     /// Open downstream connections per client address; `None`: no such cap.
     pub max_connections_per_ip: Option<usize>,
     pub http2: Http2Limits,
+    /// The admin listener's own limits (not in the config: fixed defaults; see [`AdminLimits`]).
+    pub admin: AdminLimits,
+}
+
+/// The admin listener's limits (`admin::guard`): its calls are short and its clients few.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminLimits {
+    /// Connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Without a byte read or written for this long, a connection is closed.
+    pub idle_timeout: Duration,
+    /// A connection is closed after this long whatever it does.
+    pub max_lifetime: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(600),
+        }
+    }
 }
 
 /// The downstream HTTP/2 server's limits (hyper's HTTP/2 builder).
@@ -75,6 +98,7 @@ impl Default for Limits {
             max_connections: None,
             max_connections_per_ip: None,
             http2: Http2Limits::default(),
+            admin: AdminLimits::default(),
         }
     }
 }

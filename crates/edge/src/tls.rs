@@ -108,28 +108,29 @@ const ADMIN_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// that stalls its handshake holds up no one else) and finished ones are handed to axum.
 pub struct AdminTlsListener {
     local: std::net::SocketAddr,
-    handshaken:
-        tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::net::SocketAddr)>,
+    handshaken: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<crate::admin::guard::GuardedIo<tokio::net::TcpStream>>,
+        std::net::SocketAddr,
+    )>,
 }
 
 impl AdminTlsListener {
     /// Starts accepting on `listener` (in the current runtime); the accept task ends when this
     /// listener is dropped.
-    pub fn start(listener: tokio::net::TcpListener, certificates: Arc<Certificates>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+    pub fn start(
+        listener: crate::admin::guard::GuardedListener,
+        certificates: Arc<Certificates>,
+    ) -> std::io::Result<Self> {
+        let local = axum::serve::Listener::local_addr(&listener)?;
         let (sender, handshaken) = tokio::sync::mpsc::channel(64);
         // Lives as long as the listener (it ends when the receiver is dropped).
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
+                // Within the admin listener's cap: a handshake starts only when a place is free.
+                let (stream, client) = tokio::select! {
+                    accepted = listener.accept_guarded() => accepted,
                     () = sender.closed() => return,
-                };
-                let Ok((stream, client)) = accepted else {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    continue;
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
                 let sender = sender.clone();
@@ -151,7 +152,7 @@ impl AdminTlsListener {
 }
 
 impl axum::serve::Listener for AdminTlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Io = tokio_rustls::server::TlsStream<crate::admin::guard::GuardedIo<tokio::net::TcpStream>>;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -408,3 +408,33 @@ async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
     assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
     reply.body
 }
+
+/// The admin listener has limits of its own: with its few places taken by silent connections, a
+/// control-plane call waits until the idle timeout closes one, and is then answered; a
+/// half-sent request is cut the same way.
+#[tokio::test]
+async fn the_admin_listener_caps_its_connections_and_closes_idle_ones() {
+    use windlass_edge::limits::AdminLimits;
+    let idle = Duration::from_millis(400);
+    let admin = AdminLimits { max_connections: 3, idle_timeout: idle, max_lifetime: Duration::from_secs(60) };
+    let (_demo, edge) = edge_with(Limits { admin, ..Limits::default() });
+    let opened = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(edge.admin_address).await.unwrap());
+    }
+    let mut half = TcpStream::connect(edge.admin_address).await.unwrap();
+    half.write_all(b"GET /edge/state HTTP/1.1\r\nHost: edge\r\n").await.unwrap();
+    // Every place is taken: the call is answered only once one of them has been closed.
+    let answered = crate::harness::admin_read(&edge, "/edge/state").await;
+    assert!(answered.contains("services"), "{answered}");
+    let waited = opened.elapsed();
+    assert!(waited >= idle / 2, "answered after {waited:?}, before any idle connection was closed");
+    for stream in &mut silent {
+        let after = closed_after(stream, opened).await;
+        assert!(after >= idle / 2, "a silent admin connection closed after {after:?}");
+    }
+    let after = closed_after(&mut half, opened).await;
+    assert!(after >= idle / 2, "a half-sent admin request was cut after {after:?}");
+    edge.stop();
+}
