@@ -20,6 +20,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body as HttpBody, Bytes, Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
@@ -1071,8 +1072,12 @@ fn prepare_request(
     }
     // Origin form (`/path?query`) for the upstream; an HTTP/1 request has it already.
     if request.uri().scheme().is_some()
-        && let Some(path) = request.uri().path_and_query().cloned()
+        && let Some(path) = request.uri().path_and_query()
     {
+        // An empty path (`http://host`, or `x://host#...`, whose fragment is dropped) reads as
+        // `/` but is written as nothing once the scheme is gone: an empty request target reached
+        // the upstream (found by the fuzz target). A static `/` is written as `/`.
+        let path = if path.as_str() == "/" { PathAndQuery::from_static("/") } else { path.clone() };
         *request.uri_mut() = hyper::Uri::from(path);
     }
     *request.version_mut() = hyper::Version::HTTP_11;

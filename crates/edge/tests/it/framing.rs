@@ -143,6 +143,12 @@ async fn an_absolute_form_target_is_routed_and_forwarded_by_its_authority() {
     // User information in the target is refused (it must not become a Host).
     let answer = raw(edge.address, b"GET http://user@api.localhost/echo HTTP/1.1\r\nHost: api.localhost\r\n\r\n").await;
     assert_eq!(answer.status(), 400, "{}", answer.text);
+    // An empty path after the authority (here a fragment follows it) is forwarded as `/`, never
+    // as an empty request target (found by the edge_request fuzz target).
+    let answer =
+        raw(edge.address, b"GET http://api.localhost#x HTTP/1.1\r\nHost: other.localhost\r\nConnection: close\r\n\r\n")
+            .await;
+    assert_eq!(answer.status(), 200, "{}", answer.text);
     edge.stop();
 }
 
