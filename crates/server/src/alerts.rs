@@ -206,7 +206,7 @@ async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQue
 
 async fn ack(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -304,7 +304,7 @@ async fn list_silences(State(state): State<AppState>, Query(query): Query<AlertQ
 
 async fn add_silence(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     bytes: Bytes,
 ) -> Response {
     let request: SilenceRequest = match body(&bytes) {
@@ -356,7 +356,7 @@ async fn add_silence(
 
 async fn expire_silence(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Response {
     let result = state.alerting.with(|engine, now| engine.expire_silence(&id, now)).await;
@@ -431,7 +431,7 @@ fn incident_number(id: &str) -> Result<u64, Response> {
 
 async fn add_note(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -463,7 +463,7 @@ async fn add_note(
 
 async fn resolve_incident(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {

@@ -5,6 +5,7 @@
 //! Every API call needs a personal token (`Authorization: Bearer wl_...`), so every record says
 //! who. On start the server recovers from whatever stopped it before ([`windlass_pipeline::recover`]).
 
+pub mod access;
 pub mod alerts;
 mod api;
 mod courier;

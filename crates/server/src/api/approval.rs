@@ -61,7 +61,7 @@ pub(super) async fn show(State(state): State<AppState>, Path(environment): Path<
 /// Approves (and starts) or rejects the open request.
 pub(super) async fn decide(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {

@@ -70,7 +70,7 @@ pub(super) async fn status(State(state): State<AppState>, Path(environment): Pat
 /// within a fraction of a second.
 pub(super) async fn decide(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path((environment, service)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {

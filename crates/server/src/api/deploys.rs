@@ -33,7 +33,7 @@ use super::{
 
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -69,7 +69,7 @@ pub(super) async fn create(
 
 pub(super) async fn rollback(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -102,7 +102,7 @@ pub(super) async fn rollback(
 /// a request like any deploy.
 pub(super) async fn promote(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {

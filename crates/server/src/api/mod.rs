@@ -51,9 +51,7 @@ pub struct AppState {
     pub courier: Arc<crate::courier::Courier>,
 }
 
-/// Who is calling: the name of the token presented.
-#[derive(Clone)]
-pub(crate) struct Actor(pub(crate) String);
+pub(crate) use crate::access::Actor;
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -128,7 +126,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     };
     match tokens::actor(&*state.store, &token).await {
         Ok(Some(name)) => {
-            request.extensions_mut().insert(Actor(name));
+            request.extensions_mut().insert(Actor { name: name.clone(), token: name, robot: false });
             next.run(request).await
         }
         Ok(None) => error(StatusCode::FORBIDDEN, "this token is unknown or revoked"),

@@ -39,7 +39,7 @@ pub(super) async fn show_lock(State(state): State<AppState>, Path(environment): 
 
 pub(super) async fn break_lock(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -75,7 +75,7 @@ pub(super) async fn break_lock(
 
 pub(super) async fn maintenance(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -134,7 +134,7 @@ fn edge_error(err: windlass_pipeline::edge::EdgeError) -> Response {
 
 pub(super) async fn failover(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path((environment, service)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {
@@ -171,7 +171,7 @@ pub(super) async fn failover(
 
 pub(super) async fn scale(
     State(state): State<AppState>,
-    Extension(Actor(actor)): Extension<Actor>,
+    Extension(Actor { name: actor, .. }): Extension<Actor>,
     Path((environment, service)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {
