@@ -7,6 +7,13 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(std::time::Duration);
 
+/// The longest duration a config (or the API) may say: 100 years. Every duration is added to
+/// a time somewhere (a warm color's retirement, a silence's end, a deadline), and the sums must
+/// stay far inside what `jiff` timestamps, `Instant`s and milliseconds in an `i64` hold; no
+/// real setting comes near it. Checked here, where every duration is parsed, so each field of
+/// the config is bounded with its file:line and none needs a bound of its own.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 impl Duration {
     pub const fn from_millis(ms: u64) -> Self {
         Self(std::time::Duration::from_millis(ms))
@@ -48,6 +55,12 @@ impl Duration {
             };
             total_ms = total_ms.saturating_add(number.saturating_mul(factor));
             rest = &rest[unit_len..];
+        }
+        if total_ms > MAX_DURATION.0.as_millis() {
+            return Err(format!(
+                "`{text}` is too long a duration: the longest Windlass takes is {MAX_DURATION} (100 years)"
+            )
+            .into());
         }
         let ms = u64::try_from(total_ms).map_err(|_| format!("`{text}` is too long a duration"))?;
         Ok(Self::from_millis(ms))
@@ -197,6 +210,12 @@ mod tests {
         assert!(Duration::parse("ms").unwrap_err().to_string().contains("start each part with a number"));
         assert!(Duration::parse("").is_err());
         assert!(Duration::parse("99999999999999999999d").is_err());
+        // 100 years is the longest; a day more, or what overflowed at deploy time, is refused.
+        assert_eq!(Duration::parse("36500d"), Ok(MAX_DURATION));
+        for too_long in ["36501d", "36500d1ms", "106751991167d", "3000000d", "876001h"] {
+            let problem = Duration::parse(too_long).unwrap_err().to_string();
+            assert!(problem.contains(too_long) && problem.contains("longest Windlass takes is 36500d"), "{problem}");
+        }
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub async fn wait_healthy(
     health: Option<&Health>,
 ) -> Result<(), HealthError> {
     let start_timeout = health.map_or(Duration::from_secs(60), |h| h.start_timeout.as_std());
-    let deadline = tokio::time::Instant::now() + start_timeout;
+    // Checked: an `Instant` too far ahead panics; the config bounds durations (100 years), and
+    // past that the wait is simply unbounded.
+    let now = tokio::time::Instant::now();
+    let deadline = now.checked_add(start_timeout).unwrap_or(now + windlass_config::units::MAX_DURATION.as_std());
     let mut passed = 0u32;
     let mut last_problem = String::from("no answer yet");
     loop {

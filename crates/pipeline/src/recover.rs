@@ -80,7 +80,7 @@ pub async fn recover(deployer: &Deployer, environments: &[String]) -> Result<Rec
                 if let Some(previous) = service_state.live.replace(routed.clone())
                     && let Some(old) = service_state.colors.get_mut(&previous)
                 {
-                    old.retire_at_ms = Some(now + keep_warm);
+                    old.retire_at_ms = Some(now.saturating_add(keep_warm));
                 }
                 if let Some(live) = service_state.colors.get_mut(&routed) {
                     live.retire_at_ms = None;

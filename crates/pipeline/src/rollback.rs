@@ -269,7 +269,7 @@ pub(crate) async fn run(run: &mut Run, target: &Deploy, with_database: bool) -> 
                 }
                 if let Some(previous) = from.as_ref().and_then(|f| service_state.colors.get_mut(f)) {
                     let warm = i64::try_from(keep_warm.as_millis()).unwrap_or(i64::MAX);
-                    previous.retire_at_ms = Some(run.deployer.clock.now().as_millisecond() + warm);
+                    previous.retire_at_ms = Some(run.deployer.clock.now().as_millisecond().saturating_add(warm));
                 }
             }
             state.save(store, &run.environment).await?;

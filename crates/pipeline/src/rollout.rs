@@ -406,8 +406,13 @@ async fn blue_green(
     service_state.live = Some(new.clone());
     let keep_warm = spec.keep_warm.as_std();
     if let Some(old_state) = old.as_ref().and_then(|o| service_state.colors.get_mut(o)) {
-        old_state.retire_at_ms =
-            Some(run.deployer.clock.now().as_millisecond() + i64::try_from(keep_warm.as_millis()).unwrap_or(i64::MAX));
+        old_state.retire_at_ms = Some(
+            run.deployer
+                .clock
+                .now()
+                .as_millisecond()
+                .saturating_add(i64::try_from(keep_warm.as_millis()).unwrap_or(i64::MAX)),
+        );
     }
     save(run, &state).await?;
     match &old {

@@ -311,6 +311,7 @@ async fn add_silence(
         Ok(request) => request,
         Err(response) => return response,
     };
+    // The config's parser bounds it (100 years at most), so the end below is a time jiff holds.
     let duration = match windlass_config::units::Duration::parse(&request.duration) {
         Ok(duration) => duration.as_std(),
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("`for`: {problem}")),
@@ -339,18 +340,26 @@ async fn add_silence(
     let result = state
         .alerting
         .with(|engine, now| {
-            let ends_at = now + duration;
-            engine.add_silence(NewSilence { matchers, starts_at: now, ends_at, author, reason })
+            // Checked all the same: a sum past jiff's last time would panic the handler.
+            let ends_at = now.checked_add(duration).ok()?;
+            Some(engine.add_silence(NewSilence { matchers, starts_at: now, ends_at, author, reason }))
         })
-        .await;
+        .await
+        .map(|added| {
+            added
+                .ok_or_else(|| format!("`for`: {} from now is past the last time Windlass can count", request.duration))
+        });
     match result {
         Err(err) => persist_error(err),
-        Ok(Err(err)) => alert_error(err),
-        Ok(Ok(silence)) => {
-            let message = format!("silenced alerts for {}: {}", request.duration, request.reason);
-            audit(&*state.store, &actor, request.environment.as_deref(), "silence.add", &silence.id, message).await;
-            (StatusCode::CREATED, Json(silence_item(&silence))).into_response()
-        }
+        Ok(Err(problem)) => error(StatusCode::BAD_REQUEST, problem),
+        Ok(Ok(added)) => match added {
+            Err(err) => alert_error(err),
+            Ok(silence) => {
+                let message = format!("silenced alerts for {}: {}", request.duration, request.reason);
+                audit(&*state.store, &actor, request.environment.as_deref(), "silence.add", &silence.id, message).await;
+                (StatusCode::CREATED, Json(silence_item(&silence))).into_response()
+            }
+        },
     }
 }
 

@@ -258,3 +258,21 @@ fn upstream_connections_per_client_connection_are_range_checked() {
     let parsed = parse_text(&format!("{MINIMAL}\n[edge]\nmax_upstream_per_connection = 32\n"));
     assert!(!parsed.has_errors(), "{}", rendered(&parsed));
 }
+
+#[test]
+fn durations_longer_than_100_years_are_refused_where_they_are_written() {
+    // Each of these passed before and overflowed a time sum later (`keep_warm` at deploy time).
+    let text = format!(
+        "{MINIMAL}keep_warm = \"106751991167d\"\nhealth = {{ interval = \"36501d\" }}\n\n[alerts]\ngroup_wait = \"3000000d\"\n"
+    );
+    let found = problems(&text);
+    for (line, value) in [(9, "106751991167d"), (10, "36501d"), (13, "3000000d")] {
+        assert!(
+            found.contains(&format!("windlass.toml:{line}:"))
+                && found.contains(&format!("`{value}` is too long a duration: the longest Windlass takes is 36500d")),
+            "line {line}, {value}:\n{found}"
+        );
+    }
+    // The longest is fine.
+    assert!(!parse_text(&format!("{MINIMAL}keep_warm = \"36500d\"\n")).has_errors());
+}
