@@ -32,8 +32,9 @@ mod webhook;
 
 pub use email::{Email, SmtpSecurity};
 pub use pagerduty::{
-    PAGERDUTY_EU_URL, PAGERDUTY_SIGNATURE_HEADER, PAGERDUTY_URL, PagerDuty, PagerDutyWebhookError,
-    PagerDutyWebhookEvent, pagerduty_dedup_key, pagerduty_severity, parse_pagerduty_webhook, verify_pagerduty_webhook,
+    PAGERDUTY_EU_URL, PAGERDUTY_SIGNATURE_HEADER, PAGERDUTY_URL, PAGERDUTY_WEBHOOK_WINDOW, PagerDuty,
+    PagerDutyWebhookError, PagerDutyWebhookEvent, pagerduty_dedup_key, pagerduty_severity, parse_pagerduty_webhook,
+    verify_pagerduty_webhook,
 };
 pub use slack::Slack;
 pub use webhook::{SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, Webhook, signature, verify_signature};

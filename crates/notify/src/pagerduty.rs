@@ -22,6 +22,11 @@ pub const PAGERDUTY_EU_URL: &str = "https://events.eu.pagerduty.com";
 /// The header of PagerDuty's v3 webhooks: `v1=<hex HMAC-SHA256>`, comma-separated when several.
 pub const PAGERDUTY_SIGNATURE_HEADER: &str = "x-pagerduty-signature";
 
+/// How far a v3 webhook event's `occurred_at` may be from the receiver's clock, either way, by
+/// default. A captured body stays genuine for ever (its signature covers only the body): past
+/// this window it is refused as stale, and within it the event id is remembered so it acts once.
+pub const PAGERDUTY_WEBHOOK_WINDOW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 const MAX_DEDUP_KEY: usize = 255;
 const MAX_SUMMARY: usize = 1024;
 
@@ -242,6 +247,11 @@ pub enum PagerDutyWebhookError {
     BadSignature,
     #[error("the PagerDuty webhook body is not a v3 event: {0}")]
     Malformed(String),
+    #[error(
+        "the PagerDuty webhook event {id} occurred at {occurred_at}, {off_by_secs} s from this server's clock: \
+         outside the freshness window of {window_secs} s (a replayed body, or a clock out of sync)"
+    )]
+    Stale { id: String, occurred_at: String, off_by_secs: i64, window_secs: u64 },
 }
 
 /// A PagerDuty v3 webhook event, the parts Windlass acts on.
@@ -282,6 +292,30 @@ impl PagerDutyWebhookEvent {
             "incident.triggered" | "incident.reopened" | "incident.unacknowledged" => Some(AlertAction::Trigger),
             _ => None,
         }
+    }
+
+    /// Whether the event is fresh at `now`: its `occurred_at` no further than `window` from
+    /// `now`, either way (PagerDuty's clock may run ahead of ours). An event without a readable
+    /// `occurred_at` is malformed: every v3 event has one.
+    pub fn check_fresh(&self, now: jiff::Timestamp, window: std::time::Duration) -> Result<(), PagerDutyWebhookError> {
+        let text = self
+            .occurred_at
+            .as_deref()
+            .ok_or_else(|| PagerDutyWebhookError::Malformed("no `event.occurred_at`".into()))?;
+        let occurred: jiff::Timestamp = text.parse().map_err(|_| {
+            PagerDutyWebhookError::Malformed(format!("`event.occurred_at` is not an RFC 3339 time: {text:?}"))
+        })?;
+        let off_by = now.as_millisecond().saturating_sub(occurred.as_millisecond());
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        if off_by.unsigned_abs() > window_ms.unsigned_abs() {
+            return Err(PagerDutyWebhookError::Stale {
+                id: self.id.clone(),
+                occurred_at: text.to_owned(),
+                off_by_secs: off_by / 1000,
+                window_secs: window.as_secs(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -367,6 +401,36 @@ mod tests {
     fn business_is_sent_as_error() {
         assert_eq!(pagerduty_severity(Severity::Business), "error");
         assert_eq!(pagerduty_severity(Severity::Critical), "critical");
+    }
+
+    fn event_at(occurred_at: Option<&str>) -> PagerDutyWebhookEvent {
+        let mut event = serde_json::json!({ "event": {
+            "id": "01DEN1HNLBC1VITK192ETJ1MPJ", "event_type": "incident.acknowledged", "resource_type": "incident",
+            "data": { "id": "PGR0VU2", "type": "incident", "incident_key": "abc" }
+        }});
+        if let Some(at) = occurred_at {
+            event["event"]["occurred_at"] = at.into();
+        }
+        parse_pagerduty_webhook(event.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_event_is_fresh_within_the_window_either_way_and_stale_past_it() {
+        let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+        let window = PAGERDUTY_WEBHOOK_WINDOW;
+        for fresh in ["2026-12-03T12:00:00Z", "2026-12-03T11:55:00Z", "2026-12-03T12:05:00Z", "2026-12-03T11:57:13.5Z"]
+        {
+            assert_eq!(event_at(Some(fresh)).check_fresh(now, window), Ok(()), "{fresh}");
+        }
+        for stale in ["2026-12-03T11:54:59.999Z", "2026-12-03T12:05:00.001Z", "2026-11-29T10:17:00.000Z"] {
+            let err = event_at(Some(stale)).check_fresh(now, window).unwrap_err();
+            assert!(matches!(err, PagerDutyWebhookError::Stale { .. }), "{stale}: {err}");
+            assert!(err.to_string().contains(stale) && err.to_string().contains("300 s"), "{err}");
+        }
+        let err = event_at(None).check_fresh(now, window).unwrap_err();
+        assert!(err.to_string().contains("no `event.occurred_at`"), "{err}");
+        let err = event_at(Some("yesterday")).check_fresh(now, window).unwrap_err();
+        assert!(err.to_string().contains("\"yesterday\""), "{err}");
     }
 
     #[test]

@@ -87,6 +87,25 @@ pub trait Store: AlertStore + Send + Sync + std::fmt::Debug {
     // Settings.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+    /// Deletes a setting; false if there was none.
+    async fn delete_setting(&self, key: &str) -> Result<bool>;
+
+    // Webhook events already received (replay protection).
+    /// Records that the event `id` from `source` was received at `received_at`, unless it was
+    /// already: true when it is new (act on it), false when it was seen before (a replay or a
+    /// redelivery: do nothing). In the same transaction, forgets the events received before
+    /// `forget_before` (those whose ids could no longer be fresh). Two concurrent calls with one
+    /// id: exactly one gets true.
+    async fn record_webhook_event(
+        &self,
+        source: &str,
+        id: &str,
+        received_at: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<bool>;
+    /// Forgets one received event, so that a redelivery of it is acted on (the first delivery
+    /// could not be acted on). False if it was not recorded.
+    async fn forget_webhook_event(&self, source: &str, id: &str) -> Result<bool>;
 
     // Probe results per service and minute (`rollups.rs`), for idle services' SLOs.
     /// Adds to the samples of each (service, minute).

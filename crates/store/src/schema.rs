@@ -119,6 +119,19 @@ CREATE TABLE probe_samples (
 );
 ";
 
+/// Webhook events already acted on, by the sender's event id, so that a captured (replayed) body
+/// acts at most once. Rows are pruned once an event with that id could no longer be fresh
+/// (the server's freshness window); `source` names the sender (`pagerduty`).
+const WEBHOOK_EVENTS_V6: &str = "
+CREATE TABLE webhook_events (
+    source TEXT NOT NULL,
+    id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (source, id)
+);
+CREATE INDEX webhook_events_by_time ON webhook_events (received_at);
+";
+
 const SLO_CURSORS_V3: &str = "
 CREATE TABLE slo_cursors (
     environment TEXT PRIMARY KEY,
@@ -149,6 +162,7 @@ pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         },
         Migration { version: 4, sqlite: ALERTS_V4.to_owned(), postgres: ALERTS_V4.to_owned() },
         Migration { version: 5, sqlite: PROBE_SAMPLES_V5.to_owned(), postgres: PROBE_SAMPLES_V5.to_owned() },
+        Migration { version: 6, sqlite: WEBHOOK_EVENTS_V6.to_owned(), postgres: WEBHOOK_EVENTS_V6.to_owned() },
     ]
 });
 

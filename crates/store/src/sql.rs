@@ -820,6 +820,56 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn delete_setting(&self, key: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM settings WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .during("deleting a setting")?;
+        committed();
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn record_webhook_event(
+        &self,
+        source: &str,
+        id: &str,
+        received_at: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.during("recording a webhook event")?;
+        sqlx::query("DELETE FROM webhook_events WHERE received_at < $1")
+            .bind(millis(forget_before))
+            .execute(&mut *tx)
+            .await
+            .during("forgetting old webhook events")?;
+        // The primary key decides between two deliveries of one id racing here: one inserts.
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_events (source, id, received_at) VALUES ($1, $2, $3)
+             ON CONFLICT (source, id) DO NOTHING",
+        )
+        .bind(source)
+        .bind(id)
+        .bind(millis(received_at))
+        .execute(&mut *tx)
+        .await
+        .during("recording a webhook event")?;
+        tx.commit().await.during("recording a webhook event")?;
+        committed();
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn forget_webhook_event(&self, source: &str, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM webhook_events WHERE source = $1 AND id = $2")
+            .bind(source)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .during("forgetting a webhook event")?;
+        committed();
+        Ok(deleted.rows_affected() > 0)
+    }
+
     async fn add_probe_samples(&self, environment: &str, samples: &[ProbeSampleRow]) -> Result<()> {
         self.add_probe_samples_impl(environment, samples).await
     }

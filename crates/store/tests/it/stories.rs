@@ -19,6 +19,8 @@ stories!(
     state_survives_reopening_and_migrations_run_once,
     a_store_from_a_newer_windlass_is_refused,
     tokens_are_found_by_hash_named_once_and_revocable,
+    a_webhook_event_is_acted_on_once_and_forgotten_past_the_window,
+    a_deleted_setting_is_gone,
 );
 
 fn new_deploy(environment: &str, owner: &str) -> NewDeploy {
@@ -342,6 +344,41 @@ async fn the_audit_log_and_settings(place: Place) {
     store.set_setting("server.id", "s-1").await.unwrap();
     store.set_setting("server.id", "s-2").await.unwrap();
     assert_eq!(store.setting("server.id").await.unwrap().as_deref(), Some("s-2"));
+}
+
+async fn a_webhook_event_is_acted_on_once_and_forgotten_past_the_window(place: Place) {
+    let clock = ManualClock::new(start_time());
+    let store = place.open(&clock).await;
+    let t0 = start_time();
+    let long_ago = t0 - Duration::from_secs(3600);
+    assert!(store.record_webhook_event("pagerduty", "E1", t0, long_ago).await.unwrap(), "new");
+    assert!(!store.record_webhook_event("pagerduty", "E1", t0, long_ago).await.unwrap(), "a replay");
+    // Ids are per sender.
+    assert!(store.record_webhook_event("other", "E1", t0, long_ago).await.unwrap());
+    // Concurrent deliveries of one id: exactly one is new.
+    let racing = (0..6).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.record_webhook_event("pagerduty", "E2", t0, long_ago).await.unwrap() })
+    });
+    let outcomes: Vec<bool> = futures_util::future::join_all(racing).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(outcomes.iter().filter(|new| **new).count(), 1, "{outcomes:?}");
+    // Past the window E1 is forgotten (and so new again: by then its date makes it stale).
+    let later = t0 + Duration::from_secs(601);
+    assert!(store.record_webhook_event("pagerduty", "E3", later, t0 + Duration::from_secs(1)).await.unwrap());
+    assert!(store.record_webhook_event("pagerduty", "E1", later, t0 + Duration::from_secs(1)).await.unwrap());
+    // A forgotten event (its first delivery failed) is acted on when redelivered.
+    assert!(store.forget_webhook_event("pagerduty", "E3").await.unwrap());
+    assert!(!store.forget_webhook_event("pagerduty", "E3").await.unwrap());
+    assert!(store.record_webhook_event("pagerduty", "E3", later, long_ago).await.unwrap());
+}
+
+async fn a_deleted_setting_is_gone(place: Place) {
+    let clock = ManualClock::new(start_time());
+    let store = place.open(&clock).await;
+    store.set_setting("alerts.link_secret", "00ff").await.unwrap();
+    assert!(store.delete_setting("alerts.link_secret").await.unwrap());
+    assert_eq!(store.setting("alerts.link_secret").await.unwrap(), None);
+    assert!(!store.delete_setting("alerts.link_secret").await.unwrap());
 }
 
 async fn unknown_deploys_are_errors_not_silence(place: Place) {
