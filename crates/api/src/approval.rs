@@ -1,5 +1,6 @@
 //! Approvals: a deploy or promotion into an environment with `approval = "required"` (or
-//! `"anyone"` without `approve`) is first a request, approved or rejected by someone.
+//! `"anyone"` without `approve`) is first a request, approved or rejected by a person (never a
+//! robot); so is a rollback to a deploy that never passed approval there.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +23,19 @@ pub struct Approval {
     pub promote_from: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// A rollback to an earlier deploy whose config and builds never passed approval here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackAsked>,
     #[serde(flatten)]
     pub decision: Decision,
+}
+
+/// What an approved rollback request runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RollbackAsked {
+    /// The deploy returned to.
+    pub to: String,
+    pub restore_database: bool,
 }
 
 /// Where a request stands, by `status`.

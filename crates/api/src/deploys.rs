@@ -66,7 +66,9 @@ pub enum StepPlan {
     Migrate { backup: bool },
 }
 
-/// `POST /environments/{env}/rollback`.
+/// `POST /environments/{env}/rollback`. A rollback passes the environment's deploy window, and,
+/// where the environment has approvals, needs one when the target's config and builds never
+/// passed approval there; `emergency` skips both.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
@@ -75,9 +77,22 @@ pub struct RollbackRequest {
     pub to: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
-    /// Also restore the database backup taken before that deploy's migrations.
+    /// Also restore the database backup taken before that deploy's migrations (permission
+    /// `restore-database`).
     #[serde(default)]
     pub restore_database: bool,
+    /// Roll back outside the environment's deploy window (needs a reason; permission
+    /// `override-window`).
+    #[serde(default)]
+    pub override_window: bool,
+    /// The requester approves their own rollback (only where the environment's approval is
+    /// "anyone").
+    #[serde(default)]
+    pub approve: bool,
+    /// An operator's emergency rollback: no approval, no deploy window; needs a reason, is
+    /// audited and announced (permission `emergency`).
+    #[serde(default)]
+    pub emergency: bool,
 }
 
 /// `POST /environments/{env}/promote`: deploy the builds that run in `from`.

@@ -79,12 +79,16 @@ mod tests {
             },
             promote_from: None,
             services: Vec::new(),
+            rollback: None,
             decision: Decision::Rejected { by: "bob".into(), reason: None },
         };
         let wire = serde_json::to_value(&approval).unwrap();
         assert_eq!(wire["status"], "rejected");
         assert_eq!(wire["by"], "bob");
-        assert!(wire.get("promote_from").is_none() && wire.get("services").is_none(), "{wire}");
+        assert!(
+            wire.get("promote_from").is_none() && wire.get("services").is_none() && wire.get("rollback").is_none(),
+            "{wire}"
+        );
         assert_eq!(serde_json::from_value::<Approval>(wire).unwrap(), approval);
     }
 

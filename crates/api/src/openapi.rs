@@ -108,7 +108,8 @@ fn list_deploys() {}
 
 #[utoipa::path(post, path = "/environments/{env}/rollback", params(("env" = String, Path)),
     request_body(content = RollbackRequest, description = "May be empty"), responses(
-    (status = 202, body = Started), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
+    (status = 202, description = "Started, or sent for approval", body = Started),
+    (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 fn rollback() {}
 
 #[utoipa::path(get, path = "/environments/{env}/lock", params(("env" = String, Path)), responses(

@@ -276,25 +276,48 @@ pub struct RollbackArgs {
     environment: String,
     /// The deploy to return to [default: the one before the last successful deploy]
     deploy_id: Option<String>,
+    /// Why (recorded with the rollback; required with --emergency and --override-window).
     #[arg(long)]
     reason: Option<String>,
     /// Also restore the database backup taken before the first migration after that deploy
     /// (writes are stopped while it runs; the state just before is kept as a backup).
     #[arg(long)]
     restore_database: bool,
+    /// Roll back outside the environment's deploy window; needs --reason, which is recorded.
+    #[arg(long)]
+    override_window: bool,
+    /// Approve your own rollback (only where the environment's approval is "anyone"); a
+    /// rollback needs approval only when its target never passed approval in the environment.
+    #[arg(long)]
+    approve: bool,
+    /// An operator's emergency rollback: no approval, no deploy window. Needs --reason; it is
+    /// audited and announced to the deploy notification receivers.
+    #[arg(long)]
+    emergency: bool,
     #[arg(long, value_enum, default_value_t)]
     output: OutputFormat,
     #[command(flatten)]
     connection: Connection,
 }
 
+/// `windlass rollback`: starts the rollback and follows it; where it needs approval, waits for
+/// the decision first (the request stays open if the wait is stopped).
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
-        let body = RollbackRequest { to: args.deploy_id, reason: args.reason, restore_database: args.restore_database };
+        let body = RollbackRequest {
+            to: args.deploy_id,
+            reason: args.reason,
+            restore_database: args.restore_database,
+            override_window: args.override_window,
+            approve: args.approve,
+            emergency: args.emergency,
+        };
         let path = format!("/environments/{}/rollback", args.environment);
-        let answer: windlass_api::Started = call(&client, "POST", &path, Some(&body)).await?;
-        let id = answer.id;
+        let answer: crate::release::StartAnswer = call(&client, "POST", &path, Some(&body)).await?;
+        let Some(id) = crate::release::started_deploy(&client, &args.environment, &answer).await? else {
+            return Ok(Outcome::NotOk);
+        };
         if args.output == OutputFormat::Text {
             println!("rollback {id} started");
         }

@@ -4,6 +4,13 @@
 //! config and each build, by hash): if either changes before the approval, the approval is
 //! refused, so nobody approves one thing and ships another.
 //!
+//! A rollback to a deploy whose config and builds never passed approval in the environment is a
+//! request too ([`request_rollback`]; see [`crate::rollback::passed_approval`]).
+//!
+//! Decisions compare people, never tokens: the requester and the approver are the names of the
+//! people (or robots) behind the tokens, so one person holding two tokens is still one person.
+//! A robot never approves or rejects, even holding the permission.
+//!
 //! One request per environment is open at a time; it lives in the store (setting
 //! `approval/<env>`) with its outcome, so a waiting `windlass deploy` learns which deploy its
 //! approved request became.
@@ -40,8 +47,33 @@ pub struct ApprovalRequest {
     pub promote_from: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// A rollback to an earlier deploy, not a deploy of the config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackAsked>,
     #[serde(flatten)]
     pub decision: Decision,
+}
+
+/// What an approved rollback request runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackAsked {
+    /// The deploy returned to (resolved when the request was made).
+    pub to: String,
+    pub restore_database: bool,
+}
+
+/// Who decides on a request: the person or robot behind the token, never the token itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Decider<'a> {
+    pub name: &'a str,
+    pub robot: bool,
+}
+
+/// Why a robot's decision is refused.
+fn robots_never_approve(name: &str, what: &str) -> DeployError {
+    DeployError::Forbidden(format!(
+        "`{name}` is a robot, and robots never {what} deploys: a person decides (robots may only ask)"
+    ))
 }
 
 pub fn key(environment: &str) -> String {
@@ -93,7 +125,8 @@ async fn guard<T>(
 pub async fn request(deployer: &Deployer, start: &StartRequest) -> Result<ApprovalRequest, DeployError> {
     let checked = deployer.check(start).await?;
     let what = format!("deploy `{}`", start.environment);
-    record(deployer, start, checked.fingerprint, None, Vec::new(), &checked.config, &checked.variables, &what).await
+    let asked = Asked { promote_from: None, services: Vec::new(), rollback: None };
+    record(deployer, start, checked.fingerprint, asked, &checked.config, &checked.variables, &what).await
 }
 
 /// Records a request to promote into `promotion.to`: what is approved is the source's builds
@@ -110,10 +143,62 @@ pub async fn request_promotion(
         actor: promotion.actor.clone(),
         options: promotion.options.clone(),
         expect: None,
+        approved_by: None,
     };
     let what = format!("promote `{}` to `{}`", promotion.from, promotion.to);
     let from = Some(promotion.from.clone());
-    record(deployer, &start, fingerprint, from, promotion.services.clone(), &config, &variables, &what).await
+    let asked = Asked { promote_from: from, services: promotion.services.clone(), rollback: None };
+    record(deployer, &start, fingerprint, asked, &config, &variables, &what).await
+}
+
+/// Records a request to roll back as `rollback` asks, to the target `checked` found (whose
+/// config and builds never passed approval in the environment).
+pub async fn request_rollback(
+    deployer: &Deployer,
+    rollback: &crate::rollback::RollbackRequest,
+    checked: &crate::rollback::Checked,
+) -> Result<ApprovalRequest, DeployError> {
+    let config = deployer.shared_config()?;
+    let variables = deployer.variables(&config, &rollback.environment).await?;
+    let start = StartRequest {
+        environment: rollback.environment.clone(),
+        actor: rollback.actor.clone(),
+        options: crate::plan::DeployOptions {
+            reason: rollback.reason.clone(),
+            override_window: rollback.override_window,
+            ..Default::default()
+        },
+        expect: None,
+        approved_by: None,
+    };
+    let what = format!("roll `{}` back to {}", rollback.environment, checked.target.id);
+    let asked = Asked {
+        promote_from: None,
+        services: Vec::new(),
+        rollback: Some(RollbackAsked {
+            to: checked.target.id.to_string(),
+            restore_database: rollback.restore_database,
+        }),
+    };
+    record(deployer, &start, rollback_fingerprint(&checked.target)?, asked, &config, &variables, &what).await
+}
+
+/// What a rollback to `target` runs: its config snapshot and its builds.
+fn rollback_fingerprint(target: &windlass_store::Deploy) -> Result<Fingerprint, DeployError> {
+    use sha2::Digest as _;
+    let recorded = crate::rollback::recorded(target)?;
+    Ok(Fingerprint {
+        config_sha256: hex::encode(sha2::Sha256::digest(target.config_snapshot.as_bytes())),
+        artifacts: recorded.services.iter().map(|(s, r)| (s.clone(), r.artifact.sha256.clone())).collect(),
+        migrations_sha256: None,
+    })
+}
+
+/// What a request asks for beyond a deploy of the config: a promotion or a rollback.
+struct Asked {
+    promote_from: Option<String>,
+    services: Vec<String>,
+    rollback: Option<RollbackAsked>,
 }
 
 /// The config's hash and the source's live builds, which an approved promotion must still find.
@@ -129,13 +214,11 @@ async fn promotion_fingerprint(deployer: &Deployer, promotion: &PromoteRequest) 
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn record(
     deployer: &Deployer,
     start: &StartRequest,
     fingerprint: Fingerprint,
-    promote_from: Option<String>,
-    services: Vec<String>,
+    asked: Asked,
     config: &windlass_config::Config,
     variables: &crate::vars::Variables,
     what: &str,
@@ -158,8 +241,9 @@ async fn record(
             requested_at: deployer.clock.now().to_string(),
             options: start.options.clone(),
             fingerprint,
-            promote_from,
-            services,
+            promote_from: asked.promote_from,
+            services: asked.services,
+            rollback: asked.rollback,
             decision: Decision::Pending,
         };
         save(deployer, &request).await?;
@@ -211,9 +295,13 @@ async fn audit(deployer: &Deployer, actor: &str, request: &ApprovalRequest, kind
 pub async fn approve(
     deployer: &Deployer,
     environment: &str,
-    approver: &str,
+    decider: Decider<'_>,
     reason: Option<String>,
 ) -> Result<(ApprovalRequest, Prepared), DeployError> {
+    let approver = decider.name;
+    if decider.robot {
+        return Err(robots_never_approve(approver, "approve"));
+    }
     let policy = policy(deployer, environment)?;
     guard(deployer, environment, async {
         let mut request = open_request(deployer, environment).await?;
@@ -231,14 +319,34 @@ pub async fn approve(
             Some(why) => format!("{why} ({approved})"),
             None => approved.clone(),
         });
-        let prepared = match &request.promote_from {
-            Some(from) => {
+        let prepared = match (&request.promote_from, &request.rollback) {
+            (_, Some(rollback)) => {
+                let rollback = crate::rollback::RollbackRequest {
+                    environment: environment.to_owned(),
+                    actor: request.requested_by.clone(),
+                    to: Some(rollback.to.clone()),
+                    reason: options.reason,
+                    restore_database: rollback.restore_database,
+                    override_window: options.override_window,
+                    mode: crate::rollback::Mode::Planned,
+                    approved_by: Some(approver.to_owned()),
+                };
+                let checked = crate::rollback::check(deployer, &rollback).await?;
+                if let Some(change) = request.fingerprint.differs_from(&rollback_fingerprint(&checked.target)?) {
+                    return Err(DeployError::Conflict(format!(
+                        "{change} since the rollback was requested: what would run is not what was approved; request it again"
+                    )));
+                }
+                crate::rollback::start(deployer, &rollback).await?
+            }
+            (Some(from), None) => {
                 let promotion = PromoteRequest {
                     from: from.clone(),
                     to: environment.to_owned(),
                     services: request.services.clone(),
                     actor: request.requested_by.clone(),
                     options,
+                    approved_by: Some(approver.to_owned()),
                 };
                 let now = promotion_fingerprint(deployer, &promotion).await?;
                 if let Some(change) = request.fingerprint.differs_from(&now) {
@@ -248,12 +356,13 @@ pub async fn approve(
                 }
                 crate::promote::start(deployer, &promotion).await?
             }
-            None => {
+            (None, None) => {
                 let start = StartRequest {
                     environment: environment.to_owned(),
                     actor: request.requested_by.clone(),
                     options,
                     expect: Some(request.fingerprint.clone()),
+                    approved_by: Some(approver.to_owned()),
                 };
                 deployer.start(&start).await?
             }
@@ -282,9 +391,13 @@ pub async fn approve(
 pub async fn reject(
     deployer: &Deployer,
     environment: &str,
-    rejecter: &str,
+    decider: Decider<'_>,
     reason: Option<String>,
 ) -> Result<ApprovalRequest, DeployError> {
+    let rejecter = decider.name;
+    if decider.robot {
+        return Err(robots_never_approve(rejecter, "reject"));
+    }
     policy(deployer, environment)?;
     guard(deployer, environment, async {
         let mut request = open_request(deployer, environment).await?;
@@ -307,24 +420,34 @@ async fn open_request(deployer: &Deployer, environment: &str) -> Result<Approval
     }
 }
 
-/// What the environment's approval policy says of a deploy or promotion by `actor`, who asked
-/// with `approve` (or not).
+/// What the environment's approval policy says of a deploy, promotion or rollback by `actor`,
+/// who asked with `approve` (or not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
-    /// No approval needed, or the requester may and does approve it: go ahead.
+    /// No approval needed: go ahead.
     Go,
-    /// The requester approves their own deploy where someone else must: refused, with why.
+    /// The requester may and does approve it (`approval = "anyone"` and `--approve`): go ahead,
+    /// recorded as approved by them.
+    SelfApproved,
+    /// The requester approves their own deploy where someone else must, or is a robot: refused,
+    /// with why.
     SelfApprovalRefused(String),
     /// Record a request and wait for an approval.
     Ask,
 }
 
 /// The approval policy applied to a request (pure: the caller records the request on [`Gate::Ask`]).
-pub fn gate(policy: Approval, approve: bool, environment: &str, actor: &str) -> Gate {
+/// A robot may ask for approval, never give it, not even its own where anyone may.
+pub fn gate(policy: Approval, approve: bool, environment: &str, actor: Decider<'_>) -> Gate {
+    let name = actor.name;
     match (policy, approve) {
-        (Approval::None, _) | (Approval::Anyone, true) => Gate::Go,
+        (Approval::None, _) => Gate::Go,
+        (Approval::Required | Approval::Anyone, true) if actor.robot => Gate::SelfApprovalRefused(format!(
+            "`{name}` is a robot, and robots never approve deploys: leave out --approve; a person approves with `windlass approve {environment}`"
+        )),
+        (Approval::Anyone, true) => Gate::SelfApproved,
         (Approval::Required, true) => Gate::SelfApprovalRefused(format!(
-            "`{environment}` needs approval by someone other than the requester ({actor}); leave out --approve and ask a colleague to run `windlass approve {environment}`"
+            "`{environment}` needs approval by someone other than the requester ({name}); leave out --approve and ask a colleague to run `windlass approve {environment}`"
         )),
         (Approval::Required | Approval::Anyone, false) => Gate::Ask,
     }
@@ -356,6 +479,10 @@ impl From<&ApprovalRequest> for windlass_api::approval::Approval {
             },
             promote_from: request.promote_from.clone(),
             services: request.services.clone(),
+            rollback: request
+                .rollback
+                .as_ref()
+                .map(|r| wire::RollbackAsked { to: r.to.clone(), restore_database: r.restore_database }),
             decision: match &request.decision {
                 Decision::Pending => wire::Decision::Pending,
                 Decision::Approved { by, deploy_id } => {
@@ -373,16 +500,32 @@ impl From<&ApprovalRequest> for windlass_api::approval::Approval {
 mod gate_tests {
     use super::*;
 
+    const ANN: Decider<'static> = Decider { name: "ann", robot: false };
+    const CI: Decider<'static> = Decider { name: "ci", robot: true };
+
     #[test]
     fn the_policy_decides_who_may_approve() {
-        assert_eq!(gate(Approval::None, false, "prod", "ann"), Gate::Go);
-        assert_eq!(gate(Approval::None, true, "prod", "ann"), Gate::Go);
-        assert_eq!(gate(Approval::Anyone, true, "prod", "ann"), Gate::Go);
-        assert_eq!(gate(Approval::Anyone, false, "prod", "ann"), Gate::Ask);
-        assert_eq!(gate(Approval::Required, false, "prod", "ann"), Gate::Ask);
-        let Gate::SelfApprovalRefused(why) = gate(Approval::Required, true, "prod", "ann") else {
+        assert_eq!(gate(Approval::None, false, "prod", ANN), Gate::Go);
+        assert_eq!(gate(Approval::None, true, "prod", ANN), Gate::Go);
+        assert_eq!(gate(Approval::Anyone, true, "prod", ANN), Gate::SelfApproved);
+        assert_eq!(gate(Approval::Anyone, false, "prod", ANN), Gate::Ask);
+        assert_eq!(gate(Approval::Required, false, "prod", ANN), Gate::Ask);
+        let Gate::SelfApprovalRefused(why) = gate(Approval::Required, true, "prod", ANN) else {
             panic!("self-approval where someone else must approve goes ahead")
         };
         assert!(why.contains("someone other than the requester (ann)"), "{why}");
+    }
+
+    #[test]
+    fn a_robot_asks_for_approval_but_never_gives_it_not_even_where_anyone_may() {
+        assert_eq!(gate(Approval::None, true, "prod", CI), Gate::Go, "no approval involved");
+        assert_eq!(gate(Approval::Anyone, false, "prod", CI), Gate::Ask);
+        assert_eq!(gate(Approval::Required, false, "prod", CI), Gate::Ask);
+        for policy in [Approval::Anyone, Approval::Required] {
+            let Gate::SelfApprovalRefused(why) = gate(policy, true, "prod", CI) else {
+                panic!("a robot approved its own deploy under {policy:?}")
+            };
+            assert!(why.contains("`ci` is a robot, and robots never approve"), "{why}");
+        }
     }
 }

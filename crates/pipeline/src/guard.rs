@@ -87,15 +87,14 @@ pub async fn act_on_critical_alerts(deployer: &Arc<Deployer>, environment: &str)
                 return Ok(());
             }
             store.set_setting(&marker, &why).await?;
-            let started = crate::rollback::start(
-                deployer,
-                environment,
-                "windlass",
-                None,
-                Some(format!("automatic: {why}")),
-                false,
-            )
-            .await;
+            let request = crate::rollback::RollbackRequest {
+                environment: environment.to_owned(),
+                actor: "windlass".to_owned(),
+                reason: Some(format!("automatic: {why}")),
+                mode: crate::rollback::Mode::Automatic,
+                ..Default::default()
+            };
+            let started = crate::rollback::start(deployer, &request).await;
             match started {
                 Ok(prepared) => {
                     let id = prepared.id.to_string();

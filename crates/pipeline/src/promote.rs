@@ -33,6 +33,8 @@ pub struct PromoteRequest {
     pub services: Vec<String>,
     pub actor: String,
     pub options: DeployOptions,
+    /// Who approved the promotion (see [`crate::deploy::StartRequest::approved_by`]).
+    pub approved_by: Option<String>,
 }
 
 /// What the source environment runs live, for the requested services, each checked to have
@@ -112,6 +114,7 @@ pub async fn start(deployer: &Deployer, request: &PromoteRequest) -> Result<Prep
     let artifacts: BTreeMap<String, Artifact> =
         services.iter().map(|p| (p.service.clone(), p.artifact.clone())).collect();
     let mut recorded = recorded_after(&target_state, &artifacts);
+    recorded.approved_by = request.approved_by.clone();
     for promoted in &services {
         if let Some(entry) = recorded.services.get_mut(&promoted.service) {
             entry.config_deploy = Some(promoted.config_deploy.clone());

@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use windlass_config::{Source, Step};
+use serde::{Deserialize, Serialize};
+use windlass_config::{Approval, Source, Step};
 use windlass_store::{Deploy, DeployId, DeployStatus, NewDeploy, StepStatus, StoreError};
 
 use crate::DeployError;
 use crate::deploy::{Deployer, Kind, Prepared, Recorded, Run, RunError, parse_config};
+use crate::plan::DeployOptions;
 use crate::rollout::{self, Change, alive_count};
 use crate::state::EnvState;
 
@@ -66,26 +68,137 @@ pub fn recorded(deploy: &Deploy) -> Result<Recorded, DeployError> {
     Ok(recorded)
 }
 
-/// Checks and records a rollback, holding the environment's lock.
-pub async fn start(
-    deployer: &Deployer,
-    environment: &str,
-    actor: &str,
-    named: Option<&str>,
-    reason: Option<String>,
-    restore_database: bool,
-) -> Result<Prepared, DeployError> {
+/// Why a rollback runs, which decides the rules it passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Asked for by someone: the environment's deploy window and approval policy apply.
+    #[default]
+    Planned,
+    /// `--emergency --reason`: an operator skips approval and deploy windows; it needs a
+    /// reason, is audited as `rollback.emergency` and announced to the deploy receivers.
+    Emergency,
+    /// The automatic rollback policy (`[pipeline] auto_rollback`) returning from a deploy that
+    /// broke: it runs at once (the deploy it leaves was itself let through), and is audited by
+    /// [`crate::guard`].
+    Automatic,
+}
+
+/// A rollback as asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub environment: String,
+    /// The person or robot asking (the requester, for an approved rollback).
+    pub actor: String,
+    /// The deploy to return to; none: the last successful one before the newest successful one.
+    pub to: Option<String>,
+    pub reason: Option<String>,
+    /// Also restore the database backup taken before the first migration after the target.
+    pub restore_database: bool,
+    /// Roll back outside the environment's deploy window (needs a reason).
+    pub override_window: bool,
+    pub mode: Mode,
+    /// Who approved it (see [`crate::deploy::StartRequest::approved_by`]).
+    pub approved_by: Option<String>,
+}
+
+impl RollbackRequest {
+    fn options(&self) -> DeployOptions {
+        DeployOptions { reason: self.reason.clone(), override_window: self.override_window, ..Default::default() }
+    }
+}
+
+/// What a rollback was checked to do before anything changes.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub target: Deploy,
+    /// The environment's approval policy.
+    pub policy: Approval,
+    /// Whether the rollback must be approved first: the policy asks for approvals and the
+    /// target's config and builds never passed approval in the environment.
+    pub needs_approval: bool,
+    /// The recorded override of a closed deploy window, if one was used.
+    pub overridden: Option<String>,
+}
+
+/// The words of a refused emergency rollback without a reason.
+pub const EMERGENCY_NEEDS_REASON: &str = "--emergency needs --reason \"why\": an emergency rollback skips approval and deploy windows, and its reason is recorded and announced";
+
+/// Everything a rollback checks before it changes anything: the environment, the target, the
+/// reason of an emergency, the deploy window (planned rollbacks) and whether approval is needed.
+pub async fn check(deployer: &Deployer, request: &RollbackRequest) -> Result<Checked, DeployError> {
     let current = deployer.shared_config()?;
-    crate::plan::check_environment(&current, environment)?;
-    let target = target(deployer, environment, named).await?;
-    let services = recorded(&target)?;
+    crate::plan::check_environment(&current, &request.environment)?;
+    if request.mode == Mode::Emergency && request.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(DeployError::Rejected(EMERGENCY_NEEDS_REASON.into()));
+    }
+    let target = target(deployer, &request.environment, request.to.as_deref()).await?;
+    let policy = current.environments.get(&request.environment).map(|e| e.approval).unwrap_or_default();
+    if request.mode != Mode::Planned {
+        return Ok(Checked { target, policy, needs_approval: false, overridden: None });
+    }
+    let overridden =
+        crate::plan::check_window(&current, &request.environment, &request.options(), deployer.clock.now())
+            .map_err(|err| DeployError::Rejected(err.to_string()))?;
+    let needs_approval = policy != Approval::None && passed_approval(deployer, &target).await?.is_none();
+    Ok(Checked { target, policy, needs_approval, overridden })
+}
+
+/// The deploy of `target`'s environment, among its 500 newest, that ran approved with exactly
+/// the config and builds `target` ran (`target` itself, or another: a rollback that was
+/// approved, an approved deploy of the same builds): what it means for a rollback target to
+/// have passed approval. None: the target's config and builds never passed approval there.
+///
+/// Only the deploy records decide: a deploy records who approved it when it starts approved
+/// (after `windlass approve`, or `--approve` where the policy is `anyone`); a deploy made while
+/// the environment needed no approval, an emergency or automatic rollback record no approval.
+pub async fn passed_approval(deployer: &Deployer, target: &Deploy) -> Result<Option<DeployId>, DeployError> {
+    let wanted = recorded(target)?;
+    let builds = |r: &Recorded| -> BTreeMap<String, String> {
+        r.services.iter().map(|(service, s)| (service.clone(), s.artifact.sha256.clone())).collect()
+    };
+    let wanted_builds = builds(&wanted);
+    for deploy in deployer.store.deploys(&target.environment, 500).await? {
+        if deploy.config_snapshot != target.config_snapshot {
+            continue;
+        }
+        // A record that cannot be read is no proof of anything.
+        let Ok(record) = recorded(&deploy) else { continue };
+        if record.approved_by.is_some() && builds(&record) == wanted_builds {
+            return Ok(Some(deploy.id));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks and records a rollback, holding the environment's lock. A planned rollback that
+/// needs approval and carries none is refused: the caller asks for approval first.
+pub async fn start(deployer: &Deployer, request: &RollbackRequest) -> Result<Prepared, DeployError> {
+    let Checked { target, needs_approval, overridden, .. } = check(deployer, request).await?;
+    let environment = request.environment.as_str();
+    let actor = request.actor.as_str();
+    if needs_approval && request.approved_by.is_none() {
+        return Err(DeployError::Forbidden(format!(
+            "`{environment}` needs approval for a rollback to {}: its builds never passed approval there",
+            target.id
+        )));
+    }
+    let mut services = recorded(&target)?;
+    // The target's own approval is not this rollback's.
+    services.approved_by = request.approved_by.clone();
     let config = parse_config(&Source::new(deployer.config_path.clone(), target.config_snapshot.clone()))?;
     let variables = deployer.variables(&config, environment).await?;
     let lease = deployer.lock(environment, &format!("rollback requested by {actor}")).await?;
-    let why = match &reason {
-        Some(reason) => format!("{ROLLBACK_REASON}{}: {reason}", target.id),
-        None => format!("{ROLLBACK_REASON}{}", target.id),
-    };
+    let mut why = format!("{ROLLBACK_REASON}{}", target.id);
+    if request.mode == Mode::Emergency {
+        why.push_str(" [emergency]");
+    }
+    if overridden.is_some() {
+        why.push_str(" [deploy window overridden]");
+    }
+    if let Some(reason) = &request.reason {
+        why.push_str(&format!(": {reason}"));
+    }
     let record = NewDeploy {
         environment: environment.into(),
         actor: actor.into(),
@@ -94,17 +207,67 @@ pub async fn start(
         artifacts: serde_json::to_string(&services).unwrap_or_default(),
         owner: deployer.holder.id.clone(),
     };
-    let id = deployer.record_started(&lease, &record, None, |_| why.clone()).await?;
+    let id = deployer.record_started(&lease, &record, overridden.as_deref(), |_| why.clone()).await?;
+    if request.mode == Mode::Emergency {
+        emergency_announced(deployer, request, &target, &id).await;
+    }
     Ok(Prepared {
         id,
         environment: environment.into(),
         actor: actor.into(),
-        kind: Kind::Rollback { target: Box::new(target), restore_database },
+        kind: Kind::Rollback { target: Box::new(target), restore_database: request.restore_database },
         lease,
         config: Arc::new(config),
         variables,
         artifacts: BTreeMap::new(),
     })
+}
+
+/// An emergency rollback is audited (`rollback.emergency`, with its reason) and announced to the
+/// receivers of the config as it is now (`[pipeline] notify`): the people to tell today, even
+/// if the target's config named others.
+async fn emergency_announced(deployer: &Deployer, request: &RollbackRequest, target: &Deploy, id: &DeployId) {
+    let reason = request.reason.clone().unwrap_or_default();
+    let message = format!(
+        "emergency rollback of `{}` to {} by {} (approval and deploy windows skipped): {reason}",
+        request.environment, target.id, request.actor
+    );
+    let data = serde_json::json!({
+        "emergency": true,
+        "reason": reason,
+        "target": target.id.to_string(),
+        "restore_database": request.restore_database,
+    });
+    deployer.audit_with(&request.actor, &request.environment, "rollback.emergency", id, &message, data).await;
+    let config = match deployer.shared_config() {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::warn!(%err, "the emergency rollback cannot be announced: the config cannot be read");
+            return;
+        }
+    };
+    let variables = match deployer.variables(&config, &request.environment).await {
+        Ok(variables) => variables,
+        Err(err) => {
+            tracing::warn!(%err, "the emergency rollback cannot be announced: the variables cannot be resolved");
+            return;
+        }
+    };
+    let notice = crate::notifications::message(
+        &config,
+        "rollback.emergency",
+        &request.environment,
+        Some(id.as_str()),
+        &format!("emergency rollback to {} by {}", target.id, request.actor),
+        message,
+        vec![
+            ("actor".to_owned(), request.actor.clone()),
+            ("reason".to_owned(), reason),
+            ("target".to_owned(), target.id.to_string()),
+            ("deploy".to_owned(), id.to_string()),
+        ],
+    );
+    crate::notifications::notify(deployer, &config, &variables, notice);
 }
 
 /// The name of the rollback step that runs the undo of step `title` of `deploy`.

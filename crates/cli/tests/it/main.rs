@@ -16,6 +16,7 @@ mod injection;
 mod leaks;
 mod output;
 mod platform;
+mod policy;
 mod private_files;
 mod readme;
 mod recovery;

@@ -78,6 +78,10 @@ pub struct StartRequest {
     pub options: DeployOptions,
     /// What an approver approved: the deploy is refused if the config or a build changed since.
     pub expect: Option<Fingerprint>,
+    /// The person who approved this deploy (an approver, or the requester with `--approve`
+    /// where anyone may approve), recorded with it: a rollback to its builds later needs no
+    /// approval again. None: it ran without approval.
+    pub approved_by: Option<String>,
 }
 
 /// What a deploy would run: the config text and each rolled-out build, by hash.
@@ -141,10 +145,16 @@ pub struct Checked {
     pub fingerprint: Fingerprint,
 }
 
-/// What the deploy record's `artifacts` holds: for every service, what runs after the deploy.
+/// What the deploy record's `artifacts` holds: for every service, what runs after the deploy,
+/// and the approval the deploy ran under.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Recorded {
     pub services: BTreeMap<String, RecordedService>,
+    /// Who approved this deploy; none when it ran without approval. It is written only by the
+    /// server when a deploy, promotion or rollback starts approved, and it is what makes a later
+    /// rollback to these builds go without approval ([`crate::rollback::passed_approval`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -376,7 +386,8 @@ impl Deployer {
         }
         let purpose = format!("deploy requested by {}", request.actor);
         let lease = self.lock(&request.environment, &purpose).await?;
-        let recorded = recorded_after(&self.state_under(&lease, &request.environment).await?, &artifacts);
+        let mut recorded = recorded_after(&self.state_under(&lease, &request.environment).await?, &artifacts);
+        recorded.approved_by = request.approved_by.clone();
         let record = NewDeploy {
             environment: request.environment.clone(),
             actor: request.actor.clone(),
@@ -446,7 +457,7 @@ impl Deployer {
         self.audit_with(actor, environment, kind, id, message, serde_json::json!({})).await;
     }
 
-    async fn audit_with(
+    pub(crate) async fn audit_with(
         &self,
         actor: &str,
         environment: &str,

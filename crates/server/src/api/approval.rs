@@ -1,5 +1,7 @@
-//! Approvals over the API: the gate a deploy or promotion passes (the policy itself is
+//! Approvals over the API: the gate a deploy, promotion or rollback passes (the policy itself is
 //! `windlass_pipeline::approval::gate`), the latest request, and approving or rejecting it.
+//! Decisions are made by the person behind the token (`Actor.name`), never by the token, and
+//! never by a robot.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -8,34 +10,34 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use windlass_api::approval::{ApprovalPending, ApprovalShown, Approved, DecisionRequest, Verdict};
 use windlass_pipeline::DeployError;
-use windlass_pipeline::approval::{self, Gate};
+use windlass_pipeline::approval::{self, Decider, Gate};
 
 use super::{Actor, AppState, Path, body, deploy_error, error, known_environment, owned, run_in_background};
 
-/// The environment's approval policy applied to a deploy or promotion by `actor`: none (go
-/// ahead) when it needs no approval or the requester may and does approve it; otherwise the
-/// answer to send: a refusal of self-approval, or the request `ask` records. `what` follows
-/// "request <id>" in the message (" to promote from staging").
+/// The environment's approval policy applied to a deploy, promotion or rollback by `actor`: go
+/// ahead (`Ok`) when it needs no approval, or the requester may and does approve it (then
+/// `Ok(Some(who))`, the approval to record); otherwise the answer to send: a refusal of
+/// self-approval, or the request `ask` records. `what` follows "request <id>" in the message
+/// (" to promote from staging").
 pub(super) async fn gate<F, Fut>(
     state: &AppState,
     environment: &str,
-    actor: &str,
+    actor: &Actor,
     approve: bool,
     what: &str,
     ask: F,
-) -> Option<Response>
+) -> Result<Option<String>, Response>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<approval::ApprovalRequest, DeployError>> + Send + 'static,
 {
-    let policy = match approval::policy(&state.deployer, environment) {
-        Ok(policy) => policy,
-        Err(err) => return Some(deploy_error(err)),
-    };
-    match approval::gate(policy, approve, environment, actor) {
-        Gate::Go => None,
-        Gate::SelfApprovalRefused(why) => Some(error(StatusCode::FORBIDDEN, why)),
-        Gate::Ask => Some(match owned(state, ask()).await {
+    let policy = approval::policy(&state.deployer, environment).map_err(deploy_error)?;
+    let decider = Decider { name: &actor.name, robot: actor.robot };
+    match approval::gate(policy, approve, environment, decider) {
+        Gate::Go => Ok(None),
+        Gate::SelfApproved => Ok(Some(actor.name.clone())),
+        Gate::SelfApprovalRefused(why) => Err(error(StatusCode::FORBIDDEN, why)),
+        Gate::Ask => Err(match owned(state, ask()).await {
             Err(response) => response,
             Ok(Err(err)) => deploy_error(err),
             Ok(Ok(pending)) => {
@@ -58,10 +60,11 @@ pub(super) async fn show(State(state): State<AppState>, Path(environment): Path<
     }
 }
 
-/// Approves (and starts) or rejects the open request.
+/// Approves (and starts) or rejects the open request: as the person behind the token; a robot
+/// is refused whatever permissions it holds.
 pub(super) async fn decide(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(actor): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -72,11 +75,23 @@ pub(super) async fn decide(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
+    if actor.robot {
+        let verb = if body.decision == Verdict::Approve { "approve" } else { "reject" };
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{}` is a robot, and robots never {verb} deploys: a person decides (robots may only ask)",
+                actor.name
+            ),
+        );
+    }
     let deployer = state.deployer.clone();
+    let Actor { name, robot, .. } = actor;
     match body.decision {
         Verdict::Approve => {
             let approved = owned(&state, async move {
-                let (request, prepared) = approval::approve(&deployer, &environment, &actor, body.reason).await?;
+                let decider = Decider { name: &name, robot };
+                let (request, prepared) = approval::approve(&deployer, &environment, decider, body.reason).await?;
                 Ok::<_, DeployError>((request, run_in_background(&deployer, prepared)))
             })
             .await;
@@ -89,9 +104,10 @@ pub(super) async fn decide(
             }
         }
         Verdict::Reject => {
-            let rejected =
-                owned(&state, async move { approval::reject(&deployer, &environment, &actor, body.reason).await })
-                    .await;
+            let rejected = owned(&state, async move {
+                approval::reject(&deployer, &environment, Decider { name: &name, robot }, body.reason).await
+            })
+            .await;
             match rejected {
                 Ok(Ok(request)) => Json(ApprovalShown { approval: (&request).into() }).into_response(),
                 Ok(Err(err)) => deploy_error(err),

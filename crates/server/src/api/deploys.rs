@@ -22,9 +22,12 @@ use windlass_api::deploys::{
 use windlass_api::{ErrorBody, LimitQuery, Started};
 use windlass_pipeline::approval;
 use windlass_pipeline::deploy::StartRequest;
+use windlass_pipeline::rollback::Mode;
 use windlass_pipeline::vars::Variables;
 use windlass_pipeline::{DeployError, view};
 use windlass_store::{Deploy, DeployId, Store};
+
+use crate::access::{Permission, Scope};
 
 use super::{
     Actor, AppState, Path, Query, body, deploy_error, error, known_environment, owned, run_in_background,
@@ -33,7 +36,7 @@ use super::{
 
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(actor): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -44,7 +47,18 @@ pub(super) async fn create(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
-    let request = StartRequest { environment, actor, options: view::options(options), expect: None };
+    if options.override_window
+        && let Err(response) = require_switch(&state, &actor, Permission::OverrideWindow, &environment).await
+    {
+        return response;
+    }
+    let mut request = StartRequest {
+        environment,
+        actor: actor.name.clone(),
+        options: view::options(options),
+        expect: None,
+        approved_by: None,
+    };
     if request.options.dry_run {
         return match state.deployer.plan(&request) {
             Ok(plan) => Json(DryRun { dry_run: true, plan: view::plan(&plan) }).into_response(),
@@ -58,51 +72,87 @@ pub(super) async fn create(
         let (deployer, request) = (state.deployer.clone(), request.clone());
         move || async move { approval::request(&deployer, &request).await }
     };
-    if let Some(response) =
-        super::approval::gate(&state, &request.environment, &request.actor, request.options.approve, "", ask).await
-    {
-        return response;
+    match super::approval::gate(&state, &request.environment, &actor, request.options.approve, "", ask).await {
+        Ok(approved_by) => request.approved_by = approved_by,
+        Err(response) => return response,
     }
     let deployer = state.deployer.clone();
     launch(&state, async move { deployer.start(&request).await }).await
 }
 
+/// The permission a dangerous switch of a request needs (`--override-window`, `--emergency`,
+/// `--restore-database`), on the environment: checked on top of the route's own.
+async fn require_switch(
+    state: &AppState,
+    actor: &Actor,
+    permission: Permission,
+    environment: &str,
+) -> Result<(), Response> {
+    crate::access::require(state, actor, permission, Scope { environment: Some(environment), service: None }).await
+}
+
+/// Rolls back: at once, or as an approval request when the target never passed approval in an
+/// environment with approvals; an emergency skips approval and windows.
 pub(super) async fn rollback(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(actor): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let request: RollbackRequest = match body(&bytes) {
+    let body: RollbackRequest = match body(&bytes) {
         Ok(request) => request,
         Err(response) => return response,
     };
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
+    let switches = [
+        (body.override_window, Permission::OverrideWindow),
+        (body.emergency, Permission::Emergency),
+        (body.restore_database, Permission::RestoreDatabase),
+    ];
+    for (_, permission) in switches.iter().filter(|(used, _)| *used) {
+        if let Err(response) = require_switch(&state, &actor, *permission, &environment).await {
+            return response;
+        }
+    }
     if let Err(response) = shared_edge_conflict(&state, &environment).await {
         return response;
     }
-    let deployer = state.deployer.clone();
-    let start = async move {
-        windlass_pipeline::rollback::start(
-            &deployer,
-            &environment,
-            &actor,
-            request.to.as_deref(),
-            request.reason,
-            request.restore_database,
-        )
-        .await
+    let mut request = windlass_pipeline::rollback::RollbackRequest {
+        environment,
+        actor: actor.name.clone(),
+        to: body.to,
+        reason: body.reason,
+        restore_database: body.restore_database,
+        override_window: body.override_window,
+        mode: if body.emergency { Mode::Emergency } else { Mode::Planned },
+        approved_by: None,
     };
-    launch(&state, start).await
+    let checked = match windlass_pipeline::rollback::check(&state.deployer, &request).await {
+        Ok(checked) => checked,
+        Err(err) => return deploy_error(err),
+    };
+    if checked.needs_approval {
+        let what = format!(" to roll back to {}", checked.target.id);
+        let ask = {
+            let (deployer, request) = (state.deployer.clone(), request.clone());
+            move || async move { approval::request_rollback(&deployer, &request, &checked).await }
+        };
+        match super::approval::gate(&state, &request.environment, &actor, body.approve, &what, ask).await {
+            Ok(approved_by) => request.approved_by = approved_by,
+            Err(response) => return response,
+        }
+    }
+    let deployer = state.deployer.clone();
+    launch(&state, async move { windlass_pipeline::rollback::start(&deployer, &request).await }).await
 }
 
 /// Deploys to `{env}` the builds that run in `from`; into an environment with approvals, it is
 /// a request like any deploy.
 pub(super) async fn promote(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(actor): Extension<Actor>,
     Path(environment): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -113,27 +163,34 @@ pub(super) async fn promote(
     if let Err(response) = known_environment(&state, &environment) {
         return response;
     }
+    if body.override_window
+        && let Err(response) = require_switch(&state, &actor, Permission::OverrideWindow, &environment).await
+    {
+        return response;
+    }
     if let Err(response) = shared_edge_conflict(&state, &environment).await {
         return response;
     }
-    let request = windlass_pipeline::promote::PromoteRequest {
+    let mut request = windlass_pipeline::promote::PromoteRequest {
         from: body.from,
         to: environment,
         services: body.services,
-        actor,
+        actor: actor.name.clone(),
         options: windlass_pipeline::plan::DeployOptions {
             reason: body.reason,
             override_window: body.override_window,
             ..Default::default()
         },
+        approved_by: None,
     };
     let what = format!(" to promote from {}", request.from);
     let ask = {
         let (deployer, request) = (state.deployer.clone(), request.clone());
         move || async move { approval::request_promotion(&deployer, &request).await }
     };
-    if let Some(response) = super::approval::gate(&state, &request.to, &request.actor, body.approve, &what, ask).await {
-        return response;
+    match super::approval::gate(&state, &request.to, &actor, body.approve, &what, ask).await {
+        Ok(approved_by) => request.approved_by = approved_by,
+        Err(response) => return response,
     }
     let deployer = state.deployer.clone();
     launch(&state, async move { windlass_pipeline::promote::start(&deployer, &request).await }).await

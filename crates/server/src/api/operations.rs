@@ -179,6 +179,10 @@ pub(super) async fn scale(
         Ok(request) => request,
         Err(response) => return response,
     };
+    // Like every route of an environment: an undeclared one is 404, another server's 409.
+    if let Err(response) = known_environment(&state, &environment) {
+        return response;
+    }
     let Ok(instances) = usize::try_from(request.instances) else {
         return error(
             StatusCode::BAD_REQUEST,
