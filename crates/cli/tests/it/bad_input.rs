@@ -21,9 +21,11 @@ use windlass_testkit::workspace_bin;
 use crate::harness::Windlass;
 use crate::platform::{Platform, config, demo};
 
-/// The parts of #19 whose rows run. A part's rows were written from the issue's text before its
-/// branch was merged: after merging it, add it here and correct the rows that guessed an
-/// interface (each says what it guessed).
+/// The parts of #19 whose rows run (`hold`, `webhook`, `roles`, `policy`). A part's rows were
+/// written from the issue's text before its branch was merged: after merging it, add it here and
+/// correct the rows that guessed an interface (each says what it guessed). `finding` rows are
+/// bad input today's code gets wrong that no part of #19 owns (each says what happens): enable
+/// them once decided and fixed.
 const ENABLED: &[&str] = &[];
 
 const PD_WEBHOOK_SECRET: &str = "pd-webhook-secret-for-the-bad-input-table";
@@ -972,13 +974,12 @@ fn person_token(fixtures: &Fixtures, name: &str) -> String {
     run.stdout.trim().to_owned()
 }
 
-/// GUESSED (`roles`): a token that expired a second after it was made. The issue asks for
-/// injected clocks, not sleeps: correct this to however the merged `token create` sets an expiry
-/// in the past (or a clock the test controls).
+/// GUESSED (`roles`): a token whose expiry is already past, given as a date (no sleeping for it
+/// to expire). Correct this to however the merged `token create` sets an expiry.
 fn expired_token(fixtures: &Fixtures) -> String {
-    let run = fixtures.offline(&["token", "create", "--for", "alice", "--name", "alice-expired", "--expires", "1s"]);
+    let run =
+        fixtures.offline(&["token", "create", "--for", "alice", "--name", "alice-expired", "--expires", "2000-01-01"]);
     assert_eq!(run.code, 0, "token create --expires: {}", run.stderr);
-    std::thread::sleep(std::time::Duration::from_secs(2));
     run.stdout.trim().to_owned()
 }
 
@@ -1119,6 +1120,15 @@ async fn bad_input_is_refused_naming_what_is_wrong_and_writes_nothing() {
     assert_eq!(warm.status, 403, "{}", warm.body);
 
     let cases = table();
+    let parts = ["hold", "webhook", "roles", "policy", "finding"];
+    for case in &cases {
+        assert!(
+            case.pending.is_none_or(|p| parts.contains(&p)),
+            "{}: no part of #19 is called {:?}",
+            case.name,
+            case.pending
+        );
+    }
     let mut names = std::collections::BTreeSet::new();
     for case in &cases {
         assert!(names.insert(case.name.as_str()), "two rows are named {:?}", case.name);
@@ -1136,6 +1146,20 @@ async fn bad_input_is_refused_naming_what_is_wrong_and_writes_nothing() {
             failures.push(format!("[{}] {problem}", case.name));
         }
     }
+    // The check itself can fail: a request that does write (a valid silence), run as a row that
+    // expects a refusal, is caught by status and by the store's snapshot.
+    let writes = api(
+        "a valid silence",
+        "POST",
+        "/api/v1/silences",
+        r#"{"environment":"production","for":"1m","reason":"the table's own check"}"#,
+    )
+    .expect(400, &["nothing"]);
+    let caught = check(&mut fixtures, &writes).await;
+    for expected in ["got 201 (expected 400)", "table `alert_silences` gained", "table `events` gained"] {
+        assert!(caught.iter().any(|p| p.contains(expected)), "the check missed {expected:?}: {caught:#?}");
+    }
+
     // Skipped rows are said, never silent: each waits for its part of #19 to be merged.
     let waiting: usize = skipped.values().map(Vec::len).sum();
     eprintln!("bad input: {ran} rows ran, {waiting} skipped until their part of #19 is merged");
