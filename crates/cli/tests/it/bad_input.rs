@@ -607,6 +607,75 @@ fn config_rows() -> Vec<Case> {
             "../x",
             &["invalid service name `../x`"],
         ),
+        config_mistake(
+            "config: negative canary weight",
+            "strategy = { canary = [{ weight = -5 }] }\n",
+            "weight = -5",
+            &["services.api.strategy.canary[0].weight", "out of range"],
+        ),
+        config_mistake(
+            "config: canary weight 500",
+            "strategy = { canary = [{ weight = 500 }] }\n",
+            "weight = 500",
+            &["services.api.strategy.canary[0].weight", "out of range"],
+        ),
+        config_mistake(
+            "config: falling canary weights",
+            "strategy = { canary = [{ weight = 50 }, { weight = 20 }] }\n",
+            "weight = 20",
+            &["canary weights must rise: 20 comes after 50"],
+        ),
+        config_mistake(
+            "config: negative rate",
+            "rate_limit = { per_client = \"-3/s\" }\n",
+            "-3/s",
+            &["services.api.rate_limit.per_client", "`-3`"],
+        ),
+        config_mistake(
+            "config: huge rate",
+            "rate_limit = { per_client = \"100000000000000/s\" }\n",
+            "100000000000000/s",
+            &["services.api.rate_limit.per_client", "`100000000000000`"],
+        ),
+        config_mistake(
+            "config: huge instances",
+            "\n[services.web]\nrun = \"demo\"\ninstances = 99999999999999999999\n",
+            "99999999999999999999",
+            &["services.web.instances"],
+        ),
+        config_mistake(
+            "config: retries 11",
+            "\n[[phases.backend.steps]]\nrun = \"x\"\nretries = 11\n",
+            "retries = 11",
+            &["phases.backend.steps[0].retries", "out of range"],
+        ),
+        config_mistake(
+            "config: overflowing timeout",
+            "health = { path = \"/h\", timeout = \"99999999999999999999s\" }\n",
+            "99999999999999999999s",
+            &["services.api.health.timeout", "too long a duration"],
+        ),
+        config_mistake(
+            "config: traversal environment name",
+            "\n[environments.\"../prod\"]\n",
+            "../prod",
+            &["invalid environment name `../prod`"],
+        ),
+        config_mistake(
+            "config: negative max_connections",
+            "\n[edge]\nmax_connections = -1\n",
+            "max_connections",
+            &["edge.max_connections", "out of range"],
+        ),
+        // FINDING: a health check every 0 ms passes `validate` with only a warning (timeout longer
+        // than interval); the edge's admin API refuses intervals under 10 ms.
+        config_mistake(
+            "config: zero health interval",
+            "health = { path = \"/h\", interval = \"0ms\" }\n",
+            "0ms",
+            &["services.api.health", "interval"],
+        )
+        .pending("finding"),
         config_row("config: truncated TOML", "[project\nname =").expect(1, &["windlass.toml:1", "invalid TOML"]),
         // `hold`: a duration that overflows when added to a time is refused by `validate`, not at
         // deploy time.
