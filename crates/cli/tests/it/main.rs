@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod alerting;
+mod bad_input;
 mod canary;
 mod contract;
 mod db;
