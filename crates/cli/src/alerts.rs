@@ -27,7 +27,7 @@ pub struct AckArgs {
 pub fn ack(args: AckArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let body = AckRequest { note: args.note, via: Some("cli".into()) };
-    let path = format!("/alerts/{}/ack", args.alert);
+    let path = format!("/alerts/{}/ack", client::segment(&args.alert));
     let answer: Acknowledged = client::runtime()?.block_on(call(&client, "POST", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
@@ -53,7 +53,7 @@ pub fn alerts(args: AlertsArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let mut path = format!("/alerts?status={}", if args.all { "all" } else { "firing" });
     if let Some(environment) = &args.environment {
-        path.push_str(&format!("&environment={environment}"));
+        path.push_str(&format!("&environment={}", client::query_value(environment)));
     }
     let answer: AlertList = client::runtime()?.block_on(get(&client, &path))?;
     if args.output == OutputFormat::Json {
@@ -136,7 +136,7 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
         }
         SilenceCommand::List { environment } => {
             let path = match environment {
-                Some(environment) => format!("/silences?environment={environment}"),
+                Some(environment) => format!("/silences?environment={}", client::query_value(&environment)),
                 None => "/silences".into(),
             };
             let answer: SilenceList = runtime.block_on(get(&client, &path))?;
@@ -168,8 +168,12 @@ pub fn silence(args: SilenceArgs) -> anyhow::Result<Outcome> {
             table.print();
         }
         SilenceCommand::Expire { id } => {
-            let silence: Silence =
-                runtime.block_on(call(&client, "DELETE", &format!("/silences/{id}"), None::<&()>))?;
+            let silence: Silence = runtime.block_on(call(
+                &client,
+                "DELETE",
+                &format!("/silences/{}", client::segment(&id)),
+                None::<&()>,
+            ))?;
             if args.output == OutputFormat::Json {
                 return print_json(&silence);
             }
@@ -226,7 +230,7 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
         IncidentCommand::List { environment, limit } => {
             let mut path = format!("/incidents?limit={limit}");
             if let Some(environment) = environment {
-                path.push_str(&format!("&environment={environment}"));
+                path.push_str(&format!("&environment={}", client::query_value(environment)));
             }
             let answer: IncidentList = runtime.block_on(get(&client, &path))?;
             if json_output {
@@ -245,7 +249,7 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
             table.print();
         }
         IncidentCommand::Show { id } => {
-            let incident: Incident = runtime.block_on(get(&client, &format!("/incidents/{id}")))?;
+            let incident: Incident = runtime.block_on(get(&client, &format!("/incidents/{}", client::segment(&id))))?;
             if json_output {
                 return print_json(&incident);
             }
@@ -259,7 +263,7 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
         }
         IncidentCommand::Note { id, text: note } => {
             let body = NoteRequest { text: Some(note), note: None };
-            let path = format!("/incidents/{id}/notes");
+            let path = format!("/incidents/{}/notes", client::segment(&id));
             let answer: Noted = runtime.block_on(call(&client, "POST", &path, Some(&body)))?;
             if json_output {
                 return print_json(&answer);
@@ -268,7 +272,7 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
         }
         IncidentCommand::Resolve { id, note } => {
             let body = NoteRequest { text: None, note };
-            let path = format!("/incidents/{id}/resolve");
+            let path = format!("/incidents/{}/resolve", client::segment(&id));
             let answer: IncidentResolved = runtime.block_on(call(&client, "POST", &path, Some(&body)))?;
             if json_output {
                 return print_json(&answer);
@@ -279,14 +283,19 @@ pub fn incident(args: IncidentArgs) -> anyhow::Result<Outcome> {
             if id.parse::<u64>().is_err() {
                 return Err(UsageError(format!("`{id}` is not an incident number")).into());
             }
-            let answer: Postmortem = runtime.block_on(get(&client, &format!("/incidents/{id}/postmortem")))?;
+            let answer: Postmortem =
+                runtime.block_on(get(&client, &format!("/incidents/{}/postmortem", client::segment(&id))))?;
             if json_output {
                 return print_json(&answer);
             }
             print!("{}", answer.markdown);
         }
         IncidentCommand::Stats { environment, service, days } => {
-            let path = format!("/reliability?environment={environment}&service={service}&days={days}");
+            let path = format!(
+                "/reliability?environment={}&service={}&days={days}",
+                client::query_value(&environment),
+                client::query_value(&service)
+            );
             let answer: Reliability = runtime.block_on(get(&client, &path))?;
             if json_output {
                 return print_json(&answer);

@@ -169,6 +169,24 @@ impl Client {
     }
 }
 
+/// `text` as one path segment of an API URL, whatever it holds: every byte but RFC 3986's
+/// unreserved ones is percent-encoded (so `/`, `?`, `#`, `%`, spaces and non-ASCII stay inside
+/// the segment), and a segment that is all dots (`.`, `..`) is encoded whole, as no dot segment
+/// may reach a URL normaliser. A name like `../../x` reaches its own route and is answered as
+/// an unknown name there, never another route.
+pub fn segment(text: impl AsRef<str>) -> String {
+    let text = text.as_ref();
+    if !text.is_empty() && text.bytes().all(|b| b == b'.') {
+        return "%2E".repeat(text.len());
+    }
+    http::percent::encode(text)
+}
+
+/// `text` as one query value (`?environment=...`): every byte but the unreserved ones encoded.
+pub fn query_value(text: impl AsRef<str>) -> String {
+    http::percent::encode(text.as_ref())
+}
+
 /// A status as hyper showed it before (`404 Not Found`), for messages that stay the same.
 struct StatusLine(u16);
 
@@ -183,4 +201,31 @@ impl std::fmt::Display for StatusLine {
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_keeps_every_name_inside_itself() {
+        let cases = [
+            ("api", "api"),
+            ("../../x", "..%2F..%2Fx"),
+            ("..", "%2E%2E"),
+            (".", "%2E"),
+            ("...", "%2E%2E%2E"),
+            ("a b", "a%20b"),
+            ("%2e%2e", "%252e%252e"),
+            ("what?#x", "what%3F%23x"),
+            ("café", "caf%C3%A9"),
+            ("v1.2_rc-1~", "v1.2_rc-1~"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(segment(name), want, "{name}");
+            // Decoded by the server, it is the name again.
+            assert_eq!(http::percent::decode(&segment(name)), name);
+        }
+        assert_eq!(query_value("production&service=x"), "production%26service%3Dx");
+    }
 }

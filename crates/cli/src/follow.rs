@@ -27,7 +27,7 @@ pub async fn watch(client: &Client, id: &str, output: OutputFormat) -> anyhow::R
     let mut started = std::collections::HashMap::new();
     let mut unreadable = None;
     client
-        .follow(&format!("/deploys/{id}/events"), |kind, data| {
+        .follow(&format!("/deploys/{}/events", crate::client::segment(id)), |kind, data| {
             let read = |what: &str| {
                 let what = what.to_owned();
                 move |err: serde_json::Error| format!("the server's `{what}` event is unreadable: {err}")

@@ -83,7 +83,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
             override_window: args.override_window,
             approve: args.approve,
         };
-        let path = format!("/environments/{}/deploys", args.environment);
+        let path = format!("/environments/{}/deploys", client::segment(&args.environment));
         if body.dry_run {
             let answer: DryRun = call(&client, "POST", &path, Some(&body)).await?;
             print_plan(&answer, args.output)?;
@@ -171,7 +171,8 @@ struct RecordedArtifact {
 
 fn show(connection: &Connection, id: &str, output: OutputFormat) -> anyhow::Result<Outcome> {
     let client = Client::new(connection)?;
-    let answer: DeployDetail = client::runtime()?.block_on(get(&client, &format!("/deploys/{id}")))?;
+    let answer: DeployDetail =
+        client::runtime()?.block_on(get(&client, &format!("/deploys/{}", client::segment(id))))?;
     if output == OutputFormat::Json {
         return print_json(&answer);
     }
@@ -215,7 +216,7 @@ pub struct DeploysArgs {
 
 pub fn deploys(args: DeploysArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let path = format!("/environments/{}/deploys?limit={}", args.environment, args.limit);
+    let path = format!("/environments/{}/deploys?limit={}", client::segment(&args.environment), args.limit);
     let answer: DeployList = client::runtime()?.block_on(get(&client, &path))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
@@ -313,7 +314,7 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
             approve: args.approve,
             emergency: args.emergency,
         };
-        let path = format!("/environments/{}/rollback", args.environment);
+        let path = format!("/environments/{}/rollback", client::segment(&args.environment));
         let answer: crate::release::StartAnswer = call(&client, "POST", &path, Some(&body)).await?;
         let Some(id) = crate::release::started_deploy(&client, &args.environment, &answer).await? else {
             return Ok(Outcome::NotOk);
@@ -422,7 +423,8 @@ pub fn lock(args: LockArgs) -> anyhow::Result<Outcome> {
     let rt = client::runtime()?;
     match args.command {
         LockCommand::Show { environment } => {
-            let answer: LockShown = rt.block_on(get(&client, &format!("/environments/{environment}/lock")))?;
+            let answer: LockShown =
+                rt.block_on(get(&client, &format!("/environments/{}/lock", client::segment(&environment))))?;
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
             }
@@ -443,7 +445,7 @@ pub fn lock(args: LockArgs) -> anyhow::Result<Outcome> {
         }
         LockCommand::Break { environment, reason } => {
             let body = BreakLockRequest { reason: Some(reason) };
-            let path = format!("/environments/{environment}/lock");
+            let path = format!("/environments/{}/lock", client::segment(&environment));
             let answer: LockBroken = rt.block_on(call(&client, "DELETE", &path, Some(&body)))?;
             if args.output == OutputFormat::Json {
                 return print_json(&answer);
@@ -477,7 +479,7 @@ pub struct MaintenanceArgs {
 pub fn maintenance(args: MaintenanceArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let body = MaintenanceRequest { enabled: args.switch == Switch::On, service: args.service, reason: args.reason };
-    let path = format!("/environments/{}/maintenance", args.environment);
+    let path = format!("/environments/{}/maintenance", client::segment(&args.environment));
     let answer: MaintenanceDone = client::runtime()?.block_on(call(&client, "PUT", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
@@ -504,7 +506,11 @@ pub struct FailoverArgs {
 pub fn failover(args: FailoverArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let body = FailoverRequest { to: args.to, reason: args.reason };
-    let path = format!("/environments/{}/services/{}/failover", args.environment, args.service);
+    let path = format!(
+        "/environments/{}/services/{}/failover",
+        client::segment(&args.environment),
+        client::segment(&args.service)
+    );
     let answer: FailoverDone = client::runtime()?.block_on(call(&client, "PUT", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
@@ -529,7 +535,11 @@ pub struct ScaleArgs {
 pub fn scale(args: ScaleArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let body = ScaleRequest { instances: args.instances as u64, reason: args.reason };
-    let path = format!("/environments/{}/services/{}/scale", args.environment, args.service);
+    let path = format!(
+        "/environments/{}/services/{}/scale",
+        client::segment(&args.environment),
+        client::segment(&args.service)
+    );
     let answer: ScaleDone = client::runtime()?.block_on(call(&client, "PUT", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);
@@ -554,7 +564,12 @@ pub struct LogsArgs {
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let path = format!("/environments/{}/services/{}/logs?tail={}", args.environment, args.service, args.tail);
+    let path = format!(
+        "/environments/{}/services/{}/logs?tail={}",
+        client::segment(&args.environment),
+        client::segment(&args.service),
+        args.tail
+    );
     let answer: Logs = client::runtime()?.block_on(get(&client, &path))?;
     if args.output == OutputFormat::Json {
         return print_json(&answer);

@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let path = format!("/environments/{}/probes", args.environment);
+    let path = format!("/environments/{}/probes", client::segment(&args.environment));
     let answer: ProbeList = client::runtime()?.block_on(get(&client, &path))?;
     match args.output {
         OutputFormat::Json => {

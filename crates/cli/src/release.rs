@@ -50,8 +50,8 @@ pub fn canary(args: CanaryArgs) -> anyhow::Result<Outcome> {
     match args.action {
         CanaryAction::Status { environment, service, output, connection } => {
             let client = Client::new(&connection)?;
-            let answer: CanaryList =
-                client::runtime()?.block_on(get(&client, &format!("/environments/{environment}/canary")))?;
+            let answer: CanaryList = client::runtime()?
+                .block_on(get(&client, &format!("/environments/{}/canary", client::segment(&environment))))?;
             let canaries: Vec<&CanaryProgress> =
                 answer.canaries.iter().filter(|c| service.as_deref().is_none_or(|s| c.service == s)).collect();
             if output == OutputFormat::Json {
@@ -120,7 +120,8 @@ fn decide(
     let service = match service {
         Some(service) => service,
         None => {
-            let answer: CanaryList = runtime.block_on(get(&client, &format!("/environments/{environment}/canary")))?;
+            let answer: CanaryList =
+                runtime.block_on(get(&client, &format!("/environments/{}/canary", client::segment(environment))))?;
             let running: Vec<String> =
                 answer.canaries.into_iter().filter(|c| c.outcome == "running").map(|c| c.service).collect();
             match running.as_slice() {
@@ -136,7 +137,7 @@ fn decide(
             }
         }
     };
-    let path = format!("/environments/{environment}/services/{service}/canary");
+    let path = format!("/environments/{}/services/{}/canary", client::segment(environment), client::segment(service));
     let answer: CanaryDecided = runtime.block_on(call(&client, "POST", &path, Some(&CanaryRequest { action })))?;
     println!("{}", answer.message);
     Ok(Outcome::Ok)
@@ -176,7 +177,7 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<Outcome> {
             override_window: args.override_window,
             approve: args.approve,
         };
-        let path = format!("/environments/{}/promote", args.to);
+        let path = format!("/environments/{}/promote", client::segment(&args.to));
         let answer: StartAnswer = call(&client, "POST", &path, Some(&body)).await?;
         let Some(id) = started_deploy(&client, &args.to, &answer).await? else {
             return Ok(Outcome::NotOk);
@@ -221,7 +222,8 @@ async fn await_approval(client: &Client, environment: &str, id: &str) -> anyhow:
     eprintln!("waiting for the decision on {id} (Ctrl-C stops waiting; the request stays open)");
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let answer: ApprovalShown = get(client, &format!("/environments/{environment}/approval")).await?;
+        let answer: ApprovalShown =
+            get(client, &format!("/environments/{}/approval", client::segment(environment))).await?;
         let latest = answer.approval;
         if latest.id != id {
             return Err(anyhow::anyhow!("approval request {id} was replaced by \"{}\"", latest.id));
@@ -258,7 +260,7 @@ pub fn approve(args: DecideArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     client::runtime()?.block_on(async {
         let body = DecisionRequest { decision: Verdict::Approve, reason: args.reason };
-        let path = format!("/environments/{}/approval", args.environment);
+        let path = format!("/environments/{}/approval", client::segment(&args.environment));
         let answer: Approved = call(&client, "POST", &path, Some(&body)).await?;
         let id = answer.id;
         if args.output == OutputFormat::Text {
@@ -274,7 +276,7 @@ pub fn approve(args: DecideArgs) -> anyhow::Result<Outcome> {
 pub fn reject(args: DecideArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
     let body = DecisionRequest { decision: Verdict::Reject, reason: args.reason };
-    let path = format!("/environments/{}/approval", args.environment);
+    let path = format!("/environments/{}/approval", client::segment(&args.environment));
     let answer: ApprovalShown = client::runtime()?.block_on(call(&client, "POST", &path, Some(&body)))?;
     if args.output == OutputFormat::Json {
         print_json(&answer)?;

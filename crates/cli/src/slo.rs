@@ -22,7 +22,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let client = Client::new(&args.connection)?;
-    let answer: wire::SloReport = client::runtime()?.block_on(get(&client, &format!("/slo/{}", args.environment)))?;
+    let answer: wire::SloReport =
+        client::runtime()?.block_on(get(&client, &format!("/slo/{}", client::segment(&args.environment))))?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
         OutputFormat::Text => print!("{}", render::render(&for_render(&answer)?)),

@@ -165,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         let done = runtime.block_on(async {
             let body =
                 windlass_api::deploys::DeployRequest { reason: Some("windlass up".into()), ..Default::default() };
-            let path = format!("/environments/{}/deploys", args.environment);
+            let path = format!("/environments/{}/deploys", client::segment(&args.environment));
             let windlass_api::Started { id } = crate::output::call(&client, "POST", &path, Some(&body)).await?;
             println!("deploy {id} started");
             crate::follow::watch(&client, &id, OutputFormat::Text).await

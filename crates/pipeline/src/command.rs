@@ -17,6 +17,10 @@ use windlass_secrets::Redactor;
 /// does not grow memory without bound).
 const MAX_LINE: usize = 64 * 1024;
 
+/// Lines read ahead of the step's log at most: past it, reading the pipes waits (and so does
+/// the command, on its full pipe) rather than memory growing.
+const LINES_AHEAD: usize = 1024;
+
 /// Why a custom step's command failed (its last attempt).
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
@@ -76,7 +80,7 @@ async fn run_once(
         .kill_on_drop(true)
         .spawn()
         .map_err(ShellError::Spawn)?;
-    let (sender, mut lines) = mpsc::unbounded_channel();
+    let (sender, mut lines) = mpsc::channel(LINES_AHEAD);
     for stream in [
         child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
         child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
@@ -125,32 +129,43 @@ async fn run_once(
 async fn read_lines(
     mut stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     redactor: Arc<Redactor>,
-    sender: mpsc::UnboundedSender<String>,
+    sender: mpsc::Sender<String>,
 ) {
     let mut redacting = redactor.stream();
     let mut buffer = vec![0u8; 8192];
     let mut text: Vec<u8> = Vec::new();
-    let send = |text: &mut Vec<u8>, last: bool| loop {
-        let (end, newline) = match text.iter().position(|&b| b == b'\n') {
-            Some(at) => (at, 1),
-            None if text.len() >= MAX_LINE => (MAX_LINE, 0),
-            None if last && !text.is_empty() => (text.len(), 0),
-            None => return,
-        };
-        let mut one: Vec<u8> = text.drain(..end + newline).collect();
-        one.truncate(end);
-        if one.last() == Some(&b'\r') {
-            one.pop();
+    let cut = |text: &mut Vec<u8>, last: bool| {
+        let mut lines = Vec::new();
+        loop {
+            let (end, newline) = match text.iter().position(|&b| b == b'\n') {
+                Some(at) => (at, 1),
+                None if text.len() >= MAX_LINE => (MAX_LINE, 0),
+                None if last && !text.is_empty() => (text.len(), 0),
+                None => return lines,
+            };
+            let mut one: Vec<u8> = text.drain(..end + newline).collect();
+            one.truncate(end);
+            if one.last() == Some(&b'\r') {
+                one.pop();
+            }
+            lines.push(String::from_utf8_lossy(&one).into_owned());
         }
-        // Nobody listening (the step timed out) is fine: the pipe is still drained.
-        let _ = sender.send(String::from_utf8_lossy(&one).into_owned());
+    };
+    // Nobody listening any more (the step timed out) is fine: the pipe is still drained.
+    let mut listened = true;
+    let mut send = async |lines: Vec<String>| {
+        for line in lines {
+            if listened && sender.send(line).await.is_err() {
+                listened = false;
+            }
+        }
     };
     loop {
         match stream.read(&mut buffer).await {
             Ok(0) => break,
             Ok(n) => {
                 text.extend(redacting.push(&buffer[..n]));
-                send(&mut text, false);
+                send(cut(&mut text, false)).await;
             }
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => {
@@ -160,7 +175,7 @@ async fn read_lines(
         }
     }
     text.extend(redacting.finish());
-    send(&mut text, true);
+    send(cut(&mut text, true)).await;
 }
 
 fn kill_group(pid: u32) {

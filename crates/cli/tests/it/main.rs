@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod alerting;
 mod bad_input;
 mod canary;

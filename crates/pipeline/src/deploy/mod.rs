@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
-use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use windlass_config::{Config, Source};
 use windlass_runtime::Runtime;
@@ -26,6 +25,7 @@ use crate::vars::{self, Variables};
 use crate::{DeployError, checks, command};
 
 mod heartbeat;
+pub mod progress;
 mod run;
 mod scale;
 mod step_log;
@@ -33,7 +33,7 @@ mod step_log;
 pub use heartbeat::Heartbeat;
 pub use run::{CommandError, OpenStep, Run, RunError, route_hosts};
 pub use scale::{Scaled, scale};
-pub use step_log::StepLog;
+pub use step_log::{DetachedLines, HEAD_BYTES, StepLog, TAIL_BYTES, dropped_marker};
 
 /// How long the deploy lock lives without a heartbeat; renewed every third of it.
 pub const LOCK_TTL: Duration = Duration::from_secs(30);
@@ -550,6 +550,7 @@ impl Deployer {
         if let Err(err) = self.store.finish_deploy(&prepared.id, status, error.as_deref()).await {
             tracing::error!(%err, deploy = %prepared.id, "cannot record the end of a deploy");
         }
+        progress::publish(&prepared.id, progress::Progress::Changed);
         if let Err(err) = self.store.release_lease(&prepared.lease).await {
             tracing::warn!(%err, "cannot release the deploy lock");
         }

@@ -149,6 +149,7 @@ impl Run {
         }
         let store = self.deployer.store.clone();
         let seq = store.start_step(&self.id, phase, title).await?;
+        super::progress::publish(&self.id, super::progress::Progress::Changed);
         Ok(OpenStep {
             seq,
             title: title.to_owned(),
@@ -166,6 +167,7 @@ impl Run {
         let problem = problem.map(|problem| self.variables.redact(&problem));
         let status = if problem.is_some() { StepStatus::Failed } else { StepStatus::Succeeded };
         self.deployer.store.finish_step(&self.id, step.seq, status, problem.as_deref()).await?;
+        super::progress::publish(&self.id, super::progress::Progress::Changed);
         // The deploy's error names the step it came from.
         match problem {
             Some(problem) => Err(RunError::Step { title: step.title, problem }),
@@ -177,7 +179,9 @@ impl Run {
         let store = &self.deployer.store;
         let seq = store.start_step(&self.id, phase, title).await?;
         store.append_step_output(&self.id, seq, &format!("{why}\n")).await?;
-        Ok(store.finish_step(&self.id, seq, StepStatus::Skipped, None).await?)
+        store.finish_step(&self.id, seq, StepStatus::Skipped, None).await?;
+        super::progress::publish(&self.id, super::progress::Progress::Changed);
+        Ok(())
     }
 
     pub(super) async fn deploy(&mut self, plan: &Plan, artifacts: &BTreeMap<String, Artifact>) -> Result<(), RunError> {
@@ -391,12 +395,9 @@ impl Run {
             env.insert(name.clone(), self.render(setting)?);
         }
         script.check_env(&env)?;
-        let sender = log.sender();
         let redactor = self.variables.redactor();
-        command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, redactor, move |line| {
-            let _ = sender.send(line);
-        })
-        .await?;
+        command::run(script.script(), &env, custom.timeout.as_std(), custom.retries, redactor, |line| log.line(line))
+            .await?;
         Ok(())
     }
 

@@ -68,7 +68,7 @@ async fn scale_owned(
         lock_lost: lost,
         service_waits: Default::default(),
     };
-    let (log, mut lines) = StepLog::detached();
+    let (log, lines) = StepLog::detached();
     if let Some(previous) = &lease.taken_over {
         log.line(format!("this scale {}", took_over(previous)));
     }
@@ -78,10 +78,7 @@ async fn scale_owned(
     if let Err(err) = deployer.store.release_lease(&lease).await {
         tracing::warn!(%err, environment, "cannot release the lock after a scale");
     }
-    let mut done = Vec::new();
-    while let Ok(line) = lines.try_recv() {
-        done.push(run.variables.redact(&line));
-    }
+    let done: Vec<String> = lines.take().iter().map(|line| run.variables.redact(line)).collect();
     let because = reason.map(|r| format!(": {r}")).unwrap_or_default();
     // A failed scale is audited too: it started (and stopped) instances.
     let (kind, message) = match &result {

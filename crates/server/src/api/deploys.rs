@@ -22,6 +22,7 @@ use windlass_api::deploys::{
 use windlass_api::{ErrorBody, LimitQuery, Started};
 use windlass_pipeline::approval;
 use windlass_pipeline::deploy::StartRequest;
+use windlass_pipeline::deploy::progress::Progress;
 use windlass_pipeline::rollback::Mode;
 use windlass_pipeline::vars::Variables;
 use windlass_pipeline::{DeployError, view};
@@ -255,6 +256,73 @@ pub(super) async fn show(State(state): State<AppState>, Path(id): Path<String>) 
     }
 }
 
+/// Deploy event streams open at once on this server, and per token: each holds a connection
+/// and reads the store when it falls behind, so a loop of `curl`s must not tie the server up.
+/// A person follows a deploy or two; CI a few at once.
+const MAX_STREAMS: usize = 64;
+const MAX_STREAMS_PER_TOKEN: usize = 8;
+
+/// How long a stream waits without being told anything before it reads the store anyway: a
+/// deploy run by another server on a shared store tells this one nothing.
+const QUIET_POLL: Duration = Duration::from_secs(2);
+
+/// The streams open now: how many in all, and per token name.
+static STREAMS: std::sync::LazyLock<std::sync::Mutex<(usize, BTreeMap<String, usize>)>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn streams() -> std::sync::MutexGuard<'static, (usize, BTreeMap<String, usize>)> {
+    STREAMS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One open stream's place under the caps, given back when the stream is dropped (its client
+/// went away, or it ended).
+struct StreamPlace {
+    token: String,
+}
+
+impl StreamPlace {
+    fn take(token: &str) -> Result<StreamPlace, Response> {
+        let mut open = streams();
+        let (all, per_token) = &mut *open;
+        let mine = per_token.get(token).copied().unwrap_or(0);
+        if mine >= MAX_STREAMS_PER_TOKEN {
+            return Err(busy(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("token `{token}` already follows {mine} deploys (at most {MAX_STREAMS_PER_TOKEN}); close one"),
+            ));
+        }
+        if *all >= MAX_STREAMS {
+            return Err(busy(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the server already streams {all} deploys (at most {MAX_STREAMS}); try again shortly"),
+            ));
+        }
+        *all += 1;
+        *per_token.entry(token.to_owned()).or_default() += 1;
+        Ok(StreamPlace { token: token.to_owned() })
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut open = streams();
+        let (all, per_token) = &mut *open;
+        *all = all.saturating_sub(1);
+        if let Some(mine) = per_token.get_mut(&self.token) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_token.remove(&self.token);
+            }
+        }
+    }
+}
+
+fn busy(status: StatusCode, message: String) -> Response {
+    let mut response = error(status, message);
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+    response
+}
+
 /// What a watcher of a deploy has already been sent.
 struct Watch {
     store: Arc<dyn Store>,
@@ -265,9 +333,13 @@ struct Watch {
     done: bool,
     /// The environment's variables, for the redaction of the `done` event's artifacts.
     variables: Option<Variables>,
+    /// What this server's deploy tells its followers; `None` once it closed.
+    progress: Option<tokio::sync::broadcast::Receiver<Progress>>,
+    _place: StreamPlace,
 }
 
 impl Watch {
+    /// Reads the deploy and its steps from the store and queues what was not sent yet.
     async fn poll(&mut self) -> Result<(), String> {
         let deploy = self.store.deploy(&self.id).await.map_err(|e| e.to_string())?;
         let steps = self.store.steps(&self.id).await.map_err(|e| e.to_string())?;
@@ -283,7 +355,7 @@ impl Watch {
                 (0, false)
             });
             if step.output.len() > *sent {
-                let text = step.output[*sent..].to_owned();
+                let text = step.output.get(*sent..).unwrap_or_default().to_owned();
                 self.queue.push_back(sse("output", &StepOutput { seq: step.seq, text }));
                 *sent = step.output.len();
             }
@@ -300,6 +372,41 @@ impl Watch {
         }
         Ok(())
     }
+
+    /// Output the deploy told of: queued without reading the store when it follows what was
+    /// sent; `false` when the store must be read (a step not seen yet, a gap).
+    fn told(&mut self, seq: i64, offset: usize, text: &str) -> bool {
+        match self.sent.get_mut(&seq) {
+            Some((sent, false)) if offset == *sent => {
+                self.queue.push_back(sse("output", &StepOutput { seq, text: text.to_owned() }));
+                *sent += text.len();
+                true
+            }
+            // Already read from the store (it was written before this stream first read it).
+            Some((sent, _)) if offset + text.len() <= *sent => true,
+            _ => false,
+        }
+    }
+
+    /// Waits until there is something to send (or the deploy may have changed), then queues it.
+    async fn next(&mut self) -> Result<(), String> {
+        let told = match self.progress.as_mut() {
+            Some(progress) => tokio::time::timeout(QUIET_POLL, progress.recv()).await.ok(),
+            None => {
+                tokio::time::sleep(QUIET_POLL).await;
+                None
+            }
+        };
+        match told {
+            Some(Ok(Progress::Output { seq, offset, text })) if self.told(seq, offset, &text) => Ok(()),
+            Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                self.progress = None;
+                self.poll().await
+            }
+            // A change, a gap, falling behind, or a quiet while: the store says what is new.
+            _ => self.poll().await,
+        }
+    }
 }
 
 fn sse(kind: &str, data: &impl Serialize) -> Event {
@@ -307,13 +414,27 @@ fn sse(kind: &str, data: &impl Serialize) -> Event {
 }
 
 /// Server-sent events of a deploy: `step` (started, ended), `output` (new text of a step) and
-/// `done` (the deploy's end); a finished deploy replays everything and ends the stream.
-pub(super) async fn watch(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+/// `done` (the deploy's end); a finished deploy replays everything and ends the stream. The
+/// store is read once at the start; then the deploy's own progress ([`Progress`]) is sent as it
+/// comes, and the store read again only on a step's start or end, a gap, or a quiet while. At
+/// most [`MAX_STREAMS`] streams are open at once, [`MAX_STREAMS_PER_TOKEN`] per token: beyond,
+/// 503 or 429 with `Retry-After`.
+pub(super) async fn watch(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Response {
     let deploy = match find_deploy(&*state.store, &id).await {
         Ok(deploy) => deploy,
         Err(response) => return response,
     };
+    let place = match StreamPlace::take(&actor.token) {
+        Ok(place) => place,
+        Err(response) => return response,
+    };
     let variables = view::shown_variables(&state.deployer, &deploy.environment).await;
+    // Before the first read of the store: what is written meanwhile is told, not missed.
+    let progress = windlass_pipeline::deploy::progress::subscribe(&deploy.id);
     let watch = Watch {
         store: state.store.clone(),
         id: deploy.id,
@@ -321,26 +442,52 @@ pub(super) async fn watch(State(state): State<AppState>, Path(id): Path<String>)
         queue: Default::default(),
         done: false,
         variables,
+        progress: Some(progress),
+        _place: place,
     };
-    let stream = futures_util::stream::unfold((watch, true), |(mut watch, first)| async move {
+    let stream = futures_util::stream::unfold((watch, true), |(mut watch, mut first)| async move {
         loop {
             if let Some(event) = watch.queue.pop_front() {
-                return Some((Ok::<Event, Infallible>(event), (watch, false)));
+                return Some((Ok::<Event, Infallible>(event), (watch, first)));
             }
             if watch.done {
                 return None;
             }
-            if !first {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if let Err(problem) = watch.poll().await {
+            let read = if std::mem::take(&mut first) { watch.poll().await } else { watch.next().await };
+            if let Err(problem) = read {
                 watch.done = true;
                 watch.queue.push_back(sse("error", &ErrorBody { error: problem }));
-            }
-            if watch.queue.is_empty() && !watch.done {
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_beyond_the_caps_are_refused_with_retry_after_and_a_closed_one_frees_its_place() {
+        let mut alice: Vec<StreamPlace> =
+            (0..MAX_STREAMS_PER_TOKEN).map(|_| StreamPlace::take("alice").expect("a place")).collect();
+        let Err(refused) = StreamPlace::take("alice") else { panic!("one more than the cap was let in") };
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers().get(axum::http::header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"5"[..]));
+        // Another token is not held up by Alice's streams; a closed one frees its place.
+        let bob = StreamPlace::take("bob").expect("bob's place");
+        drop(alice.pop());
+        alice.push(StreamPlace::take("alice").expect("the freed place"));
+        drop(bob);
+        // The server's own cap, across tokens.
+        let mut others: Vec<StreamPlace> = (0..MAX_STREAMS - MAX_STREAMS_PER_TOKEN)
+            .map(|n| StreamPlace::take(&format!("ci-{}", n / MAX_STREAMS_PER_TOKEN)).expect("a place"))
+            .collect();
+        let Err(refused) = StreamPlace::take("carol") else { panic!("one more than the server's cap was let in") };
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        others.clear();
+        alice.clear();
+        assert_eq!(streams().0, 0, "every place was given back");
+        assert!(streams().1.is_empty());
+    }
 }

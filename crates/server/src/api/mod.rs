@@ -167,7 +167,15 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 /// A JSON body, or 400 saying what is wrong with it. An empty body reads as `{}`.
 pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    serde_json::from_slice(text).map_err(|err| error(StatusCode::BAD_REQUEST, format!("invalid request body: {err}")))
+    // Through serde_path_to_error, so the message names the field that is wrong.
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text)).map_err(|err| {
+        let field = err.path().to_string();
+        let problem = err.into_inner();
+        match field.as_str() {
+            "." => error(StatusCode::BAD_REQUEST, format!("invalid request body: {problem}")),
+            _ => error(StatusCode::BAD_REQUEST, format!("invalid request body: `{field}`: {problem}")),
+        }
+    })
 }
 
 /// The environment exists in the config and this server manages it.
