@@ -11,6 +11,7 @@ mod db;
 mod deploys;
 mod docker;
 mod harness;
+mod hooks;
 mod init;
 mod injection;
 mod leaks;
