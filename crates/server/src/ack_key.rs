@@ -121,6 +121,16 @@ pub async fn load(
     store: &dyn Store,
 ) -> Result<AckKey, AckKeyError> {
     let (path, configured) = location(config, config_path, state_dir);
+    if !configured && store.backend() == windlass_store::Backend::Postgres {
+        // A shared store usually means several servers, and a link must verify on whichever
+        // one it reaches: a key per state directory would not.
+        tracing::warn!(
+            path = %path.display(),
+            "the acknowledgement-link key is this server's own ({}); servers sharing this store need one key: \
+             name it with [server] ack_key_file",
+            path.display()
+        );
+    }
     let legacy = store.setting(LEGACY_SETTING).await?;
     let legacy_key = legacy.as_deref().and_then(|hex_text| {
         let key = decode(hex_text.trim());
