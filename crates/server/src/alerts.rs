@@ -39,11 +39,9 @@ pub(crate) async fn open(store: Arc<dyn Store>, config: &Config) -> Result<Arc<A
     Ok(Arc::new(alerting))
 }
 
-/// Once a second: group waits, repeats and escalations that time has made due; and PagerDuty's
-/// webhook secrets resolved again when the config changed (first at start).
+/// Once a second: group waits, repeats and escalations that time has made due.
 pub(crate) async fn run(courier: Arc<crate::courier::Courier>) {
     loop {
-        courier.refresh_hook_secrets().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         match courier.alerting.with(|engine, now| engine.tick(now)).await {
             Ok(dispatches) => courier.deliver(dispatches),

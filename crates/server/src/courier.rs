@@ -43,7 +43,7 @@ pub(crate) struct Courier {
     pub managed: Vec<String>,
     /// The key that signs acknowledgement links, read once at start (`crate::ack_key`).
     pub ack_key: AckKey,
-    /// PagerDuty's webhook signing secrets, resolved by the alert loop (never by a request).
+    /// PagerDuty's webhook signing secrets, resolved by a loop of the server (never by a request).
     pub hook_secrets: HookSecrets,
 }
 
@@ -85,7 +85,7 @@ impl Courier {
     }
 
     /// Resolves PagerDuty's webhook secrets again if the config changed or they are due; called
-    /// by the alert loop once a second.
+    /// by [`resolve_hook_secrets`] once a second.
     pub(crate) async fn refresh_hook_secrets(&self) {
         let Ok(config) = self.deployer.shared_config() else { return };
         let now = tokio::time::Instant::now();
@@ -285,6 +285,15 @@ impl Courier {
             Ok(dispatches) => self.deliver(dispatches),
             Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
         }
+    }
+}
+
+/// PagerDuty's webhook secrets, resolved at start and then whenever the config changes or they
+/// are due; a loop of its own, so a slow secrets backend never holds up the alert engine's tick.
+pub(crate) async fn resolve_hook_secrets(courier: Arc<Courier>) {
+    loop {
+        courier.refresh_hook_secrets().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -215,6 +215,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
         ack_key,
     ));
     tasks.spawn_loop("alerts", alerts::run(courier.clone()));
+    tasks.spawn_loop("webhook secrets", courier::resolve_hook_secrets(courier.clone()));
     tasks.spawn_loop("signals", signals::run(courier.clone(), environments.clone()));
     tasks.spawn_loop("guard", signals::guard(courier.clone(), environments.clone()));
     let probes = probes::Probes::default();

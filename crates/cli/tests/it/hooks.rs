@@ -264,7 +264,7 @@ async fn a_refused_webhook_reads_no_secret() {
             assert!(!answer.contains(PD_WEBHOOK_SECRET), "{answer}");
         }
     }
-    // Two ticks of the server's alert loop, which is where the secret would be read again.
+    // Two turns of the server's webhook-secrets loop, which is where the secret would be read again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(bao.reads_under(&prefix), before, "a refused webhook read the secrets backend");
 
