@@ -50,6 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         return Err(UsageError(message).into());
     }
 
+    diagnostics.extend(check_ack_key_file(config, &source, &path));
+
     let mut env_diagnostics = Vec::new();
     let env_file = read_env_file(config, &args.environment, args.env_file, &mut env_diagnostics)?;
     let process_env: BTreeMap<String, String> =
@@ -158,4 +160,27 @@ fn plural(n: usize, noun: &str) -> String {
 
 fn plural_suffix(separator: &str, n: usize, noun: &str) -> String {
     if n == 0 { String::new() } else { format!("{separator}{}", plural(n, noun)) }
+}
+
+/// `[server] ack_key_file`, as the server will read it: private, and holding a key. A file not
+/// there is a warning only: validate may run on another machine than the server.
+fn check_ack_key_file(
+    config: &windlass_config::Config,
+    source: &Source,
+    config_file: &std::path::Path,
+) -> Vec<Diagnostic> {
+    let Some(file) = &config.server.ack_key_file else { return Vec::new() };
+    let (path, _) = windlass_server::ack_key::location(config, config_file, std::path::Path::new("."));
+    match windlass_server::ack_key::read(&path) {
+        Ok(Some(_)) => Vec::new(),
+        Ok(None) => vec![
+            Diagnostic::warning(format!(
+                "`server.ack_key_file`: {} does not exist here; the server refuses to start without it",
+                path.display()
+            ))
+            .at(source, file.span.clone())
+            .help("make it with `(umask 077; openssl rand -hex 32 > FILE)` and copy it to every server"),
+        ],
+        Err(err) => vec![Diagnostic::error(format!("`server.ack_key_file`: {err}")).at(source, file.span.clone())],
+    }
 }

@@ -554,12 +554,14 @@ fn a_signed_link_acknowledges_its_own_firing_only_until_it_expires() {
     // A link of an earlier firing does not acknowledge a new one.
     engine.resolve(&down, clock.now());
     clock.advance(mins(1));
-    engine.fire(&down, clock.now());
+    // Fired at a time finer than the link's milliseconds, as the system clock gives.
+    let refired_at = clock.now() + jiff::SignedDuration::from_nanos(456_789);
+    engine.fire(&down, refired_at);
     assert_eq!(
         engine.acknowledge_link(secret, &token, "alice", clock.now()).unwrap_err(),
         AlertError::LinkForEarlierFiring(id.clone())
     );
-    let fresh = ack_token(secret, &id, clock.now(), expires);
+    let fresh = ack_token(secret, &id, refired_at, expires);
     engine.acknowledge_link(secret, &fresh, "alice", clock.now()).unwrap();
     assert_eq!(engine.alert(&id).unwrap().ack.as_ref().unwrap().via, AckVia::Link);
 }

@@ -31,26 +31,12 @@ use windlass_store::{Clock, NewEvent, Store, SystemClock};
 
 use crate::api::{Actor, AppState, Path, Query, body, error};
 
-/// The setting that holds the server's secret for acknowledgement links.
-const LINK_SECRET: &str = "alerts.link_secret";
-
 /// Opens the engine over the store (resuming its firing alerts).
 pub(crate) async fn open(store: Arc<dyn Store>, config: &Config) -> Result<Arc<Alerting>, crate::ServerError> {
     let alerting = Alerting::open(store, Arc::new(SystemClock), &config.alerts, &config.oncall)
         .await
         .map_err(|err| crate::ServerError::Setup(format!("cannot resume alerting: {err}")))?;
     Ok(Arc::new(alerting))
-}
-
-/// The server's secret for acknowledgement links, made on first use and kept in the store.
-pub(crate) async fn link_secret(store: &dyn Store) -> Result<Vec<u8>, String> {
-    if let Some(secret) = store.setting(LINK_SECRET).await.map_err(|e| e.to_string())? {
-        return hex::decode(secret.trim()).map_err(|_| format!("the setting {LINK_SECRET} is not hex"));
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|err| format!("no randomness for the link secret: {err}"))?;
-    store.set_setting(LINK_SECRET, &hex::encode(bytes)).await.map_err(|e| e.to_string())?;
-    Ok(bytes.to_vec())
 }
 
 /// Once a second: group waits, repeats and escalations that time has made due.
@@ -93,35 +79,100 @@ pub(crate) fn public_routes() -> Router<AppState> {
     Router::new().route("/ack/{token}", get(ack_page).post(ack_link)).route("/hooks/pagerduty", post(pagerduty_hook))
 }
 
+/// Where received webhook events are recorded (`Store::record_webhook_event`).
+const PAGERDUTY_SOURCE: &str = "pagerduty";
+
 /// PagerDuty's v3 webhook: an incident acknowledged in PagerDuty acknowledges the alert whose
-/// `dedup_key` opened it, so escalation stops here too. The signature is checked against
-/// `alerts.pagerduty_webhook_secret` as each managed environment resolves it; a webhook no
-/// secret verifies is refused (401) and changes nothing.
+/// `dedup_key` opened it, so escalation stops here too.
+///
+/// In this order, each step refusing before the next is tried:
+/// 1. the signature, against `alerts.pagerduty_webhook_secret` as the server resolved it ahead
+///    of time ([`crate::courier::HookSecrets`]): a request is never what makes the server read
+///    its secrets backend. No match: 401, nothing done.
+/// 2. freshness: `event.occurred_at` within [`windlass_notify::PAGERDUTY_WEBHOOK_WINDOW`] of the
+///    server's clock, either way. A captured body stays validly signed for ever; this bounds
+///    how long it can be replayed.
+/// 3. the event's id, recorded in the store (one transaction, so two deliveries racing act
+///    once): an id already received is a replay, or PagerDuty delivering twice (it delivers at
+///    least once).
+///
+/// A stale or already received event answers 2xx (202 and 200), does nothing, and is logged:
+/// PagerDuty retries any other answer, and a retry of either can never succeed, so a 4xx would
+/// only buy futile retries and count towards PagerDuty's disabling the subscription. Only
+/// validly signed bodies get these answers, so they tell a forger nothing.
 async fn pagerduty_hook(State(state): State<AppState>, headers: axum::http::HeaderMap, bytes: Bytes) -> Response {
     let Ok(config) = state.deployer.shared_config() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the config cannot be read");
     };
-    let Some(secret) = config.alerts.pagerduty_webhook_secret.as_ref() else {
+    if config.alerts.pagerduty_webhook_secret.is_none() {
         return error(StatusCode::NOT_FOUND, "no alerts.pagerduty_webhook_secret is configured");
-    };
-    let signature = headers.get("x-pagerduty-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let mut verified = None;
-    let mut last_error = String::from("no environment resolves alerts.pagerduty_webhook_secret");
-    for environment in &state.managed {
-        let Ok(variables) = state.deployer.variables(&config, environment).await else { continue };
-        let Ok(secret) = variables.render(secret, &Default::default()) else { continue };
-        match windlass_notify::verify_pagerduty_webhook(&secret, signature, &bytes) {
-            Ok(event) => {
-                verified = Some(event);
-                break;
-            }
-            Err(err) => last_error = err.to_string(),
+    }
+    let secrets = state.courier.hook_secrets.current();
+    if secrets.is_empty() {
+        tracing::warn!("a PagerDuty webhook was refused: alerts.pagerduty_webhook_secret is not resolved yet");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "alerts.pagerduty_webhook_secret is not resolved yet; see the server's log",
+        );
+    }
+    let signature =
+        headers.get(windlass_notify::PAGERDUTY_SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let mut verified = Err(windlass_notify::PagerDutyWebhookError::MissingSignature);
+    for secret in &secrets {
+        verified = windlass_notify::verify_pagerduty_webhook(secret.expose(), signature, &bytes);
+        // Only a bad signature is worth trying the next secret for.
+        if !matches!(verified, Err(windlass_notify::PagerDutyWebhookError::BadSignature)) {
+            break;
         }
     }
-    let Some(event) = verified else {
-        tracing::warn!(problem = %last_error, "a PagerDuty webhook was refused");
-        return error(StatusCode::UNAUTHORIZED, last_error);
+    let event = match verified {
+        Ok(event) => event,
+        Err(err @ windlass_notify::PagerDutyWebhookError::Malformed(_)) => {
+            tracing::warn!(problem = %err, "a signed PagerDuty webhook was refused");
+            return error(StatusCode::BAD_REQUEST, err);
+        }
+        Err(err) => {
+            tracing::warn!(problem = %err, "a PagerDuty webhook was refused");
+            return error(StatusCode::UNAUTHORIZED, err);
+        }
     };
+    let now = state.deployer.clock.now();
+    let window = windlass_notify::PAGERDUTY_WEBHOOK_WINDOW;
+    match event.check_fresh(now, window) {
+        Ok(()) => {}
+        Err(err @ windlass_notify::PagerDutyWebhookError::Stale { .. }) => {
+            tracing::warn!(event = %event.id, problem = %err, "a stale PagerDuty webhook event was ignored");
+            return (StatusCode::ACCEPTED, Json(HookIgnored { ignored: err.to_string() })).into_response();
+        }
+        Err(err) => {
+            tracing::warn!(event = %event.id, problem = %err, "a signed PagerDuty webhook was refused");
+            return error(StatusCode::BAD_REQUEST, err);
+        }
+    }
+    // An event dated up to one window ahead stays fresh until one window after its date: its
+    // id is remembered for two windows after it arrived.
+    let forget_before = now - window * 2;
+    match state.store.record_webhook_event(PAGERDUTY_SOURCE, &event.id, now, forget_before).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(event = %event.id, "a PagerDuty webhook event already received was ignored (a replay or a redelivery)");
+            let ignored = format!("event {} was already received", event.id);
+            return (StatusCode::OK, Json(HookIgnored { ignored })).into_response();
+        }
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+    let response = act_on_pagerduty_event(&state, event.clone()).await;
+    if response.status().is_server_error() {
+        // Not acted on: PagerDuty's retry of it must be.
+        if let Err(err) = state.store.forget_webhook_event(PAGERDUTY_SOURCE, &event.id).await {
+            tracing::warn!(%err, event = %event.id, "cannot forget a PagerDuty webhook event not acted on");
+        }
+    }
+    response
+}
+
+/// What a genuine, fresh, new PagerDuty event does.
+async fn act_on_pagerduty_event(state: &AppState, event: windlass_notify::PagerDutyWebhookEvent) -> Response {
     if event.action() != Some(windlass_notify::AlertAction::Acknowledge) {
         return (StatusCode::ACCEPTED, Json(HookIgnored { ignored: event.event_type })).into_response();
     }
@@ -250,12 +301,9 @@ async fn ack_page(Path(token): Path<String>) -> Response {
 }
 
 async fn ack_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let secret = match link_secret(&*state.store).await {
-        Ok(secret) => secret,
-        Err(problem) => return error(StatusCode::INTERNAL_SERVER_ERROR, problem),
-    };
     let by = "signed link";
-    let result = state.alerting.with(|engine, now| engine.acknowledge_link(&secret, &token, by, now)).await;
+    let key = state.courier.ack_key.bytes();
+    let result = state.alerting.with(|engine, now| engine.acknowledge_link(key, &token, by, now)).await;
     match result {
         Err(err) => persist_error(err),
         Ok(Err(err)) => alert_error(err),
@@ -268,16 +316,14 @@ async fn ack_link(State(state): State<AppState>, Path(token): Path<String>) -> R
     }
 }
 
-/// A link for notifications to carry: acknowledges this firing of the alert until it expires.
-pub async fn ack_link_for(
-    store: &dyn Store,
+/// A link for notifications to carry: acknowledges this firing of the alert until `expires`.
+pub fn ack_link_for(
+    key: &crate::ack_key::AckKey,
     alert: &str,
     fired_at: jiff::Timestamp,
-    valid: Duration,
-) -> Result<String, String> {
-    let secret = link_secret(store).await?;
-    let expires = SystemClock.now() + valid;
-    Ok(format!("/ack/{}", windlass_monitor::alert::ack_token(&secret, alert, fired_at, expires)))
+    expires: jiff::Timestamp,
+) -> String {
+    format!("/ack/{}", windlass_monitor::alert::ack_token(key.bytes(), alert, fired_at, expires))
 }
 
 async fn list_silences(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {

@@ -11,7 +11,7 @@
 //!   routes like any other, so the other receivers hear of it; it resolves at its next success.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,18 +22,121 @@ use windlass_monitor::oncall::{Recipient, email_receiver};
 use windlass_notify::{AlertAction, AlertEvent, Link, Receiver, RetryPolicy, Severity};
 use windlass_pipeline::Deployer;
 use windlass_pipeline::vars::Variables;
+use windlass_secrets::SecretValue;
 use windlass_store::Store;
+
+use crate::ack_key::AckKey;
 
 /// How long an acknowledgement link in a notification stays valid.
 const LINK_VALID: Duration = Duration::from_secs(24 * 3600);
+/// How often PagerDuty's webhook secret is resolved again with the config unchanged, so that a
+/// secret rotated in the secrets backend is picked up without a restart.
+const HOOK_SECRETS_REFRESH: Duration = Duration::from_secs(10 * 60);
+/// How soon a resolution of the webhook secret that failed (backend unreachable) is tried again.
+const HOOK_SECRETS_RETRY: Duration = Duration::from_secs(30);
 
 pub(crate) struct Courier {
     pub deployer: Arc<Deployer>,
     pub store: Arc<dyn Store>,
     pub alerting: Arc<Alerting>,
+    /// The environments this server manages: their variables resolve the webhook's secret.
+    pub managed: Vec<String>,
+    /// The key that signs acknowledgement links, read once at start (`crate::ack_key`).
+    pub ack_key: AckKey,
+    /// PagerDuty's webhook signing secrets, resolved by a loop of the server (never by a request).
+    pub hook_secrets: HookSecrets,
+}
+
+/// PagerDuty's webhook signing secrets (`alerts.pagerduty_webhook_secret` as each managed
+/// environment resolves it), kept in memory. They are resolved at start, when the config file
+/// changes, and every [`HOOK_SECRETS_REFRESH`], always by the server's own loop: a webhook
+/// request, signed or not, never reaches the secrets backend, so an unauthenticated caller
+/// cannot make the server decrypt anything.
+#[derive(Default)]
+pub(crate) struct HookSecrets {
+    state: Mutex<HookState>,
+}
+
+#[derive(Default)]
+struct HookState {
+    /// The config they were resolved from (`shared_config` hands out one `Arc` per file text).
+    config: Option<Arc<Config>>,
+    secrets: Vec<SecretValue>,
+    /// When to resolve them again.
+    due: Option<tokio::time::Instant>,
+}
+
+impl HookSecrets {
+    /// The secrets as last resolved; empty until the first resolution succeeds.
+    pub(crate) fn current(&self) -> Vec<SecretValue> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).secrets.clone()
+    }
 }
 
 impl Courier {
+    pub(crate) fn new(
+        deployer: Arc<Deployer>,
+        store: Arc<dyn Store>,
+        alerting: Arc<Alerting>,
+        managed: Vec<String>,
+        ack_key: AckKey,
+    ) -> Self {
+        Courier { deployer, store, alerting, managed, ack_key, hook_secrets: HookSecrets::default() }
+    }
+
+    /// Resolves PagerDuty's webhook secrets again if the config changed or they are due; called
+    /// by [`resolve_hook_secrets`] once a second.
+    pub(crate) async fn refresh_hook_secrets(&self) {
+        let Ok(config) = self.deployer.shared_config() else { return };
+        let now = tokio::time::Instant::now();
+        {
+            let mut state = self.hook_secrets.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let unchanged = state.config.as_ref().is_some_and(|c| Arc::ptr_eq(c, &config));
+            if unchanged && state.due.is_none_or(|due| now < due) {
+                return;
+            }
+            if config.alerts.pagerduty_webhook_secret.is_none() {
+                *state = HookState { config: Some(config), secrets: Vec::new(), due: None };
+                return;
+            }
+        }
+        let Some(setting) = config.alerts.pagerduty_webhook_secret.as_ref() else { return };
+        let mut secrets: Vec<SecretValue> = Vec::new();
+        let mut problems = Vec::new();
+        for environment in &self.managed {
+            match self.deployer.variables(&config, environment).await {
+                Ok(variables) => match variables.render(setting, &Default::default()) {
+                    Ok(secret) if !secret.is_empty() => {
+                        let secret = SecretValue::new(secret);
+                        if !secrets.contains(&secret) {
+                            secrets.push(secret);
+                        }
+                    }
+                    Ok(_) => problems.push(format!("`{environment}`: it is empty")),
+                    Err(err) => problems.push(variables.redact(&format!("`{environment}`: {err}"))),
+                },
+                // The variables' errors name variables, never their values.
+                Err(err) => problems.push(format!("`{environment}`: {err}")),
+            }
+        }
+        let mut state = self.hook_secrets.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if secrets.is_empty() {
+            tracing::warn!(
+                problems = %problems.join("; "),
+                "cannot resolve alerts.pagerduty_webhook_secret; PagerDuty's webhooks are refused until it resolves"
+            );
+            // The secrets of the former config stay until these resolve: PagerDuty's subscription
+            // has not changed because a file did.
+            state.config = Some(config);
+            state.due = Some(now + HOOK_SECRETS_RETRY);
+            return;
+        }
+        if !problems.is_empty() {
+            tracing::warn!(problems = %problems.join("; "), "alerts.pagerduty_webhook_secret does not resolve everywhere");
+        }
+        *state = HookState { config: Some(config), secrets, due: Some(now + HOOK_SECRETS_REFRESH) };
+    }
+
     /// Sends `dispatches` in the background.
     pub(crate) fn deliver(self: &Arc<Self>, dispatches: Vec<Dispatch>) {
         if dispatches.is_empty() {
@@ -122,12 +225,9 @@ impl Courier {
         let mut links = Vec::new();
         if let (Some(base), AlertAction::Trigger) = (link_base, action) {
             for alert in alerts.iter().filter(|a| a.ack.is_none()) {
-                match crate::alerts::ack_link_for(&*self.store, &alert.id, alert.fired_at, LINK_VALID).await {
-                    Ok(path) => {
-                        links.push(Link { href: format!("{base}{path}"), text: format!("Acknowledge {}", alert.name) })
-                    }
-                    Err(err) => tracing::warn!(%err, "no acknowledgement link"),
-                }
+                let expires = self.deployer.clock.now() + LINK_VALID;
+                let path = crate::alerts::ack_link_for(&self.ack_key, &alert.id, alert.fired_at, expires);
+                links.push(Link { href: format!("{base}{path}"), text: format!("Acknowledge {}", alert.name) });
             }
         }
         AlertEvent {
@@ -185,6 +285,15 @@ impl Courier {
             Ok(dispatches) => self.deliver(dispatches),
             Err(err) => tracing::warn!(%err, "alerting: cannot save the engine's state"),
         }
+    }
+}
+
+/// PagerDuty's webhook secrets, resolved at start and then whenever the config changes or they
+/// are due; a loop of its own, so a slow secrets backend never holds up the alert engine's tick.
+pub(crate) async fn resolve_hook_secrets(courier: Arc<Courier>) {
+    loop {
+        courier.refresh_hook_secrets().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -6,6 +6,7 @@
 //! who. On start the server recovers from whatever stopped it before ([`windlass_pipeline::recover`]).
 
 pub mod access;
+pub mod ack_key;
 pub mod alerts;
 mod api;
 mod courier;
@@ -61,6 +62,8 @@ pub enum ServerError {
     Listen { address: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] listener::TlsError),
+    #[error(transparent)]
+    AckKey(#[from] ack_key::AckKeyError),
 }
 
 /// The state directory's stable server id, created on first start: deploys and locks are owned
@@ -196,6 +199,7 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     // The key and certificate are checked, and the port bound, before recovery changes
     // anything: a server that cannot serve must not have acted first.
     let tls = listener::TlsFiles::from_config(&config, &options.config_path);
+    let ack_key = ack_key::load(&config, &options.config_path, &options.state_dir, &*store).await?;
     let listener = listener::Bound::bind(options.listen, tls.as_ref()).await?;
     let recovery = windlass_pipeline::recover::recover(&deployer, &environments).await?;
     for note in &recovery.notes {
@@ -203,9 +207,15 @@ pub async fn start(mut options: ServerOptions) -> Result<ServerHandle, ServerErr
     }
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address: options.listen, source })?;
     let alerting = alerts::open(store.clone(), &config).await?;
-    let courier =
-        Arc::new(courier::Courier { deployer: deployer.clone(), store: store.clone(), alerting: alerting.clone() });
+    let courier = Arc::new(courier::Courier::new(
+        deployer.clone(),
+        store.clone(),
+        alerting.clone(),
+        environments.clone(),
+        ack_key,
+    ));
     tasks.spawn_loop("alerts", alerts::run(courier.clone()));
+    tasks.spawn_loop("webhook secrets", courier::resolve_hook_secrets(courier.clone()));
     tasks.spawn_loop("signals", signals::run(courier.clone(), environments.clone()));
     tasks.spawn_loop("guard", signals::guard(courier.clone(), environments.clone()));
     let probes = probes::Probes::default();

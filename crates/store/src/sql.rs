@@ -821,11 +821,27 @@ impl Store for SqlStore {
     }
 
     async fn delete_setting(&self, key: &str) -> Result<bool> {
+        let mut conn = self.pool.acquire().await.during("deleting a setting")?;
+        if self.backend == Backend::Sqlite {
+            // A deleted row's bytes stay in the file's free space (and the WAL) unless SQLite
+            // overwrites them: a setting deleted because a copy of the file must not hold it
+            // (a key moved out) has to be gone from the bytes too.
+            sqlx::query("PRAGMA secure_delete = ON").execute(&mut *conn).await.during("deleting a setting")?;
+        }
         let deleted = sqlx::query("DELETE FROM settings WHERE key = $1")
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .during("deleting a setting")?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA secure_delete = OFF").execute(&mut *conn).await.during("deleting a setting")?;
+            // The WAL still holds the page as it was before: copy the new pages into the file
+            // and empty the WAL. Best effort: a reader holding an old snapshot makes it partial,
+            // and the next checkpoint finishes it.
+            if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *conn).await {
+                tracing::debug!(%err, "the WAL was not checkpointed after deleting a setting");
+            }
+        }
         committed();
         Ok(deleted.rows_affected() > 0)
     }

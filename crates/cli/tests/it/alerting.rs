@@ -13,13 +13,23 @@ use crate::platform::{Platform, config, demo};
 const PD_WEBHOOK_SECRET: &str = "pd-webhook-secret-for-windlass-tests";
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdefABCDEF";
 
-/// What PagerDuty's v3 webhook sends when someone acknowledges the incident `incident_key`.
-fn acknowledged_in_pagerduty(incident_key: &str) -> Vec<u8> {
+/// What PagerDuty's v3 webhook sends when someone acknowledges the incident `incident_key`, just
+/// now (a webhook event is acted on only within minutes of its `occurred_at`).
+pub(crate) fn acknowledged_in_pagerduty(incident_key: &str) -> Vec<u8> {
+    acknowledged_in_pagerduty_at(incident_key, "01DEN1HNLBC1VITK192ETJ1MPJ", jiff::Timestamp::now())
+}
+
+/// [`acknowledged_in_pagerduty`] as event `event_id`, occurred at `occurred_at`.
+pub(crate) fn acknowledged_in_pagerduty_at(
+    incident_key: &str,
+    event_id: &str,
+    occurred_at: jiff::Timestamp,
+) -> Vec<u8> {
     json!({ "event": {
-        "id": "01DEN1HNLBC1VITK192ETJ1MPJ",
+        "id": event_id,
         "event_type": "incident.acknowledged",
         "resource_type": "incident",
-        "occurred_at": "2026-11-29T10:17:00.000Z",
+        "occurred_at": occurred_at.to_string(),
         "agent": { "id": "PXPGF42", "summary": "Alice Oncall", "type": "user_reference" },
         "data": { "id": "PGR0VU2", "type": "incident", "status": "acknowledged", "incident_key": incident_key }
     }})
@@ -27,26 +37,26 @@ fn acknowledged_in_pagerduty(incident_key: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn signed(secret: &str, body: &[u8]) -> String {
+pub(crate) fn signed(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     format!("v1={}", hex::encode(ring::hmac::sign(&key, body).as_ref()))
 }
 
 /// The shop with `extra`, its deploys not stopped by alerts (the probes here are down from the
 /// start, which is not what a deploy should answer for).
-fn shop(extra: &str) -> String {
+pub(crate) fn shop(extra: &str) -> String {
     config(&demo(), r#"VERSION = "v1""#, "1m", extra).replace("[pipeline]\n", "[pipeline]\nauto_rollback = false\n")
 }
 
 /// A critical probe of `api` that fails at once (a closed port) and goes down after two checks.
-fn cache_probe() -> String {
+pub(crate) fn cache_probe() -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     format!(
         "\n[probes.cache]\ntype = \"tcp\"\naddress = \"{closed}\"\ninterval = \"1s\"\nfailure_threshold = 2\nservice = \"api\"\nseverity = \"critical\"\n"
     )
 }
 
-async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     // Each probe runs the CLI: every 200 ms, not testkit's default 20 ms.
     windlass_testkit::Wait::every(Duration::from_millis(200)).until(what, || std::future::ready(probe())).await
 }
@@ -125,7 +135,7 @@ url = "{pd_url}"
 }
 
 /// POSTs a PagerDuty webhook to the server; (status, body).
-async fn post_pagerduty_webhook(url: &str, signature: &str, body: &[u8]) -> (u16, String) {
+pub(crate) async fn post_pagerduty_webhook(url: &str, signature: &str, body: &[u8]) -> (u16, String) {
     let address: std::net::SocketAddr = url.trim_start_matches("http://").split('/').next().unwrap().parse().unwrap();
     let path = format!("/{}", url.trim_start_matches("http://").split_once('/').unwrap().1);
     let body = String::from_utf8(body.to_vec()).unwrap();

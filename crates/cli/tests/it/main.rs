@@ -13,6 +13,7 @@ mod db;
 mod deploys;
 mod docker;
 mod harness;
+mod hooks;
 mod init;
 mod injection;
 mod leaks;

@@ -231,3 +231,56 @@ fn a_short_secret_is_refused_unless_its_variable_allows_it() {
     let run = test.run(&["validate", "production"]);
     assert_eq!(run.code, 0, "{}", run.all_output());
 }
+
+/// `[server] ack_key_file` is checked as the server will read it: a file other users may read is
+/// an error saying how to fix it, one that holds no key an error that does not quote it, a file
+/// not there a warning (validate may run away from the server), a private key nothing.
+#[test]
+fn the_ack_key_file_is_checked_as_the_server_reads_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let test = Windlass::new();
+    test.write(
+        "windlass.toml",
+        "[project]\nname = \"shop\"\n\n[environments.production]\n\n[server]\nack_key_file = \"keys/ack.key\"\n",
+    );
+    let messages = |run: &crate::harness::Run| -> Vec<(String, String)> {
+        json(run)["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["severity"].as_str().unwrap().to_owned(), d["message"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let key_path = test.path().join("keys/ack.key");
+
+    let run = test.run(&["validate", "production", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let found = messages(&run);
+    assert!(found.iter().any(|(severity, m)| severity == "warning" && m.contains("does not exist here")), "{found:?}");
+
+    std::fs::create_dir(test.path().join("keys")).unwrap();
+    std::fs::write(&key_path, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = test.run(&["validate", "production", "--output", "json"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let found = messages(&run);
+    assert!(
+        found.iter().any(|(severity, m)| severity == "error"
+            && m.contains("chmod 600 ")
+            && m.contains("keys/ack.key`")
+            && m.contains("644")),
+        "{found:?}"
+    );
+
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&key_path, "my-ack-key-in-words\n").unwrap();
+    let run = test.run(&["validate", "production", "--output", "json"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("my-ack-key-in-words"), "{}", run.stdout);
+    assert!(messages(&run).iter().any(|(_, m)| m.contains("64 hex digits")), "{}", run.stdout);
+
+    std::fs::write(&key_path, format!("{}\n", "ab".repeat(32))).unwrap();
+    let run = test.run(&["validate", "production", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(messages(&run).iter().all(|(severity, _)| severity == "note"), "{}", run.stdout);
+}

@@ -74,7 +74,8 @@ impl Engine {
     ) -> Result<Vec<Dispatch>, AlertError> {
         let claim = verify_ack_token(secret, token, now)?;
         let alert = self.alerts.get(&claim.alert).ok_or_else(|| AlertError::UnknownAlert(claim.alert.clone()))?;
-        if alert.fired_at != claim.fired_at {
+        // The link carries the firing time in milliseconds; the alert keeps the clock's own.
+        if alert.fired_at.as_millisecond() != claim.fired_at.as_millisecond() {
             return Err(AlertError::LinkForEarlierFiring(claim.alert));
         }
         self.acknowledge(&claim.alert, by, AckVia::Link, None, now)

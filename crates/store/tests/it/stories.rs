@@ -375,10 +375,19 @@ async fn a_webhook_event_is_acted_on_once_and_forgotten_past_the_window(place: P
 async fn a_deleted_setting_is_gone(place: Place) {
     let clock = ManualClock::new(start_time());
     let store = place.open(&clock).await;
-    store.set_setting("alerts.link_secret", "00ff").await.unwrap();
+    let key = "5ec12e7c0ffee5ec12e7c0ffee5ec12e7c0ffee5ec12e7c0ffee5ec12e7c0ffe";
+    store.set_setting("alerts.link_secret", key).await.unwrap();
     assert!(store.delete_setting("alerts.link_secret").await.unwrap());
     assert_eq!(store.setting("alerts.link_secret").await.unwrap(), None);
     assert!(!store.delete_setting("alerts.link_secret").await.unwrap());
+    // A copy of the SQLite files (the database and its WAL) holds no trace of the value.
+    if let Place::Sqlite(_) = &place {
+        let location = place.location();
+        for file in [location.clone(), format!("{location}-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "{file} still holds the deleted value");
+        }
+    }
 }
 
 async fn unknown_deploys_are_errors_not_silence(place: Place) {
