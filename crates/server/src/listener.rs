@@ -174,8 +174,9 @@ impl Bound {
         if self.tls.is_some() { "https" } else { "http" }
     }
 
-    /// Serves `app` within the default [`Limits`] until the listener fails or this future is
-    /// dropped (which closes every connection: they are owned by it).
+    /// Serves `app` within the default [`Limits`] until this future is dropped (which closes
+    /// every connection: they are owned by it). A failing `accept` (out of file descriptors)
+    /// pauses accepting; it does not end serving.
     pub async fn serve(self, app: axum::Router) -> std::io::Result<()> {
         self.serve_within(app, Limits::default()).await
     }
