@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+use windlass_testkit::receiver::{Answer, serve, slack_shape};
 use windlass_testkit::{tools, workspace_bin};
 
 use crate::alerting::{acknowledged_in_pagerduty_at, eventually, post_pagerduty_webhook, shop, signed};
@@ -283,7 +286,15 @@ async fn a_refused_webhook_reads_no_secret() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ack_link_key_lives_outside_the_store() {
     let (probe, _) = toggled_probe();
-    let mut platform = Platform::start(&shop(&probe));
+    let slack = serve(vec![Answer::Check(Arc::new(slack_shape))], None).await;
+    let extra = format!(
+        "{probe}\n[alerts]\ngroup_wait = \"1s\"\npublic_url = \"https://windlass.shop.example\"\n\
+         routes = [{{ severity = \"critical\", to = [\"slack\"] }}]\n\n[alerts.receivers.slack]\ntype = \"slack\"\n\
+         webhook_url = \"{}\"\n",
+        slack.url("http", "/services/T0/B0/XYZ")
+    );
+    // No probe at first: the alert (and the link sent for it) come after the key has moved.
+    let mut platform = Platform::start(&shop(""));
     let state = platform.state_dir();
     let key_file = state.join("ack-link.key");
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -294,6 +305,7 @@ async fn the_ack_link_key_lives_outside_the_store() {
 
     // An older Windlass's store: the key in its settings, no file.
     platform.kill_server();
+    std::fs::write(&platform.config, shop(&extra)).unwrap();
     let old_key = "0123456789abcdef0123456789abcdeffedcba9876543210fedcba9876543210";
     std::fs::remove_file(&key_file).unwrap();
     let database = state.join("windlass.db").display().to_string();
@@ -338,6 +350,21 @@ async fn the_ack_link_key_lives_outside_the_store() {
     let fired_at: jiff::Timestamp = alert["fired_at"].as_str().unwrap().parse().unwrap();
     let expires = jiff::Timestamp::now() + Duration::from_secs(3600);
     let server: SocketAddr = platform.server_url.trim_start_matches("http://").parse().unwrap();
+    // The links the server sends now are signed with the same (moved) key (waited for first: an
+    // acknowledged alert is not notified).
+    let link = eventually("a Slack message with a link", || {
+        slack.requests().iter().find_map(|(_, body)| {
+            let body = String::from_utf8_lossy(body);
+            let start = body.find("https://windlass.shop.example/ack/")? + "https://windlass.shop.example/ack/".len();
+            let token: String =
+                body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).collect();
+            token.starts_with(id).then_some(token)
+        })
+    })
+    .await;
+    let parts: Vec<&str> = link.split('.').collect();
+    let sent_expires = jiff::Timestamp::from_second(parts[2].parse().unwrap()).unwrap();
+    assert_eq!(link, windlass_monitor::alert::ack_token(&hex::decode(old_key).unwrap(), id, fired_at, sent_expires));
     // The key the server made before the move is not the key any more.
     let forged = windlass_monitor::alert::ack_token(&hex::decode(&made).unwrap(), id, fired_at, expires);
     let reply = windlass_testkit::http::request("POST", server, &format!("/ack/{forged}"), &[], "").await.unwrap();
