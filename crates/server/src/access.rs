@@ -327,6 +327,26 @@ pub(crate) async fn require(
     }
 }
 
+/// Which of `environments` `actor` may read: what global listings (`/status`, `/events`) show
+/// them. Everything for a bootstrap admin; nothing when the config does not load.
+pub(crate) fn readable<'a>(
+    state: &AppState,
+    actor: &Actor,
+    environments: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
+    if actor.admin && !actor.robot {
+        return environments.map(str::to_owned).collect();
+    }
+    let Ok(config) = state.deployer.shared_config() else { return Vec::new() };
+    environments
+        .filter(|environment| {
+            let scope = Scope { environment: Some(environment), service: None };
+            decide(&config.access, actor, Permission::Read, scope).is_ok()
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Records a denial and makes its 403.
 async fn deny(state: &AppState, actor: &Actor, denial: &Denial, scope: Scope<'_>) -> Response {
     let call = current_call();
