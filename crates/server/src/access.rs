@@ -306,6 +306,11 @@ pub(crate) async fn require(
     permission: Permission,
     scope: Scope<'_>,
 ) -> Result<(), Response> {
+    // A bootstrap admin holds everything whatever the config says, so a config being edited
+    // (and broken for a moment) does not lock the admin out of the API that reports it.
+    if actor.admin && !actor.robot {
+        return Ok(());
+    }
     let config = match state.deployer.shared_config() {
         Ok(config) => config,
         // Without a readable config nothing is granted: fail closed, saying why.
@@ -320,6 +325,26 @@ pub(crate) async fn require(
         Ok(()) => Ok(()),
         Err(denial) => Err(deny(state, actor, &denial, scope).await),
     }
+}
+
+/// Which of `environments` `actor` may read: what global listings (`/status`, `/events`) show
+/// them. Everything for a bootstrap admin; nothing when the config does not load.
+pub(crate) fn readable<'a>(
+    state: &AppState,
+    actor: &Actor,
+    environments: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
+    if actor.admin && !actor.robot {
+        return environments.map(str::to_owned).collect();
+    }
+    let Ok(config) = state.deployer.shared_config() else { return Vec::new() };
+    environments
+        .filter(|environment| {
+            let scope = Scope { environment: Some(environment), service: None };
+            decide(&config.access, actor, Permission::Read, scope).is_ok()
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Records a denial and makes its 403.

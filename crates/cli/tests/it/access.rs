@@ -155,8 +155,25 @@ async fn each_role_may_do_what_it_holds_on_its_scope_and_nothing_else() {
             }
         }
     }
+    // Listings of every environment show the caller's: a viewer of production sees production.
+    let environments =
+        |reply: Reply| -> Vec<String> { json(&reply)["environments"].as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(environments(call(&platform, &vera, "GET", "/status", "").await), ["production"]);
+    assert_eq!(environments(call(&platform, &ci, "GET", "/status", "").await), ["production", "staging"]);
+    assert_eq!(environments(call(&platform, &platform.token, "GET", "/status", "").await), ["production", "staging"]);
+    let denied_in_staging = call(&platform, &dan, "POST", "/environments/staging/deploys", dry_run).await;
+    assert_eq!(denied_in_staging.status, 403);
+    assert!(staging_events(&platform, &platform.token).await > 0, "the admin sees staging's denials");
+    assert_eq!(staging_events(&platform, &vera).await, 0, "a viewer of production does not see staging's events");
+
     let robot = call(&platform, &ci, "POST", "/environments/staging/approval", r#"{"approve": true}"#).await;
     assert!(json(&robot)["error"].as_str().unwrap().contains("robots never approve"), "{}", robot.body);
+}
+
+/// How many of the events `token` may list are staging's.
+async fn staging_events(platform: &Platform, token: &str) -> usize {
+    let events = json(&call(platform, token, "GET", "/events?limit=1000", "").await);
+    events["events"].as_array().unwrap().iter().filter(|e| e["environment"] == "staging").count()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,18 +2,24 @@
 //! `windlass_pipeline::view::status`), the monitor's probes and the audit trail.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 use windlass_api::events::{Event, EventList, EventQuery};
 
-use super::{AppState, Path, Query, deploy_error, error, known_environment};
+use super::{Actor, AppState, Path, Query, deploy_error, error, known_environment};
 
-pub(super) async fn status(State(state): State<AppState>) -> Response {
+/// The status of the environments the caller may read (a viewer of one environment sees that
+/// one).
+pub(super) async fn status(State(state): State<AppState>, Extension(actor): Extension<Actor>) -> Response {
     match windlass_pipeline::view::status(&state.deployer).await {
-        Ok(status) => Json(status).into_response(),
+        Ok(mut status) => {
+            let readable = crate::access::readable(&state, &actor, status.environments.keys().map(String::as_str));
+            status.environments.retain(|environment, _| readable.contains(environment));
+            Json(status).into_response()
+        }
         Err(err) => deploy_error(err),
     }
 }
@@ -44,7 +50,13 @@ pub(super) async fn list_probes(State(state): State<AppState>, Path(environment)
 
 /// The audit trail, newest first: deploys, approvals, overrides, failovers, failed
 /// notifications, scheduled backups.
-pub(super) async fn list_events(State(state): State<AppState>, Query(query): Query<EventQuery>) -> Response {
+/// The audit trail, newest first: the events of environments the caller may read, and those of
+/// no environment.
+pub(super) async fn list_events(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Query(query): Query<EventQuery>,
+) -> Response {
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     // Filtering by kind happens after the read: read more so a rare kind still fills the page.
     let read = if query.kind.is_some() { 5000 } else { limit };
@@ -52,8 +64,13 @@ pub(super) async fn list_events(State(state): State<AppState>, Query(query): Que
         Ok(events) => events,
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
     };
+    let mut environments: Vec<&str> = events.iter().filter_map(|e| e.environment.as_deref()).collect();
+    environments.sort_unstable();
+    environments.dedup();
+    let readable = crate::access::readable(&state, &actor, environments.into_iter());
     let events = events
         .iter()
+        .filter(|e| e.environment.as_ref().is_none_or(|environment| readable.contains(environment)))
         .filter(|e| query.kind.as_deref().is_none_or(|k| e.kind.starts_with(k)))
         .take(limit as usize)
         .map(|e| Event {
