@@ -261,7 +261,13 @@ async fn serve_http<S>(stream: S, client: SocketAddr, app: axum::Router, header_
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(app);
+    // Each request carries the address of its connection's client (axum's `ConnectInfo`), so
+    // audit records say where a call came from.
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(client));
+        let mut app = app.clone();
+        async move { tower_service::Service::call(&mut app, request).await }
+    });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_read_timeout)
