@@ -21,7 +21,7 @@ export WINDLASS_EDGE_TOKEN=bench-edge-token-0123456789abcdef
 "$BIN/windlass" edge --config "$CONFIG" --env staging --listen 127.0.0.1:$EDGE_PORT \
   --admin-listen 127.0.0.1:$ADMIN_PORT --state "$WORK/edge.json" >"$WORK/edge.log" 2>&1 & track $!
 wait_port "$ADMIN_PORT"
-export WINDLASS_TOKEN=$("$BIN/windlass" token create --name bench --config "$CONFIG" --state "$STATE" 2>/dev/null)
+export WINDLASS_TOKEN=$("$BIN/windlass" token create --admin --for bench --config "$CONFIG" --state "$STATE" 2>/dev/null)
 export WINDLASS_SERVER=http://127.0.0.1:$API_PORT
 start_server() {
   "$BIN/windlass" server --config "$CONFIG" --state "$STATE" --listen 127.0.0.1:$API_PORT \

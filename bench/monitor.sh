@@ -109,7 +109,7 @@ say "starting windlass (edge + server, $PROBES probes) and prometheus + blackbox
 "$BIN/windlass" edge --config "$CONFIG" --env bench --listen 127.0.0.1:$EDGE_PORT \
   --admin-listen 127.0.0.1:$ADMIN_PORT --state "$WORK/edge.json" >"$WORK/edge.log" 2>&1 & EDGE=$!; track $EDGE
 wait_port "$ADMIN_PORT"
-export WINDLASS_TOKEN=$("$BIN/windlass" token create --name bench --config "$CONFIG" --state "$WORK/state" 2>/dev/null)
+export WINDLASS_TOKEN=$("$BIN/windlass" token create --admin --for bench --config "$CONFIG" --state "$WORK/state" 2>/dev/null)
 export WINDLASS_SERVER=http://127.0.0.1:$API_PORT
 "$BIN/windlass" server --config "$CONFIG" --state "$WORK/state" --listen 127.0.0.1:$API_PORT \
   --edge-admin 127.0.0.1:$ADMIN_PORT --edge-listen 127.0.0.1:$EDGE_PORT >"$WORK/server.log" 2>&1 & SERVER=$!; track $SERVER
@@ -243,7 +243,7 @@ EOF
 "$BIN/windlass" edge --config "$CONFIG" --env production --listen 127.0.0.1:$EDGE_PORT \
   --admin-listen 127.0.0.1:$ADMIN_PORT --state "$WORK/edge2.json" >"$WORK/edge2.log" 2>&1 & track $!
 wait_port "$ADMIN_PORT"
-export WINDLASS_TOKEN=$("$BIN/windlass" token create --name bench --config "$CONFIG" --state "$WORK/state2" 2>/dev/null)
+export WINDLASS_TOKEN=$("$BIN/windlass" token create --admin --for bench --config "$CONFIG" --state "$WORK/state2" 2>/dev/null)
 export WINDLASS_SERVER=http://127.0.0.1:$API_PORT
 "$BIN/windlass" server --config "$CONFIG" --state "$WORK/state2" --listen 127.0.0.1:$API_PORT \
   --edge-admin 127.0.0.1:$ADMIN_PORT --edge-listen 127.0.0.1:$EDGE_PORT >"$WORK/server2.log" 2>&1 & track $!

@@ -10,6 +10,7 @@
 //! The alert, silence, incident and SLO report items mirror the monitor's serde shapes field for
 //! field (the server converts into them; this crate must not depend on the monitor).
 
+pub mod access;
 pub mod alerts;
 pub mod approval;
 pub mod canary;

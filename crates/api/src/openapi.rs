@@ -43,7 +43,7 @@ impl Modify for BearerToken {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A personal token: `windlass token create --name <you>`"))
+                    .description(Some("A personal token: `windlass token create --for <you>`"))
                     .build(),
             ),
         );

@@ -70,7 +70,7 @@ impl Client {
                 .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", file.display())))?,
             (None, Ok(token)) => token,
             (None, Err(_)) => std::fs::read_to_string(".windlass/token").map_err(|_| {
-                UsageError("no token: set WINDLASS_TOKEN, pass --token-file, or create one with `windlass token create --name <you>`".into())
+                UsageError("no token: set WINDLASS_TOKEN, pass --token-file, or create one with `windlass token create --for <you>`".into())
             })?,
         };
         let ca_file = connection

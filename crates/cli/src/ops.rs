@@ -264,6 +264,8 @@ pub fn events(args: EventsArgs) -> anyhow::Result<Outcome> {
             event.environment.as_deref().unwrap_or("-"),
             &event.actor,
             &event.kind,
+            // API calls' records say how they ended; the pipeline's own events do not.
+            event.audit.as_ref().map_or("-", |audit| audit.outcome.as_str()),
             &event.message,
         ]);
     }

@@ -20,19 +20,35 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// A token as `token list` shows it: its name, when it was created and revoked.
+/// A token as `token list` shows it: whose it is, when it was created, expires, was last used
+/// and was revoked.
 pub struct TokenRow {
     pub name: String,
+    pub owner: String,
+    pub robot: bool,
+    pub admin: bool,
     pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// Expired by the store's clock.
+    pub expired: bool,
+    pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
 }
 
-/// `token list`: names and dates, never the tokens themselves (only their hashes are stored).
+/// `token list`: names, owners and dates, never the tokens themselves (only their hashes are
+/// stored).
 pub fn tokens(tokens: &[TokenRow], output: OutputFormat) -> anyhow::Result<Outcome> {
     #[derive(Serialize)]
     struct Listed<'a> {
         name: &'a str,
+        owner: &'a str,
+        /// `person` or `robot`.
+        kind: &'a str,
+        admin: bool,
         created_at: String,
+        expires_at: Option<String>,
+        expired: bool,
+        last_used_at: Option<String>,
         revoked_at: Option<String>,
     }
     #[derive(Serialize)]
@@ -44,7 +60,13 @@ pub fn tokens(tokens: &[TokenRow], output: OutputFormat) -> anyhow::Result<Outco
             .iter()
             .map(|t| Listed {
                 name: &t.name,
+                owner: &t.owner,
+                kind: if t.robot { "robot" } else { "person" },
+                admin: t.admin,
                 created_at: t.created_at.to_string(),
+                expires_at: t.expires_at.map(|at| at.to_string()),
+                expired: t.expired,
+                last_used_at: t.last_used_at.map(|at| at.to_string()),
                 revoked_at: t.revoked_at.map(|at| at.to_string()),
             })
             .collect();
@@ -52,8 +74,19 @@ pub fn tokens(tokens: &[TokenRow], output: OutputFormat) -> anyhow::Result<Outco
     }
     let mut table = Table::new();
     for token in tokens {
+        let owner = match (token.robot, token.admin) {
+            (true, _) => format!("robot {}", token.owner),
+            (false, true) => format!("admin {}", token.owner),
+            (false, false) => format!("person {}", token.owner),
+        };
+        let expires = match (token.expires_at, token.expired) {
+            (Some(at), true) => format!("expired {at}"),
+            (Some(at), false) => format!("expires {at}"),
+            (None, _) => "never expires".to_owned(),
+        };
+        let used = token.last_used_at.map_or_else(|| "never used".to_owned(), |at| format!("used {at}"));
         let revoked = token.revoked_at.map(|at| format!("revoked {at}")).unwrap_or_default();
-        table.row([token.name.clone(), format!("created {}", token.created_at), revoked]);
+        table.row([token.name.clone(), owner, format!("created {}", token.created_at), expires, used, revoked]);
     }
     table.print();
     Ok(Outcome::Ok)

@@ -169,14 +169,29 @@ pub fn server(args: ServerArgs) -> anyhow::Result<Outcome> {
 
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
-    /// Create a personal token; it is printed once and stored only as a hash.
+    /// Create a token for a person or a robot declared in `[access]`, or a bootstrap admin
+    /// token; it is printed once and stored only as a hash.
     Create {
+        /// The person it belongs to (declared in `[access.people]`, unless --admin).
+        #[arg(long = "for", value_name = "PERSON", conflicts_with = "robot")]
+        person: Option<String>,
+        /// The robot it belongs to (declared in `[access.robots]`), such as `ci`.
+        #[arg(long, value_name = "ROBOT")]
+        robot: Option<String>,
+        /// A bootstrap admin token: every permission everywhere. Made only here, with access
+        /// to the server's state; the person defaults to `admin`.
+        #[arg(long, conflicts_with = "robot")]
+        admin: bool,
+        /// The token's own name, unique among tokens [default: the person's or robot's name]
         #[arg(long)]
-        name: String,
+        name: Option<String>,
+        /// How long it lives, such as 30d or 12h (at most 366d)
+        #[arg(long, default_value = "90d", value_parser = lifetime)]
+        expires: std::time::Duration,
         #[command(flatten)]
         state: StateArgs,
     },
-    /// List tokens by name (never the tokens themselves).
+    /// List tokens: whose, expiry, last use, revocation (never the tokens themselves).
     List {
         #[command(flatten)]
         state: StateArgs,
@@ -192,31 +207,113 @@ pub enum TokenCommand {
     },
 }
 
+fn lifetime(text: &str) -> Result<std::time::Duration, String> {
+    windlass_config::units::Duration::parse(text).map(|d| d.as_std()).map_err(|e| e.to_string())
+}
+
 #[derive(clap::Args)]
 pub struct TokenArgs {
     #[command(subcommand)]
     command: TokenCommand,
 }
 
+/// Who a new token belongs to, checked against `[access]`: a declared person, a declared robot,
+/// or (with `--admin`) any person name, as a bootstrap admin.
+fn token_owner(
+    config: &windlass_config::Config,
+    path: &Path,
+    person: Option<String>,
+    robot: Option<String>,
+    admin: bool,
+) -> anyhow::Result<(String, bool)> {
+    let access = &config.access;
+    match (person, robot) {
+        (_, Some(robot)) => {
+            tokens::check_name(&robot).map_err(|err| UsageError(err.to_string()))?;
+            if !access.robots.contains_key(&robot) {
+                return Err(UsageError(format!(
+                    "robot `{robot}` is not declared in {}: add [access.robots.{robot}] and grant it a role",
+                    path.display()
+                ))
+                .into());
+            }
+            Ok((robot, true))
+        }
+        (Some(person), None) => {
+            tokens::check_name(&person).map_err(|err| UsageError(err.to_string()))?;
+            if !admin && !access.people.contains_key(&person) {
+                return Err(UsageError(format!(
+                    "person `{person}` is not declared in {}: add [access.people.{person}] and a grant \
+                     ([[access.grants]] people = [\"{person}\"], role = ..., environments = [...]), \
+                     or make a bootstrap admin token with --admin",
+                    path.display()
+                ))
+                .into());
+            }
+            Ok((person, false))
+        }
+        (None, None) if admin => Ok(("admin".to_owned(), false)),
+        (None, None) => Err(UsageError(
+            "say whose token it is: --for <person> (declared in [access.people]), --robot <robot>, \
+             or --admin for a bootstrap admin token"
+                .into(),
+        )
+        .into()),
+    }
+}
+
 pub fn token(args: TokenArgs) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         match args.command {
-            TokenCommand::Create { name, state } => {
-                tokens::check_name(&name).map_err(|err| UsageError(err.to_string()))?;
-                let (_, _, dir) = state.resolve()?;
+            TokenCommand::Create { person, robot, admin, name, expires, state } => {
+                if let Some(name) = &name {
+                    tokens::check_name(name).map_err(|err| UsageError(err.to_string()))?;
+                }
+                if expires > tokens::MAX_LIFETIME || expires.is_zero() {
+                    return Err(UsageError(format!(
+                        "--expires must be more than 0 and at most 366d (asked: {}s)",
+                        expires.as_secs()
+                    ))
+                    .into());
+                }
+                let (config, path, dir) = state.resolve()?;
+                let (owner, is_robot) = token_owner(&config, &path, person, robot, admin)?;
                 let store = windlass_server::open_store(&dir, state.database.as_deref()).await?;
-                let token = tokens::create(&*store, &name).await.map_err(|err| UsageError(err.to_string()))?;
-                eprintln!("token `{name}` created; it is shown only now:");
+                let name = match name {
+                    Some(name) => name,
+                    None => free_token_name(&*store, &owner).await?,
+                };
+                let request = tokens::TokenRequest {
+                    name: name.clone(),
+                    owner: owner.clone(),
+                    robot: is_robot,
+                    admin,
+                    lifetime: expires,
+                };
+                let token = tokens::create(&*store, &request).await.map_err(|err| UsageError(err.to_string()))?;
+                let whose = match (is_robot, admin) {
+                    (true, _) => format!("robot `{owner}`"),
+                    (false, true) => format!("bootstrap admin `{owner}`"),
+                    (false, false) => format!("`{owner}`"),
+                };
+                eprintln!("token `{name}` of {whose} created, valid for {}; it is shown only now:", days(expires));
                 println!("{token}");
             }
             TokenCommand::List { state, output } => {
                 let (_, _, dir) = state.resolve()?;
                 let store = windlass_server::open_store(&dir, state.database.as_deref()).await?;
+                let now = store.now();
                 let tokens: Vec<crate::output::TokenRow> = (store.tokens().await?.into_iter())
                     .map(|t| crate::output::TokenRow {
+                        expired: t.expires_at.is_some_and(|at| at <= now),
                         name: t.name,
+                        owner: t.owner,
+                        robot: t.kind == windlass_store::TokenOwnerKind::Robot,
+                        admin: t.admin,
                         created_at: t.created_at,
+                        expires_at: t.expires_at,
+                        last_used_at: t.last_used_at,
                         revoked_at: t.revoked_at,
                     })
                     .collect();
@@ -233,4 +330,23 @@ pub fn token(args: TokenArgs) -> anyhow::Result<Outcome> {
         }
         Ok(Outcome::Ok)
     })
+}
+
+/// `owner`, or `owner-2`, `owner-3`... : the first name no token has.
+async fn free_token_name(store: &dyn windlass_store::Store, owner: &str) -> anyhow::Result<String> {
+    let taken: std::collections::HashSet<String> = store.tokens().await?.into_iter().map(|t| t.name).collect();
+    let name = std::iter::once(owner.to_owned())
+        .chain((2..).map(|n| format!("{owner}-{n}")))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| owner.to_owned());
+    Ok(name)
+}
+
+fn days(lifetime: std::time::Duration) -> String {
+    let secs = lifetime.as_secs();
+    if secs.is_multiple_of(86_400) {
+        format!("{} days", secs / 86_400)
+    } else {
+        format!("{} hours", secs.div_ceil(3600))
+    }
 }

@@ -119,13 +119,24 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let token_file = state_dir.join("token");
     runtime.block_on(async {
         let store = windlass_server::open_store(&state_dir, args.state.database.as_deref()).await?;
+        // `up` runs on the server's own machine, with its state: the one place a bootstrap
+        // admin token may be made. One that is still live (not revoked or expired) is kept.
         let valid = match std::fs::read_to_string(&token_file) {
-            Ok(token) => tokens::actor(&*store, token.trim()).await.map_err(anyhow::Error::msg)?.is_some(),
+            Ok(token) => tokens::authenticate(&*store, token.trim())
+                .await
+                .map_err(anyhow::Error::msg)?
+                .is_ok_and(|token| token.admin),
             Err(_) => false,
         };
         if !valid {
-            let name = format!("up-{}", jiff::Timestamp::now().as_second());
-            let token = tokens::create(&*store, &name).await.map_err(anyhow::Error::msg)?;
+            let request = tokens::TokenRequest {
+                name: format!("up-{}", store.now().as_second()),
+                owner: local_user(),
+                robot: false,
+                admin: true,
+                lifetime: tokens::DEFAULT_LIFETIME,
+            };
+            let token = tokens::create(&*store, &request).await.map_err(anyhow::Error::msg)?;
             write_secret(&token_file, &token)?;
         }
         anyhow::Ok(())
@@ -215,4 +226,9 @@ async fn stop_instances(state_dir: &Path) -> anyhow::Result<()> {
         runtime.stop(&instance.id).await?;
     }
     Ok(())
+}
+
+/// The local user's name as a token owner (`$USER`, when it is a valid name), or `admin`.
+fn local_user() -> String {
+    std::env::var("USER").ok().filter(|user| windlass_config::is_access_name(user)).unwrap_or_else(|| "admin".into())
 }

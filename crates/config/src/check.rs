@@ -20,6 +20,7 @@ pub(crate) fn check(cx: &mut Cx, config: &Config, base_dir: &Path) {
     check_paths(cx, config, base_dir);
     crate::probes::check(cx, config);
     crate::monitor::check(cx, config);
+    crate::model::access::check(cx, config);
 }
 
 /// Reports `name` as unknown among `known`, with the nearest known name as a suggestion.

@@ -102,7 +102,7 @@ latency = {{ p95 = "300ms", p99 = "2s" }}
 
     // The real server and CLI.
     let created = Command::new(workspace_bin("windlass"))
-        .args(["token", "create", "--name", "alice"])
+        .args(["token", "create", "--admin", "--for", "alice"])
         .arg("--config")
         .arg(&config)
         .arg("--state")

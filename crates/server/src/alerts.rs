@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use windlass_api::alerts as wire;
 use windlass_api::alerts::{
@@ -27,7 +27,7 @@ use windlass_monitor::alert::{
 };
 use windlass_monitor::incident::{Incident, IncidentStatus, human, postmortem};
 use windlass_monitor::oncall::Recipient;
-use windlass_store::{Clock, NewEvent, Store, SystemClock};
+use windlass_store::{Clock, Store, SystemClock};
 
 use crate::api::{Actor, AppState, Path, Query, body, error};
 
@@ -72,19 +72,23 @@ pub(crate) async fn maintenance(state: &AppState, environment: &str, service: Op
     }
 }
 
-/// The routes under `/api/v1` (behind the token check).
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/alerts", get(list_alerts))
-        .route("/alerts/{id}/ack", post(ack))
-        .route("/silences", get(list_silences).post(add_silence))
-        .route("/silences/{id}", delete(expire_silence))
-        .route("/incidents", get(list_incidents))
-        .route("/reliability", get(reliability))
-        .route("/incidents/{id}", get(show_incident))
-        .route("/incidents/{id}/notes", post(add_note))
-        .route("/incidents/{id}/resolve", post(resolve_incident))
-        .route("/incidents/{id}/postmortem", get(show_postmortem))
+/// The routes under `/api/v1` (behind the token check), each with the permission it needs.
+/// Alerts and incidents name no environment in their path: the permission held on any
+/// environment lets the call through.
+pub(crate) fn routes() -> crate::api::Routes {
+    use crate::access::Permission::*;
+    crate::api::Routes::new()
+        .get("/alerts", list_alerts, Read)
+        .post("/alerts/{id}/ack", ack, Acknowledge)
+        .get("/silences", list_silences, Read)
+        .post("/silences", add_silence, Silence)
+        .delete("/silences/{id}", expire_silence, Silence)
+        .get("/incidents", list_incidents, Read)
+        .get("/reliability", reliability, Read)
+        .get("/incidents/{id}", show_incident, Read)
+        .post("/incidents/{id}/notes", add_note, Incident)
+        .post("/incidents/{id}/resolve", resolve_incident, Incident)
+        .get("/incidents/{id}/postmortem", show_postmortem, Read)
 }
 
 /// The signed-link routes and PagerDuty's webhook, outside the API's token check: each carries
@@ -167,18 +171,9 @@ fn alert_error(err: AlertError) -> Response {
     error(status, err)
 }
 
+/// The API's one audit format ([`crate::api::audit_as`]).
 async fn audit(store: &dyn Store, actor: &str, environment: Option<&str>, kind: &str, subject: &str, message: String) {
-    let event = NewEvent {
-        actor: actor.into(),
-        environment: environment.map(str::to_owned),
-        kind: kind.into(),
-        subject: Some(subject.into()),
-        message,
-        data: "{}".into(),
-    };
-    if let Err(err) = store.record_event(&event).await {
-        tracing::warn!(%err, "cannot record an audit event");
-    }
+    crate::api::audit_as(store, actor, environment, kind, subject, message).await;
 }
 
 async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {

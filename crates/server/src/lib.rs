@@ -15,6 +15,8 @@ mod signals;
 mod slo;
 pub mod tokens;
 
+pub use api::{RouteRule, route_table, routes_markdown};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

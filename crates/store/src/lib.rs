@@ -76,13 +76,19 @@ pub trait Store: AlertStore + Send + Sync + std::fmt::Debug {
     async fn events(&self, environment: Option<&str>, limit: u32) -> Result<Vec<Event>>;
 
     // Personal tokens.
-    /// Records a token under a new name; [`StoreError::TokenExists`] if the name is taken.
-    async fn create_token(&self, name: &str, hash: &str) -> Result<()>;
-    /// The name of the live (not revoked) token with this hash.
-    async fn token_name(&self, hash: &str) -> Result<Option<String>>;
+    /// Records a token; [`StoreError::TokenExists`] if its name is taken.
+    async fn create_token(&self, token: &NewToken) -> Result<()>;
+    /// The token with this hash, live, expired or revoked alike (the caller tells them apart,
+    /// by [`Store::now`]).
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>>;
+    /// Records that the token `name` was used now, unless it was within the last minute: one
+    /// write a minute per token at most, never one per request. True if it wrote.
+    async fn token_used(&self, name: &str) -> Result<bool>;
     /// Revokes a token by name; false if there was no live token of that name.
     async fn revoke_token(&self, name: &str) -> Result<bool>;
     async fn tokens(&self) -> Result<Vec<TokenInfo>>;
+    /// The time by the store's clock (the one expiry and last-used times are measured with).
+    fn now(&self) -> Timestamp;
 
     // Settings.
     async fn setting(&self, key: &str) -> Result<Option<String>>;

@@ -224,10 +224,40 @@ pub struct Event {
     pub data: String,
 }
 
+text_enum! {
+    /// Who a token belongs to: a person declared in `[access]`, or a named robot (CI).
+    pub enum TokenOwnerKind {
+        Person => "person",
+        Robot => "robot",
+    }
+}
+
+/// A token to record: only its hash is kept.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Unique among all tokens: what `token list` and `token revoke` name, and what audit records
+    /// say the caller authenticated with.
+    pub name: String,
+    /// The person or robot it belongs to.
+    pub owner: String,
+    pub kind: TokenOwnerKind,
+    /// A bootstrap admin token: every permission everywhere, whatever `[access]` says.
+    pub admin: bool,
+    pub hash: String,
+    /// After this the token answers 401; `None`: never (only tokens from before expiry existed).
+    pub expires_at: Option<Timestamp>,
+}
+
 /// A personal token as anyone may list it (never the token itself).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenInfo {
     pub name: String,
+    pub owner: String,
+    pub kind: TokenOwnerKind,
+    pub admin: bool,
     pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// Updated at most once a minute (see [`crate::Store::token_used`]).
+    pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
 }

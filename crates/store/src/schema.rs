@@ -119,6 +119,17 @@ CREATE TABLE probe_samples (
 );
 ";
 
+/// Tokens belong to people or robots (`[access]`), expire, and record when they were last used.
+/// Tokens from before keep working as their name's person's, without an expiry.
+const TOKEN_OWNERS_V7: &str = "
+ALTER TABLE tokens ADD COLUMN owner TEXT;
+ALTER TABLE tokens ADD COLUMN owner_kind TEXT NOT NULL DEFAULT 'person';
+ALTER TABLE tokens ADD COLUMN admin BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN expires_at BIGINT;
+ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
+UPDATE tokens SET owner = name;
+";
+
 const SLO_CURSORS_V3: &str = "
 CREATE TABLE slo_cursors (
     environment TEXT PRIMARY KEY,
@@ -149,6 +160,7 @@ pub(crate) static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         },
         Migration { version: 4, sqlite: ALERTS_V4.to_owned(), postgres: ALERTS_V4.to_owned() },
         Migration { version: 5, sqlite: PROBE_SAMPLES_V5.to_owned(), postgres: PROBE_SAMPLES_V5.to_owned() },
+        Migration { version: 7, sqlite: TOKEN_OWNERS_V7.to_owned(), postgres: TOKEN_OWNERS_V7.to_owned() },
     ]
 });
 

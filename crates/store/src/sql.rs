@@ -39,6 +39,16 @@ macro_rules! event_columns {
     };
 }
 
+macro_rules! token_columns {
+    () => {
+        "name, owner, owner_kind, admin, created_at, expires_at, last_used_at, revoked_at"
+    };
+}
+
+/// A token's last-used time is kept to the minute: a busy token writes once a minute, not once
+/// a request.
+const TOKEN_USE_RESOLUTION_MS: i64 = 60_000;
+
 /// Arbitrary but fixed: the PostgreSQL advisory lock key that serializes schema migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x5749_4E44_4C41_5353; // "WINDLASS"
 
@@ -153,7 +163,7 @@ impl SqlStore {
         Ok(store)
     }
 
-    fn now(&self) -> i64 {
+    fn now_ms(&self) -> i64 {
         millis(self.clock.now())
     }
 
@@ -195,7 +205,7 @@ impl SqlStore {
                     .during("applying a schema migration")?;
                 sqlx::query("INSERT INTO windlass_schema (version, applied_at) VALUES ($1, $2)")
                     .bind(migration.version)
-                    .bind(self.now())
+                    .bind(self.now_ms())
                     .execute(&mut *conn)
                     .await
                     .during("recording a schema migration")?;
@@ -228,7 +238,7 @@ impl SqlStore {
         purpose: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
-        let now = self.now();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await.during("taking over a stale lease")?;
         let deleted = sqlx::query("DELETE FROM leases WHERE name = $1 AND token = $2 AND $3 - heartbeat_at > ttl_ms")
             .bind(&stale.name)
@@ -319,7 +329,7 @@ impl SqlStore {
             heartbeat_at: timestamp(heartbeat_ms)?,
             ttl: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
             token: get(row, "token")?,
-            stale: self.now() - heartbeat_ms > ttl_ms,
+            stale: self.now_ms() - heartbeat_ms > ttl_ms,
         })
     }
 }
@@ -455,7 +465,7 @@ impl Store for SqlStore {
             sqlx::query("UPDATE deploys SET status = $2, finished_at = $3, error = $4 WHERE id = $1 AND status = $5")
                 .bind(id.as_str())
                 .bind(status.as_str())
-                .bind(self.now())
+                .bind(self.now_ms())
                 .bind(error)
                 .bind(DeployStatus::Running.as_str())
                 .execute(&self.pool)
@@ -479,7 +489,7 @@ impl Store for SqlStore {
         .bind(phase)
         .bind(name)
         .bind(StepStatus::Running.as_str())
-        .bind(self.now())
+        .bind(self.now_ms())
         .fetch_optional(&mut *tx)
         .await
         .map_err(|err| match &err {
@@ -521,7 +531,7 @@ impl Store for SqlStore {
         .bind(id.as_str())
         .bind(seq)
         .bind(status.as_str())
-        .bind(self.now())
+        .bind(self.now_ms())
         .bind(error)
         .bind(StepStatus::Running.as_str())
         .execute(&self.pool)
@@ -544,7 +554,7 @@ impl Store for SqlStore {
     }
 
     async fn interrupt_running(&self, owner: &str) -> Result<Vec<Interrupted>> {
-        let now = self.now();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await.during("marking interrupted deploys")?;
         sqlx::query(
             "UPDATE deploy_steps SET status = $1, finished_at = $2, error = 'the server stopped during this step'
@@ -597,7 +607,7 @@ impl Store for SqlStore {
             .fetch_one(&self.pool)
             .await
             .during("drawing a lease token")?;
-            let now = self.now();
+            let now = self.now_ms();
             let inserted = sqlx::query(
                 "INSERT INTO leases (name, holder_id, holder_host, holder_pid, purpose, acquired_at, heartbeat_at, ttl_ms, token)
                  VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
@@ -644,7 +654,7 @@ impl Store for SqlStore {
         let updated = sqlx::query("UPDATE leases SET heartbeat_at = $3 WHERE name = $1 AND token = $2")
             .bind(&lease.name)
             .bind(lease.token)
-            .bind(self.now())
+            .bind(self.now_ms())
             .execute(&self.pool)
             .await
             .during("renewing a lease")?;
@@ -699,7 +709,7 @@ impl Store for SqlStore {
             format!("{actor} broke lease `{name}` held by {} since {}: {reason}", info.holder, info.acquired_at);
         insert_event(
             &mut *tx,
-            self.now(),
+            self.now_ms(),
             &NewEvent {
                 actor: actor.to_owned(),
                 environment: None,
@@ -716,7 +726,7 @@ impl Store for SqlStore {
     }
 
     async fn record_event(&self, event: &NewEvent) -> Result<i64> {
-        let id = insert_event(&self.pool, self.now(), event).await?;
+        let id = insert_event(&self.pool, self.now_ms(), event).await?;
         committed();
         Ok(id)
     }
@@ -745,35 +755,55 @@ impl Store for SqlStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn create_token(&self, name: &str, hash: &str) -> Result<()> {
+    async fn create_token(&self, token: &NewToken) -> Result<()> {
         let inserted = sqlx::query(
-            "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO tokens (name, hash, created_at, owner, owner_kind, admin, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
-        .bind(name)
-        .bind(hash)
-        .bind(self.now())
+        .bind(&token.name)
+        .bind(&token.hash)
+        .bind(self.now_ms())
+        .bind(&token.owner)
+        .bind(token.kind.as_str())
+        .bind(i64::from(token.admin))
+        .bind(token.expires_at.map(millis))
         .execute(&self.pool)
         .await
         .during("creating a token")?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::TokenExists(name.to_owned()));
+            return Err(StoreError::TokenExists(token.name.clone()));
         }
         committed();
         Ok(())
     }
 
-    async fn token_name(&self, hash: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT name FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE hash = $1"))
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
-            .during("looking up a token")
+            .during("looking up a token")?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn token_used(&self, name: &str) -> Result<bool> {
+        let now = self.now_ms();
+        let updated = sqlx::query(
+            "UPDATE tokens SET last_used_at = $2 WHERE name = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(now - TOKEN_USE_RESOLUTION_MS)
+        .execute(&self.pool)
+        .await
+        .during("recording a token's use")?;
+        Ok(updated.rows_affected() > 0)
     }
 
     async fn revoke_token(&self, name: &str) -> Result<bool> {
         let revoked = sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
             .bind(name)
-            .bind(self.now())
+            .bind(self.now_ms())
             .execute(&self.pool)
             .await
             .during("revoking a token")?;
@@ -782,19 +812,15 @@ impl Store for SqlStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query("SELECT name, created_at, revoked_at FROM tokens ORDER BY name")
+        let rows = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens ORDER BY name"))
             .fetch_all(&self.pool)
             .await
             .during("listing tokens")?;
-        rows.iter()
-            .map(|row| {
-                Ok(TokenInfo {
-                    name: get(row, "name")?,
-                    created_at: timestamp(get(row, "created_at")?)?,
-                    revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(timestamp).transpose()?,
-                })
-            })
-            .collect()
+        rows.iter().map(token_from_row).collect()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -812,7 +838,7 @@ impl Store for SqlStore {
         )
         .bind(key)
         .bind(value)
-        .bind(self.now())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await
         .during("writing a setting")?;
@@ -873,6 +899,20 @@ impl Store for SqlStore {
     ) -> Result<u64> {
         self.replace_rollups_impl(environment, span_secs, before, replacements).await
     }
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenInfo> {
+    let name: String = get(row, "name")?;
+    Ok(TokenInfo {
+        owner: get::<Option<String>>(row, "owner")?.unwrap_or_else(|| name.clone()),
+        name,
+        kind: TokenOwnerKind::parse(&get::<String>(row, "owner_kind")?)?,
+        admin: get::<i64>(row, "admin")? != 0,
+        created_at: timestamp(get(row, "created_at")?)?,
+        expires_at: get::<Option<i64>>(row, "expires_at")?.map(timestamp).transpose()?,
+        last_used_at: get::<Option<i64>>(row, "last_used_at")?.map(timestamp).transpose()?,
+        revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(timestamp).transpose()?,
+    })
 }
 
 async fn insert_event<'e, E>(executor: E, at: i64, event: &NewEvent) -> Result<i64>

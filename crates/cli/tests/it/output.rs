@@ -72,9 +72,13 @@ fn the_db_commands_keep_json_as_a_hidden_alias_of_output_json() {
 fn token_list_prints_a_table_or_json_and_never_a_token() {
     let test = Windlass::new();
     assert_eq!(test.run(&["init", "--name", "shop"]).code, 0);
+    let config = test.read("windlass.toml");
+    test.write("windlass.toml", &format!("{config}\n[access.people.ana]\n[access.robots.release-bot]\n"));
     let mut secrets = Vec::new();
-    for name in ["ana", "release-bot"] {
-        let created = test.run(&["token", "create", "--name", name]);
+    for args in [&["--for", "ana", "--expires", "30d"][..], &["--robot", "release-bot"][..]] {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        let created = test.run(&all);
         assert_eq!(created.code, 0, "{}", created.stderr);
         secrets.push(created.stdout.trim().to_owned());
     }
@@ -88,19 +92,59 @@ fn token_list_prints_a_table_or_json_and_never_a_token() {
     let ana = tokens.iter().find(|t| t["name"] == "ana").expect("ana is listed");
     assert!(ana["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{ana}");
     assert!(ana["revoked_at"].is_string(), "{ana}");
+    assert_eq!(
+        (ana["owner"].as_str(), ana["kind"].as_str(), ana["admin"].as_bool()),
+        (Some("ana"), Some("person"), Some(false))
+    );
+    assert!(ana["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{ana}");
+    assert!(ana["last_used_at"].is_null(), "{ana}");
+    let bot = tokens.iter().find(|t| t["name"] == "release-bot").expect("the robot's token is listed");
+    assert_eq!(bot["kind"], "robot", "{bot}");
 
     let text = test.run(&["token", "list"]);
     assert_eq!(text.code, 0, "{}", text.stderr);
     let lines: Vec<&str> = text.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", text.stdout);
+    assert!(text.stdout.contains("robot release-bot") && text.stdout.contains("person ana"), "{}", text.stdout);
+    assert!(text.stdout.contains("expires ") && text.stdout.contains("never used"), "{}", text.stdout);
     // One table: the `created` column starts at the same character on every line.
     let column = |line: &str| line[..line.find("created").unwrap()].chars().count();
     assert_eq!(column(lines[0]), column(lines[1]), "{}", text.stdout);
     for secret in &secrets {
-        assert!(!secret.is_empty());
+        assert!(secret.starts_with("wl_") && secret.len() == 75, "{secret}");
         assert!(!json.all_output().contains(secret.as_str()), "a token was printed");
         assert!(!text.all_output().contains(secret.as_str()), "a token was printed");
     }
+}
+
+#[test]
+fn a_token_for_an_undeclared_person_or_robot_is_refused_and_nothing_is_written() {
+    let test = Windlass::new();
+    assert_eq!(test.run(&["init", "--name", "shop"]).code, 0);
+    let cases: [(&[&str], &str); 7] = [
+        (&["--for", "mallory"], "add [access.people.mallory]"),
+        (&["--robot", "ci"], "add [access.robots.ci]"),
+        (&["--name", "x"], "--for <person>"),
+        (&["--admin", "--robot", "ci"], "cannot be used with"),
+        (&["--admin", "--for", "a b"], "not a token name"),
+        (&["--admin", "--expires", "400d"], "at most 366d"),
+        (&["--admin", "--expires", "soon"], "--expires"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        let run = test.run(&all);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.all_output());
+        assert!(run.stderr.contains(expected), "{args:?}: wanted {expected:?} in {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?}: no token printed");
+    }
+    let listed = test.run(&["token", "list", "--output", "json"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains("\"tokens\": []"), "nothing was written: {}", listed.stdout);
+    // A bootstrap admin needs no declaration.
+    let admin = test.run(&["token", "create", "--admin"]);
+    assert_eq!(admin.code, 0, "{}", admin.stderr);
+    assert!(admin.stderr.contains("bootstrap admin `admin`"), "{}", admin.stderr);
 }
 
 #[test]

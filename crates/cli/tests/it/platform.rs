@@ -109,7 +109,12 @@ impl Platform {
         let edge_admin = edge.wait_for_address("admin listening on ");
         let state = dir.path().join("state");
         let mut create = Command::new(workspace_bin("windlass"));
-        create.args(["token", "create", "--name", user]).arg("--config").arg(&config).arg("--state").arg(&state);
+        create
+            .args(["token", "create", "--admin", "--for", user])
+            .arg("--config")
+            .arg(&config)
+            .arg("--state")
+            .arg(&state);
         if let Some(database) = &database {
             create.env("WINDLASS_DATABASE", database);
         }
@@ -196,10 +201,36 @@ impl Platform {
         }
     }
 
-    /// A personal token for another user of this platform.
+    /// `windlass token <args>` on this platform's state (tokens of people and robots of its
+    /// `[access]`, or admins).
+    pub fn token_command(&self, args: &[&str]) -> Run {
+        let mut command = Command::new(workspace_bin("windlass"));
+        command.arg("token").args(args).arg("--config").arg(&self.config).arg("--state").arg(self.state_dir());
+        if let Some(database) = &self.database {
+            command.env("WINDLASS_DATABASE", database);
+        }
+        let output = command.output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// A new token made by `windlass token create <args>`, which must succeed.
+    pub fn token_for(&self, args: &[&str]) -> String {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        let run = self.token_command(&all);
+        assert_eq!(run.code, 0, "token create {args:?}: {}", run.stderr);
+        run.stdout.trim().to_owned()
+    }
+
+    /// A bootstrap admin token for another user of this platform (every permission: tests of
+    /// roles make their people with [`Platform::token_for`]).
     pub fn add_user(&self, name: &str) -> String {
         let mut create = Command::new(workspace_bin("windlass"));
-        create.args(["token", "create", "--name", name]).arg("--config").arg(&self.config);
+        create.args(["token", "create", "--admin", "--for", name]).arg("--config").arg(&self.config);
         create.arg("--state").arg(self.state_dir());
         if let Some(database) = &self.database {
             create.env("WINDLASS_DATABASE", database);

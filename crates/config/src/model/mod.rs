@@ -20,6 +20,7 @@ use indexmap::IndexMap;
 use crate::decode::{At, Cx, Decode, Spanned, Table, Value, named_entries};
 use crate::source::Source;
 
+pub(crate) mod access;
 mod alerts;
 mod database;
 mod edge;
@@ -33,6 +34,7 @@ mod slo;
 mod smoke;
 mod traffic;
 
+pub use access::*;
 pub use alerts::*;
 pub use database::*;
 pub use edge::*;
@@ -73,6 +75,8 @@ pub struct Config {
     pub probes: IndexMap<String, crate::probes::Probe>,
     /// `[server]`: how `windlass server` serves its API (TLS).
     pub server: crate::server::Server,
+    /// `[access]`: people, groups, robots and the roles granted to them.
+    pub access: Access,
 }
 
 impl Config {
@@ -108,6 +112,7 @@ impl Config {
         let secrets = section(cx, "secrets").and_then(|v| SecretsBackend::decode(cx, v, &at.key("secrets")));
         let probes = section(cx, "probes").map(|v| crate::probes::decode_probes(cx, v, &at.key("probes")));
         let server = section(cx, "server").and_then(|v| crate::server::Server::decode(cx, v, &at.key("server")));
+        let access = section(cx, "access").and_then(|v| Access::decode(cx, v, &at.key("access")));
         if let Some(top) = top {
             top.finish(cx);
         }
@@ -136,6 +141,7 @@ impl Config {
             secrets: secrets.unwrap_or_default(),
             probes: probes.unwrap_or_default(),
             server: server.unwrap_or_default(),
+            access: access.unwrap_or_default(),
         }
     }
 }

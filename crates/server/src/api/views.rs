@@ -65,6 +65,9 @@ pub(super) async fn list_events(State(state): State<AppState>, Query(query): Que
             subject: e.subject.clone(),
             message: e.message.clone(),
             data: serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
+            audit: serde_json::from_str::<Value>(&e.data)
+                .ok()
+                .and_then(|mut data| serde_json::from_value(data.get_mut("audit")?.take()).ok()),
         })
         .collect();
     Json(EventList { events }).into_response()

@@ -19,6 +19,7 @@ stories!(
     state_survives_reopening_and_migrations_run_once,
     a_store_from_a_newer_windlass_is_refused,
     tokens_are_found_by_hash_named_once_and_revocable,
+    a_tokens_last_use_is_written_at_most_once_a_minute,
 );
 
 fn new_deploy(environment: &str, owner: &str) -> NewDeploy {
@@ -388,22 +389,53 @@ async fn a_store_from_a_newer_windlass_is_refused(place: Place) {
     assert!(err.to_string().contains("upgrade windlass"), "{err}");
 }
 
+fn new_token(name: &str, owner: &str, hash: &str, expires_at: Option<jiff::Timestamp>) -> NewToken {
+    NewToken {
+        name: name.into(),
+        owner: owner.into(),
+        kind: TokenOwnerKind::Person,
+        admin: false,
+        hash: hash.into(),
+        expires_at,
+    }
+}
+
 async fn tokens_are_found_by_hash_named_once_and_revocable(place: Place) {
     let clock = ManualClock::new(start_time());
     let store = place.open(&clock).await;
-    store.create_token("alice", "hash-a").await.unwrap();
-    store.create_token("bob", "hash-b").await.unwrap();
-    let again = store.create_token("alice", "hash-c").await.unwrap_err();
+    let expires = start_time() + jiff::SignedDuration::from_hours(24 * 90);
+    store.create_token(&new_token("alice", "alice", "hash-a", Some(expires))).await.unwrap();
+    let mut robot = new_token("ci-main", "ci", "hash-b", None);
+    robot.kind = TokenOwnerKind::Robot;
+    store.create_token(&robot).await.unwrap();
+    let again = store.create_token(&new_token("alice", "bob", "hash-c", None)).await.unwrap_err();
     assert!(matches!(again, StoreError::TokenExists(ref name) if name == "alice"), "{again}");
-    assert_eq!(store.token_name("hash-a").await.unwrap().as_deref(), Some("alice"));
-    assert_eq!(store.token_name("hash-c").await.unwrap(), None);
+    let alice = store.token_by_hash("hash-a").await.unwrap().expect("alice's token");
+    assert_eq!((alice.owner.as_str(), alice.kind, alice.expires_at), ("alice", TokenOwnerKind::Person, Some(expires)));
+    assert_eq!(store.token_by_hash("hash-c").await.unwrap(), None);
+    assert_eq!(store.token_by_hash("hash-b").await.unwrap().unwrap().kind, TokenOwnerKind::Robot);
 
     assert!(store.revoke_token("alice").await.unwrap());
     assert!(!store.revoke_token("alice").await.unwrap(), "a second revoke finds no live token");
-    assert_eq!(store.token_name("hash-a").await.unwrap(), None, "a revoked token grants nothing");
-    assert_eq!(store.token_name("hash-b").await.unwrap().as_deref(), Some("bob"));
+    let revoked = store.token_by_hash("hash-a").await.unwrap().expect("a revoked token is still found");
+    assert_eq!(revoked.revoked_at, Some(start_time()), "and says when it was revoked");
     let listed = store.tokens().await.unwrap();
-    assert_eq!(listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+    assert_eq!(listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["alice", "ci-main"]);
     assert_eq!(listed[0].revoked_at, Some(start_time()));
     assert_eq!(listed[1].revoked_at, None);
+}
+
+async fn a_tokens_last_use_is_written_at_most_once_a_minute(place: Place) {
+    let clock = ManualClock::new(start_time());
+    let store = place.open(&clock).await;
+    store.create_token(&new_token("alice", "alice", "hash-a", None)).await.unwrap();
+    assert_eq!(store.token_by_hash("hash-a").await.unwrap().unwrap().last_used_at, None);
+    assert!(store.token_used("alice").await.unwrap(), "the first use is written");
+    clock.advance(Duration::from_secs(59));
+    assert!(!store.token_used("alice").await.unwrap(), "a use within the minute is not");
+    assert_eq!(store.token_by_hash("hash-a").await.unwrap().unwrap().last_used_at, Some(start_time()));
+    clock.advance(Duration::from_secs(1));
+    assert!(store.token_used("alice").await.unwrap(), "a use a minute later is");
+    assert_eq!(store.token_by_hash("hash-a").await.unwrap().unwrap().last_used_at, Some(store.now()));
+    assert_eq!(store.now(), start_time() + jiff::SignedDuration::from_secs(60), "the store tells time by its clock");
 }
