@@ -217,3 +217,80 @@ async fn scale_answers_an_unknown_or_unmanaged_environment_like_every_other_rout
     let events = events["events"].as_array().unwrap();
     assert!(events.iter().all(|e| e["audit"]["outcome"] == "failed"), "only refusals recorded: {events:#?}");
 }
+
+/// Alice deploys and approves; Bob approves; CI (a robot) deploys. None is an operator.
+const PEOPLE: &str = r#"
+[access.people.alice]
+[access.people.bob]
+[access.robots.ci]
+
+[[access.grants]]
+people = ["alice"]
+role = "deployer"
+environments = ["production"]
+
+[[access.grants]]
+people = ["alice", "bob"]
+role = "approver"
+environments = ["production"]
+
+[[access.grants]]
+robots = ["ci"]
+role = "deployer"
+environments = ["production"]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn people_not_tokens_decide_robots_never_do_and_the_dangerous_switches_need_their_permission() {
+    let platform = Platform::start(&with_approval(&config(&demo(), r#"VERSION = "v1""#, "1m", PEOPLE)));
+    let laptop = platform.token_for(&["--for", "alice", "--name", "alice-laptop"]);
+    let desktop = platform.token_for(&["--for", "alice", "--name", "alice-desktop"]);
+    let bob = platform.token_for(&["--for", "bob"]);
+    let ci = platform.token_for(&["--robot", "ci"]);
+
+    let run = platform.cli_as(&laptop, &["deploy", "production", "--detach", "--reason", "v1"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("needs approval"), "{}", run.stderr);
+    // Her second token is still Alice: she holds `approve`, but not on her own deploy.
+    let run = platform.cli_as(&desktop, &["approve", "production"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("someone other than the requester (alice)"), "{}", run.stderr);
+    // A robot never decides, nor approves its own.
+    for args in [vec!["approve", "production"], vec!["reject", "production"]] {
+        let run = platform.cli_as(&ci, &args);
+        assert_ne!(run.code, 0, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("robots never approve"), "{args:?}: {}", run.stderr);
+    }
+    let run = platform.cli_as(&ci, &["deploy", "production", "--approve"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`ci` is a robot, and robots never approve"), "{}", run.stderr);
+    let pending = platform.json(&["deploys", "production"]);
+    assert!(pending["deploys"].as_array().unwrap().is_empty(), "nothing ran: {pending:#}");
+
+    let run = platform.cli_as(&bob, &["approve", "production"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let approved = crate::platform::deploy_id(&run);
+    let shown = platform.json(&["deploy", "show", &approved]);
+    assert_eq!(shown["deploy"]["actor"], "alice", "the person, not the token: {shown:#}");
+    assert_eq!(shown["deploy"]["reason"], "v1 (approved by bob)");
+
+    // The dangerous switches need their own permission, which a deployer does not hold.
+    for (args, permission) in [
+        (vec!["rollback", "production", "--emergency", "--reason", "down"], "emergency"),
+        (vec!["rollback", "production", "--override-window", "--reason", "late"], "override-window"),
+        (vec!["rollback", "production", "--restore-database"], "restore-database"),
+        (vec!["deploy", "production", "--override-window", "--reason", "late"], "override-window"),
+    ] {
+        let run = platform.cli_as(&laptop, &args);
+        assert_ne!(run.code, 0, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(&format!("`{permission}` permission")), "{args:?}: {}", run.stderr);
+    }
+    let body = r#"{"emergency":true,"reason":"down"}"#;
+    let reply = api(&platform, &laptop, "POST", "/environments/production/rollback", body).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(body_json(&reply)["permission"], "emergency", "{}", reply.body);
+    let deploys = platform.json(&["deploys", "production"]);
+    assert_eq!(deploys["deploys"].as_array().unwrap().len(), 1, "nothing more ran: {deploys:#}");
+    let approval = platform.json(&["events", "production", "--kind", "deploy.approval_requested"]);
+    assert_eq!(approval["events"].as_array().unwrap().len(), 1, "no new request: {approval:#}");
+}
