@@ -256,7 +256,23 @@ async fn guard(
         };
         let path = matched.as_ref().map(|m| m.as_str().strip_prefix("/api/v1").unwrap_or(m.as_str())).unwrap_or("");
         let method = request.method().clone();
-        let Some(permission) = table.iter().find(|r| r.method == method && r.path == path).map(|r| r.permission) else {
+        // axum answers HEAD with the GET handler, so HEAD needs what GET needs.
+        let looked_up = if method == Method::HEAD { Method::GET } else { method.clone() };
+        let Some(permission) = table.iter().find(|r| r.method == looked_up && r.path == path).map(|r| r.permission)
+        else {
+            let allowed: Vec<&str> = table.iter().filter(|r| r.path == path).map(|r| r.method.as_str()).collect();
+            if !allowed.is_empty() {
+                // The path exists, not with this method: the 405 axum would give, answered here so
+                // that no handler runs without its permission checked.
+                let mut answer = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{path} does not take {method}; it takes {}", allowed.join(", ")),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&allowed.join(",")) {
+                    answer.headers_mut().insert(header::ALLOW, value);
+                }
+                return answer;
+            }
             // Every route is declared with its permission; one that is not is refused, never
             // let through (the router test walks every route to keep this from happening).
             tracing::error!(path, %method, "an API route declares no permission");
