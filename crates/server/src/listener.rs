@@ -13,13 +13,17 @@
 //! file must be private (no group or world bits), as the age identity is: whoever reads it can
 //! impersonate the server to every CLI and token holder.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -117,6 +121,13 @@ pub struct Limits {
     /// and then streams as long as it needs). What a request started goes on after it: work
     /// is owned by the server, never by the request.
     pub request_deadline: Duration,
+    /// Connections open at once from one client address: one address cannot take every place.
+    pub max_per_client: usize,
+    /// How long a write may wait on a client that does not read: a client that pipelines
+    /// requests and never reads the answers (or stops reading a stream of events) would
+    /// otherwise hold its connection for ever, since hyper reads no new head while an answer
+    /// is unwritten.
+    pub write_stall_timeout: Duration,
 }
 
 /// See [`Limits::max_connections`].
@@ -138,6 +149,14 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// instances to pass their health checks.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
+/// See [`Limits::max_per_client`]: a team behind one NAT address runs a few CLIs and streams;
+/// 32 leaves them room and keeps one address to an eighth of [`MAX_CONNECTIONS`].
+pub const MAX_PER_CLIENT: usize = 32;
+
+/// See [`Limits::write_stall_timeout`]: a reading client takes a write within milliseconds;
+/// a stream of deploy events sends something at least every 15 s.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -146,6 +165,8 @@ impl Default for Limits {
             max_body: MAX_BODY,
             body_read_timeout: BODY_READ_TIMEOUT,
             request_deadline: REQUEST_DEADLINE,
+            max_per_client: MAX_PER_CLIENT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
         }
     }
 }
@@ -185,6 +206,7 @@ impl Bound {
     pub async fn serve_within(self, app: axum::Router, limits: Limits) -> std::io::Result<()> {
         let app = guard_requests(app, &limits);
         let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let per_client = PerClient::new(limits.max_per_client.max(1));
         // Every connection is a task of this set: dropping the serve future (the server's
         // shutdown aborts it) ends them all, a deploy's event stream included.
         let mut connections = tokio::task::JoinSet::new();
@@ -193,14 +215,19 @@ impl Bound {
                 accepted = self.tcp.accept() => match accepted {
                     Ok((stream, client)) => {
                         let Ok(place) = places.clone().try_acquire_owned() else {
-                            refuse(stream, client, self.tls.is_some());
+                            refuse(stream, client, self.tls.is_some(), TOO_MANY_CONNECTIONS);
+                            continue;
+                        };
+                        let Some(client_place) = per_client.take(client.ip()) else {
+                            refuse(stream, client, self.tls.is_some(), TOO_MANY_FROM_CLIENT);
                             continue;
                         };
                         let _ = stream.set_nodelay(true);
+                        let stream = StallGuarded::new(stream, limits.write_stall_timeout);
                         let (app, tls, header_read_timeout) = (app.clone(), self.tls.clone(), limits.header_read_timeout);
                         connections.spawn(async move {
                             serve_connection(stream, client, tls, app, header_read_timeout).await;
-                            drop(place);
+                            drop((place, client_place));
                         });
                     }
                     // Out of file descriptors and the like: pause rather than spin. Connections
@@ -217,19 +244,155 @@ impl Bound {
     }
 }
 
+/// Connections open per client address, each counted by a [`ClientPlace`] while it lives.
+#[derive(Clone)]
+struct PerClient {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    max: usize,
+}
+
+impl PerClient {
+    fn new(max: usize) -> Self {
+        PerClient { open: Arc::default(), max }
+    }
+
+    /// A place for one more connection from `ip`, or none when it holds `max` already.
+    fn take(&self, ip: std::net::IpAddr) -> Option<ClientPlace> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientPlace { per_client: self.clone(), ip })
+    }
+}
+
+/// One connection's place in its address's count, given back when dropped.
+struct ClientPlace {
+    per_client: PerClient,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut open = self.per_client.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once one has waited `limit` on a client
+/// that does not read. Reads are bounded elsewhere (the header-read timeout, the body
+/// deadline); this bounds the other direction, so no client holds a place by not reading.
+struct StallGuarded<S> {
+    inner: S,
+    limit: Duration,
+    /// Set when a write first waits; cleared when one goes through.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallGuarded<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        StallGuarded { inner, limit, stalled: None }
+    }
+
+    /// After a write that waited: `TimedOut` once the stall has lasted `limit`.
+    fn check_stall(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<usize>> {
+        let limit = self.limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client has read nothing of the answer for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StallGuarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.check_stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.check_stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.check_stall(cx).map_ok(|_| ()),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending => self.check_stall(cx).map_ok(|_| ()),
+            ready => ready,
+        }
+    }
+}
+
 /// What a connection beyond the cap is told before it is closed, as the API's JSON error.
 const TOO_MANY_CONNECTIONS: &str =
     r#"{"error":"the server has too many open connections; try again in a few seconds"}"#;
 
+/// What a connection beyond the cap of its client address is told.
+const TOO_MANY_FROM_CLIENT: &str =
+    r#"{"error":"too many open connections from your address; close some and try again"}"#;
+
 /// Closes a connection beyond the cap at once: a 503 on plain HTTP (a TLS client would need a
 /// handshake first, which is what the cap is there to spare), nothing on TLS.
-fn refuse(stream: TcpStream, client: SocketAddr, tls: bool) {
+fn refuse(stream: TcpStream, client: SocketAddr, tls: bool, why: &str) {
     tracing::debug!(%client, "refused a connection: too many open");
     if !tls {
         let answer = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\n\
-             connection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
-            TOO_MANY_CONNECTIONS.len()
+             connection: close\r\ncontent-length: {}\r\n\r\n{why}",
+            why.len()
         );
         // Written without waiting (a fresh socket's send buffer takes it): a flood must not tie
         // up the accept loop.
@@ -241,7 +404,7 @@ fn refuse(stream: TcpStream, client: SocketAddr, tls: bool) {
 /// One connection: the TLS handshake (if any) within [`HANDSHAKE_TIMEOUT`], then HTTP/1.1
 /// requests until the client closes, a head is late, or an error.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: StallGuarded<TcpStream>,
     client: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: axum::Router,
@@ -433,6 +596,8 @@ mod tests {
             max_body: 1000,
             body_read_timeout: Duration::from_millis(300),
             request_deadline: Duration::from_millis(300),
+            max_per_client: 8,
+            write_stall_timeout: Duration::from_millis(300),
         }
     }
 
@@ -456,6 +621,7 @@ mod tests {
             .route("/notes", post(|_: axum::Json<Note>| async { "noted" }))
             .route("/echo", post(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) }))
             .route("/never", get(std::future::pending::<&'static str>))
+            .route("/big", get(|| async { "x".repeat(1 << 20) }))
             .route("/page.html", get(|| async { (axum::http::StatusCode::GONE, axum::response::Html("<p>gone</p>")) }))
             .route(
                 "/stream",
@@ -577,6 +743,51 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_its_answers_loses_its_place() {
+        // One place, and a head timeout far beyond the test: only the write stall can free it.
+        let address =
+            start(Limits { max_connections: 1, header_read_timeout: Duration::from_secs(600), ..short() }).await;
+        let mut greedy = TcpStream::connect(address).await.expect("connect");
+        // Fifty megabytes of answers asked for at once, none read: the server's writes wait.
+        let pipelined = "GET /big HTTP/1.1\r\nHost: windlass\r\n\r\n".repeat(50);
+        greedy.write_all(pipelined.as_bytes()).await.expect("write");
+        let mut answered = String::new();
+        for _ in 0..500 {
+            answered = exchange(address, "GET /hello HTTP/1.1\r\nHost: windlass\r\nConnection: close\r\n\r\n").await;
+            if answered.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered.starts_with("HTTP/1.1 200"), "the place was never freed: {answered}");
+        // The greedy connection was closed: reading it to the end finishes.
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), greedy.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "the connection that read nothing is still open");
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_place() {
+        let address =
+            start(Limits { max_per_client: 2, header_read_timeout: Duration::from_secs(60), ..short() }).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(address).await.expect("connect");
+            stream.write_all(b"GET /hello HTTP/1.1\r\nHost: windlass\r\n\r\n").await.expect("write");
+            let mut buffer = [0u8; 1024];
+            let n = stream.read(&mut buffer).await.expect("read");
+            assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+            held.push(stream);
+        }
+        // The server's cap (8) has room; this address's (2) has not.
+        let mut third = TcpStream::connect(address).await.expect("connect");
+        let answer = until_closed(&mut third).await;
+        let (status, message) = json_error(&answer);
+        assert_eq!(status, 503, "{answer}");
+        assert!(message.contains("from your address"), "{message}");
     }
 
     #[tokio::test]
