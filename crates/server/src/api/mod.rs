@@ -279,6 +279,14 @@ async fn guard(
             return error(StatusCode::FORBIDDEN, format!("route {method} {path} declares no permission"));
         };
         let (environment, service) = params.as_ref().map(scope_of).unwrap_or_default();
+        if path.starts_with("/deploys/{id}") && environment.is_none() {
+            // The scope of a deploy is its environment, read from its id: an id that names none
+            // is no deploy, and must not be checked as "any environment" (fail closed).
+            return error(
+                StatusCode::NOT_FOUND,
+                "no deploy with that id: a deploy id is `<environment>-<YYYYMMDD>-<HHMMSS>`",
+            );
+        }
         let scope = Scope { environment: environment.as_deref(), service: service.as_deref() };
         let call = CallContext { request_id: id.clone(), source, actor: Some(actor.clone()), via: None };
         let allowed =
