@@ -8,6 +8,9 @@ use utoipa::ToSchema;
 /// `GET /alerts`, `/silences`, `/incidents` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+// As every body type denies unknown fields: a misspelt parameter (`?enviroment=`) is a 400
+// naming it, not a listing that silently ignored it.
+#[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     pub environment: Option<String>,
     /// Alerts: `firing` (the default), `resolved` or `all`.
@@ -312,6 +315,9 @@ pub struct IncidentResolved {
 /// `GET /reliability` query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+// As every body type denies unknown fields: a misspelt parameter (`?enviroment=`) is a 400
+// naming it, not a listing that silently ignored it.
+#[serde(deny_unknown_fields)]
 pub struct ReliabilityQuery {
     pub environment: String,
     pub service: String,

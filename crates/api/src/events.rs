@@ -6,6 +6,9 @@ use utoipa::ToSchema;
 /// `GET /events` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+// As every body type denies unknown fields: a misspelt parameter (`?enviroment=`) is a 400
+// naming it, not a listing that silently ignored it.
+#[serde(deny_unknown_fields)]
 pub struct EventQuery {
     pub environment: Option<String>,
     /// Only kinds starting with this (`db.`, `deploy.approv`, `notify.failed`).

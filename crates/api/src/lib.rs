@@ -55,6 +55,9 @@ pub struct Started {
 /// `?limit=` of listings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+// As every body type denies unknown fields: a misspelt parameter (`?enviroment=`) is a 400
+// naming it, not a listing that silently ignored it.
+#[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     pub limit: Option<u32>,
 }

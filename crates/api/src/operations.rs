@@ -61,6 +61,9 @@ pub struct ScaleDone {
 /// `GET /environments/{env}/services/{service}/logs` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+// As every body type denies unknown fields: a misspelt parameter (`?enviroment=`) is a 400
+// naming it, not a listing that silently ignored it.
+#[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// Lines per instance (default 100, at most 10000).
     pub tail: Option<u64>,

@@ -175,11 +175,7 @@ impl Client {
 /// may reach a URL normaliser. A name like `../../x` reaches its own route and is answered as
 /// an unknown name there, never another route.
 pub fn segment(text: impl AsRef<str>) -> String {
-    let text = text.as_ref();
-    if !text.is_empty() && text.bytes().all(|b| b == b'.') {
-        return "%2E".repeat(text.len());
-    }
-    http::percent::encode(text)
+    http::percent::segment(text.as_ref())
 }
 
 /// `text` as one query value (`?environment=...`): every byte but the unreserved ones encoded.

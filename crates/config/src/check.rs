@@ -9,6 +9,25 @@ use crate::decode::{Cx, Spanned, did_you_mean};
 use crate::model::{Config, Migrate};
 use crate::template::BUILTIN_VARS;
 
+/// The edge's admin API refuses a service spec outside these ranges (`windlass_edge::spec::limits`,
+/// crates/edge/src/spec.rs:175-193, checked in `ServiceSpec::check_values`, spec.rs:246). The
+/// config crate cannot depend on the edge, so they are mirrored here: what `validate` accepts,
+/// the edge takes. Rates need no mirror: a `Rate` (1 to u32::MAX per second, minute or hour)
+/// always lies within the edge's 1e-4..=1e10 a second; checks in a row are 1..=1_000_000 in
+/// both (`count`, model/pipeline.rs:111).
+pub(crate) mod edge_limits {
+    use crate::units::Duration;
+
+    /// spec.rs:177 `INTERVAL_MS`: health checks at least every 10 ms, at most every hour.
+    pub const HEALTH_INTERVAL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(3600));
+    /// spec.rs:179 `TIMEOUT_MS`: a health check's timeout, 10 ms to 10 minutes.
+    pub const HEALTH_TIMEOUT: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(600));
+    /// spec.rs:188 `BURST`: a rate limit's burst.
+    pub const BURST: std::ops::RangeInclusive<i64> = 1..=1_000_000;
+    /// spec.rs:190 `MAX_PATH`: a health check's path (and a route's), in bytes.
+    pub const MAX_PATH: usize = 2048;
+}
+
 pub(crate) fn check(cx: &mut Cx, config: &Config, base_dir: &Path) {
     check_environments_declared(cx, config);
     check_phases(cx, config);

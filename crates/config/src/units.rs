@@ -180,7 +180,14 @@ impl Rate {
     pub fn parse(text: &str) -> Result<Self, crate::InvalidValue> {
         let (count, per) =
             text.trim().split_once('/').ok_or_else(|| format!("`{text}` is not a rate; write it as \"100/s\""))?;
-        let count: u32 = count.trim().parse().map_err(|_| format!("`{count}` is not a whole number"))?;
+        let count = count.trim();
+        let count: u32 = count.parse().map_err(|_| {
+            if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) {
+                format!("`{count}` is too large a count: the largest is {}", u32::MAX)
+            } else {
+                format!("`{count}` is not a whole number")
+            }
+        })?;
         if count == 0 {
             return Err("a rate of 0 would refuse every request".into());
         }
@@ -238,5 +245,9 @@ mod tests {
         assert_eq!(Rate::parse("100/s").map(|r| r.count), Ok(100));
         assert!(Rate::parse("0/s").is_err());
         assert!(Rate::parse("100").is_err());
+        let huge = Rate::parse("100000000000000/s").unwrap_err().to_string();
+        assert!(huge.contains("`100000000000000` is too large") && huge.contains("4294967295"), "{huge}");
+        assert!(Rate::parse("4294967295/s").is_ok());
+        assert!(Rate::parse("ten/s").unwrap_err().to_string().contains("is not a whole number"));
     }
 }

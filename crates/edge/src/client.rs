@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use windlass_http::HttpError;
+// Every name goes into a path encoded, as one segment: a name is never a path of its own.
+use windlass_http::percent::segment;
 
 use crate::admin::api::{self, Counters, EdgeEvent, EdgeState, Events, FailoverRequest, PoolMembership, Switch};
 use crate::metrics::Snapshot;
@@ -181,32 +183,34 @@ impl EdgeControl for EdgeClient {
     }
 
     async fn put_service(&self, service: &str, spec: &ServiceSpec) -> Result<(), EdgeError> {
-        self.put(&format!("/edge/services/{service}"), spec).await
+        self.put(&format!("/edge/services/{}", segment(service)), spec).await
     }
 
     async fn put_pool(&self, service: &str, pool: &str, instances: &[SocketAddr]) -> Result<(), EdgeError> {
         let body = PoolMembership { instances: instances.to_vec() };
-        self.put(&format!("/edge/services/{service}/pools/{pool}"), &body).await
+        self.put(&format!("/edge/services/{}/pools/{}", segment(service), segment(pool)), &body).await
     }
 
     async fn delete_pool(&self, service: &str, pool: &str) -> Result<(), EdgeError> {
-        self.call("DELETE", &format!("/edge/services/{service}/pools/{pool}"), None).await.map(drop)
+        self.call("DELETE", &format!("/edge/services/{}/pools/{}", segment(service), segment(pool)), None)
+            .await
+            .map(drop)
     }
 
     async fn set_weights(&self, service: &str, weights: &BTreeMap<String, u8>) -> Result<(), EdgeError> {
-        self.put(&format!("/edge/services/{service}/weights"), weights).await
+        self.put(&format!("/edge/services/{}/weights", segment(service)), weights).await
     }
 
     async fn maintenance(&self, service: Option<&str>, enabled: bool) -> Result<(), EdgeError> {
         let path = match service {
-            Some(service) => format!("/edge/services/{service}/maintenance"),
+            Some(service) => format!("/edge/services/{}/maintenance", segment(service)),
             None => "/edge/maintenance".to_owned(),
         };
         self.put(&path, &Switch { enabled }).await
     }
 
     async fn failover(&self, service: &str, to: &str) -> Result<(), EdgeError> {
-        self.put(&format!("/edge/services/{service}/failover"), &FailoverRequest { to: to.to_owned() }).await
+        self.put(&format!("/edge/services/{}/failover", segment(service)), &FailoverRequest { to: to.to_owned() }).await
     }
 
     async fn set_endpoints(
@@ -216,11 +220,11 @@ impl EdgeControl for EdgeClient {
         thresholds_ms: &[u64],
     ) -> Result<(), EdgeError> {
         let body = api::EndpointsRequest { endpoints: endpoints.to_vec(), thresholds_ms: thresholds_ms.to_vec() };
-        self.put(&format!("/edge/services/{service}/endpoints"), &body).await
+        self.put(&format!("/edge/services/{}/endpoints", segment(service)), &body).await
     }
 
     async fn pool_metrics(&self, service: &str, pool: &str) -> Result<Snapshot, EdgeError> {
-        let path = format!("/edge/services/{service}/pools/{pool}/metrics");
+        let path = format!("/edge/services/{}/pools/{}/metrics", segment(service), segment(pool));
         self.get::<api::PoolMetrics>(&path).await.map(|answer| answer.snapshot)
     }
 

@@ -12,6 +12,19 @@ pub fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
 }
 
+/// `text` as one path segment of a URL, whatever it holds: every byte but RFC 3986's unreserved
+/// ones is percent-encoded (so `/`, `?`, `#`, `%`, spaces and non-ASCII stay inside the
+/// segment), and a segment that is all dots (`.`, `..`) is encoded whole, as no dot segment may
+/// reach a URL normaliser. A name like `../../x` reaches its own route and is answered as an
+/// unknown name there, never another route. Every client of Windlass (the CLI's API calls, the
+/// edge's admin client) builds its paths with this.
+pub fn segment(text: &str) -> String {
+    if !text.is_empty() && text.bytes().all(|b| b == b'.') {
+        return "%2E".repeat(text.len());
+    }
+    encode(text)
+}
+
 /// `%XX` escapes decoded; a `%` not followed by two hex digits stays as it is, and bytes that
 /// are not UTF-8 become U+FFFD.
 pub fn decode(text: &str) -> String {
@@ -38,5 +51,16 @@ mod tests {
         assert_eq!(decode_utf8("%41"), Some("A".into()));
         let text = "s3cr&t/ü %";
         assert_eq!(decode(&encode(text)), text);
+    }
+
+    #[test]
+    fn a_segment_keeps_slashes_and_dot_segments_inside_it() {
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("."), "%2E");
+        assert_eq!(segment("../../x"), "..%2F..%2Fx");
+        assert_eq!(segment("a.b"), "a.b");
+        assert_eq!(segment("api"), "api");
+        assert_eq!(segment(""), "");
+        assert_eq!(decode(&segment("..")), "..");
     }
 }

@@ -303,6 +303,10 @@ pub async fn approve(
         return Err(robots_never_approve(approver, "approve"));
     }
     let policy = policy(deployer, environment)?;
+    // Looked at before the lease too: a decision on nothing is refused without writing (taking
+    // the lease records its fencing counter). Looked at again under the lease, which serialises
+    // decisions.
+    open_request(deployer, environment).await?;
     guard(deployer, environment, async {
         let mut request = open_request(deployer, environment).await?;
         if policy == Approval::Required && approver == request.requested_by {
@@ -399,6 +403,8 @@ pub async fn reject(
         return Err(robots_never_approve(rejecter, "reject"));
     }
     policy(deployer, environment)?;
+    // As in `approve`: refused without taking the lease when nothing awaits a decision.
+    open_request(deployer, environment).await?;
     guard(deployer, environment, async {
         let mut request = open_request(deployer, environment).await?;
         request.decision = Decision::Rejected { by: rejecter.to_owned(), reason: reason.clone() };

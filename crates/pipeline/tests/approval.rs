@@ -87,3 +87,35 @@ async fn the_requester_under_another_token_and_robots_cannot_decide_and_the_appr
     let recorded: Recorded = serde_json::from_str(&record.artifacts).unwrap();
     assert_eq!(recorded.approved_by.as_deref(), Some("bob"));
 }
+
+/// A decision when nothing awaits one is refused and writes nothing: the approval's lease is
+/// never taken, so its fencing counter (a row of its own in the store) is not started.
+#[tokio::test]
+async fn a_decision_on_nothing_is_refused_without_taking_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let deployer = deployer(dir.path()).await;
+    let bob = Decider { name: "bob", robot: false };
+    for refused in [
+        approval::approve(&deployer, "production", bob, None).await.map(drop),
+        approval::reject(&deployer, "production", bob, None).await.map(drop),
+    ] {
+        match refused {
+            Err(DeployError::Conflict(why)) => assert!(why.contains("awaits approval"), "{why}"),
+            other => panic!("not refused as a conflict: {other:?}"),
+        }
+    }
+    // A lease name never taken starts its counter where a new name does: the refusals above
+    // took no lease of `approval/production`.
+    let take = |name: &'static str| {
+        let store = deployer.store.clone();
+        let holder = deployer.holder.clone();
+        async move {
+            match store.acquire_lease(name, &holder, "test", std::time::Duration::from_secs(30)).await.unwrap() {
+                windlass_store::Acquire::Acquired(lease) => lease.token,
+                windlass_store::Acquire::Held(info) => panic!("held by {info:?}"),
+            }
+        }
+    };
+    let fresh = take("never/taken").await;
+    assert_eq!(take("approval/production").await, fresh, "a refused decision took the approval lease");
+}

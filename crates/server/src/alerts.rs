@@ -29,7 +29,8 @@ use windlass_monitor::incident::{Incident, IncidentStatus, human, postmortem};
 use windlass_monitor::oncall::Recipient;
 use windlass_store::{Clock, Store, SystemClock};
 
-use crate::api::{Actor, AppState, Path, Query, body, error};
+use crate::access::{Permission, Scope};
+use crate::api::{Actor, AppState, Path, Query, body, error, known_environment};
 
 /// Opens the engine over the store (resuming its firing alerts).
 pub(crate) async fn open(store: Arc<dyn Store>, config: &Config) -> Result<Arc<Alerting>, crate::ServerError> {
@@ -227,7 +228,41 @@ async fn audit(store: &dyn Store, actor: &str, environment: Option<&str>, kind: 
     crate::api::audit_as(store, actor, environment, kind, subject, message).await;
 }
 
+/// `actor` holds `permission` on what an alert, silence or incident concerns. These routes name
+/// no environment in their path, so the token check only saw that the caller holds the
+/// permission somewhere; this checks it where the call acts. A silence of no environment
+/// silences every environment, so it needs the permission on each of them.
+async fn require_on(
+    state: &AppState,
+    actor: &Actor,
+    permission: Permission,
+    environment: Option<&str>,
+    service: Option<&str>,
+) -> Result<(), Response> {
+    if let Some(environment) = environment {
+        let scope = Scope { environment: Some(environment), service };
+        return crate::access::require(state, actor, permission, scope).await;
+    }
+    let config = state.deployer.shared_config().map_err(|err| error(StatusCode::SERVICE_UNAVAILABLE, err))?;
+    for environment in config.environments.keys() {
+        let scope = Scope { environment: Some(environment), service };
+        crate::access::require(state, actor, permission, scope).await?;
+    }
+    Ok(())
+}
+
+/// 404 for an environment the config does not declare, as the routes with `{env}` answer (a
+/// query for one would otherwise answer an empty list or zeros, as if it were quiet).
+fn declared(state: &AppState, environment: Option<&str>) -> Result<(), Response> {
+    let Some(environment) = environment else { return Ok(()) };
+    let config = state.deployer.shared_config().map_err(|err| error(StatusCode::SERVICE_UNAVAILABLE, err))?;
+    windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| error(StatusCode::NOT_FOUND, err))
+}
+
 async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {
+    if let Err(response) = declared(&state, query.environment.as_deref()) {
+        return response;
+    }
     let wanted = query.status.as_deref().unwrap_or("firing");
     if !matches!(wanted, "firing" | "resolved" | "all") {
         return error(StatusCode::BAD_REQUEST, "status is one of firing, resolved, all");
@@ -252,7 +287,7 @@ async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQue
 
 async fn ack(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(caller): Extension<Actor>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -260,6 +295,21 @@ async fn ack(
         Ok(request) => request,
         Err(response) => return response,
     };
+    // An unknown alert falls through to the engine, which answers 404 naming it.
+    let concerns =
+        state.alerting.with(|engine, _| engine.alert(&id).map(|a| (a.environment.clone(), a.service.clone())));
+    match concerns.await {
+        Err(err) => return persist_error(err),
+        Ok(Some((environment, service))) => {
+            if let Err(denied) =
+                require_on(&state, &caller, Permission::Acknowledge, Some(&environment), Some(&service)).await
+            {
+                return denied;
+            }
+        }
+        Ok(None) => {}
+    }
+    let actor = caller.name;
     let via = if request.via.as_deref() == Some("cli") { AckVia::Cli } else { AckVia::Api };
     let note = request.note.clone();
     let result = state
@@ -322,6 +372,9 @@ pub fn ack_link_for(
 }
 
 async fn list_silences(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {
+    if let Err(response) = declared(&state, query.environment.as_deref()) {
+        return response;
+    }
     let result = state
         .alerting
         .with(|engine, now| {
@@ -343,15 +396,21 @@ async fn list_silences(State(state): State<AppState>, Query(query): Query<AlertQ
     }
 }
 
-async fn add_silence(
-    State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
-    bytes: Bytes,
-) -> Response {
+async fn add_silence(State(state): State<AppState>, Extension(caller): Extension<Actor>, bytes: Bytes) -> Response {
     let request: SilenceRequest = match body(&bytes) {
         Ok(request) => request,
         Err(response) => return response,
     };
+    if let Some(environment) = &request.environment
+        && let Err(response) = known_environment(&state, environment)
+    {
+        return response;
+    }
+    let (environment, service) = (request.environment.as_deref(), request.service.as_deref());
+    if let Err(denied) = require_on(&state, &caller, Permission::Silence, environment, service).await {
+        return denied;
+    }
+    let actor = caller.name;
     // The config's parser bounds it (100 years at most), so the end below is a time jiff holds.
     let duration = match windlass_config::units::Duration::parse(&request.duration) {
         Ok(duration) => duration.as_std(),
@@ -406,9 +465,25 @@ async fn add_silence(
 
 async fn expire_silence(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(caller): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Response {
+    // An unknown silence falls through to the engine, which answers 404 naming it.
+    let concerns = state.alerting.with(|engine, _| {
+        engine.silences().find(|s| s.id == id).map(|s| (s.matchers.environment.clone(), s.matchers.service.clone()))
+    });
+    match concerns.await {
+        Err(err) => return persist_error(err),
+        Ok(Some((environment, service))) => {
+            if let Err(denied) =
+                require_on(&state, &caller, Permission::Silence, environment.as_deref(), service.as_deref()).await
+            {
+                return denied;
+            }
+        }
+        Ok(None) => {}
+    }
+    let actor = caller.name;
     let result = state.alerting.with(|engine, now| engine.expire_silence(&id, now)).await;
     match result {
         Err(err) => persist_error(err),
@@ -430,6 +505,9 @@ async fn expire_silence(
 }
 
 async fn list_incidents(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> Response {
+    if let Err(response) = declared(&state, query.environment.as_deref()) {
+        return response;
+    }
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let records = match state.store.incident_records(query.environment.as_deref(), limit).await {
         Ok(records) => records,
@@ -475,13 +553,20 @@ async fn show_postmortem(State(state): State<AppState>, Path(id): Path<String>) 
     }
 }
 
+/// `actor` holds the incident permission on the incident's environment and service. An unknown
+/// incident answers 404 here, before anything else.
+async fn require_on_incident(state: &AppState, actor: &Actor, id: &str) -> Result<(), Response> {
+    let incident = find_incident(state, id).await?;
+    require_on(state, actor, Permission::Incident, Some(&incident.environment), Some(&incident.service)).await
+}
+
 fn incident_number(id: &str) -> Result<u64, Response> {
     id.parse().map_err(|_| error(StatusCode::BAD_REQUEST, format!("`{id}` is not an incident number")))
 }
 
 async fn add_note(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(caller): Extension<Actor>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -496,6 +581,10 @@ async fn add_note(
         Ok(number) => number,
         Err(response) => return response,
     };
+    if let Err(response) = require_on_incident(&state, &caller, &id).await {
+        return response;
+    }
+    let actor = caller.name;
     match state.alerting.with(|engine, now| engine.note(number, &actor, &text, now)).await {
         Err(err) => persist_error(err),
         Ok(Err(AlertError::UnknownIncident(_))) => match find_incident(&state, &id).await {
@@ -513,7 +602,7 @@ async fn add_note(
 
 async fn resolve_incident(
     State(state): State<AppState>,
-    Extension(Actor { name: actor, .. }): Extension<Actor>,
+    Extension(caller): Extension<Actor>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -525,6 +614,10 @@ async fn resolve_incident(
         Ok(number) => number,
         Err(response) => return response,
     };
+    if let Err(response) = require_on_incident(&state, &caller, &id).await {
+        return response;
+    }
+    let actor = caller.name;
     let note = request.note.or(request.text);
     let result = state
         .alerting
@@ -558,7 +651,18 @@ async fn resolve_incident(
 }
 
 /// MTTR and MTBF of a service over the last `days`.
-async fn reliability(State(state): State<AppState>, Query(query): Query<ReliabilityQuery>) -> Response {
+async fn reliability(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Actor>,
+    Query(query): Query<ReliabilityQuery>,
+) -> Response {
+    if let Err(response) = declared(&state, Some(&query.environment)) {
+        return response;
+    }
+    let scope = Scope { environment: Some(&query.environment), service: Some(&query.service) };
+    if let Err(denied) = crate::access::require(&state, &caller, Permission::Read, scope).await {
+        return denied;
+    }
     let days = query.days.unwrap_or(30).clamp(1, 3650);
     let records = match state.store.incident_records(Some(&query.environment), 10_000).await {
         Ok(records) => records,

@@ -26,7 +26,7 @@ use crate::platform::{Platform, config, demo};
 /// correct the rows that guessed an interface (each says what it guessed). `finding` rows are
 /// bad input today's code gets wrong that no part of #19 owns (each says what happens): enable
 /// them once decided and fixed.
-const ENABLED: &[&str] = &["hold", "webhook", "roles", "policy"];
+const ENABLED: &[&str] = &["hold", "webhook", "roles", "policy", "finding"];
 
 const PD_WEBHOOK_SECRET: &str = "pd-webhook-secret-for-the-bad-input-table";
 
@@ -339,11 +339,9 @@ fn path_rows() -> Vec<Case> {
                 if says.starts_with("in production") { format!("{decoded} {says}") } else { format!("`{decoded}`") };
             let row = api(format!("{method} {path}: service {label}"), method, path.replace("{}", raw), body);
             let row = row.expect(status, &[says, &named]);
-            // FINDING: the server's check of a service name before it calls the edge's admin API
-            // (`edge_service_name`) lets `..` through, so the server asks the edge for
-            // `PUT /edge/services/../failover`; the edge answers 404 (it does not resolve dot
-            // segments), but a name should never become a path segment the edge must defend.
-            let row = if decoded == ".." && path.ends_with("/failover") { row.pending("finding") } else { row };
+            // Fixed finding: `..` got past the server's check of a service name and reached the
+            // edge as `PUT /edge/services/../failover`; the name is now checked against the
+            // config's services, and the edge client encodes every segment.
             rows.push(row);
         }
         for &(method, path, body, status, says) in ID_ROUTES {
@@ -397,9 +395,16 @@ fn body_rows() -> Vec<Case> {
         api("deploy: dry_run a string", "POST", deploys, r#"{"dry_run":"yes"}"#).expect(400, &["expected a boolean"]),
         api("deploy: unknown field", "POST", deploys, r#"{"dry_run":true,"force":true}"#)
             .expect(400, &["unknown field `force`"]),
-        // FINDING: serde reads a struct from a JSON array, so `[]` is an empty DeployRequest and
-        // starts a deploy (202); the API types should refuse a body that is not an object.
-        api("deploy: body an array", "POST", deploys, "[]").expect(400, &["invalid request body"]).pending("finding"),
+        // Fixed finding: serde reads a struct from a JSON array, so `[]` was an empty
+        // DeployRequest and started a deploy (202); every body must be an object.
+        api("deploy: body an array", "POST", deploys, "[]")
+            .expect(400, &["invalid request body", "expected a JSON object, got an array"]),
+        api("deploy: body a string", "POST", deploys, r#""x""#).expect(400, &["expected a JSON object, got a string"]),
+        api("deploy: body null", "POST", deploys, "null").expect(400, &["expected a JSON object, got null"]),
+        api("silences: body an array", "POST", "/api/v1/silences", r#"[{"for":"2h","reason":"x"}]"#)
+            .expect(400, &["expected a JSON object, got an array"]),
+        api("approval: body a number", "POST", "/api/v1/environments/production/approval", "1")
+            .expect(400, &["expected a JSON object, got a number"]),
         api("deploy: truncated JSON", "POST", deploys, r#"{"reason":"#).expect(400, &["invalid request body", "EOF"]),
         api("deploy: not JSON", "POST", deploys, "reason=x").expect(400, &["invalid request body", "expected value"]),
         api("deploy: not UTF-8", "POST", deploys, "{\"reason\":\"\u{fffd}\u{0}\"}")
@@ -424,15 +429,20 @@ fn body_rows() -> Vec<Case> {
             .expect(400, &["unknown severity `huge`"]),
         api("silences: unknown field", "POST", "/api/v1/silences", r#"{"for":"2h","reason":"x","bogus":1}"#)
             .expect(400, &["unknown field `bogus`"]),
-        // FINDING: a silence for an environment the config does not declare is recorded (201).
+        // Fixed finding: a silence for an environment the config does not declare was recorded.
         api(
             "silences: undeclared environment",
             "POST",
             "/api/v1/silences",
             r#"{"for":"2h","reason":"x","environment":"nope"}"#,
         )
-        .expect(404, &["environment `nope` is not declared"])
-        .pending("finding"),
+        .expect(404, &["environment `nope` is not declared"]),
+        api("silences: list of an undeclared environment", "GET", "/api/v1/silences?environment=nope", "")
+            .expect(404, &["environment `nope` is not declared"]),
+        api("alerts: list of an undeclared environment", "GET", "/api/v1/alerts?environment=nope", "")
+            .expect(404, &["environment `nope` is not declared"]),
+        api("incidents: list of an undeclared environment", "GET", "/api/v1/incidents?environment=nope", "")
+            .expect(404, &["environment `nope` is not declared"]),
         api(
             "maintenance: enabled a string",
             "PUT",
@@ -456,16 +466,29 @@ fn body_rows() -> Vec<Case> {
         .expect(400, &["`--to sideways`", "secondary", "primary"]),
         api("approval: decision maybe", "POST", "/api/v1/environments/production/approval", r#"{"decision":"maybe"}"#)
             .expect(400, &["unknown variant `maybe`"]),
-        // FINDING: refused, but the approval lease was taken first, so `lease_tokens` gains
-        // `approval/production` (its fencing counter): a refused request writes.
+        // Fixed finding: refused, but the approval lease was taken first, so `lease_tokens`
+        // gained `approval/production` (its fencing counter): a refused request wrote.
         api(
             "approval: nothing awaits",
             "POST",
             "/api/v1/environments/production/approval",
             r#"{"decision":"approve"}"#,
         )
-        .expect(409, &["awaits approval"])
-        .pending("finding"),
+        .expect(409, &["awaits approval"]),
+        api(
+            "approval: nothing awaits rejection",
+            "POST",
+            "/api/v1/environments/production/approval",
+            r#"{"decision":"reject"}"#,
+        )
+        .expect(409, &["awaits approval"]),
+        api(
+            "failover: undeclared service",
+            "PUT",
+            "/api/v1/environments/production/services/nope/failover",
+            r#"{"to":"secondary"}"#,
+        )
+        .expect(404, &["no service `nope`"]),
         api(
             "canary: action explode",
             "POST",
@@ -524,10 +547,29 @@ fn request_rows() -> Vec<Case> {
             .expect(400, &["tail"]),
         api("reliability: service missing", "GET", "/api/v1/reliability?environment=production", "")
             .expect(400, &["missing field `service`"]),
-        // FINDING: an undeclared environment answers 200 with zero incidents, not 404.
+        // Fixed finding: an undeclared environment answered 200 with zero incidents.
         api("reliability: undeclared environment", "GET", "/api/v1/reliability?environment=nope&service=api", "")
-            .expect(404, &["environment `nope` is not declared"])
-            .pending("finding"),
+            .expect(404, &["environment `nope` is not declared"]),
+        // Query parameters are denied when unknown, as body fields are: a misspelt one is named.
+        api("alerts: unknown parameter", "GET", "/api/v1/alerts?enviroment=production", "")
+            .expect(400, &["unknown field `enviroment`"]),
+        api("silences: unknown parameter", "GET", "/api/v1/silences?state=active", "")
+            .expect(400, &["unknown field `state`"]),
+        api("incidents: unknown parameter", "GET", "/api/v1/incidents?limt=5", "")
+            .expect(400, &["unknown field `limt`"]),
+        api("events: unknown parameter", "GET", "/api/v1/events?kinds=deploy", "")
+            .expect(400, &["unknown field `kinds`"]),
+        api("deploys: unknown parameter", "GET", "/api/v1/environments/production/deploys?page=2", "")
+            .expect(400, &["unknown field `page`"]),
+        api("logs: unknown parameter", "GET", "/api/v1/environments/production/services/api/logs?lines=5", "")
+            .expect(400, &["unknown field `lines`"]),
+        api(
+            "reliability: unknown parameter",
+            "GET",
+            "/api/v1/reliability?environment=production&service=api&day=3",
+            "",
+        )
+        .expect(400, &["unknown field `day`"]),
         api(
             "reliability: days past u32",
             "GET",
@@ -689,7 +731,7 @@ fn config_rows() -> Vec<Case> {
             "config: huge rate",
             "rate_limit = { per_client = \"100000000000000/s\" }\n",
             "100000000000000/s",
-            &["services.api.rate_limit.per_client", "`100000000000000`"],
+            &["services.api.rate_limit.per_client", "`100000000000000` is too large", "4294967295"],
         ),
         config_mistake(
             "config: huge instances",
@@ -721,15 +763,32 @@ fn config_rows() -> Vec<Case> {
             "max_connections",
             &["edge.max_connections", "out of range"],
         ),
-        // FINDING: a health check every 0 ms passes `validate` with only a warning (timeout longer
-        // than interval); the edge's admin API refuses intervals under 10 ms.
+        // Fixed finding: a health check every 0 ms passed `validate` with only a warning; the
+        // edge's admin API refuses intervals under 10 ms, and `validate` now mirrors its ranges.
         config_mistake(
             "config: zero health interval",
             "health = { path = \"/h\", interval = \"0ms\" }\n",
             "0ms",
-            &["services.api.health", "interval"],
-        )
-        .pending("finding"),
+            &["services.api.health.interval", "is 0s, outside what the edge takes: 10ms to 1h"],
+        ),
+        config_mistake(
+            "config: health interval over an hour",
+            "health = { path = \"/h\", interval = \"2h\" }\n",
+            "2h",
+            &["services.api.health.interval", "outside what the edge takes"],
+        ),
+        config_mistake(
+            "config: health timeout 5ms",
+            "health = { path = \"/h\", timeout = \"5ms\" }\n",
+            "5ms",
+            &["services.api.health.timeout", "outside what the edge takes"],
+        ),
+        config_mistake(
+            "config: rate limit burst 0",
+            "rate_limit = { per_client = \"10/s\", burst = 0 }\n",
+            "burst = 0",
+            &["services.api.rate_limit.burst", "out of range"],
+        ),
         config_row("config: truncated TOML", "[project\nname =").expect(1, &["windlass.toml:1", "invalid TOML"]),
         // `hold`: a duration that overflows when added to a time is refused by `validate`, not at
         // deploy time.

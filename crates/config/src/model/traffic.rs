@@ -93,7 +93,24 @@ impl Decode for Health {
         };
         t.finish(cx);
         if !path.value.starts_with('/') {
-            cx.error(path.span, format!("health path `{}` must start with `/`", path.value));
+            cx.error(path.span.clone(), format!("health path `{}` must start with `/`", path.value));
+        }
+        use crate::check::edge_limits;
+        if path.value.len() > edge_limits::MAX_PATH {
+            let problem = format!("is {} bytes long, more than {}", path.value.len(), edge_limits::MAX_PATH);
+            cx.error(path.span, format!("`{}.path` {problem}", at.path));
+        }
+        // The edge's admin API refuses a spec outside these: refused here, not at deploy time.
+        for (field, given, (least, most)) in [
+            ("interval", health.interval, edge_limits::HEALTH_INTERVAL),
+            ("timeout", health.timeout, edge_limits::HEALTH_TIMEOUT),
+        ] {
+            if given < least || given > most {
+                cx.error(
+                    value.span(),
+                    format!("`{}.{field}` is {given}, outside what the edge takes: {least} to {most}", at.path),
+                );
+            }
         }
         if health.timeout > health.interval {
             cx.warning(
@@ -184,6 +201,13 @@ pub struct RateLimit {
     pub burst: Option<u32>,
 }
 
+/// A burst within the edge's bounds (`check::edge_limits::BURST`): 0 would refuse every request.
+fn burst(cx: &mut Cx, t: &mut Table) -> Option<u32> {
+    let at = t.at().key("burst");
+    let value = t.get(cx, "burst")?;
+    integer_in(cx, value, &at, crate::check::edge_limits::BURST).and_then(|n| u32::try_from(n).ok())
+}
+
 impl Decode for RateLimit {
     fn expected() -> String {
         "{ per_client = \"100/s\", per_route = \"1000/s\", burst = 50 }".into()
@@ -193,7 +217,7 @@ impl Decode for RateLimit {
         let limit = RateLimit {
             per_client: t.optional(cx, "per_client"),
             per_route: t.optional(cx, "per_route"),
-            burst: t.optional(cx, "burst"),
+            burst: burst(cx, &mut t),
         };
         t.finish(cx);
         Some(limit)
@@ -211,6 +235,34 @@ mod failover_tests {
 
     fn rendered(parsed: &crate::Parsed) -> String {
         parsed.diagnostics.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// What the edge's admin API refuses, `validate` refuses: the bounds of `check::edge_limits`,
+    /// each end taken and the value past it refused.
+    #[test]
+    fn health_and_burst_stay_within_what_the_edge_takes() {
+        for taken in [
+            "health = { interval = \"10ms\", timeout = \"10ms\" }",
+            "health = { interval = \"1h\", timeout = \"10m\" }",
+            "rate_limit = { per_client = \"1/h\", burst = 1 }",
+            "rate_limit = { per_client = \"4294967295/s\", burst = 1000000 }",
+        ] {
+            let parsed = service(&format!("run = \"demo\"\n{taken}"));
+            assert!(!parsed.has_errors(), "{taken}: {}", rendered(&parsed));
+        }
+        for (refused, says) in [
+            ("health = { interval = \"9ms\" }", "`services.api.health.interval` is 9ms"),
+            ("health = { interval = \"1h1ms\" }", "`services.api.health.interval`"),
+            ("health = { timeout = \"0ms\" }", "`services.api.health.timeout` is 0s"),
+            ("health = { timeout = \"10m1ms\" }", "`services.api.health.timeout`"),
+            ("rate_limit = { per_client = \"1/s\", burst = 0 }", "services.api.rate_limit.burst"),
+            ("rate_limit = { per_client = \"1/s\", burst = 1000001 }", "services.api.rate_limit.burst"),
+        ] {
+            let text = rendered(&service(refused));
+            assert!(text.contains(says), "{refused}: {text}");
+        }
+        let long = format!("health = {{ path = \"/{}\" }}", "a".repeat(2048));
+        assert!(rendered(&service(&long)).contains("more than 2048"));
     }
 
     #[test]

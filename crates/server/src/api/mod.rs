@@ -388,8 +388,15 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 }
 
 /// A JSON body, or 400 saying what is wrong with it. An empty body reads as `{}`.
+///
+/// Every request body of the API is an object: anything else is refused here, naming what came,
+/// because serde reads a struct from a JSON array too (`[]` would be an empty request, and start
+/// a deploy).
 pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    if let Some(got) = json_kind_other_than_object(text) {
+        return Err(error(StatusCode::BAD_REQUEST, format!("invalid request body: expected a JSON object, got {got}")));
+    }
     // Through serde_path_to_error, so the message names the field that is wrong.
     serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text)).map_err(|err| {
         let field = err.path().to_string();
@@ -401,8 +408,22 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     })
 }
 
+/// What a JSON text that is not an object is (`an array`, `a string`, ...); `None` for an
+/// object and for what is no JSON at all (serde's error then says what is wrong with it).
+fn json_kind_other_than_object(text: &[u8]) -> Option<&'static str> {
+    use serde_json::Value;
+    match serde_json::from_slice::<Value>(text).ok()? {
+        Value::Object(_) => None,
+        Value::Array(_) => Some("an array"),
+        Value::String(_) => Some("a string"),
+        Value::Number(_) => Some("a number"),
+        Value::Bool(_) => Some("a boolean"),
+        Value::Null => Some("null"),
+    }
+}
+
 /// The environment exists in the config and this server manages it.
-fn known_environment(state: &AppState, environment: &str) -> Result<(), Response> {
+pub(crate) fn known_environment(state: &AppState, environment: &str) -> Result<(), Response> {
     let config = state.deployer.shared_config().map_err(deploy_error)?;
     windlass_pipeline::plan::check_environment(&config, environment).map_err(|err| deploy_error(err.into()))?;
     if !state.managed.iter().any(|m| m == environment) {

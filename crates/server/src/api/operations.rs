@@ -87,7 +87,7 @@ pub(super) async fn maintenance(
         return response;
     }
     if let Some(service) = &request.service
-        && let Err(response) = edge_service_name(&environment, service)
+        && let Err(response) = edge_service_name(&state, &environment, service)
     {
         return response;
     }
@@ -102,18 +102,19 @@ pub(super) async fn maintenance(
     Json(MaintenanceDone { maintenance: request.enabled, service: request.service, message }).into_response()
 }
 
-/// A service name the edge's admin API can be asked about: the edge knows services by the
-/// config's names, which are plain words; anything else (a control character, a slash) is no
-/// service of ours, and would not even make a URL to the edge.
-fn edge_service_name(environment: &str, service: &str) -> Result<(), Response> {
-    let plain = !service.is_empty()
-        && service.len() <= 200
-        && service.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if plain {
-        Ok(())
-    } else {
-        Err(error(StatusCode::NOT_FOUND, format!("no service `{}` in `{environment}`", service.escape_debug())))
+/// A service the config declares, checked before its name goes into a request to the edge's
+/// admin API: a name from a path (`..`, `a/b`, 300 characters) is never made into a URL, and
+/// an undeclared one is answered here rather than by the edge.
+fn edge_service_name(state: &AppState, environment: &str, service: &str) -> Result<(), Response> {
+    let config = state.deployer.shared_config().map_err(deploy_error)?;
+    if config.services.contains_key(service) {
+        return Ok(());
     }
+    let declared: Vec<&str> = config.services.keys().map(String::as_str).collect();
+    Err(error(
+        StatusCode::NOT_FOUND,
+        format!("no service `{}` in `{environment}` (services: {})", service.escape_debug(), declared.join(", ")),
+    ))
 }
 
 fn reason_suffix(reason: &Option<String>) -> String {
@@ -148,7 +149,7 @@ pub(super) async fn failover(
     if request.to != "secondary" && request.to != "primary" {
         return error(StatusCode::BAD_REQUEST, format!("`--to {}`: use `secondary` or `primary`", request.to));
     }
-    if let Err(response) = edge_service_name(&environment, &service) {
+    if let Err(response) = edge_service_name(&state, &environment, &service) {
         return response;
     }
     if let Err(err) = state.deployer.edge.failover(&service, &request.to).await {
