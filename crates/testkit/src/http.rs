@@ -8,6 +8,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+/// The header types of [`Reply`], for tests that build one.
+pub use hyper::{HeaderMap, header};
+
 /// What a request got back.
 #[derive(Debug)]
 pub struct Reply {

@@ -1197,6 +1197,64 @@ async fn expired_token(fixtures: &Fixtures) -> String {
     run.stdout.trim().to_owned()
 }
 
+/// Sends a body larger than the API takes the way a careful client does: the answer is read
+/// while the body is still being written, because the server answers 413 from the head and
+/// closes without reading the rest (an HTTP client that waits for its write to finish may see
+/// only the reset that close causes, not the answer before it).
+async fn refused_early(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: String,
+) -> std::io::Result<windlass_testkit::http::Reply> {
+    use std::io::{Read as _, Write as _};
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        stream.write_all(head.as_bytes())?;
+        let mut writer = stream.try_clone()?;
+        // The body's write may fail half-way once the server has answered and closed.
+        let written = std::thread::spawn(move || {
+            let _ = writer.write_all(body.as_bytes());
+        });
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 8192];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                // A reset after the answer: what came before it is the answer.
+                Err(_) if !answer.is_empty() => break,
+                Err(err) => return Err(err),
+            }
+        }
+        let _ = written.join();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut headers = windlass_testkit::http::HeaderMap::new();
+        for line in head.lines().skip(1) {
+            if let Some((name, value)) = line.split_once(':')
+                && let (Ok(name), Ok(value)) = (
+                    windlass_testkit::http::header::HeaderName::from_bytes(name.trim().as_bytes()),
+                    value.trim().parse(),
+                )
+            {
+                headers.insert(name, value);
+            }
+        }
+        Ok(windlass_testkit::http::Reply { status, headers, body: body.to_owned() })
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// What a row got: the status or exit code, the text to search, and the whole output.
 struct Outcome {
     code: i32,
@@ -1219,7 +1277,12 @@ async fn run_api(fixtures: &mut Fixtures, case: &Case) -> Outcome {
         sent.push(("content-type".into(), "application/json".into()));
     }
     let borrowed: Vec<(&str, &str)> = sent.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let reply = match windlass_testkit::http::request(method, fixtures.server_address(), path, &borrowed, body).await {
+    let sent_reply = if body.len() > 1024 * 1024 {
+        refused_early(fixtures.server_address(), method, path, &sent, body.clone()).await
+    } else {
+        windlass_testkit::http::request(method, fixtures.server_address(), path, &borrowed, body).await
+    };
+    let reply = match sent_reply {
         Ok(reply) => reply,
         Err(err) => {
             return Outcome { code: -1, message: String::new(), problems: vec![format!("no answer: {err}")] };

@@ -279,12 +279,13 @@ async fn guard(
             return error(StatusCode::FORBIDDEN, format!("route {method} {path} declares no permission"));
         };
         let (environment, service) = params.as_ref().map(scope_of).unwrap_or_default();
-        if path.starts_with("/deploys/{id}") && environment.is_none() {
+        if params.is_some() && path.starts_with("/deploys/{id}") && environment.is_none() {
             // The scope of a deploy is its environment, read from its id: an id that names none
             // is no deploy, and must not be checked as "any environment" (fail closed).
+            let id = params.as_ref().and_then(|p| p.iter().find(|(key, _)| *key == "id").map(|(_, value)| value));
             return error(
                 StatusCode::NOT_FOUND,
-                "no deploy with that id: a deploy id is `<environment>-<YYYYMMDD>-<HHMMSS>`",
+                format!("no deploy `{}`: a deploy id is `<environment>-<YYYYMMDD>-<HHMMSS>`", id.unwrap_or_default()),
             );
         }
         let scope = Scope { environment: environment.as_deref(), service: service.as_deref() };
