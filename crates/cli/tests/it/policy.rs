@@ -294,3 +294,38 @@ async fn people_not_tokens_decide_robots_never_do_and_the_dangerous_switches_nee
     let approval = platform.json(&["events", "production", "--kind", "deploy.approval_requested"]);
     assert_eq!(approval["events"].as_array().unwrap().len(), 1, "no new request: {approval:#}");
 }
+
+/// Under `approval = "anyone"` a requester may approve their own deploy with `--approve`, but
+/// only if they hold `approve`: a deployer who is not an approver is refused, and nothing runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn approving_your_own_deploy_with_approve_needs_the_approve_permission() {
+    let people = r#"
+[access.people.alice]
+[access.people.dave]
+
+[[access.grants]]
+people = ["alice", "dave"]
+role = "deployer"
+environments = ["production"]
+
+[[access.grants]]
+people = ["alice"]
+role = "approver"
+environments = ["production"]
+"#;
+    let anyone = config(&demo(), r#"VERSION = "v1""#, "1m", people)
+        .replace("[environments.production]\n", "[environments.production]\napproval = \"anyone\"\n");
+    let platform = Platform::start(&anyone);
+    let dave = platform.token_for(&["--for", "dave"]);
+    let run = platform.cli_as(&dave, &["deploy", "production", "--approve", "--detach", "--reason", "v1"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`approve` permission"), "{}", run.stderr);
+    let deploys = platform.json(&["deploys", "production"]);
+    assert!(deploys["deploys"].as_array().unwrap().is_empty(), "nothing ran: {deploys:#}");
+    // Alice holds both: her own approval goes through and is recorded as hers.
+    let alice = platform.token_for(&["--for", "alice"]);
+    let run = platform.cli_as(&alice, &["deploy", "production", "--approve", "--detach", "--reason", "v1"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let deploys = platform.json(&["deploys", "production"]);
+    assert_eq!(deploys["deploys"].as_array().unwrap().len(), 1, "{deploys:#}");
+}

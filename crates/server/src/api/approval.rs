@@ -35,7 +35,13 @@ where
     let decider = Decider { name: &actor.name, robot: actor.robot };
     match approval::gate(policy, approve, environment, decider) {
         Gate::Go => Ok(None),
-        Gate::SelfApproved => Ok(Some(actor.name.clone())),
+        Gate::SelfApproved => {
+            // `--approve` is an approval like `windlass approve`: it needs the permission, or a
+            // deployer under `approval = "anyone"` would approve what an approver never saw.
+            let scope = crate::access::Scope { environment: Some(environment), service: None };
+            crate::access::require(state, actor, crate::access::Permission::Approve, scope).await?;
+            Ok(Some(actor.name.clone()))
+        }
         Gate::SelfApprovalRefused(why) => Err(error(StatusCode::FORBIDDEN, why)),
         Gate::Ask => Err(match owned(state, ask()).await {
             Err(response) => response,
